@@ -1,0 +1,93 @@
+# Outbox reference system: order-service and inventory-service in C.
+#   make           build bin/order-service and bin/inventory-service
+#   make test      install what is missing, build with ASan/UBSan, run every suite
+#   make demo      run the system on a local Postgres + nats-server
+#   make bench     benchmarks against raw pgbench / raw JetStream publish
+#   make deps      install the Debian packages the above need
+
+CC      ?= cc
+PKGS    := libmicrohttpd libpq libnats jansson
+WARN    := -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+           -Wmissing-prototypes -Wformat=2 -Wwrite-strings
+CFLAGS_BASE = $(WARN) -D_GNU_SOURCE -pthread -Icommon -Iorder-service -Iinventory-service \
+           $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LIBS     = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -pthread
+TESTLIBS = $(shell pkg-config --libs check 2>/dev/null)
+
+RELEASE_FLAGS := -O2 -g
+ASAN_FLAGS    := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+                 -fno-sanitize-recover=undefined
+
+COMMON_SRC    := $(wildcard common/*.c)
+ORDER_SRC     := $(filter-out order-service/main.c,$(wildcard order-service/*.c))
+INVENTORY_SRC := $(filter-out inventory-service/main.c,$(wildcard inventory-service/*.c))
+UNIT_SRC      := $(wildcard tests/unit/*.c)
+INTEG_SRC     := $(wildcard tests/integration/*.c) $(wildcard tests/support/*.c)
+
+obj = $(patsubst %.c,build/$(1)/%.o,$(2))
+
+.PHONY: all deps test demo demo-stop bench compose-test clean check-build
+all: bin/order-service bin/inventory-service
+
+# --- release build -----------------------------------------------------
+bin/order-service: $(call obj,release,$(COMMON_SRC) $(ORDER_SRC) order-service/main.c)
+	@mkdir -p bin
+	$(CC) $(RELEASE_FLAGS) -o $@ $^ $(LIBS)
+
+bin/inventory-service: $(call obj,release,$(COMMON_SRC) $(INVENTORY_SRC) inventory-service/main.c)
+	@mkdir -p bin
+	$(CC) $(RELEASE_FLAGS) -o $@ $^ $(LIBS)
+
+build/release/%.o: %.c $(wildcard common/*.h order-service/*.h inventory-service/*.h)
+	@mkdir -p $(dir $@)
+	@echo "  CC $<"; $(CC) $(CFLAGS_BASE) $(RELEASE_FLAGS) -c -o $@ $<
+
+# --- sanitizer build for tests -----------------------------------------
+build/asan/%.o: %.c $(wildcard common/*.h order-service/*.h inventory-service/*.h tests/*/*.h)
+	@mkdir -p $(dir $@)
+	@echo "  CC $<"; $(CC) $(CFLAGS_BASE) -Itests $(ASAN_FLAGS) -c -o $@ $<
+
+build/asan/bin/order-service: $(call obj,asan,$(COMMON_SRC) $(ORDER_SRC) order-service/main.c)
+	@mkdir -p $(dir $@)
+	$(CC) $(ASAN_FLAGS) -o $@ $^ $(LIBS)
+
+build/asan/bin/inventory-service: $(call obj,asan,$(COMMON_SRC) $(INVENTORY_SRC) inventory-service/main.c)
+	@mkdir -p $(dir $@)
+	$(CC) $(ASAN_FLAGS) -o $@ $^ $(LIBS)
+
+build/asan/tests/unit: $(call obj,asan,$(COMMON_SRC) $(ORDER_SRC) $(INVENTORY_SRC) $(UNIT_SRC))
+	@mkdir -p $(dir $@)
+	$(CC) $(ASAN_FLAGS) -o $@ $^ $(LIBS) $(TESTLIBS)
+
+build/asan/tests/integration: $(call obj,asan,$(COMMON_SRC) $(ORDER_SRC) $(INVENTORY_SRC) $(INTEG_SRC))
+	@mkdir -p $(dir $@)
+	$(CC) $(ASAN_FLAGS) -o $@ $^ $(LIBS) $(TESTLIBS)
+
+check-build: build/asan/bin/order-service build/asan/bin/inventory-service \
+             build/asan/tests/unit build/asan/tests/integration all
+
+# --- the commands of the README ----------------------------------------
+deps:
+	@scripts/deps
+
+test: deps
+	@$(MAKE) --no-print-directory check-build
+	@scripts/test
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/demo
+
+demo-stop:
+	@scripts/demo stop
+
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/bench
+
+compose-test:
+	@scripts/deps compose
+	@tests/compose/run
+
+clean:
+	rm -rf build bin

@@ -1,0 +1,402 @@
+/* broker.c - nats.c behind the broker.h interface.
+ * Owns the natsConnection, the JetStream contexts, the stream/consumer
+ * settings of the contract and the translation of natsStatus into enum err;
+ * not what is published or what a message means. */
+#include "broker.h"
+#include "util.h"
+
+#include <nats/nats.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NS_PER_MS 1000000LL
+#define DUPLICATE_WINDOW_MS (2 * 60 * 1000)
+#define ACK_WAIT_MS 30000
+
+struct stream_def {
+    const char *name, *subjects;
+};
+
+static const struct stream_def streams[] = {
+    {"ORDERS", "orders.>"},
+    {"INVENTORY", "inventory.>"},
+};
+
+/* Results of the batch being published; written by nats.c's ack thread. */
+struct pub_batch {
+    pthread_mutex_t mu;
+    struct broker_out *msgs;
+    natsMsg **sent;          /* sent[i] is msgs[i]'s natsMsg while in flight */
+    size_t n;
+};
+
+struct broker {
+    natsConnection *nc;
+    jsCtx *js;               /* publishing, with our ack handler */
+    jsCtx *js_admin;         /* stream/consumer management and pull subscriptions */
+    struct broker_settings set;
+    char *urls;
+    atomic_int ensured;      /* streams ensured since the last (re)connect */
+    struct pub_batch batch;
+};
+
+struct broker_sub {
+    natsSubscription *sub;
+};
+
+static void set_msg(char *msg, size_t msglen, const char *what, natsStatus s, jsErrCode jerr)
+{
+    if (msg)
+        snprintf(msg, msglen, "%s: %s (jetstream error %d)", what, natsStatus_GetText(s),
+                 (int)jerr);
+}
+
+static void on_reconnected(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    struct broker *b = closure;
+    atomic_store(&b->ensured, 0);
+}
+
+/* Finds which message of the batch a natsMsg pointer is. */
+static struct broker_out *batch_find(struct pub_batch *pb, natsMsg *m)
+{
+    for (size_t i = 0; i < pb->n; i++)
+        if (pb->sent[i] == m)
+            return &pb->msgs[i];
+    return NULL;
+}
+
+static void on_ack(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+{
+    (void)js;
+    struct pub_batch *pb = closure;
+    pthread_mutex_lock(&pb->mu);
+    struct broker_out *o = batch_find(pb, m);
+    if (o && pa) {
+        o->acked = 1;
+        o->seq = pa->Sequence;
+        o->duplicate = pa->Duplicate;
+        o->acked_at = mono_s();
+    } else if (o && pae) {
+        o->permanent = pae->ErrCode != 0; /* a JetStream API error: the server refused it */
+        snprintf(o->err, sizeof o->err, "%s", pae->ErrText ? pae->ErrText
+                                                       : natsStatus_GetText(pae->Err));
+    }
+    pthread_mutex_unlock(&pb->mu);
+    natsMsg_Destroy(m);
+}
+
+static natsStatus make_opts(struct broker *b, natsOptions **out)
+{
+    natsOptions *o = NULL;
+    const char *list[16];
+    int n = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(b->urls, ",", &save); t && n < 16; t = strtok_r(NULL, ",", &save))
+        list[n++] = t;
+    natsStatus s = natsOptions_Create(&o);
+    if (s == NATS_OK) s = natsOptions_SetServers(o, list, n);
+    if (s == NATS_OK) s = natsOptions_SetMaxReconnect(o, -1);
+    if (s == NATS_OK) s = natsOptions_SetReconnectWait(o, 250);
+    if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(o, true, NULL, NULL);
+    if (s == NATS_OK) s = natsOptions_SetReconnectedCB(o, on_reconnected, b);
+    if (s == NATS_OK) s = natsOptions_SetTimeout(o, 2000);
+    if (s == NATS_OK) s = natsOptions_SetName(o, "outbox-service");
+    if (s != NATS_OK)
+        natsOptions_Destroy(o);
+    else
+        *out = o;
+    return s;
+}
+
+static natsStatus make_contexts(struct broker *b)
+{
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.PublishAsync.AckHandler = on_ack;
+    jo.PublishAsync.AckHandlerClosure = &b->batch;
+    jo.Wait = 5000;
+    natsStatus s = natsConnection_JetStream(&b->js, b->nc, &jo);
+    jsOptions_Init(&jo);
+    jo.Wait = 5000;
+    if (s == NATS_OK)
+        s = natsConnection_JetStream(&b->js_admin, b->nc, &jo);
+    return s;
+}
+
+enum err broker_new(const struct broker_settings *set, struct broker **out,
+                    char *msg, size_t msglen)
+{
+    struct broker *b = xcalloc(1, sizeof *b);
+    natsOptions *opts = NULL;
+    b->set = *set;
+    b->urls = xstrdup(set->urls);
+    pthread_mutex_init(&b->batch.mu, NULL);
+    natsStatus s = make_opts(b, &opts);
+    if (s == NATS_OK) {
+        s = natsConnection_Connect(&b->nc, opts);
+        if (s == NATS_NOT_YET_CONNECTED)
+            s = NATS_OK; /* retried in the background */
+    }
+    if (s == NATS_OK)
+        s = make_contexts(b);
+    natsOptions_Destroy(opts);
+    if (s != NATS_OK) {
+        set_msg(msg, msglen, "nats connect", s, 0);
+        broker_free(b);
+        return ERR_BROKER;
+    }
+    *out = b;
+    return ERR_OK;
+}
+
+void broker_free(struct broker *b)
+{
+    if (!b)
+        return;
+    jsCtx_Destroy(b->js);
+    jsCtx_Destroy(b->js_admin);
+    natsConnection_Destroy(b->nc);
+    pthread_mutex_destroy(&b->batch.mu);
+    free(b->urls);
+    free(b);
+}
+
+int broker_connected(struct broker *b)
+{
+    return b->nc && natsConnection_Status(b->nc) == NATS_CONN_STATUS_CONNECTED;
+}
+
+static natsStatus ensure_stream(struct broker *b, const struct stream_def *d, jsErrCode *jerr)
+{
+    jsStreamConfig cfg;
+    jsStreamConfig_Init(&cfg);
+    const char *subjects[] = {d->subjects};
+    cfg.Name = d->name;
+    cfg.Subjects = subjects;
+    cfg.SubjectsLen = 1;
+    cfg.Storage = js_FileStorage;
+    cfg.Replicas = (int64_t)b->set.replicas;
+    cfg.Duplicates = DUPLICATE_WINDOW_MS * NS_PER_MS;
+    cfg.MaxAge = b->set.max_age_ms * NS_PER_MS;
+    jsStreamInfo *si = NULL;
+    natsStatus s = js_AddStream(&si, b->js_admin, &cfg, NULL, jerr);
+    if (s != NATS_OK && *jerr == JSStreamNameExistErr)
+        s = js_UpdateStream(&si, b->js_admin, &cfg, NULL, jerr); /* converge the settings */
+    jsStreamInfo_Destroy(si);
+    return s;
+}
+
+enum err broker_ensure_streams(struct broker *b, char *msg, size_t msglen)
+{
+    if (atomic_load(&b->ensured))
+        return ERR_OK;
+    if (!broker_connected(b)) {
+        set_msg(msg, msglen, "nats", NATS_CONNECTION_DISCONNECTED, 0);
+        return ERR_UNAVAILABLE;
+    }
+    for (size_t i = 0; i < ARRAY_LEN(streams); i++) {
+        jsErrCode jerr = 0;
+        natsStatus s = ensure_stream(b, &streams[i], &jerr);
+        if (s != NATS_OK) {
+            set_msg(msg, msglen, streams[i].name, s, jerr);
+            return broker_connected(b) && jerr ? ERR_BROKER : ERR_UNAVAILABLE;
+        }
+    }
+    atomic_store(&b->ensured, 1);
+    return ERR_OK;
+}
+
+static natsStatus build_msg(const struct broker_out *o, natsMsg **out)
+{
+    natsMsg *m = NULL;
+    natsStatus s = natsMsg_Create(&m, o->subject, NULL, o->payload, (int)o->len);
+    if (s == NATS_OK) s = natsMsgHeader_Set(m, "Nats-Msg-Id", o->event_id);
+    if (s == NATS_OK) s = natsMsgHeader_Set(m, "Event-Type", o->event_type);
+    if (s == NATS_OK && o->traceparent && o->traceparent[0])
+        s = natsMsgHeader_Set(m, "traceparent", o->traceparent);
+    if (s != NATS_OK)
+        natsMsg_Destroy(m);
+    else
+        *out = m;
+    return s;
+}
+
+/* Messages still without an ack at the deadline: take them back, mark them. */
+static void reclaim_pending(struct broker *b, const char *why)
+{
+    natsMsgList pending = {0};
+    if (js_PublishAsyncGetPendingList(&pending, b->js) == NATS_OK) {
+        pthread_mutex_lock(&b->batch.mu);
+        for (int i = 0; i < pending.Count; i++) {
+            struct broker_out *o = batch_find(&b->batch, pending.Msgs[i]);
+            if (o && !o->acked && !o->err[0])
+                snprintf(o->err, sizeof o->err, "no ack: %s", why);
+        }
+        pthread_mutex_unlock(&b->batch.mu);
+        natsMsgList_Destroy(&pending);
+    }
+}
+
+static void send_all(struct broker *b, struct broker_out *msgs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        natsMsg *m = NULL;
+        natsStatus s = build_msg(&msgs[i], &m);
+        pthread_mutex_lock(&b->batch.mu);
+        b->batch.sent[i] = m;
+        pthread_mutex_unlock(&b->batch.mu);
+        if (s == NATS_OK)
+            s = js_PublishMsgAsync(b->js, &m, NULL);
+        if (s != NATS_OK) {
+            pthread_mutex_lock(&b->batch.mu);
+            b->batch.sent[i] = NULL;
+            snprintf(msgs[i].err, sizeof msgs[i].err, "publish: %s", natsStatus_GetText(s));
+            pthread_mutex_unlock(&b->batch.mu);
+            natsMsg_Destroy(m); /* NULL (a no-op) once the library took it */
+        }
+    }
+}
+
+enum err broker_publish(struct broker *b, struct broker_out *msgs, size_t n, int timeout_ms)
+{
+    if (!broker_connected(b)) {
+        for (size_t i = 0; i < n; i++)
+            snprintf(msgs[i].err, sizeof msgs[i].err, "nats: not connected");
+        return ERR_UNAVAILABLE;
+    }
+    pthread_mutex_lock(&b->batch.mu);
+    b->batch.msgs = msgs;
+    b->batch.n = n;
+    b->batch.sent = xcalloc(n, sizeof *b->batch.sent);
+    pthread_mutex_unlock(&b->batch.mu);
+
+    send_all(b, msgs, n);
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MaxWait = timeout_ms;
+    natsStatus s = js_PublishAsyncComplete(b->js, &po);
+    if (s != NATS_OK)
+        reclaim_pending(b, natsStatus_GetText(s));
+
+    pthread_mutex_lock(&b->batch.mu);
+    free(b->batch.sent);
+    b->batch.sent = NULL;
+    b->batch.msgs = NULL;
+    b->batch.n = 0;
+    pthread_mutex_unlock(&b->batch.mu);
+    return ERR_OK;
+}
+
+static natsStatus ensure_consumer(struct broker *b, const char *stream, const char *durable,
+                                  const char *filter, jsErrCode *jerr)
+{
+    jsConsumerConfig cc;
+    jsConsumerConfig_Init(&cc);
+    cc.Durable = durable;
+    cc.FilterSubject = filter;
+    cc.AckPolicy = js_AckExplicit;
+    cc.DeliverPolicy = js_DeliverAll;
+    cc.AckWait = ACK_WAIT_MS * NS_PER_MS;
+    cc.MaxDeliver = -1;
+    cc.MaxAckPending = 20000;
+    jsConsumerInfo *ci = NULL;
+    natsStatus s = js_AddConsumer(&ci, b->js_admin, stream, &cc, NULL, jerr);
+    if (s != NATS_OK && *jerr != 0 && *jerr != JSStreamNotFoundErr)
+        s = js_UpdateConsumer(&ci, b->js_admin, stream, &cc, NULL, jerr);
+    jsConsumerInfo_Destroy(ci);
+    return s;
+}
+
+enum err broker_subscribe(struct broker *b, const char *stream, const char *durable,
+                          const char *filter, struct broker_sub **out, char *msg, size_t msglen)
+{
+    enum err e = broker_ensure_streams(b, msg, msglen);
+    if (e != ERR_OK)
+        return e;
+    jsErrCode jerr = 0;
+    natsStatus s = ensure_consumer(b, stream, durable, filter, &jerr);
+    natsSubscription *sub = NULL;
+    if (s == NATS_OK) {
+        jsSubOptions so;
+        jsSubOptions_Init(&so);
+        so.Stream = stream;
+        so.Consumer = durable;
+        s = js_PullSubscribe(&sub, b->js_admin, filter, durable, NULL, &so, &jerr);
+    }
+    if (s != NATS_OK) {
+        set_msg(msg, msglen, durable, s, jerr);
+        atomic_store(&b->ensured, 0); /* the stream may be gone: ensure it again */
+        return broker_connected(b) ? ERR_BROKER : ERR_UNAVAILABLE;
+    }
+    *out = xcalloc(1, sizeof **out);
+    (*out)->sub = sub;
+    return ERR_OK;
+}
+
+void broker_sub_free(struct broker_sub *sub)
+{
+    if (!sub)
+        return;
+    natsSubscription_Destroy(sub->sub);
+    free(sub);
+}
+
+static void fill_in(struct broker_in *in, natsMsg *m)
+{
+    in->subject = natsMsg_GetSubject(m);
+    in->data = natsMsg_GetData(m);
+    in->len = natsMsg_GetDataLength(m);
+    in->handle = m;
+    jsMsgMetaData *meta = NULL;
+    in->delivered = natsMsg_GetMetaData(&meta, m) == NATS_OK ? meta->NumDelivered : 1;
+    jsMsgMetaData_Destroy(meta);
+}
+
+enum err broker_fetch(struct broker_sub *sub, int max, int timeout_ms,
+                      struct broker_in **msgs, int *n)
+{
+    natsMsgList list = {0};
+    jsErrCode jerr = 0;
+    *msgs = NULL;
+    *n = 0;
+    natsStatus s = natsSubscription_Fetch(&list, sub->sub, max, timeout_ms, &jerr);
+    if (s == NATS_TIMEOUT && list.Count == 0)
+        return ERR_TIMEOUT;
+    if (s != NATS_OK && list.Count == 0)
+        return (s == NATS_NOT_FOUND || jerr) ? ERR_BROKER : ERR_UNAVAILABLE;
+    *msgs = xcalloc((size_t)list.Count, sizeof **msgs);
+    for (int i = 0; i < list.Count; i++) {
+        fill_in(&(*msgs)[i], list.Msgs[i]);
+        list.Msgs[i] = NULL; /* ownership moves to *msgs */
+    }
+    *n = list.Count;
+    natsMsgList_Destroy(&list);
+    return ERR_OK;
+}
+
+void broker_fetch_free(struct broker_in *msgs, int n)
+{
+    for (int i = 0; i < n; i++)
+        natsMsg_Destroy(msgs[i].handle);
+    free(msgs);
+}
+
+void broker_ack(struct broker_in *m)
+{
+    natsMsg_Ack(m->handle, NULL);
+}
+
+void broker_term(struct broker_in *m)
+{
+    natsMsg_Term(m->handle, NULL);
+}
+
+void broker_nak(struct broker_in *m, int64_t delay_ms)
+{
+    natsMsg_NakWithDelay(m->handle, delay_ms, NULL);
+}

@@ -1,0 +1,76 @@
+/* broker.h - the NATS JetStream connection: streams and durable consumers
+ * from the contract, batch async publish with per-message acks, and pull
+ * fetch with ack / term / nak.
+ *
+ * nats.c is used only in broker.c. The connection reconnects forever in the
+ * background; after each reconnect the streams are ensured again on next use. */
+#ifndef COMMON_BROKER_H
+#define COMMON_BROKER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "err.h"
+
+struct broker_settings {
+    const char *urls;        /* comma-separated */
+    int replicas;
+    int64_t max_age_ms;      /* stream MaxAge */
+};
+
+/* One outbox row to publish, and what became of it. */
+struct broker_out {
+    const char *subject, *event_id, *event_type, *traceparent; /* traceparent may be NULL */
+    const char *payload;
+    size_t len;
+    int acked;               /* 1 when JetStream acknowledged (duplicate or not) */
+    int duplicate;           /* the ack said JetStream already had this id */
+    uint64_t seq;            /* stream sequence from the ack */
+    int permanent;           /* the server refused it (retrying cannot help) */
+    double acked_at;         /* mono_s() when the ack arrived */
+    char err[160];
+};
+
+/* One fetched message. */
+struct broker_in {
+    const char *subject, *data;
+    int len;
+    uint64_t delivered;      /* delivery count for this message */
+    void *handle;
+};
+
+struct broker;
+struct broker_sub;
+
+/* Starts connecting (returns at once even if no server answers yet). */
+enum err broker_new(const struct broker_settings *s, struct broker **out,
+                    char *msg, size_t msglen);
+void broker_free(struct broker *b);
+int broker_connected(struct broker *b);
+
+/* Creates or updates the ORDERS and INVENTORY streams if not done since the
+ * last (re)connect. ERR_UNAVAILABLE when not connected. */
+enum err broker_ensure_streams(struct broker *b, char *msg, size_t msglen);
+
+/* Publishes n messages asynchronously and waits up to timeout_ms for their
+ * acks, filling each one's result fields. Must not be called concurrently
+ * on one broker. Returns ERR_UNAVAILABLE (nothing sent) when disconnected. */
+enum err broker_publish(struct broker *b, struct broker_out *msgs, size_t n, int timeout_ms);
+
+/* Ensures the durable pull consumer `durable` on stream with filter and
+ * binds a subscription to it. */
+enum err broker_subscribe(struct broker *b, const char *stream, const char *durable,
+                          const char *filter, struct broker_sub **out, char *msg, size_t msglen);
+void broker_sub_free(struct broker_sub *sub);
+
+/* Fetches up to max messages, waiting up to timeout_ms. ERR_TIMEOUT when
+ * none came; ERR_BROKER when the consumer must be subscribed again.
+ * *msgs is freed with broker_fetch_free() after every message was settled. */
+enum err broker_fetch(struct broker_sub *sub, int max, int timeout_ms,
+                      struct broker_in **msgs, int *n);
+void broker_fetch_free(struct broker_in *msgs, int n);
+
+void broker_ack(struct broker_in *m);
+void broker_term(struct broker_in *m);
+void broker_nak(struct broker_in *m, int64_t delay_ms);
+
+#endif

@@ -1,0 +1,176 @@
+/* config.c - the table of environment variables, their parsers and
+ * defaults. Owns parsing and validation; not what the values mean. */
+#include "config.h"
+#include "util.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct int_range { long min, max; };
+
+struct setting {
+    const char *name;
+    int (*parse)(const struct setting *s, const char *v, struct config *c);
+    const char *def;
+    size_t offset;
+    struct int_range range;
+    const char *const *schemes; /* for URLs: accepted prefixes */
+};
+
+#define FIELD(f) offsetof(struct config, f)
+#define AT(c, s, type) ((type *)((char *)(c) + (s)->offset))
+
+static const char *const pg_schemes[] = {"postgresql://", "postgres://", NULL};
+static const char *const nats_schemes[] = {"nats://", "tls://", NULL};
+
+static int parse_long(const char *v, long *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (errno || end == v || *end != '\0')
+        return -1;
+    *out = n;
+    return 0;
+}
+
+static int parse_int(const struct setting *s, const char *v, struct config *c)
+{
+    long n;
+    if (parse_long(v, &n) < 0 || n < s->range.min || n > s->range.max)
+        return -1;
+    *AT(c, s, int) = (int)n;
+    return 0;
+}
+
+int config_parse_duration_ms(const char *s, int64_t *out)
+{
+    static const struct { const char *suffix; int64_t ms; } units[] = {
+        {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}, {"", 1000},
+    };
+    char *end = NULL;
+    errno = 0;
+    long long n = strtoll(s, &end, 10);
+    if (errno || end == s || n < 0)
+        return -1;
+    for (size_t i = 0; i < ARRAY_LEN(units); i++) {
+        if (strcmp(end, units[i].suffix) == 0) {
+            if (n > INT64_MAX / units[i].ms)
+                return -1;
+            *out = n * units[i].ms;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static int parse_duration(const struct setting *s, const char *v, struct config *c)
+{
+    int64_t ms;
+    if (config_parse_duration_ms(v, &ms) < 0 || ms < s->range.min)
+        return -1;
+    *AT(c, s, int64_t) = ms;
+    return 0;
+}
+
+static int has_scheme(const char *v, const char *const *schemes)
+{
+    for (size_t i = 0; schemes[i]; i++) {
+        size_t n = strlen(schemes[i]);
+        if (strncmp(v, schemes[i], n) == 0 && v[n] != '\0')
+            return 1;
+    }
+    return 0;
+}
+
+/* A URL, or for NATS a comma-separated list of them, each with a known scheme. */
+static int parse_url(const struct setting *s, const char *v, struct config *c)
+{
+    char *copy = xstrdup(v), *save = NULL;
+    int ok = *v != '\0';
+    for (char *tok = strtok_r(copy, ",", &save); tok && ok; tok = strtok_r(NULL, ",", &save))
+        ok = has_scheme(tok, s->schemes) && !strpbrk(tok, " \t\n");
+    free(copy);
+    if (!ok || v[strlen(v) - 1] == ',')
+        return -1;
+    *AT(c, s, char *) = xstrdup(v);
+    return 0;
+}
+
+static int parse_string(const struct setting *s, const char *v, struct config *c)
+{
+    if (s->range.min > 0 && *v == '\0')
+        return -1;
+    *AT(c, s, char *) = xstrdup(v);
+    return 0;
+}
+
+static int parse_level(const struct setting *s, const char *v, struct config *c)
+{
+    return log_level_parse(v, AT(c, s, enum log_level));
+}
+
+static const char *const SERVICE_DEFAULT = NULL; /* marker: taken from config_defaults */
+
+static const struct setting settings[] = {
+    {"PORT", parse_int, SERVICE_DEFAULT, FIELD(port), {1, 65535}, NULL},
+    {"DATABASE_URL", parse_url, SERVICE_DEFAULT, FIELD(database_url), {1, 0}, pg_schemes},
+    {"NATS_URL", parse_url, "nats://127.0.0.1:4222", FIELD(nats_url), {1, 0}, nats_schemes},
+    {"MIGRATIONS_DIR", parse_string, SERVICE_DEFAULT, FIELD(migrations_dir), {1, 0}, NULL},
+    {"LOG_LEVEL", parse_level, "info", FIELD(log_level), {0, 0}, NULL},
+    {"JS_REPLICAS", parse_int, "1", FIELD(js_replicas), {1, 5}, NULL},
+    {"HTTP_THREADS", parse_int, "4", FIELD(http_threads), {1, 256}, NULL},
+    {"RELAY_SWEEP_MS", parse_int, "200", FIELD(relay_sweep_ms), {10, 3600000}, NULL},
+    {"RELAY_BATCH", parse_int, "256", FIELD(relay_batch), {1, 10000}, NULL},
+    {"RELAY_MAX_ATTEMPTS", parse_int, "10", FIELD(relay_max_attempts), {1, 1000000}, NULL},
+    {"OUTBOX_RETENTION", parse_duration, "1h", FIELD(outbox_retention_ms), {0, 0}, NULL},
+    {"PROCESSED_RETENTION", parse_duration, "7d", FIELD(processed_retention_ms), {1000, 0}, NULL},
+    {"STREAM_MAX_AGE", parse_duration, "3d", FIELD(stream_max_age_ms), {1000, 0}, NULL},
+    {"CONSUMER_BATCH", parse_int, "128", FIELD(consumer_batch), {1, 10000}, NULL},
+    {"FAILPOINTS", parse_string, "", FIELD(failpoints), {0, 0}, NULL},
+};
+
+static const char *default_for(const struct setting *s, const struct config_defaults *d)
+{
+    if (s->def != SERVICE_DEFAULT)
+        return s->def;
+    if (s->offset == FIELD(port))
+        return d->port;
+    if (s->offset == FIELD(database_url))
+        return d->database_url;
+    return d->migrations_dir;
+}
+
+enum err config_load(const struct config_defaults *d, struct config *out,
+                     char *msg, size_t msglen)
+{
+    memset(out, 0, sizeof *out);
+    for (size_t i = 0; i < ARRAY_LEN(settings); i++) {
+        const struct setting *s = &settings[i];
+        const char *v = getenv(s->name);
+        const char *use = v ? v : default_for(s, d);
+        if (s->parse(s, use, out) < 0) {
+            snprintf(msg, msglen, "invalid value for %s: \"%s\"", s->name, use);
+            config_cleanup(out);
+            return ERR_CONFIG;
+        }
+    }
+    if (out->stream_max_age_ms >= out->processed_retention_ms) {
+        snprintf(msg, msglen, "invalid value for PROCESSED_RETENTION: must be longer "
+                 "than STREAM_MAX_AGE so that no redelivery outlives its processed id");
+        config_cleanup(out);
+        return ERR_CONFIG;
+    }
+    return ERR_OK;
+}
+
+void config_cleanup(struct config *c)
+{
+    free(c->database_url);
+    free(c->nats_url);
+    free(c->migrations_dir);
+    free(c->failpoints);
+    memset(c, 0, sizeof *c);
+}

@@ -1,0 +1,47 @@
+/* config.h - the service configuration, read once from the environment.
+ *
+ * One table of {variable, parser, default} drives it (config.c). A bad value
+ * stops the start: config_load() fills a one-line message naming the variable. */
+#ifndef COMMON_CONFIG_H
+#define COMMON_CONFIG_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include "err.h"
+#include "log.h"
+
+struct config {
+    int port;
+    char *database_url;
+    char *nats_url;            /* comma-separated list allowed */
+    char *migrations_dir;
+    enum log_level log_level;
+    int js_replicas;
+    int http_threads;          /* HTTP worker threads = Postgres pool size */
+    int relay_sweep_ms;        /* compensator period */
+    int relay_batch;
+    int relay_max_attempts;    /* permanent rejections before a row is dead */
+    int64_t outbox_retention_ms;
+    int64_t processed_retention_ms;
+    int64_t stream_max_age_ms; /* must stay below processed retention */
+    int consumer_batch;
+    char *failpoints;          /* test-only crash points, see failpoint.h */
+};
+
+/* Per-service defaults for the variables whose default differs. */
+struct config_defaults {
+    const char *port;
+    const char *database_url;
+    const char *migrations_dir;
+};
+
+/* Reads every variable into *out (strings are heap copies owned by *out).
+ * Returns ERR_OK, or ERR_CONFIG with a one-line message in msg. */
+enum err config_load(const struct config_defaults *d, struct config *out,
+                     char *msg, size_t msglen);
+void config_cleanup(struct config *c);
+
+/* Duration: "250ms", "30s", "5m", "1h", "7d" or bare seconds. Returns 0 or -1. */
+int config_parse_duration_ms(const char *s, int64_t *out);
+
+#endif

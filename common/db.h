@@ -1,0 +1,59 @@
+/* db.h - one Postgres connection that reconnects with capped backoff, and a
+ * pool of them for request threads.
+ *
+ * libpq stays inside db.c, migrate.c and the *_store.c modules that read
+ * results. Statements are prepared by name on every (re)connection from a
+ * table the caller supplies. */
+#ifndef COMMON_DB_H
+#define COMMON_DB_H
+
+#include <libpq-fe.h>
+#include <stddef.h>
+#include "err.h"
+
+struct db_stmt {
+    const char *name;
+    const char *sql;
+};
+
+struct db;
+
+/* Creates a handle for url (copied); connects lazily. stmts must outlive it. */
+void db_new(const char *url, const struct db_stmt *stmts, size_t nstmts, struct db **out);
+void db_free(struct db *db);
+
+/* Connects if needed. ERR_UNAVAILABLE while the server cannot be reached
+ * (retried no sooner than the backoff allows, capped at 2 s). */
+enum err db_connect(struct db *db);
+
+/* Runs the prepared statement `name` with text params (NULL = SQL NULL).
+ * On ERR_OK *res (if res is non-NULL) is a result the caller PQclear()s.
+ * ERR_UNAVAILABLE when the connection is lost (it is dropped and retried
+ * later), ERR_CONFLICT on a unique violation, ERR_DB otherwise. */
+enum err db_exec(struct db *db, const char *name, int nparams,
+                 const char *const *params, PGresult **res);
+/* Runs an unprepared statement with text params; same contract as db_exec. */
+enum err db_query(struct db *db, const char *sql, int nparams,
+                  const char *const *params, PGresult **res);
+/* Runs literal SQL text, possibly several statements (BEGIN, a migration). */
+enum err db_exec_sql(struct db *db, const char *sql);
+/* Rolls back whatever transaction is open; harmless when none is. */
+void db_rollback(struct db *db);
+
+/* The last error's text (static storage in db; valid until the next call). */
+const char *db_errmsg(const struct db *db);
+/* True when the handle currently has a live connection. */
+int db_is_connected(const struct db *db);
+
+/* Pool of n handles for worker threads: acquire blocks until one is free. */
+struct db_pool;
+void db_pool_new(const char *url, const struct db_stmt *stmts, size_t nstmts,
+                 int n, struct db_pool **out);
+void db_pool_free(struct db_pool *p);
+struct db *db_pool_acquire(struct db_pool *p);
+void db_pool_release(struct db_pool *p, struct db *db);
+
+/* Quick reachability check of the server at url (no query, no pool). */
+int db_ping(const char *url);
+
+#endif

@@ -1,0 +1,227 @@
+/* event.c - JSON codecs and field rules for the contract's events.
+ * Pure functions over jansson; owns no state and does no I/O. */
+#include "event.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static enum err fail(struct field_error *fe, const char *field, const char *message)
+{
+    if (fe) {
+        snprintf(fe->field, sizeof fe->field, "%s", field);
+        snprintf(fe->message, sizeof fe->message, "%s", message);
+    }
+    return ERR_VALIDATION;
+}
+
+int event_sku_valid(const char *sku)
+{
+    size_t n = strlen(sku);
+    if (n == 0 || n > SKU_MAX)
+        return 0;
+    return strspn(sku, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
+}
+
+long event_utf8_len(const char *s)
+{
+    long n = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; n++) {
+        int extra = *p < 0x80 ? 0 : (*p >> 5) == 6 ? 1 : (*p >> 4) == 14 ? 2 : (*p >> 3) == 30 ? 3 : -1;
+        if (extra < 0)
+            return -1;
+        p++;
+        for (int i = 0; i < extra; i++, p++)
+            if ((*p & 0xC0) != 0x80)
+                return -1;
+    }
+    return n;
+}
+
+/* qty must be a JSON integer (not 1.5, not "2") in range. */
+static enum err item_parse(const json_t *it, size_t i, struct order_item *out,
+                           struct field_error *fe)
+{
+    char field[64];
+    const json_t *sku = json_object_get(it, "sku"), *qty = json_object_get(it, "qty");
+    if (!json_is_object(it)) {
+        snprintf(field, sizeof field, "items[%zu]", i);
+        return fail(fe, field, "must be an object with sku and qty");
+    }
+    snprintf(field, sizeof field, "items[%zu].sku", i);
+    if (!json_is_string(sku) || !event_sku_valid(json_string_value(sku)))
+        return fail(fe, field, "must be 1-64 characters of A-Z a-z 0-9 . _ -");
+    snprintf(field, sizeof field, "items[%zu].qty", i);
+    if (!json_is_integer(qty) || json_integer_value(qty) < 1 || json_integer_value(qty) > QTY_MAX)
+        return fail(fe, field, "must be an integer from 1 to 10000");
+    snprintf(out->sku, sizeof out->sku, "%s", json_string_value(sku));
+    out->qty = (int)json_integer_value(qty);
+    return ERR_OK;
+}
+
+enum err event_items_parse(const json_t *items, struct order_item **out, size_t *n,
+                           struct field_error *fe)
+{
+    size_t count = json_array_size(items);
+    if (!json_is_array(items) || count < 1 || count > ITEMS_MAX)
+        return fail(fe, "items", "must be an array of 1 to 100 items");
+    struct order_item *v = xcalloc(count, sizeof *v);
+    for (size_t i = 0; i < count; i++) {
+        if (item_parse(json_array_get(items, i), i, &v[i], fe) != ERR_OK)
+            goto bad;
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(v[j].sku, v[i].sku) == 0) {
+                char field[64];
+                snprintf(field, sizeof field, "items[%zu].sku", i);
+                fail(fe, field, "duplicate sku within the order");
+                goto bad;
+            }
+        }
+    }
+    *out = v;
+    *n = count;
+    return ERR_OK;
+bad:
+    free(v);
+    return ERR_VALIDATION;
+}
+
+json_t *event_items_to_json(const struct order_item *items, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, json_pack("{s:s, s:i}", "sku", items[i].sku, "qty", items[i].qty));
+    return a;
+}
+
+static char *dump(json_t *o)
+{
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return s;
+}
+
+char *event_order_created_encode(const struct order_created *e)
+{
+    return dump(json_pack("{s:s, s:s, s:s, s:s, s:o, s:s}", "event_id", e->event_id, "type",
+                          "OrderCreated", "order_id", e->order_id, "customer_id", e->customer_id,
+                          "items", event_items_to_json(e->items, e->nitems), "occurred_at",
+                          e->occurred_at));
+}
+
+/* Copies a required string field that must satisfy ok(), into dst. */
+static enum err take_str(const json_t *o, const char *key, char *dst, size_t dstlen,
+                         int (*ok)(const char *), struct field_error *fe)
+{
+    const json_t *v = json_object_get(o, key);
+    if (!json_is_string(v) || !ok(json_string_value(v)) ||
+        strlen(json_string_value(v)) >= dstlen)
+        return fail(fe, key, "missing or invalid");
+    snprintf(dst, dstlen, "%s", json_string_value(v));
+    return ERR_OK;
+}
+
+static int any_text(const char *s) { return s[0] != '\0'; }
+int event_customer_id_valid(const char *s)
+{
+    long n = event_utf8_len(s);
+    return n >= 1 && n <= CUSTOMER_ID_MAX;
+}
+
+json_t *event_load_object(const char *body, size_t len, struct field_error *fe)
+{
+    json_error_t jerr;
+    json_t *o = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!json_is_object(o)) {
+        fail(fe, "", o ? "body is not a JSON object" : jerr.text);
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+static int type_is(const json_t *o, const char *type)
+{
+    const json_t *t = json_object_get(o, "type");
+    return json_is_string(t) && strcmp(json_string_value(t), type) == 0;
+}
+
+enum err event_order_created_decode(const char *body, size_t len, struct order_created *out,
+                                    struct field_error *fe)
+{
+    memset(out, 0, sizeof *out);
+    json_t *o = event_load_object(body, len, fe);
+    enum err e = o ? ERR_OK : ERR_POISON;
+    if (e == ERR_OK && !type_is(o, "OrderCreated"))
+        e = fail(fe, "type", "must be OrderCreated");
+    if (e == ERR_OK) e = take_str(o, "event_id", out->event_id, sizeof out->event_id, uuid_valid, fe);
+    if (e == ERR_OK) e = take_str(o, "order_id", out->order_id, sizeof out->order_id, uuid_valid, fe);
+    if (e == ERR_OK) e = take_str(o, "customer_id", out->customer_id, sizeof out->customer_id, event_customer_id_valid, fe);
+    if (e == ERR_OK) e = take_str(o, "occurred_at", out->occurred_at, sizeof out->occurred_at, any_text, fe);
+    if (e == ERR_OK) e = event_items_parse(json_object_get(o, "items"), &out->items, &out->nitems, fe);
+    json_decref(o);
+    return e == ERR_OK ? ERR_OK : ERR_POISON;
+}
+
+void event_order_created_cleanup(struct order_created *e)
+{
+    free(e->items);
+    e->items = NULL;
+    e->nitems = 0;
+}
+
+static const char *const reply_subjects[] = {SUBJECT_RESERVED, SUBJECT_REJECTED};
+static const char *const reply_types[] = {"InventoryReserved", "InventoryRejected"};
+static const char *const reject_reasons[] = {"insufficient_stock", "unknown_sku"};
+
+const char *event_reply_subject(enum reply_kind k) { return reply_subjects[k]; }
+const char *event_reply_type(enum reply_kind k) { return reply_types[k]; }
+
+char *event_reply_encode(const struct inventory_reply *r)
+{
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event_id", r->event_id, "type",
+                          reply_types[r->kind], "order_id", r->order_id, "occurred_at",
+                          r->occurred_at);
+    if (r->kind == REPLY_REJECTED)
+        json_object_set_new(o, "reason", json_string(r->reason));
+    return dump(o);
+}
+
+static int reason_ok(const char *s)
+{
+    for (size_t i = 0; i < ARRAY_LEN(reject_reasons); i++)
+        if (strcmp(s, reject_reasons[i]) == 0)
+            return 1;
+    return 0;
+}
+
+enum err event_reply_decode(const char *body, size_t len, struct inventory_reply *out,
+                            struct field_error *fe)
+{
+    memset(out, 0, sizeof *out);
+    json_t *o = event_load_object(body, len, fe);
+    enum err e = o ? ERR_OK : ERR_POISON;
+    if (e == ERR_OK) {
+        if (type_is(o, reply_types[REPLY_RESERVED]))
+            out->kind = REPLY_RESERVED;
+        else if (type_is(o, reply_types[REPLY_REJECTED]))
+            out->kind = REPLY_REJECTED;
+        else
+            e = fail(fe, "type", "must be InventoryReserved or InventoryRejected");
+    }
+    if (e == ERR_OK) e = take_str(o, "event_id", out->event_id, sizeof out->event_id, uuid_valid, fe);
+    if (e == ERR_OK) e = take_str(o, "order_id", out->order_id, sizeof out->order_id, uuid_valid, fe);
+    if (e == ERR_OK) e = take_str(o, "occurred_at", out->occurred_at, sizeof out->occurred_at, any_text, fe);
+    if (e == ERR_OK && out->kind == REPLY_REJECTED)
+        e = take_str(o, "reason", out->reason, sizeof out->reason, reason_ok, fe);
+    json_decref(o);
+    return e == ERR_OK ? ERR_OK : ERR_POISON;
+}
+
+enum err event_peek_id(const char *body, size_t len, char out[UUID_STR_LEN])
+{
+    json_t *o = event_load_object(body, len, NULL);
+    enum err e = o ? take_str(o, "event_id", out, UUID_STR_LEN, uuid_valid, NULL) : ERR_POISON;
+    json_decref(o);
+    return e == ERR_OK ? ERR_OK : ERR_POISON;
+}

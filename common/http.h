@@ -1,0 +1,59 @@
+/* http.h - a small JSON HTTP server on libmicrohttpd: a routing table,
+ * bodies capped at 64 KiB, the contract's error shape, request metrics.
+ *
+ * Handlers run on the server's worker threads and may block (on Postgres):
+ * the pool size is the number of requests served at once. */
+#ifndef COMMON_HTTP_H
+#define COMMON_HTTP_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include "err.h"
+
+#define HTTP_MAX_BODY (64 * 1024)
+
+struct http_req {
+    const char *method;
+    const char *path;
+    const char *param;     /* the path after a prefix route, e.g. the id */
+    const char *body;      /* NUL-terminated; may contain NULs within body_len */
+    size_t body_len;
+    void *conn;            /* opaque, for http_req_header() */
+};
+
+struct http_resp {
+    int status;
+    json_t *body;          /* owned by the response once set */
+    char *location;        /* optional Location header (heap) */
+    const char *text;      /* plain-text body instead of JSON (static or owned by ctx) */
+    char *text_owned;      /* heap text body, freed by the server */
+};
+
+typedef void (*http_handler_fn)(const struct http_req *req, struct http_resp *resp, void *ctx);
+
+struct http_route {
+    const char *method;
+    const char *path;      /* exact path, or prefix if it ends with '/' */
+    const char *name;      /* the `route` label in metrics */
+    http_handler_fn fn;
+};
+
+struct http_server;
+
+/* Starts serving on port (all interfaces) with `threads` workers. routes
+ * must outlive the server. ERR_IO if the port cannot be bound. */
+enum err http_start(int port, int threads, const struct http_route *routes, size_t nroutes,
+                    void *ctx, struct http_server **out);
+/* Stops accepting, finishes in-flight requests, frees. NULL is a no-op. */
+void http_stop(struct http_server *s);
+
+/* Value of a request header (case-insensitive), or NULL. */
+const char *http_req_header(const struct http_req *req, const char *name);
+
+/* Sets a JSON body (stolen) and status. */
+void http_resp_json(struct http_resp *resp, int status, json_t *body);
+/* Sets the contract's error body {"error":{"code","message"[,"field"]}}. */
+void http_resp_error(struct http_resp *resp, int status, const char *code,
+                     const char *message, const char *field);
+
+#endif

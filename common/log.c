@@ -1,0 +1,60 @@
+/* log.c - one JSON object per line on stderr, written with a single
+ * write(2) so that lines from different threads never interleave.
+ * Owns the minimum level and the service name; not the message text. */
+#include "log.h"
+#include "util.h"
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static enum log_level log_min = LOG_INFO;
+static const char *log_service = "";
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+void log_init(enum log_level min, const char *service)
+{
+    log_min = min;
+    log_service = service ? service : "";
+}
+
+int log_level_parse(const char *s, enum log_level *out)
+{
+    for (size_t i = 0; i < ARRAY_LEN(level_names); i++) {
+        if (strcmp(s, level_names[i]) == 0) {
+            *out = (enum log_level)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+void log_msg(enum log_level lvl, const char *fmt, ...)
+{
+    if (lvl < log_min)
+        return;
+    char *msg = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(&msg, fmt, ap) < 0)
+        msg = NULL;
+    va_end(ap);
+
+    char ts[32];
+    time_rfc3339(ts);
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "ts", ts, "level", level_names[lvl],
+                          "service", log_service, "msg", msg ? msg : fmt);
+    char *line = o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+    if (line) {
+        size_t n = strlen(line);
+        line[n] = '\n'; /* json_dumps allocates n + 1: reuse the NUL for the newline */
+        ssize_t w = write(STDERR_FILENO, line, n + 1);
+        (void)w;
+    }
+    free(line);
+    json_decref(o);
+    free(msg);
+}

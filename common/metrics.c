@@ -1,0 +1,155 @@
+/* metrics.c - the process-wide metrics registry and its text rendering.
+ * Owns the families, series and one mutex; not what is measured. */
+#include "metrics.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct series {
+    char *labels;
+    double value;     /* counter/gauge value, or histogram sum */
+    uint64_t count;   /* histogram observations */
+    uint64_t *bucket; /* histogram: per-bucket (non-cumulative) counts */
+    struct series *next;
+};
+
+struct metric {
+    char *name, *help;
+    enum metric_type type;
+    double *buckets;
+    size_t nbuckets;
+    struct series *series;
+    struct metric *next;
+};
+
+static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct metric *reg_head, *reg_tail;
+
+const double metrics_latency_buckets[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                          0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+const size_t metrics_latency_nbuckets = ARRAY_LEN(metrics_latency_buckets);
+
+static const char *const type_names[] = {"counter", "gauge", "histogram"};
+
+struct metric *metrics_register(const char *name, const char *help, enum metric_type type,
+                                const double *buckets, size_t nbuckets)
+{
+    pthread_mutex_lock(&reg_mu);
+    struct metric *m = reg_head;
+    while (m && strcmp(m->name, name) != 0)
+        m = m->next;
+    if (!m) {
+        m = xcalloc(1, sizeof *m);
+        m->name = xstrdup(name);
+        m->help = xstrdup(help);
+        m->type = type;
+        if (nbuckets) {
+            m->buckets = xmalloc(nbuckets * sizeof *buckets);
+            memcpy(m->buckets, buckets, nbuckets * sizeof *buckets);
+            m->nbuckets = nbuckets;
+        }
+        if (reg_tail)
+            reg_tail->next = m;
+        else
+            reg_head = m;
+        reg_tail = m;
+    }
+    pthread_mutex_unlock(&reg_mu);
+    return m;
+}
+
+/* Caller holds reg_mu. */
+static struct series *series_get(struct metric *m, const char *labels)
+{
+    struct series **link = &m->series;
+    for (; *link; link = &(*link)->next)
+        if (strcmp((*link)->labels, labels) == 0)
+            return *link;
+    struct series *s = xcalloc(1, sizeof *s);
+    s->labels = xstrdup(labels);
+    if (m->nbuckets)
+        s->bucket = xcalloc(m->nbuckets, sizeof *s->bucket);
+    *link = s;
+    return s;
+}
+
+void metric_add(struct metric *m, const char *labels, double v)
+{
+    pthread_mutex_lock(&reg_mu);
+    series_get(m, labels)->value += v;
+    pthread_mutex_unlock(&reg_mu);
+}
+
+void metric_set(struct metric *m, const char *labels, double v)
+{
+    pthread_mutex_lock(&reg_mu);
+    series_get(m, labels)->value = v;
+    pthread_mutex_unlock(&reg_mu);
+}
+
+void metric_observe(struct metric *m, const char *labels, double v)
+{
+    pthread_mutex_lock(&reg_mu);
+    struct series *s = series_get(m, labels);
+    s->value += v;
+    s->count++;
+    for (size_t i = 0; i < m->nbuckets; i++) {
+        if (v <= m->buckets[i]) {
+            s->bucket[i]++;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&reg_mu);
+}
+
+double metric_value(struct metric *m, const char *labels)
+{
+    pthread_mutex_lock(&reg_mu);
+    struct series *s = series_get(m, labels);
+    double v = m->type == METRIC_HISTOGRAM ? (double)s->count : s->value;
+    pthread_mutex_unlock(&reg_mu);
+    return v;
+}
+
+/* name{labels[,extra]} value */
+static void render_line(struct buf *out, const char *name, const char *suffix,
+                        const char *labels, const char *extra, double v)
+{
+    int braces = labels[0] || extra;
+    buf_printf(out, "%s%s%s%s%s%s%s %.17g\n", name, suffix, braces ? "{" : "", labels,
+               labels[0] && extra ? "," : "", extra ? extra : "", braces ? "}" : "", v);
+}
+
+static void render_histogram(struct buf *out, const struct metric *m, const struct series *s)
+{
+    uint64_t cum = 0;
+    char le[64];
+    for (size_t i = 0; i < m->nbuckets; i++) {
+        cum += s->bucket[i];
+        snprintf(le, sizeof le, "le=\"%.17g\"", m->buckets[i]);
+        render_line(out, m->name, "_bucket", s->labels, le, (double)cum);
+    }
+    render_line(out, m->name, "_bucket", s->labels, "le=\"+Inf\"", (double)s->count);
+    render_line(out, m->name, "_sum", s->labels, NULL, s->value);
+    render_line(out, m->name, "_count", s->labels, NULL, (double)s->count);
+}
+
+void metrics_render(struct buf *out)
+{
+    pthread_mutex_lock(&reg_mu);
+    for (const struct metric *m = reg_head; m; m = m->next) {
+        buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", m->name, m->help, m->name,
+                   type_names[m->type]);
+        if (!m->series && m->type != METRIC_HISTOGRAM)
+            render_line(out, m->name, "", "", NULL, 0); /* unlabelled families show 0 */
+        for (const struct series *s = m->series; s; s = s->next) {
+            if (m->type == METRIC_HISTOGRAM)
+                render_histogram(out, m, s);
+            else
+                render_line(out, m->name, "", s->labels, NULL, s->value);
+        }
+    }
+    pthread_mutex_unlock(&reg_mu);
+}

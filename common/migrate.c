@@ -1,0 +1,175 @@
+/* migrate.c - the migration runner: list NNN_*.sql, take the advisory lock,
+ * apply what schema_migrations lacks, one transaction per file.
+ * Owns the schema_migrations table; not the schema itself. */
+#include "migrate.h"
+#include "db.h"
+#include "util.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Arbitrary constant shared by every instance of every service version. */
+#define MIGRATE_LOCK_KEY "7306620031"
+
+static const char *const migrate_table_sql =
+    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+    " version integer PRIMARY KEY, name text NOT NULL,"
+    " applied_at timestamptz NOT NULL DEFAULT now())";
+
+struct mig_file {
+    long version;
+    char *name;
+};
+
+static int by_version(const void *a, const void *b)
+{
+    const struct mig_file *x = a, *y = b;
+    return (x->version > y->version) - (x->version < y->version);
+}
+
+static int is_migration(const char *name, long *version)
+{
+    size_t n = strlen(name);
+    if (n < 5 || strcmp(name + n - 4, ".sql") != 0 || !isdigit((unsigned char)name[0]))
+        return 0;
+    *version = strtol(name, NULL, 10);
+    return 1;
+}
+
+/* Sorted list of migration files in dir. */
+static enum err list_files(const char *dir, struct mig_file **out, size_t *count,
+                           char *msg, size_t msglen)
+{
+    DIR *d = opendir(dir);
+    if (!d) {
+        snprintf(msg, msglen, "cannot open migrations folder %s", dir);
+        return ERR_IO;
+    }
+    struct mig_file *files = NULL;
+    size_t n = 0;
+    struct dirent *ent;
+    long version;
+    while ((ent = readdir(d)) != NULL) {
+        if (!is_migration(ent->d_name, &version))
+            continue;
+        files = xrealloc(files, (n + 1) * sizeof *files);
+        files[n].version = version;
+        files[n++].name = xstrdup(ent->d_name);
+    }
+    closedir(d);
+    qsort(files, n, sizeof *files, by_version);
+    *out = files;
+    *count = n;
+    return ERR_OK;
+}
+
+static char *read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    struct buf b;
+    buf_init(&b);
+    char chunk[4096];
+    size_t got;
+    while ((got = fread(chunk, 1, sizeof chunk, f)) > 0)
+        buf_append(&b, chunk, got);
+    fclose(f);
+    return b.data;
+}
+
+static void free_files(struct mig_file *files, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(files[i].name);
+    free(files);
+}
+
+static enum err applied_before(struct db *db, long version, int *yes)
+{
+    char v[32];
+    snprintf(v, sizeof v, "%ld", version);
+    const char *params[] = {v};
+    PGresult *r = NULL;
+    enum err e = db_query(db, "SELECT 1 FROM schema_migrations WHERE version = $1::int",
+                          1, params, &r);
+    if (e == ERR_OK)
+        *yes = PQntuples(r) > 0;
+    PQclear(r);
+    return e;
+}
+
+/* Applies one file in its own transaction, recording it in the same one. */
+static enum err apply_file(struct db *db, const char *dir, const struct mig_file *f,
+                           char *msg, size_t msglen)
+{
+    char *path = xasprintf("%s/%s", dir, f->name);
+    char *sql = read_file(path);
+    char v[32];
+    snprintf(v, sizeof v, "%ld", f->version);
+    const char *params[] = {v, f->name};
+    enum err e = ERR_IO;
+    if (!sql) {
+        snprintf(msg, msglen, "cannot read %s", path);
+        goto out;
+    }
+    if ((e = db_exec_sql(db, "BEGIN")) != ERR_OK ||
+        (e = db_exec_sql(db, sql)) != ERR_OK ||
+        (e = db_query(db, "INSERT INTO schema_migrations (version, name) VALUES ($1::int, $2)",
+                      2, params, NULL)) != ERR_OK ||
+        (e = db_exec_sql(db, "COMMIT")) != ERR_OK) {
+        snprintf(msg, msglen, "migration %s failed: %s", f->name, db_errmsg(db));
+        db_rollback(db);
+    }
+out:
+    free(sql);
+    free(path);
+    return e;
+}
+
+static enum err apply_pending(struct db *db, const char *dir, struct mig_file *files,
+                              size_t n, int *applied, char *msg, size_t msglen)
+{
+    enum err e = ERR_OK;
+    for (size_t i = 0; i < n && e == ERR_OK; i++) {
+        int done = 0;
+        e = applied_before(db, files[i].version, &done);
+        if (e == ERR_OK && !done && (e = apply_file(db, dir, &files[i], msg, msglen)) == ERR_OK)
+            (*applied)++;
+    }
+    if (e != ERR_OK && msg[0] == '\0')
+        snprintf(msg, msglen, "%s", db_errmsg(db));
+    return e;
+}
+
+enum err migrate_run(const char *url, const char *dir, int *applied,
+                     char *msg, size_t msglen)
+{
+    struct mig_file *files = NULL;
+    size_t n = 0;
+    struct db *db = NULL;
+    int count = 0;
+    msg[0] = '\0';
+    enum err e = list_files(dir, &files, &n, msg, msglen);
+    if (e != ERR_OK)
+        goto out;
+    db_new(url, NULL, 0, &db);
+    /* The session-level lock is released by the unlock below or, if this
+     * process dies, by the server when the connection closes. */
+    if ((e = db_exec_sql(db, "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")")) != ERR_OK ||
+        (e = db_exec_sql(db, migrate_table_sql)) != ERR_OK) {
+        snprintf(msg, msglen, "%s", db_errmsg(db));
+        goto out;
+    }
+    e = apply_pending(db, dir, files, n, &count, msg, msglen);
+    db_exec_sql(db, "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")");
+out:
+    if (applied)
+        *applied = count;
+    db_free(db);
+    free_files(files, n);
+    return e;
+}

@@ -1,0 +1,19 @@
+/* migrate.h - forward-only numbered SQL migrations.
+ *
+ * Files named NNN_description.sql in a folder are applied in numeric order,
+ * each in its own transaction, recorded in schema_migrations, under a
+ * Postgres advisory lock so that concurrent starters apply each file once. */
+#ifndef COMMON_MIGRATE_H
+#define COMMON_MIGRATE_H
+
+#include <stddef.h>
+#include "err.h"
+
+/* Applies the pending files of dir to the database at url. *applied (if not
+ * NULL) gets how many files this call applied. On failure msg says which file
+ * and why: ERR_UNAVAILABLE (server unreachable, worth retrying), ERR_IO
+ * (folder unreadable), ERR_DB (a file failed; nothing of it is kept). */
+enum err migrate_run(const char *url, const char *dir, int *applied,
+                     char *msg, size_t msglen);
+
+#endif

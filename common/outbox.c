@@ -1,0 +1,344 @@
+/* outbox.c - the relay loop: wait, claim, publish, mark; gauges; retention.
+ * Owns the relay thread, its Postgres connection and the outbox table's
+ * state transitions (pending -> published | dead); not the rows' content. */
+#include "outbox.h"
+#include "backoff.h"
+#include "db.h"
+#include "failpoint.h"
+#include "log.h"
+#include "metrics.h"
+#include "util.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PUBLISH_TIMEOUT_MS 5000
+#define RETRY_BASE_MS 100
+#define RETRY_CAP_MS 60000   /* half the 2-minute duplicate window: a re-send is deduplicated */
+#define STATS_EVERY_MS 1000
+#define RETENTION_EVERY_MS 10000
+#define RETENTION_CHUNK "1000"
+#define DRAIN_MAX_PASSES 1000 /* bounds one wake-up's work so stop stays prompt */
+
+static const struct db_stmt relay_stmts[] = {
+    {"claim",
+     "SELECT id, event_id, subject, event_type, payload, traceparent, "
+     "extract(epoch FROM created_at), attempts FROM outbox "
+     "WHERE status = 'pending' AND next_attempt_at <= now() "
+     "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"},
+    {"mark_published",
+     "UPDATE outbox SET status = 'published', published_at = now(), stream_seq = v.seq, "
+     "last_error = NULL FROM unnest($1::bigint[], $2::bigint[]) AS v(id, seq) "
+     "WHERE outbox.id = v.id"},
+    {"mark_failed",
+     "UPDATE outbox SET attempts = attempts + 1, last_error = v.err, "
+     "next_attempt_at = now() + v.delay_ms * interval '1 millisecond', "
+     "status = CASE WHEN v.permanent AND attempts + 1 >= $5::int THEN 'dead' ELSE 'pending' END "
+     "FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bool[]) "
+     "AS v(id, err, delay_ms, permanent) WHERE outbox.id = v.id "
+     "RETURNING outbox.event_id, outbox.status = 'dead'"},
+    {"stats",
+     "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0) "
+     "FROM outbox WHERE status = 'pending'"},
+    {"prune",
+     "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE status = 'published' "
+     "AND published_at < now() - $1::bigint * interval '1 millisecond' LIMIT " RETENTION_CHUNK ")"},
+};
+
+struct relay {
+    const struct config *cfg;
+    struct broker *broker;
+    struct db *db;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int notified, stopping;
+    int64_t next_stats_ms, next_prune_ms;
+    int last_failed; /* log state changes once, not every pass */
+};
+
+static struct metric *m_published, *m_failures, *m_dead, *m_pending, *m_oldest, *m_latency;
+
+static void register_metrics(void)
+{
+    m_published = metrics_register("outbox_published_total",
+                                   "Outbox events acknowledged by JetStream.", METRIC_COUNTER, NULL, 0);
+    m_failures = metrics_register("outbox_publish_failures_total",
+                                  "Outbox publish attempts that failed.", METRIC_COUNTER, NULL, 0);
+    m_dead = metrics_register("outbox_dead_total",
+                              "Outbox events given up after permanent rejections.", METRIC_COUNTER, NULL, 0);
+    m_pending = metrics_register("outbox_pending", "Outbox rows not yet acknowledged by JetStream.",
+                                 METRIC_GAUGE, NULL, 0);
+    m_oldest = metrics_register("outbox_oldest_pending_age_seconds",
+                                "Age of the oldest unacknowledged outbox row.", METRIC_GAUGE, NULL, 0);
+    m_latency = metrics_register("relay_publish_seconds", "From commit to JetStream ack.",
+                                 METRIC_HISTOGRAM, metrics_latency_buckets, metrics_latency_nbuckets);
+}
+
+/* Rows of one claim, as messages for the broker. Pointers into res. */
+static struct broker_out *rows_to_msgs(PGresult *res, int n)
+{
+    struct broker_out *m = xcalloc((size_t)n, sizeof *m);
+    for (int i = 0; i < n; i++) {
+        m[i].event_id = PQgetvalue(res, i, 1);
+        m[i].subject = PQgetvalue(res, i, 2);
+        m[i].event_type = PQgetvalue(res, i, 3);
+        m[i].payload = PQgetvalue(res, i, 4);
+        m[i].len = (size_t)PQgetlength(res, i, 4);
+        m[i].traceparent = PQgetisnull(res, i, 5) ? NULL : PQgetvalue(res, i, 5);
+    }
+    return m;
+}
+
+static enum err mark_published(struct relay *r, PGresult *res, const struct broker_out *m, int n,
+                               int *count)
+{
+    struct buf ids, seqs;
+    buf_init(&ids);
+    buf_init(&seqs);
+    buf_append(&ids, "{", 1);
+    buf_append(&seqs, "{", 1);
+    double now = wall_s();
+    for (int i = 0; i < n; i++) {
+        if (!m[i].acked)
+            continue;
+        buf_printf(&ids, "%s%s", ids.len > 1 ? "," : "", PQgetvalue(res, i, 0));
+        buf_printf(&seqs, "%s%llu", seqs.len > 1 ? "," : "", (unsigned long long)m[i].seq);
+        metric_observe(m_latency, "", now - strtod(PQgetvalue(res, i, 6), NULL));
+        (*count)++;
+    }
+    buf_append(&ids, "}", 1);
+    buf_append(&seqs, "}", 1);
+    const char *params[] = {ids.data, seqs.data};
+    enum err e = *count ? db_exec(r->db, "mark_published", 2, params, NULL) : ERR_OK;
+    buf_cleanup(&ids);
+    buf_cleanup(&seqs);
+    return e;
+}
+
+/* Failed rows: attempts + 1, error, backoff; permanent ones may turn dead. */
+static enum err mark_failed(struct relay *r, PGresult *res, const struct broker_out *m, int n,
+                            int *count, const char **first_err)
+{
+    struct buf ids, errs, delays, perm;
+    struct buf *all[] = {&ids, &errs, &delays, &perm};
+    for (size_t k = 0; k < ARRAY_LEN(all); k++) {
+        buf_init(all[k]);
+        buf_append(all[k], "{", 1);
+    }
+    for (int i = 0; i < n; i++) {
+        if (m[i].acked)
+            continue;
+        const char *sep = ids.len > 1 ? "," : "";
+        int attempt = atoi(PQgetvalue(res, i, 7)) + 1;
+        buf_printf(&ids, "%s%s", sep, PQgetvalue(res, i, 0));
+        buf_pg_array_elem(&errs, m[i].err[0] ? m[i].err : "unknown publish failure");
+        buf_printf(&delays, "%s%lld", sep, (long long)backoff_delay_ms(
+                   attempt, RETRY_BASE_MS, RETRY_CAP_MS, backoff_rand01()));
+        buf_printf(&perm, "%s%s", sep, m[i].permanent ? "t" : "f");
+        if (!*first_err)
+            *first_err = m[i].err;
+        (*count)++;
+    }
+    for (size_t k = 0; k < ARRAY_LEN(all); k++)
+        buf_append(all[k], "}", 1);
+    char max[16];
+    snprintf(max, sizeof max, "%d", r->cfg->relay_max_attempts);
+    const char *params[] = {ids.data, errs.data, delays.data, perm.data, max};
+    PGresult *dead = NULL;
+    enum err e = *count ? db_exec(r->db, "mark_failed", 5, params, &dead) : ERR_OK;
+    for (int i = 0; dead && i < PQntuples(dead); i++)
+        if (PQgetvalue(dead, i, 1)[0] == 't') {
+            metric_add(m_dead, "", 1);
+            log_error("outbox event %s is dead after permanent rejections", PQgetvalue(dead, i, 0));
+        }
+    PQclear(dead);
+    for (size_t k = 0; k < ARRAY_LEN(all); k++)
+        buf_cleanup(all[k]);
+    return e;
+}
+
+static void note_outcome(struct relay *r, int failed, const char *err)
+{
+    if (failed && !r->last_failed)
+        log_warn("relay: publishing failed, will retry with backoff: %s", err);
+    else if (!failed && r->last_failed)
+        log_info("relay: publishing recovered");
+    r->last_failed = failed;
+}
+
+/* One claim-publish-mark transaction over at most RELAY_BATCH due rows. */
+static enum err relay_pass(struct relay *r, int *claimed, int *published)
+{
+    PGresult *res = NULL;
+    struct broker_out *msgs = NULL;
+    int nfail = 0;
+    const char *first_err = NULL;
+    char limit[16];
+    snprintf(limit, sizeof limit, "%d", r->cfg->relay_batch);
+    const char *params[] = {limit};
+    *claimed = *published = 0;
+    enum err e = db_exec_sql(r->db, "BEGIN");
+    if (e == ERR_OK)
+        e = db_exec(r->db, "claim", 1, params, &res);
+    if (e != ERR_OK || (*claimed = PQntuples(res)) == 0)
+        goto out; /* nothing due: the rollback below ends the empty transaction */
+    msgs = rows_to_msgs(res, *claimed);
+    char why[160];
+    if (broker_ensure_streams(r->broker, why, sizeof why) == ERR_OK)
+        broker_publish(r->broker, msgs, (size_t)*claimed, PUBLISH_TIMEOUT_MS);
+    else
+        for (int i = 0; i < *claimed; i++)
+            snprintf(msgs[i].err, sizeof msgs[i].err, "%s", why);
+    failpoint_hit("relay_after_ack");
+    e = mark_published(r, res, msgs, *claimed, published);
+    if (e == ERR_OK)
+        e = mark_failed(r, res, msgs, *claimed, &nfail, &first_err);
+    if (e == ERR_OK)
+        e = db_exec_sql(r->db, "COMMIT");
+    if (e == ERR_OK) {
+        metric_add(m_published, "", *published);
+        metric_add(m_failures, "", nfail);
+        note_outcome(r, nfail > 0, first_err);
+    }
+out:
+    db_rollback(r->db); /* no-op after COMMIT */
+    free(msgs);
+    PQclear(res);
+    return e;
+}
+
+static void update_stats(struct relay *r)
+{
+    PGresult *res = NULL;
+    if (db_exec(r->db, "stats", 0, NULL, &res) == ERR_OK) {
+        metric_set(m_pending, "", strtod(PQgetvalue(res, 0, 0), NULL));
+        metric_set(m_oldest, "", strtod(PQgetvalue(res, 0, 1), NULL));
+    }
+    PQclear(res);
+}
+
+static void prune(struct relay *r)
+{
+    char ms[32];
+    snprintf(ms, sizeof ms, "%lld", (long long)r->cfg->outbox_retention_ms);
+    const char *params[] = {ms};
+    for (int i = 0; i < 100; i++) { /* bounded: at most 100k rows per tick */
+        PGresult *res = NULL;
+        enum err e = db_exec(r->db, "prune", 1, params, &res);
+        int more = e == ERR_OK && strtol(PQcmdTuples(res), NULL, 10) >= 1000;
+        PQclear(res);
+        if (!more)
+            break;
+    }
+}
+
+static void housekeeping(struct relay *r)
+{
+    int64_t now = mono_ms();
+    if (now >= r->next_stats_ms) {
+        update_stats(r);
+        r->next_stats_ms = now + STATS_EVERY_MS;
+    }
+    if (now >= r->next_prune_ms) {
+        prune(r);
+        r->next_prune_ms = now + RETENTION_EVERY_MS;
+    }
+}
+
+/* Drains what is due: passes continue while they come back full. */
+static void drain(struct relay *r)
+{
+    int claimed = 0, published = 0;
+    for (int pass = 0; pass < DRAIN_MAX_PASSES; pass++) {
+        enum err e = relay_pass(r, &claimed, &published);
+        if (e == ERR_UNAVAILABLE && !db_is_connected(r->db))
+            return; /* Postgres is down: the next sweep retries */
+        if (e != ERR_OK)
+            log_warn("relay: %s", db_errmsg(r->db));
+        if (e != ERR_OK || claimed < r->cfg->relay_batch || published == 0)
+            return;
+        pthread_mutex_lock(&r->mu);
+        int stop = r->stopping;
+        pthread_mutex_unlock(&r->mu);
+        if (stop)
+            return;
+    }
+}
+
+static void wait_for_work(struct relay *r)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    int64_t ns = until.tv_nsec + (int64_t)r->cfg->relay_sweep_ms * 1000000;
+    until.tv_sec += ns / 1000000000;
+    until.tv_nsec = ns % 1000000000;
+    pthread_mutex_lock(&r->mu);
+    while (!r->notified && !r->stopping)
+        if (pthread_cond_timedwait(&r->cv, &r->mu, &until) != 0)
+            break;
+    r->notified = 0;
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void *relay_main(void *arg)
+{
+    struct relay *r = arg;
+    for (;;) {
+        pthread_mutex_lock(&r->mu);
+        int stop = r->stopping;
+        pthread_mutex_unlock(&r->mu);
+        if (stop)
+            break;
+        drain(r);
+        housekeeping(r);
+        wait_for_work(r);
+    }
+    return NULL;
+}
+
+static struct relay *relay_new(const struct config *cfg, struct broker *b)
+{
+    register_metrics();
+    struct relay *r = xcalloc(1, sizeof *r);
+    r->cfg = cfg;
+    r->broker = b;
+    db_new(cfg->database_url, relay_stmts, ARRAY_LEN(relay_stmts), &r->db);
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+    return r;
+}
+
+void relay_start(const struct config *cfg, struct broker *b, struct relay **out)
+{
+    struct relay *r = relay_new(cfg, b);
+    pthread_create(&r->thread, NULL, relay_main, r);
+    *out = r;
+}
+
+void relay_notify(struct relay *r)
+{
+    if (!r)
+        return;
+    pthread_mutex_lock(&r->mu);
+    r->notified = 1;
+    pthread_cond_signal(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+void relay_stop(struct relay *r)
+{
+    if (!r)
+        return;
+    pthread_mutex_lock(&r->mu);
+    r->stopping = 1;
+    pthread_cond_signal(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    pthread_join(r->thread, NULL);
+    db_free(r->db);
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
+    free(r);
+}

@@ -1,0 +1,31 @@
+/* outbox.h - the outbox relay and its compensator, one thread per process.
+ *
+ * Rows are written by the services' own transactions (table `outbox`, see
+ * migrations). The relay claims due rows with FOR UPDATE SKIP LOCKED,
+ * publishes them with JetStream async publish, and marks each row published
+ * (with its stream sequence) or failed (attempts, error, next attempt time).
+ * It wakes on relay_notify() after a local commit, and sweeps every
+ * RELAY_SWEEP_MS for rows of other instances, crashed processes and retries. */
+#ifndef COMMON_OUTBOX_H
+#define COMMON_OUTBOX_H
+
+#include "broker.h"
+#include "config.h"
+
+/* The INSERT every writer uses inside its own transaction:
+ * $1 event_id, $2 subject, $3 event_type, $4 payload, $5 traceparent (or NULL). */
+#define OUTBOX_INSERT_SQL                                                          \
+    "INSERT INTO outbox (event_id, subject, event_type, payload, traceparent) "  \
+    "VALUES ($1::uuid, $2, $3, $4, $5)"
+
+struct relay;
+
+/* Starts the relay thread on its own Postgres connection. The broker and
+ * config must outlive it. */
+void relay_start(const struct config *cfg, struct broker *b, struct relay **out);
+/* Wakes the relay now (called after a commit that wrote outbox rows). */
+void relay_notify(struct relay *r);
+/* Finishes the batch in flight, stops the thread, frees. NULL is a no-op. */
+void relay_stop(struct relay *r);
+
+#endif

@@ -1,0 +1,217 @@
+/* service.c - the process skeleton shared by both services: start-up order,
+ * the common routes, migrations with retry, and an orderly shutdown.
+ * Owns the process lifecycle; not any route's or message's meaning. */
+#include "service.h"
+#include "failpoint.h"
+#include "log.h"
+#include "metrics.h"
+#include "migrate.h"
+#include "util.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MIGRATE_ONLY_DEADLINE_MS 60000
+#define MIGRATE_RETRY_MS 1000
+
+static void on_healthz(const struct http_req *req, struct http_resp *resp, void *ctx)
+{
+    (void)req, (void)ctx;
+    http_resp_json(resp, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+static void on_readyz(const struct http_req *req, struct http_resp *resp, void *ctx)
+{
+    (void)req;
+    struct service *svc = ctx;
+    int pg = atomic_load(&svc->schema_ready) && db_ping(svc->cfg.database_url);
+    int nats = broker_connected(svc->broker);
+    http_resp_json(resp, pg && nats ? 200 : 503,
+                   json_pack("{s:{s:s, s:s}}", "checks", "postgres", pg ? "ok" : "down", "nats",
+                             nats ? "ok" : "down"));
+}
+
+static void on_metrics(const struct http_req *req, struct http_resp *resp, void *ctx)
+{
+    (void)req, (void)ctx;
+    struct buf b;
+    buf_init(&b);
+    metrics_render(&b);
+    resp->status = 200;
+    resp->text_owned = b.data; /* the server frees it */
+}
+
+static const struct http_route common_routes[] = {
+    {"GET", "/healthz", "/healthz", on_healthz},
+    {"GET", "/readyz", "/readyz", on_readyz},
+    {"GET", "/metrics", "/metrics", on_metrics},
+};
+
+struct db *service_db_acquire(struct service *svc, struct http_resp *resp)
+{
+    struct db *db = db_pool_acquire(svc->pool);
+    if (atomic_load(&svc->schema_ready) && db_connect(db) == ERR_OK)
+        return db;
+    db_pool_release(svc->pool, db);
+    http_resp_error(resp, 503, "unavailable", "the database cannot be reached; retry later", NULL);
+    return NULL;
+}
+
+void service_db_release(struct service *svc, struct db *db)
+{
+    if (db)
+        db_pool_release(svc->pool, db);
+}
+
+void service_db_error(struct service *svc, struct db *db, enum err e, struct http_resp *resp)
+{
+    (void)svc;
+    if (e == ERR_UNAVAILABLE) {
+        http_resp_error(resp, 503, "unavailable", "the database cannot be reached; retry later", NULL);
+        return;
+    }
+    log_error("database: %s", db_errmsg(db));
+    http_resp_error(resp, 500, "internal", "internal error", NULL);
+}
+
+/* Waits up to ms for SIGTERM/SIGINT (blocked in every thread). 1 if one came. */
+static int wait_signal(int64_t ms)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    if (ms < 0)
+        return sigwaitinfo(&set, NULL) > 0;
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000};
+    return sigtimedwait(&set, NULL, &ts) > 0;
+}
+
+/* Applies migrations, retrying while Postgres is unreachable. 0 on success,
+ * 1 on a bad migration, 2 when stopped or out of time. */
+static int migrate(const struct config *cfg, int64_t deadline_ms)
+{
+    char msg[512];
+    for (int said = 0;;) {
+        int applied = 0;
+        enum err e = migrate_run(cfg->database_url, cfg->migrations_dir, &applied, msg, sizeof msg);
+        if (e == ERR_OK) {
+            log_info("migrations: %d applied, schema up to date", applied);
+            return 0;
+        }
+        if (e != ERR_UNAVAILABLE) {
+            log_error("migrations: %s", msg);
+            return 1;
+        }
+        if (!said++)
+            log_warn("migrations: postgres unreachable, retrying: %s", msg);
+        if (deadline_ms && mono_ms() > deadline_ms)
+            return 2;
+        if (wait_signal(MIGRATE_RETRY_MS))
+            return 2;
+    }
+}
+
+static void after_commit(void *ctx)
+{
+    struct service *svc = ctx;
+    relay_notify(svc->relay);
+}
+
+static enum err start_parts(struct service *svc, struct http_route *routes, size_t nroutes,
+                            struct http_server **http, struct inbox_handler *ih)
+{
+    char msg[256];
+    const struct config *c = &svc->cfg;
+    struct broker_settings bs = {c->nats_url, c->js_replicas, c->stream_max_age_ms};
+    db_pool_new(c->database_url, svc->def->stmts, svc->def->nstmts, c->http_threads, &svc->pool);
+    if (broker_new(&bs, &svc->broker, msg, sizeof msg) != ERR_OK) {
+        log_error("NATS_URL: %s", msg);
+        return ERR_BROKER;
+    }
+    if (http_start(c->port, c->http_threads, routes, nroutes, svc, http) != ERR_OK) {
+        log_error("PORT: cannot listen on port %d", c->port);
+        return ERR_IO;
+    }
+    log_info("listening on port %d", c->port);
+    if (svc->def->inbox) {
+        *ih = *svc->def->inbox;
+        ih->ctx = svc;
+        ih->after_commit = after_commit;
+    }
+    return ERR_OK;
+}
+
+static int run(struct service *svc)
+{
+    size_t nroutes = ARRAY_LEN(common_routes) + svc->def->nroutes;
+    struct http_route *routes = xcalloc(nroutes, sizeof *routes);
+    memcpy(routes, common_routes, sizeof common_routes);
+    memcpy(routes + ARRAY_LEN(common_routes), svc->def->routes,
+           svc->def->nroutes * sizeof *routes);
+    struct http_server *http = NULL;
+    struct inbox_handler ih = {0};
+    int code = 1;
+    if (start_parts(svc, routes, nroutes, &http, &ih) != ERR_OK)
+        goto out;
+    code = migrate(&svc->cfg, 0);
+    if (code != 0) {
+        code = code == 2 ? 0 : 1; /* stopped by a signal while waiting: a clean exit */
+        goto out;
+    }
+    atomic_store(&svc->schema_ready, 1);
+    relay_start(&svc->cfg, svc->broker, &svc->relay);
+    if (svc->def->inbox)
+        inbox_start(&svc->cfg, svc->broker, &ih, &svc->inbox);
+    wait_signal(-1);
+    log_info("stopping: finishing in-flight requests and batches");
+out:
+    http_stop(http); /* first: no new requests, in-flight ones complete */
+    inbox_stop(svc->inbox);
+    relay_stop(svc->relay);
+    broker_free(svc->broker);
+    db_pool_free(svc->pool);
+    free(routes);
+    log_info("stopped");
+    return code;
+}
+
+static void block_signals(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL); /* inherited by every thread started later */
+    signal(SIGPIPE, SIG_IGN);
+}
+
+int service_main(const struct service_def *def, int argc, char **argv)
+{
+    static struct service svc;
+    char msg[512];
+    int migrate_only = argc > 1 && strcmp(argv[1], "--migrate-only") == 0;
+    log_init(LOG_INFO, def->name);
+    if (argc > 1 && !migrate_only) {
+        log_error("unknown argument %s (only --migrate-only is accepted)", argv[1]);
+        return 2;
+    }
+    if (config_load(&def->defaults, &svc.cfg, msg, sizeof msg) != ERR_OK) {
+        log_error("%s", msg);
+        return 2;
+    }
+    svc.def = def;
+    log_init(svc.cfg.log_level, def->name);
+    failpoint_init(svc.cfg.failpoints);
+    block_signals();
+    if (def->register_metrics)
+        def->register_metrics();
+    int code = migrate_only ? migrate(&svc.cfg, mono_ms() + MIGRATE_ONLY_DEADLINE_MS) : run(&svc);
+    if (migrate_only && code == 2)
+        log_error("migrations: gave up waiting for postgres");
+    config_cleanup(&svc.cfg);
+    return code;
+}

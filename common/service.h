@@ -1,0 +1,51 @@
+/* service.h - what both services share around their own routes and
+ * handlers: configuration, logging, migrations, the HTTP server with
+ * /healthz /readyz /metrics, the Postgres pool, the broker, the outbox
+ * relay, the inbox consumer, and SIGTERM handling.
+ *
+ * A service is a `struct service_def`; main() is one service_main() call. */
+#ifndef COMMON_SERVICE_H
+#define COMMON_SERVICE_H
+
+#include <stdatomic.h>
+#include "broker.h"
+#include "config.h"
+#include "db.h"
+#include "http.h"
+#include "inbox.h"
+#include "outbox.h"
+
+struct service_def {
+    const char *name;
+    struct config_defaults defaults;
+    const struct http_route *routes;   /* the service's own routes */
+    size_t nroutes;
+    const struct db_stmt *stmts;       /* prepared on every pool connection */
+    size_t nstmts;
+    const struct inbox_handler *inbox; /* ctx and after_commit are set by service.c */
+    void (*register_metrics)(void);
+};
+
+/* Handed to every route handler and inbox apply() as ctx. */
+struct service {
+    const struct service_def *def;
+    struct config cfg;
+    struct db_pool *pool;
+    struct broker *broker;
+    struct relay *relay;
+    struct inbox *inbox;
+    atomic_int schema_ready;           /* migrations applied */
+};
+
+/* Parses argv (--migrate-only), runs the service until SIGTERM/SIGINT and
+ * returns the process exit code. */
+int service_main(const struct service_def *def, int argc, char **argv);
+
+/* For handlers: a pooled connection, or NULL with a 503 `unavailable` reply
+ * already set when Postgres cannot be reached. Release with service_db_release. */
+struct db *service_db_acquire(struct service *svc, struct http_resp *resp);
+void service_db_release(struct service *svc, struct db *db);
+/* Sets the reply for a database failure: 503 unavailable or 500 internal. */
+void service_db_error(struct service *svc, struct db *db, enum err e, struct http_resp *resp);
+
+#endif

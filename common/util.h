@@ -1,0 +1,49 @@
+/* util.h - allocation that never returns NULL, ids, clocks, small strings.
+ *
+ * Out-of-memory aborts in one place (xmalloc and friends) so that callers
+ * never check for NULL. */
+#ifndef COMMON_UTIL_H
+#define COMMON_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define UUID_STR_LEN 37  /* 36 characters and the NUL */
+
+void *xmalloc(size_t n);
+void *xcalloc(size_t count, size_t n);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+/* printf into a fresh heap string; caller frees. */
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Fills out with a random version-4 UUID in canonical lower-case form. */
+void uuid_v4(char out[UUID_STR_LEN]);
+/* True when s is a canonical UUID (36 chars, hex and dashes, any case). */
+int uuid_valid(const char *s);
+
+/* Wall clock as RFC 3339 UTC with microseconds, e.g. 2026-01-02T03:04:05.123456Z. */
+void time_rfc3339(char out[32]);
+/* Wall clock in seconds since the epoch. */
+double wall_s(void);
+/* Monotonic clock in milliseconds / seconds (double). */
+int64_t mono_ms(void);
+double mono_s(void);
+/* Sleeps ms milliseconds (restarts on EINTR). */
+void sleep_ms(int64_t ms);
+
+/* Growable byte buffer, always NUL-terminated. */
+struct buf {
+    char *data;
+    size_t len, cap;
+};
+void buf_init(struct buf *b);
+void buf_cleanup(struct buf *b);
+void buf_append(struct buf *b, const void *data, size_t n);
+void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void buf_reset(struct buf *b);
+/* Appends s as one element of a Postgres array literal (quoted, escaped). */
+void buf_pg_array_elem(struct buf *b, const char *s);
+
+#endif

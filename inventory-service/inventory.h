@@ -1,0 +1,20 @@
+/* inventory.h - the reservation decision (pure): all items or none. */
+#ifndef INVENTORY_INVENTORY_H
+#define INVENTORY_INVENTORY_H
+
+#include <stddef.h>
+#include "event.h"
+
+struct stock_level {
+    const char *sku;
+    long available;
+};
+
+/* Decides an order against the locked stock rows found for its skus.
+ * Returns REPLY_RESERVED, or REPLY_REJECTED with *reason "unknown_sku" (a
+ * sku has no stock row; checked first) or "insufficient_stock". */
+enum reply_kind inventory_decide(const struct order_item *items, size_t nitems,
+                                 const struct stock_level *stock, size_t nstock,
+                                 const char **reason);
+
+#endif

@@ -1,0 +1,25 @@
+/* main.c - inventory-service: keeps stock, consumes OrderCreated events
+ * idempotently, reserves all items or none, and replies through its own
+ * outbox. The wiring is common/service.c. */
+#include "inventory_consumer.h"
+#include "inventory_http.h"
+#include "inventory_store.h"
+#include "service.h"
+
+int main(int argc, char **argv)
+{
+    static struct inbox_handler orders;
+    orders = inventory_orders_handler;
+    orders.nstmts = inventory_store_nstmts;
+    const struct service_def def = {
+        .name = "inventory-service",
+        .defaults = {"8081", "postgresql://postgres@127.0.0.1:5432/inventory",
+                     "migrations/inventory"},
+        .routes = inventory_routes,
+        .nroutes = inventory_nroutes,
+        .stmts = inventory_store_stmts,
+        .nstmts = inventory_store_nstmts,
+        .inbox = &orders,
+    };
+    return service_main(&def, argc, argv);
+}

@@ -1,0 +1,25 @@
+/* main.c - order-service: takes orders over HTTP, writes each with its
+ * OrderCreated event in one transaction, relays the outbox to JetStream, and
+ * settles orders from inventory replies. The wiring is common/service.c. */
+#include "order_http.h"
+#include "order_replies.h"
+#include "order_store.h"
+#include "service.h"
+
+int main(int argc, char **argv)
+{
+    static struct inbox_handler replies;
+    replies = order_replies_handler;
+    replies.nstmts = order_store_nstmts;
+    const struct service_def def = {
+        .name = "order-service",
+        .defaults = {"8080", "postgresql://postgres@127.0.0.1:5432/orders", "migrations/order"},
+        .routes = order_routes,
+        .nroutes = order_nroutes,
+        .stmts = order_store_stmts,
+        .nstmts = order_store_nstmts,
+        .inbox = &replies,
+        .register_metrics = order_http_register_metrics,
+    };
+    return service_main(&def, argc, argv);
+}

@@ -1,0 +1,108 @@
+/* order_http.c - HTTP handlers of the order service. Owns the mapping of
+ * validation and storage outcomes to status codes and error bodies; the
+ * rules live in order.c and the SQL in order_store.c. */
+#include "order_http.h"
+#include "log.h"
+#include "metrics.h"
+#include "order.h"
+#include "order_store.h"
+#include "service.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define TRACEPARENT_MAX 128
+
+static struct metric *m_created;
+
+void order_http_register_metrics(void)
+{
+    m_created = metrics_register("orders_created_total", "Orders accepted (201).",
+                                 METRIC_COUNTER, NULL, 0);
+}
+
+static int parse_request(const struct http_req *req, struct http_resp *resp,
+                         struct order_request *out, const char **key)
+{
+    struct field_error fe;
+    enum err e = order_request_parse(req->body, req->body_len, out, &fe);
+    if (e == ERR_INVALID) {
+        http_resp_error(resp, 400, "invalid_json", fe.message, NULL);
+        return 0;
+    }
+    if (e != ERR_OK) {
+        http_resp_error(resp, 400, "validation_failed", fe.message, fe.field);
+        return 0;
+    }
+    *key = http_req_header(req, "Idempotency-Key");
+    if (*key && !order_idempotency_key_valid(*key)) {
+        http_resp_error(resp, 400, "validation_failed",
+                        "Idempotency-Key must be 1 to 128 printable characters", "Idempotency-Key");
+        return 0;
+    }
+    return 1;
+}
+
+static void reply_created(struct service *svc, json_t *doc, struct http_resp *resp)
+{
+    resp->location = xasprintf("/orders/%s", json_string_value(json_object_get(doc, "id")));
+    http_resp_json(resp, 201, doc);
+    metric_add(m_created, "", 1);
+    relay_notify(svc->relay); /* the OrderCreated row is committed: publish it now */
+}
+
+static void post_orders(const struct http_req *req, struct http_resp *resp, void *ctx)
+{
+    struct service *svc = ctx;
+    struct order_request r;
+    const char *key = NULL;
+    if (!parse_request(req, resp, &r, &key))
+        return;
+    const char *tp = http_req_header(req, "traceparent");
+    struct order_new o = {&r, key, tp && strlen(tp) <= TRACEPARENT_MAX ? tp : NULL};
+    struct db *db = service_db_acquire(svc, resp);
+    json_t *doc = NULL;
+    int same = 0;
+    enum err e = db ? order_store_create(db, &o, &doc, &same) : ERR_UNAVAILABLE;
+    if (!db)
+        ; /* 503 already set */
+    else if (e == ERR_OK)
+        reply_created(svc, doc, resp);
+    else if (e == ERR_CONFLICT && same)
+        http_resp_json(resp, 200, doc);
+    else if (e == ERR_CONFLICT)
+        http_resp_error(resp, 409, "idempotency_key_reused",
+                        "this Idempotency-Key was used with a different request", NULL);
+    else
+        service_db_error(svc, db, e, resp);
+    service_db_release(svc, db);
+    order_request_cleanup(&r);
+}
+
+static void get_order(const struct http_req *req, struct http_resp *resp, void *ctx)
+{
+    struct service *svc = ctx;
+    if (!uuid_valid(req->param)) {
+        http_resp_error(resp, 400, "invalid_id", "order id must be a UUID", "id");
+        return;
+    }
+    struct db *db = service_db_acquire(svc, resp);
+    if (!db)
+        return;
+    json_t *doc = NULL;
+    enum err e = order_store_get(db, req->param, &doc);
+    if (e == ERR_OK)
+        http_resp_json(resp, 200, doc);
+    else if (e == ERR_NOT_FOUND)
+        http_resp_error(resp, 404, "not_found", "no order with this id", NULL);
+    else
+        service_db_error(svc, db, e, resp);
+    service_db_release(svc, db);
+}
+
+const struct http_route order_routes[] = {
+    {"POST", "/orders", "/orders", post_orders},
+    {"GET", "/orders/", "/orders/{id}", get_order},
+};
+const size_t order_nroutes = ARRAY_LEN(order_routes);

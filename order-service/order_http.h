@@ -1,0 +1,13 @@
+/* order_http.h - the order service's routes: POST /orders, GET /orders/<id>. */
+#ifndef ORDER_HTTP_H
+#define ORDER_HTTP_H
+
+#include "http.h"
+
+extern const struct http_route order_routes[];
+extern const size_t order_nroutes;
+
+/* Registers orders_created_total. */
+void order_http_register_metrics(void);
+
+#endif

@@ -1,0 +1,36 @@
+/* order_store.h - the order service's SQL: create an order with its items
+ * and OrderCreated outbox row in ONE statement (one round trip, one
+ * transaction), read it back, and settle it from an inventory reply. */
+#ifndef ORDER_STORE_H
+#define ORDER_STORE_H
+
+#include <jansson.h>
+#include "db.h"
+#include "event.h"
+#include "order.h"
+
+/* Prepared on every connection of the request pool. */
+extern const struct db_stmt order_store_stmts[];
+extern const size_t order_store_nstmts;
+
+struct order_new {
+    const struct order_request *req;
+    const char *idempotency_key; /* or NULL */
+    const char *traceparent;     /* or NULL */
+};
+
+/* Creates the order. On ERR_OK *doc is the new order. ERR_CONFLICT when the
+ * idempotency key exists: *doc is the first order if the request is the
+ * same (*same = 1), else NULL (*same = 0). Other errors from db_exec. */
+enum err order_store_create(struct db *db, const struct order_new *o, json_t **doc, int *same);
+
+/* The order with that id: ERR_OK with *doc, or ERR_NOT_FOUND. */
+enum err order_store_get(struct db *db, const char *id, json_t **doc);
+
+/* Settles a PENDING order from a reply inside the caller's transaction.
+ * *result: "confirmed" | "rejected" | "duplicate" (already in that state).
+ * ERR_POISON (why filled) for an unknown order or a contradicting reply. */
+enum err order_store_settle(struct db *db, const struct inventory_reply *r,
+                            const char **result, char *why, size_t whylen);
+
+#endif
