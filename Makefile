@@ -55,16 +55,16 @@ build/asan/bin/inventory-service: $(call obj,asan,$(COMMON_SRC) $(INVENTORY_SRC)
 	@mkdir -p $(dir $@)
 	$(CC) $(ASAN_FLAGS) -o $@ $^ $(LIBS)
 
-build/asan/tests/unit: $(call obj,asan,$(COMMON_SRC) $(ORDER_SRC) $(INVENTORY_SRC) $(UNIT_SRC))
+build/asan/run-unit: $(call obj,asan,$(COMMON_SRC) $(ORDER_SRC) $(INVENTORY_SRC) $(UNIT_SRC))
 	@mkdir -p $(dir $@)
 	$(CC) $(ASAN_FLAGS) -o $@ $^ $(LIBS) $(TESTLIBS)
 
-build/asan/tests/integration: $(call obj,asan,$(COMMON_SRC) $(ORDER_SRC) $(INVENTORY_SRC) $(INTEG_SRC))
+build/asan/run-integration: $(call obj,asan,$(COMMON_SRC) $(ORDER_SRC) $(INVENTORY_SRC) $(INTEG_SRC))
 	@mkdir -p $(dir $@)
 	$(CC) $(ASAN_FLAGS) -o $@ $^ $(LIBS) $(TESTLIBS)
 
 check-build: build/asan/bin/order-service build/asan/bin/inventory-service \
-             build/asan/tests/unit build/asan/tests/integration all
+             build/asan/run-unit build/asan/run-integration all
 
 # --- the commands of the README ----------------------------------------
 deps:

@@ -8,7 +8,7 @@ int64_t backoff_delay_ms(int attempt, int64_t base_ms, int64_t cap_ms, double ra
 {
     int64_t d = base_ms;
     for (int i = 1; i < attempt && d < cap_ms; i++)
-        d *= 2;
+        d = d > cap_ms / 2 ? cap_ms : d * 2; /* never past cap_ms: no overflow */
     if (d > cap_ms)
         d = cap_ms;
     if (rand01 < 0)

@@ -54,6 +54,16 @@ static void set_msg(char *msg, size_t msglen, const char *what, natsStatus s, js
                  (int)jerr);
 }
 
+/* With a connected callback, natsConnection_Connect returns at once when no
+ * server answers yet and keeps trying in the background (without one it
+ * would block until the first connection). */
+static void on_connected(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    struct broker *b = closure;
+    atomic_store(&b->ensured, 0);
+}
+
 static void on_reconnected(natsConnection *nc, void *closure)
 {
     (void)nc;
@@ -102,7 +112,7 @@ static natsStatus make_opts(struct broker *b, natsOptions **out)
     if (s == NATS_OK) s = natsOptions_SetServers(o, list, n);
     if (s == NATS_OK) s = natsOptions_SetMaxReconnect(o, -1);
     if (s == NATS_OK) s = natsOptions_SetReconnectWait(o, 250);
-    if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(o, true, NULL, NULL);
+    if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(o, true, on_connected, b);
     if (s == NATS_OK) s = natsOptions_SetReconnectedCB(o, on_reconnected, b);
     if (s == NATS_OK) s = natsOptions_SetTimeout(o, 2000);
     if (s == NATS_OK) s = natsOptions_SetName(o, "outbox-service");
@@ -256,6 +266,7 @@ static void send_all(struct broker *b, struct broker_out *msgs, size_t n)
             pthread_mutex_lock(&b->batch.mu);
             b->batch.sent[i] = NULL;
             snprintf(msgs[i].err, sizeof msgs[i].err, "publish: %s", natsStatus_GetText(s));
+            msgs[i].permanent = s == NATS_MAX_PAYLOAD; /* it will never fit */
             pthread_mutex_unlock(&b->batch.mu);
             natsMsg_Destroy(m); /* NULL (a no-op) once the library took it */
         }

@@ -85,12 +85,14 @@ static int has_scheme(const char *v, const char *const *schemes)
     return 0;
 }
 
-/* A URL, or for NATS a comma-separated list of them, each with a known scheme. */
+/* A URL with a known scheme. NATS takes a comma-separated list of them;
+ * a Postgres URL may itself hold commas (multi-host), so it is not split. */
 static int parse_url(const struct setting *s, const char *v, struct config *c)
 {
     char *copy = xstrdup(v), *save = NULL;
     int ok = *v != '\0';
-    for (char *tok = strtok_r(copy, ",", &save); tok && ok; tok = strtok_r(NULL, ",", &save))
+    const char *sep = s->schemes == nats_schemes ? "," : "";
+    for (char *tok = strtok_r(copy, sep, &save); tok && ok; tok = strtok_r(NULL, sep, &save))
         ok = has_scheme(tok, s->schemes) && !strpbrk(tok, " \t\n");
     free(copy);
     if (!ok || v[strlen(v) - 1] == ',')
@@ -152,7 +154,11 @@ enum err config_load(const struct config_defaults *d, struct config *out,
         const char *v = getenv(s->name);
         const char *use = v ? v : default_for(s, d);
         if (s->parse(s, use, out) < 0) {
-            snprintf(msg, msglen, "invalid value for %s: \"%s\"", s->name, use);
+            if (s->parse == parse_url) /* may hold a password: do not echo it */
+                snprintf(msg, msglen, "invalid value for %s: expected %s...", s->name,
+                         s->schemes[0]);
+            else
+                snprintf(msg, msglen, "invalid value for %s: \"%s\"", s->name, use);
             config_cleanup(out);
             return ERR_CONFIG;
         }

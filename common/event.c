@@ -23,17 +23,40 @@ int event_sku_valid(const char *sku)
     return strspn(sku, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
 }
 
+/* Bytes of the UTF-8 sequence that starts with b0, b1 (0 if invalid):
+ * rejects overlong forms, surrogates and code points past U+10FFFF. */
+static int utf8_seq_len(unsigned char b0, unsigned char b1)
+{
+    if (b0 < 0x80)
+        return 1;
+    if (b0 >= 0xC2 && b0 <= 0xDF)
+        return 2;
+    if (b0 == 0xE0)
+        return b1 >= 0xA0 ? 3 : 0;
+    if (b0 == 0xED)
+        return b1 < 0xA0 ? 3 : 0;
+    if (b0 >= 0xE1 && b0 <= 0xEF)
+        return 3;
+    if (b0 == 0xF0)
+        return b1 >= 0x90 ? 4 : 0;
+    if (b0 == 0xF4)
+        return b1 < 0x90 ? 4 : 0;
+    if (b0 >= 0xF1 && b0 <= 0xF3)
+        return 4;
+    return 0;
+}
+
 long event_utf8_len(const char *s)
 {
     long n = 0;
     for (const unsigned char *p = (const unsigned char *)s; *p; n++) {
-        int extra = *p < 0x80 ? 0 : (*p >> 5) == 6 ? 1 : (*p >> 4) == 14 ? 2 : (*p >> 3) == 30 ? 3 : -1;
-        if (extra < 0)
+        int len = utf8_seq_len(p[0], p[1]);
+        if (len == 0)
             return -1;
-        p++;
-        for (int i = 0; i < extra; i++, p++)
-            if ((*p & 0xC0) != 0x80)
+        for (int i = 1; i < len; i++)
+            if ((p[i] & 0xC0) != 0x80)
                 return -1;
+        p += len;
     }
     return n;
 }

@@ -113,22 +113,33 @@ double metric_value(struct metric *m, const char *labels)
     return v;
 }
 
+/* Shortest text that reads back as the same double (0.1, not 0.10000000000000001). */
+static void fmt_double(char *out, size_t n, double v)
+{
+    snprintf(out, n, "%.15g", v);
+    if (strtod(out, NULL) != v)
+        snprintf(out, n, "%.17g", v);
+}
+
 /* name{labels[,extra]} value */
 static void render_line(struct buf *out, const char *name, const char *suffix,
                         const char *labels, const char *extra, double v)
 {
     int braces = labels[0] || extra;
-    buf_printf(out, "%s%s%s%s%s%s%s %.17g\n", name, suffix, braces ? "{" : "", labels,
-               labels[0] && extra ? "," : "", extra ? extra : "", braces ? "}" : "", v);
+    char num[32];
+    fmt_double(num, sizeof num, v);
+    buf_printf(out, "%s%s%s%s%s%s%s %s\n", name, suffix, braces ? "{" : "", labels,
+               labels[0] && extra ? "," : "", extra ? extra : "", braces ? "}" : "", num);
 }
 
 static void render_histogram(struct buf *out, const struct metric *m, const struct series *s)
 {
     uint64_t cum = 0;
-    char le[64];
+    char le[64], num[32];
     for (size_t i = 0; i < m->nbuckets; i++) {
         cum += s->bucket[i];
-        snprintf(le, sizeof le, "le=\"%.17g\"", m->buckets[i]);
+        fmt_double(num, sizeof num, m->buckets[i]);
+        snprintf(le, sizeof le, "le=\"%s\"", num);
         render_line(out, m->name, "_bucket", s->labels, le, (double)cum);
     }
     render_line(out, m->name, "_bucket", s->labels, "le=\"+Inf\"", (double)s->count);
@@ -142,8 +153,6 @@ void metrics_render(struct buf *out)
     for (const struct metric *m = reg_head; m; m = m->next) {
         buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", m->name, m->help, m->name,
                    type_names[m->type]);
-        if (!m->series && m->type != METRIC_HISTOGRAM)
-            render_line(out, m->name, "", "", NULL, 0); /* unlabelled families show 0 */
         for (const struct series *s = m->series; s; s = s->next) {
             if (m->type == METRIC_HISTOGRAM)
                 render_histogram(out, m, s);

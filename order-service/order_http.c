@@ -20,6 +20,7 @@ void order_http_register_metrics(void)
 {
     m_created = metrics_register("orders_created_total", "Orders accepted (201).",
                                  METRIC_COUNTER, NULL, 0);
+    metric_add(m_created, "", 0);
 }
 
 static int parse_request(const struct http_req *req, struct http_resp *resp,

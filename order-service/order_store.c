@@ -26,7 +26,7 @@ const struct db_stmt order_store_stmts[] = {
      "  (jsonb_to_recordset($5::jsonb) AS (sku text, qty int)) WITH ORDINALITY AS x(sku, qty, line)), "
      "e AS (INSERT INTO outbox (event_id, subject, event_type, payload, traceparent) "
      "  SELECT $6::uuid, 'orders.created', 'OrderCreated', $7, $8 FROM o) "
-     "SELECT " ORDER_COLS ", $5::text FROM o"},
+     "SELECT " ORDER_COLS " FROM o"},
     {"order_by_key",
      "SELECT " ORDER_COLS ", " ITEMS_OF_O ", o.request_hash = md5($2) "
      "FROM orders o WHERE o.idempotency_key = $1"},
@@ -38,11 +38,12 @@ const struct db_stmt order_store_stmts[] = {
 };
 const size_t order_store_nstmts = ARRAY_LEN(order_store_stmts);
 
-static json_t *row_doc(PGresult *r, int row)
+/* items: the items array text, or NULL to read it from column 6. */
+static json_t *row_doc(PGresult *r, int row, const char *items)
 {
     return order_document(PQgetvalue(r, row, 0), PQgetvalue(r, row, 1), PQgetvalue(r, row, 2),
-                          PQgetvalue(r, row, 3), PQgetvalue(r, row, 6), PQgetvalue(r, row, 4),
-                          PQgetvalue(r, row, 5));
+                          PQgetvalue(r, row, 3), items ? items : PQgetvalue(r, row, 6),
+                          PQgetvalue(r, row, 4), PQgetvalue(r, row, 5));
 }
 
 /* The order first created with this key, and whether it asked the same. */
@@ -56,7 +57,7 @@ static enum err by_key(struct db *db, const char *key, const char *fingerprint, 
         e = ERR_NOT_FOUND; /* cannot happen: keys are never deleted */
     if (e == ERR_OK) {
         *same = PQgetvalue(r, 0, 7)[0] == 't';
-        *doc = *same ? row_doc(r, 0) : NULL;
+        *doc = *same ? row_doc(r, 0, NULL) : NULL;
         e = ERR_CONFLICT;
     }
     PQclear(r);
@@ -82,7 +83,7 @@ enum err order_store_create(struct db *db, const struct order_new *o, json_t **d
     *same = 0;
     enum err e = db_exec(db, "order_create", 8, params, &r);
     if (e == ERR_OK && PQntuples(r) == 1)
-        *doc = row_doc(r, 0);
+        *doc = row_doc(r, 0, items); /* the request's items: as stored, in its order */
     else if (e == ERR_OK) /* the key was taken, by now committed */
         e = by_key(db, o->idempotency_key, fingerprint, doc, same);
     PQclear(r);
@@ -100,7 +101,7 @@ enum err order_store_get(struct db *db, const char *id, json_t **doc)
     if (e == ERR_OK && PQntuples(r) == 0)
         e = ERR_NOT_FOUND;
     if (e == ERR_OK)
-        *doc = row_doc(r, 0);
+        *doc = row_doc(r, 0, NULL);
     PQclear(r);
     return e;
 }

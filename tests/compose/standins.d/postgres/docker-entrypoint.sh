@@ -4,7 +4,8 @@
 # /docker-entrypoint-initdb.d/* against a server that listens on the Unix
 # socket only (so TCP clients and `pg_isready -h 127.0.0.1` see nothing until
 # initialisation is done), stop it; then run postgres in the foreground.
-set -Eeuo pipefail
+# No -u: init scripts are sourced into this shell, as in the official image.
+set -Eeo pipefail
 
 # Started as root: own the data folder, then run this script again as postgres.
 if [[ ${1:-} == postgres && $(id -u) == 0 ]]; then

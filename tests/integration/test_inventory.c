@@ -1,0 +1,251 @@
+/* test_inventory.c - the inventory service's idempotent consumer against
+ * real NATS and Postgres: redelivery has no second effect, reservation is
+ * all-or-nothing under concurrency, poison is dead-lettered without
+ * blocking, and a Postgres outage acks nothing and loses nothing. */
+#include "support/harness.h"
+#include "suites.h"
+#include "util.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static struct natsd nats;
+static struct svc inv;
+
+static void setup(void)
+{
+    pg_reset("inventory");
+    natsd_start(&nats);
+    svc_start(&inv, "inventory-service", nats.url, NULL);
+}
+
+static void teardown(void)
+{
+    svc_stop(&inv, SIGKILL);
+    natsd_cleanup(&nats);
+}
+
+static void put_stock(const char *sku, int available)
+{
+    char path[128], body[64];
+    snprintf(path, sizeof path, "/inventory/%s", sku);
+    snprintf(body, sizeof body, "{\"available\":%d}", available);
+    static const char *const h[] = {"Content-Type: application/json", NULL};
+    struct http_result r;
+    ck_assert_int_eq(http_do(inv.port, "PUT", path, h, body, strlen(body), &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    http_result_free(&r);
+}
+
+/* An OrderCreated body; items like "\"SKU-1\",2,\"SKU-2\",1" are given as pairs. */
+static char *order_event(const char *event_id, const char *order_id, const char *items_json)
+{
+    return xasprintf("{\"event_id\":\"%s\",\"type\":\"OrderCreated\",\"order_id\":\"%s\","
+                     "\"customer_id\":\"c-1\",\"items\":%s,\"occurred_at\":\"2026-01-01T00:00:00Z\"}",
+                     event_id, order_id, items_json);
+}
+
+static void publish(const char *body)
+{
+    char msg_id[UUID_STR_LEN];
+    uuid_v4(msg_id); /* a fresh transport id: JetStream stores every copy */
+    ck_assert_int_eq(natsd_publish(&nats, "orders.created", msg_id, body), 0);
+}
+
+static long replies(void)
+{
+    return pg_long("inventory", "SELECT count(*) FROM outbox");
+}
+
+static long target;
+static int replies_reach(void *arg)
+{
+    (void)arg;
+    return replies() >= target;
+}
+
+static double metric(const char *series)
+{
+    struct http_result r;
+    if (http_get(inv.port, "/metrics", &r) != 200)
+        return -1;
+    double v = metric_in(r.body, series);
+    http_result_free(&r);
+    return v;
+}
+
+static long stock(const char *sku, const char *col)
+{
+    char *sql = xasprintf("SELECT %s FROM stock WHERE sku = '%s'", col, sku);
+    long v = pg_long("inventory", sql);
+    free(sql);
+    return v;
+}
+
+START_TEST(put_and_get_stock)
+{
+    struct http_result r;
+    put_stock("SKU-1", 8);
+    ck_assert_int_eq(http_get(inv.port, "/inventory/SKU-1", &r), 200);
+    ck_assert_str_eq(r.body, "{\"sku\":\"SKU-1\",\"available\":8,\"reserved\":0}");
+    http_result_free(&r);
+    ck_assert_int_eq(http_get(inv.port, "/inventory/NOPE", NULL), 404);
+    ck_assert_int_eq(http_get(inv.port, "/inventory/bad%20sku", NULL), 400);
+    static const char *const h[] = {"Content-Type: application/json", NULL};
+    ck_assert_int_eq(http_do(inv.port, "PUT", "/inventory/SKU-1", h, "{\"available\":-1}", 16, &r), 0);
+    ck_assert_int_eq(r.status, 400);
+    http_result_free(&r);
+    ck_assert_int_eq(stock("SKU-1", "available"), 8);
+}
+END_TEST
+
+START_TEST(one_event_three_deliveries_one_reservation)
+{
+    put_stock("SKU-1", 10);
+    char ev[UUID_STR_LEN], order[UUID_STR_LEN];
+    uuid_v4(ev);
+    uuid_v4(order);
+    char *body = order_event(ev, order, "[{\"sku\":\"SKU-1\",\"qty\":3}]");
+    for (int i = 0; i < 3; i++)
+        publish(body);
+    int done = 0;
+    for (int i = 0; i < 200 && !done; i++, sleep_ms(50))
+        done = metric("inventory_messages_total{result=\"duplicate\"}") == 2;
+    ck_assert(done);
+    ck_assert_double_eq(metric("inventory_messages_total{result=\"reserved\"}"), 1);
+    ck_assert_int_eq(stock("SKU-1", "available"), 7);
+    ck_assert_int_eq(stock("SKU-1", "reserved"), 3);
+    ck_assert_int_eq(replies(), 1);
+    free(body);
+}
+END_TEST
+
+START_TEST(fifty_concurrent_orders_on_ten_units)
+{
+    struct svc second; /* two consumers on the durable: real concurrency */
+    svc_start(&second, "inventory-service", nats.url, NULL);
+    put_stock("SKU-1", 10);
+    for (int i = 0; i < 50; i++) {
+        char ev[UUID_STR_LEN], order[UUID_STR_LEN];
+        uuid_v4(ev);
+        uuid_v4(order);
+        char *body = order_event(ev, order, "[{\"sku\":\"SKU-1\",\"qty\":1}]");
+        publish(body);
+        free(body);
+    }
+    target = 50;
+    ck_assert(wait_until(replies_reach, NULL, 30000));
+    ck_assert_int_eq(stock("SKU-1", "available"), 0);
+    ck_assert_int_eq(stock("SKU-1", "reserved"), 10);
+    ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM outbox WHERE event_type = "
+                     "'InventoryReserved'"), 10);
+    ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM outbox WHERE payload::json->>"
+                     "'reason' = 'insufficient_stock'"), 40);
+    ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM reservations"), 10);
+    svc_stop(&second, SIGTERM);
+}
+END_TEST
+
+START_TEST(one_short_item_rejects_the_whole_order)
+{
+    put_stock("SKU-1", 10);
+    put_stock("SKU-2", 1);
+    char ev[UUID_STR_LEN], order[UUID_STR_LEN];
+    uuid_v4(ev);
+    uuid_v4(order);
+    char *body = order_event(ev, order, "[{\"sku\":\"SKU-1\",\"qty\":2},{\"sku\":\"SKU-2\",\"qty\":5}]");
+    publish(body);
+    target = 1;
+    ck_assert(wait_until(replies_reach, NULL, 10000));
+    ck_assert_int_eq(stock("SKU-1", "available"), 10);
+    ck_assert_int_eq(stock("SKU-1", "reserved"), 0);
+    ck_assert_int_eq(stock("SKU-2", "available"), 1);
+    ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM outbox WHERE subject = "
+                     "'inventory.rejected' AND payload::json->>'reason' = 'insufficient_stock'"), 1);
+    free(body);
+}
+END_TEST
+
+START_TEST(poison_is_dead_lettered_and_the_next_message_processed)
+{
+    put_stock("SKU-1", 10);
+    publish("this is not json");
+    publish("{\"event_id\":\"6f1c1f1e-0000-4000-8000-000000000001\",\"type\":\"OrderCreated\"}");
+    char ev[UUID_STR_LEN], order[UUID_STR_LEN];
+    uuid_v4(ev);
+    uuid_v4(order);
+    char *body = order_event(ev, order, "[{\"sku\":\"SKU-1\",\"qty\":1}]");
+    publish(body);
+    target = 1;
+    ck_assert(wait_until(replies_reach, NULL, 10000));
+    ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM dead_letters"), 2);
+    ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM dead_letters WHERE "
+                     "convert_from(body, 'UTF8') = 'this is not json' AND subject = 'orders.created' "
+                     "AND error <> ''"), 1);
+    ck_assert_double_eq(metric("inventory_messages_total{result=\"poison\"}"), 2);
+    ck_assert_int_eq(stock("SKU-1", "reserved"), 1);
+    free(body);
+}
+END_TEST
+
+static long ack_floor(void)
+{
+    struct http_result r;
+    if (http_do(nats.monitor_port, "GET", "/jsz?consumers=true", NULL, NULL, 0, &r) != 0)
+        return -1;
+    const char *p = strstr(r.body, "\"ack_floor\"");
+    const char *q = p ? strstr(p, "\"stream_seq\":") : NULL;
+    long v = q ? strtol(q + 13, NULL, 10) : -1;
+    http_result_free(&r);
+    return v;
+}
+
+static void publish_orders(int n)
+{
+    for (int i = 0; i < n; i++) {
+        char ev[UUID_STR_LEN], order[UUID_STR_LEN];
+        uuid_v4(ev);
+        uuid_v4(order);
+        char *body = order_event(ev, order, "[{\"sku\":\"SKU-1\",\"qty\":1}]");
+        publish(body);
+        free(body);
+    }
+}
+
+START_TEST(postgres_outage_acks_nothing_and_loses_nothing)
+{
+    put_stock("SKU-1", 1000);
+    publish_orders(20);
+    target = 20;
+    ck_assert(wait_until(replies_reach, NULL, 10000));
+    stack_cmd("pg-stop");
+    publish_orders(20);
+    sleep_ms(2500);
+    long floor = ack_floor();
+    stack_cmd("pg-start");
+    ck_assert_int_eq(floor, 20); /* nothing after the outage began was acked */
+    target = 40;
+    ck_assert(wait_until(replies_reach, NULL, 30000));
+    ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM processed_messages"), 40);
+    ck_assert_int_eq(stock("SKU-1", "reserved"), 40);
+    ck_assert_int_eq(stock("SKU-1", "available"), 960);
+}
+END_TEST
+
+Suite *inventory_suite(void)
+{
+    Suite *s = suite_create("inventory");
+    TCase *tc = tcase_create("consumer");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, put_and_get_stock);
+    tcase_add_test(tc, one_event_three_deliveries_one_reservation);
+    tcase_add_test(tc, fifty_concurrent_orders_on_ten_units);
+    tcase_add_test(tc, one_short_item_rejects_the_whole_order);
+    tcase_add_test(tc, poison_is_dead_lettered_and_the_next_message_processed);
+    tcase_add_test(tc, postgres_outage_acks_nothing_and_loses_nothing);
+    suite_add_tcase(s, tc);
+    return s;
+}

@@ -1,0 +1,122 @@
+/* test_migrate.c - the migration runner against the real Postgres:
+ * concurrent starters apply each file once; a failing file keeps nothing. */
+#include "support/harness.h"
+#include "suites.h"
+#include "migrate.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static char dir[256];
+
+static void write_file(const char *name, const char *sql)
+{
+    char *path = xasprintf("%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(sql, f);
+    fclose(f);
+    free(path);
+}
+
+static void setup(void)
+{
+    pg_reset("orders");
+    snprintf(dir, sizeof dir, "%s/mig-XXXXXX", itest_tmp());
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    /* 002 is not idempotent: applied twice, the table would hold two rows */
+    write_file("001_create.sql", "CREATE TABLE applied_once (x int);");
+    write_file("002_insert.sql", "INSERT INTO applied_once VALUES (1);");
+    write_file("README.txt", "not a migration");
+}
+
+START_TEST(concurrent_starters_apply_each_file_once)
+{
+    enum { N = 6 };
+    pid_t pids[N];
+    int64_t start_at = mono_ms() + 300; /* all children start their run together */
+    for (int i = 0; i < N; i++) {
+        pids[i] = fork();
+        if (pids[i] == 0) {
+            char msg[256];
+            while (mono_ms() < start_at)
+                ;
+            _exit(migrate_run(pg_url("orders"), dir, NULL, msg, sizeof msg) == ERR_OK ? 0 : 1);
+        }
+    }
+    for (int i = 0; i < N; i++) {
+        int st = 0;
+        waitpid(pids[i], &st, 0);
+        ck_assert_int_eq(WEXITSTATUS(st), 0);
+    }
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM applied_once"), 1);
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM schema_migrations"), 2);
+}
+END_TEST
+
+START_TEST(second_run_applies_nothing)
+{
+    char msg[256];
+    int applied = -1;
+    ck_assert_int_eq(migrate_run(pg_url("orders"), dir, &applied, msg, sizeof msg), ERR_OK);
+    ck_assert_int_eq(applied, 2);
+    ck_assert_int_eq(migrate_run(pg_url("orders"), dir, &applied, msg, sizeof msg), ERR_OK);
+    ck_assert_int_eq(applied, 0);
+    write_file("003_more.sql", "INSERT INTO applied_once VALUES (2);");
+    ck_assert_int_eq(migrate_run(pg_url("orders"), dir, &applied, msg, sizeof msg), ERR_OK);
+    ck_assert_int_eq(applied, 1);
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM applied_once"), 2);
+}
+END_TEST
+
+START_TEST(failing_file_keeps_nothing_of_itself)
+{
+    write_file("003_broken.sql", "CREATE TABLE half (x int); SELEC oops;");
+    char msg[256] = "";
+    int applied = 0;
+    ck_assert_int_eq(migrate_run(pg_url("orders"), dir, &applied, msg, sizeof msg), ERR_DB);
+    ck_assert_ptr_nonnull(strstr(msg, "003_broken.sql"));
+    ck_assert_int_eq(applied, 2); /* the good files before it are applied */
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM pg_tables WHERE tablename = 'half'"), 0);
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM schema_migrations WHERE version = 3"), 0);
+}
+END_TEST
+
+START_TEST(unreachable_server_is_unavailable)
+{
+    char msg[256];
+    char *url = xasprintf("postgresql://postgres@127.0.0.1:%d/orders", free_port());
+    ck_assert_int_eq(migrate_run(url, dir, NULL, msg, sizeof msg), ERR_UNAVAILABLE);
+    free(url);
+}
+END_TEST
+
+START_TEST(project_migrations_apply_cleanly)
+{
+    char msg[512];
+    pg_reset("inventory");
+    ck_assert_int_eq(migrate_run(pg_url("orders"), "migrations/order", NULL, msg, sizeof msg), ERR_OK);
+    ck_assert_int_eq(migrate_run(pg_url("inventory"), "migrations/inventory", NULL, msg, sizeof msg),
+                     ERR_OK);
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox"), 0);
+    ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM stock"), 0);
+}
+END_TEST
+
+Suite *migrate_suite(void)
+{
+    Suite *s = suite_create("migrate");
+    TCase *tc = tcase_create("runner");
+    tcase_add_checked_fixture(tc, setup, NULL);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, concurrent_starters_apply_each_file_once);
+    tcase_add_test(tc, second_run_applies_nothing);
+    tcase_add_test(tc, failing_file_keeps_nothing_of_itself);
+    tcase_add_test(tc, unreachable_server_is_unavailable);
+    tcase_add_test(tc, project_migrations_apply_cleanly);
+    suite_add_tcase(s, tc);
+    return s;
+}

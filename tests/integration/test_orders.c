@@ -1,0 +1,278 @@
+/* test_orders.c - order intake against the real Postgres: one transaction
+ * for order + items + outbox row, rejections that write nothing, concurrency
+ * and the Idempotency-Key race, and 503 while Postgres is away. */
+#include "support/harness.h"
+#include "suites.h"
+#include "util.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ORDER "{\"customer_id\":\"c-1\",\"items\":[{\"sku\":\"SKU-1\",\"qty\":2}]}"
+
+static struct natsd nats;
+static struct svc orders;
+
+static void setup(void)
+{
+    pg_reset("orders");
+    natsd_start(&nats);
+    svc_start(&orders, "order-service", nats.url, NULL);
+}
+
+static void teardown(void)
+{
+    svc_stop(&orders, SIGKILL);
+    natsd_cleanup(&nats);
+}
+
+static long count(const char *table)
+{
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", table);
+    return pg_long("orders", sql);
+}
+
+static void assert_nothing_written(void)
+{
+    ck_assert_int_eq(count("orders"), 0);
+    ck_assert_int_eq(count("order_items"), 0);
+    ck_assert_int_eq(count("outbox"), 0);
+}
+
+START_TEST(post_creates_order_items_and_event_then_get_shows_it)
+{
+    struct http_result r, g;
+    ck_assert_int_eq(http_post_json(orders.port, "/orders", ORDER, &r), 201);
+    char id[64];
+    snprintf(id, sizeof id, "%s", json_field(r.body, "id"));
+    char want_loc[128];
+    snprintf(want_loc, sizeof want_loc, "/orders/%s", id);
+    ck_assert_str_eq(r.location, want_loc);
+    ck_assert_str_eq(json_field(r.body, "status"), "PENDING");
+    ck_assert_str_eq(json_field(r.body, "customer_id"), "c-1");
+    ck_assert_ptr_nonnull(strstr(r.body, "\"items\":[{\"sku\":\"SKU-1\",\"qty\":2}]"));
+    ck_assert_int_eq(http_get(orders.port, want_loc, &g), 200);
+    ck_assert_str_eq(json_field(g.body, "id"), id);
+    ck_assert_str_eq(json_field(g.body, "created_at"), json_field(r.body, "created_at"));
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM outbox WHERE subject = 'orders.created' "
+             "AND event_type = 'OrderCreated' AND payload::json->>'order_id' = '%s' "
+             "AND payload::json->>'event_id' = event_id::text", id);
+    ck_assert_int_eq(pg_long("orders", sql), 1);
+    http_result_free(&r);
+    http_result_free(&g);
+}
+END_TEST
+
+struct bad { const char *body; const char *code; };
+
+START_TEST(rejections_answer_400_and_write_nothing)
+{
+    static const struct bad cases[] = {
+        {"{\"customer_id\":\"c-1\",\"items\":[", "invalid_json"},
+        {"not json", "invalid_json"},
+        {"{\"customer_id\":\"c-1\",\"items\":[]}", "validation_failed"},
+        {"{\"customer_id\":\"\",\"items\":[{\"sku\":\"A\",\"qty\":1}]}", "validation_failed"},
+        {"{\"items\":[{\"sku\":\"A\",\"qty\":1}]}", "validation_failed"},
+        {"{\"customer_id\":\"c\",\"items\":[{\"sku\":\"A\",\"qty\":0}]}", "validation_failed"},
+        {"{\"customer_id\":\"c\",\"items\":[{\"sku\":\"A\",\"qty\":\"2\"}]}", "validation_failed"},
+        {"{\"customer_id\":\"c\",\"items\":[{\"sku\":\"A B\",\"qty\":1}]}", "validation_failed"},
+        {"{\"customer_id\":\"c\",\"items\":[{\"sku\":\"A\",\"qty\":1},{\"sku\":\"A\",\"qty\":1}]}",
+         "validation_failed"},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        struct http_result r;
+        ck_assert_int_eq(http_post_json(orders.port, "/orders", cases[i].body, &r), 400);
+        ck_assert_msg(strstr(r.body, cases[i].code) != NULL, "%s -> %s", cases[i].body, r.body);
+        ck_assert_ptr_nonnull(strstr(r.body, "\"message\""));
+        http_result_free(&r);
+    }
+    assert_nothing_written();
+}
+END_TEST
+
+START_TEST(wrong_type_size_path_and_method)
+{
+    struct http_result r;
+    static const char *const text[] = {"Content-Type: text/plain", NULL};
+    ck_assert_int_eq(http_do(orders.port, "POST", "/orders", text, ORDER, strlen(ORDER), &r), 0);
+    ck_assert_int_eq(r.status, 415);
+    http_result_free(&r);
+
+    size_t big = 64 * 1024 + 1;
+    char *body = xmalloc(big);
+    memset(body, ' ', big);
+    memcpy(body, ORDER, strlen(ORDER));
+    static const char *const json[] = {"Content-Type: application/json", NULL};
+    ck_assert_int_eq(http_do(orders.port, "POST", "/orders", json, body, big, &r), 0);
+    ck_assert_int_eq(r.status, 413);
+    http_result_free(&r);
+    free(body);
+
+    ck_assert_int_eq(http_get(orders.port, "/orders/not-a-uuid", &r), 400);
+    http_result_free(&r);
+    ck_assert_int_eq(http_get(orders.port, "/orders/6f1c1f1e-0000-4000-8000-000000000000", &r), 404);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"code\":\"not_found\""));
+    http_result_free(&r);
+    ck_assert_int_eq(http_do(orders.port, "DELETE", "/orders", NULL, NULL, 0, &r), 0);
+    ck_assert_int_eq(r.status, 405);
+    http_result_free(&r);
+    assert_nothing_written();
+}
+END_TEST
+
+START_TEST(failure_after_order_insert_leaves_nothing)
+{
+    /* a real failure inside the one statement, after the orders row is in */
+    ck_assert_int_eq(pg_exec("orders",
+        "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$BEGIN RAISE EXCEPTION 'injected failure'; END$$;"
+        "CREATE TRIGGER boom BEFORE INSERT ON order_items FOR EACH ROW EXECUTE FUNCTION boom();"), 0);
+    ck_assert_int_eq(http_post_json(orders.port, "/orders", ORDER, NULL), 500);
+    assert_nothing_written();
+    ck_assert_int_eq(pg_exec("orders", "DROP TRIGGER boom ON order_items"), 0);
+    ck_assert_int_eq(http_post_json(orders.port, "/orders", ORDER, NULL), 201);
+    ck_assert_int_eq(count("outbox"), 1);
+}
+END_TEST
+
+struct shot {
+    const char *key, *body;
+    int status;
+    char id[64];
+};
+
+static void *fire(void *arg)
+{
+    struct shot *s = arg;
+    char hdr[200];
+    snprintf(hdr, sizeof hdr, "Idempotency-Key: %s", s->key ? s->key : "");
+    const char *h[] = {"Content-Type: application/json", s->key ? hdr : NULL, NULL};
+    struct http_result r;
+    if (http_do(orders.port, "POST", "/orders", h, s->body, strlen(s->body), &r) == 0) {
+        s->status = r.status;
+        snprintf(s->id, sizeof s->id, "%s", json_field(r.body, "id"));
+        http_result_free(&r);
+    }
+    return NULL;
+}
+
+static void fire_all(struct shot *shots, int n)
+{
+    pthread_t *t = xcalloc((size_t)n, sizeof *t);
+    for (int i = 0; i < n; i++)
+        pthread_create(&t[i], NULL, fire, &shots[i]);
+    for (int i = 0; i < n; i++)
+        pthread_join(t[i], NULL);
+    free(t);
+}
+
+START_TEST(parallel_posts_give_distinct_orders_and_events)
+{
+    enum { N = 64 };
+    struct shot shots[N] = {{0}};
+    for (int i = 0; i < N; i++)
+        shots[i].body = ORDER;
+    fire_all(shots, N);
+    for (int i = 0; i < N; i++)
+        ck_assert_int_eq(shots[i].status, 201);
+    ck_assert_int_eq(count("orders"), N);
+    ck_assert_int_eq(count("outbox"), N);
+    ck_assert_int_eq(pg_long("orders", "SELECT count(DISTINCT event_id) FROM outbox"), N);
+    ck_assert_int_eq(pg_long("orders", "SELECT count(DISTINCT payload::json->>'order_id') FROM outbox"), N);
+}
+END_TEST
+
+START_TEST(idempotency_race_creates_one_order)
+{
+    enum { N = 16 };
+    struct shot shots[N] = {{0}};
+    for (int i = 0; i < N; i++)
+        shots[i] = (struct shot){.key = "race-key-1", .body = ORDER};
+    fire_all(shots, N);
+    int created = 0;
+    for (int i = 0; i < N; i++) {
+        ck_assert_msg(shots[i].status == 201 || shots[i].status == 200, "status %d", shots[i].status);
+        created += shots[i].status == 201;
+        ck_assert_str_eq(shots[i].id, shots[0].id);
+    }
+    ck_assert_int_eq(created, 1);
+    ck_assert_int_eq(count("orders"), 1);
+    ck_assert_int_eq(count("outbox"), 1);
+}
+END_TEST
+
+START_TEST(idempotency_key_with_other_body_is_409)
+{
+    struct shot a = {.key = "k-2", .body = ORDER};
+    struct shot b = {.key = "k-2", .body = "{\"customer_id\":\"c-1\",\"items\":[{\"sku\":\"SKU-1\",\"qty\":3}]}"};
+    struct shot c = {.key = "k-2", .body = "{ \"items\":[{\"qty\":2,\"sku\":\"SKU-1\"}], \"customer_id\":\"c-1\", \"x\":1}"};
+    fire(&a);
+    fire(&b);
+    fire(&c);
+    ck_assert_int_eq(a.status, 201);
+    ck_assert_int_eq(b.status, 409);
+    ck_assert_int_eq(c.status, 200); /* the same order, written differently */
+    ck_assert_str_eq(c.id, a.id);
+    ck_assert_int_eq(count("orders"), 1);
+}
+END_TEST
+
+START_TEST(postgres_down_answers_503_then_recovers)
+{
+    ck_assert_int_eq(http_post_json(orders.port, "/orders", ORDER, NULL), 201);
+    stack_cmd("pg-stop");
+    struct http_result r;
+    int st = http_post_json(orders.port, "/orders", ORDER, &r);
+    int st2 = http_get(orders.port, "/orders/6f1c1f1e-0000-4000-8000-000000000000", NULL);
+    stack_cmd("pg-start");
+    ck_assert_int_eq(st, 503);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"code\":\"unavailable\""));
+    ck_assert_int_eq(st2, 503);
+    http_result_free(&r);
+    int ok = 0;
+    for (int i = 0; i < 100 && !ok; i++, sleep_ms(100))
+        ok = http_post_json(orders.port, "/orders", ORDER, NULL) == 201;
+    ck_assert(ok);
+    ck_assert_int_eq(count("orders"), 2);
+    ck_assert_int_eq(count("outbox"), 2);
+}
+END_TEST
+
+START_TEST(traceparent_travels_with_the_event)
+{
+    const char *tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    char hdr[128];
+    snprintf(hdr, sizeof hdr, "traceparent: %s", tp);
+    const char *h[] = {"Content-Type: application/json", hdr, NULL};
+    struct http_result r;
+    ck_assert_int_eq(http_do(orders.port, "POST", "/orders", h, ORDER, strlen(ORDER), &r), 0);
+    ck_assert_int_eq(r.status, 201);
+    http_result_free(&r);
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox WHERE traceparent = "
+                     "'00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'"), 1);
+}
+END_TEST
+
+Suite *orders_suite(void)
+{
+    Suite *s = suite_create("orders");
+    TCase *tc = tcase_create("intake");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 90);
+    tcase_add_test(tc, post_creates_order_items_and_event_then_get_shows_it);
+    tcase_add_test(tc, rejections_answer_400_and_write_nothing);
+    tcase_add_test(tc, wrong_type_size_path_and_method);
+    tcase_add_test(tc, failure_after_order_insert_leaves_nothing);
+    tcase_add_test(tc, parallel_posts_give_distinct_orders_and_events);
+    tcase_add_test(tc, idempotency_race_creates_one_order);
+    tcase_add_test(tc, idempotency_key_with_other_body_is_409);
+    tcase_add_test(tc, postgres_down_answers_503_then_recovers);
+    tcase_add_test(tc, traceparent_travels_with_the_event);
+    suite_add_tcase(s, tc);
+    return s;
+}

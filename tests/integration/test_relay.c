@@ -1,0 +1,169 @@
+/* test_relay.c - the outbox relay against real nats-server and Postgres:
+ * a broker outage loses nothing, a crash between ack and mark publishes
+ * nothing twice, two relays share one table, a message that can never be
+ * sent turns dead without blocking the rows behind it. */
+#include "support/harness.h"
+#include "suites.h"
+#include "util.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ORDER "{\"customer_id\":\"c-1\",\"items\":[{\"sku\":\"SKU-1\",\"qty\":1}]}"
+
+static struct natsd nats;
+
+static void setup(void)
+{
+    pg_reset("orders");
+    natsd_start(&nats);
+}
+
+static void teardown(void)
+{
+    natsd_cleanup(&nats);
+}
+
+static long pending(void)
+{
+    return pg_long("orders", "SELECT count(*) FROM outbox WHERE status = 'pending'");
+}
+
+static int drained(void *arg)
+{
+    (void)arg;
+    return pending() == 0;
+}
+
+static double metric(struct svc *s, const char *series)
+{
+    struct http_result r;
+    if (http_get(s->port, "/metrics", &r) != 200)
+        return -1;
+    double v = metric_in(r.body, series);
+    http_result_free(&r);
+    return v;
+}
+
+static void post_orders(struct svc *s, int n)
+{
+    for (int i = 0; i < n; i++)
+        ck_assert_int_eq(http_post_json(s->port, "/orders", ORDER, NULL), 201);
+}
+
+START_TEST(broker_outage_loses_nothing_and_publishes_once)
+{
+    struct svc s;
+    svc_start(&s, "order-service", nats.url, NULL);
+    post_orders(&s, 5);
+    ck_assert(wait_until(drained, NULL, 10000));
+    natsd_kill(&nats);
+    post_orders(&s, 20);
+    int seen = 0;
+    for (int i = 0; i < 100 && !seen; i++, sleep_ms(50))
+        seen = metric(&s, "outbox_pending") == 20;
+    ck_assert(seen);
+    ck_assert_int_eq(pending(), 20);
+    ck_assert_double_gt(metric(&s, "outbox_publish_failures_total"), 0);
+    ck_assert_int_eq(http_get(s.port, "/readyz", NULL), 503);
+    ck_assert_int_gt(pg_long("orders", "SELECT max(attempts) FROM outbox"), 0);
+    natsd_restart(&nats);
+    ck_assert(wait_until(drained, NULL, 30000));
+    ck_assert_int_eq(natsd_stream_msgs(&nats, "ORDERS"), 25);
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox WHERE stream_seq IS NULL"), 0);
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+}
+END_TEST
+
+START_TEST(crash_between_ack_and_mark_publishes_each_event_once)
+{
+    struct svc s;
+    const char *env[] = {"FAILPOINTS=relay_after_ack", NULL};
+    svc_start(&s, "order-service", nats.url, env);
+    int accepted = 0;
+    for (int i = 0; i < 10; i++) /* the first relay pass kills the process */
+        accepted += http_post_json(s.port, "/orders", ORDER, NULL) == 201;
+    ck_assert_int_eq(proc_wait(&s.proc, 10000), 128 + SIGKILL);
+    ck_assert_int_ge(accepted, 1);
+    long left = pending();
+    ck_assert_int_gt(left, 0);                     /* acked by JetStream, never marked */
+    ck_assert_int_gt(natsd_stream_msgs(&nats, "ORDERS"), 0);
+    svc_start(&s, "order-service", nats.url, NULL);
+    ck_assert(wait_until(drained, NULL, 15000));
+    ck_assert_int_eq(natsd_stream_msgs(&nats, "ORDERS"), accepted);
+    ck_assert_double_ge(metric(&s, "outbox_duplicates_total"), 1); /* the re-send was dropped */
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+}
+END_TEST
+
+START_TEST(two_relays_publish_each_event_once)
+{
+    struct svc a, b;
+    svc_start(&a, "order-service", nats.url, NULL);
+    svc_start(&b, "order-service", nats.url, NULL);
+    /* rows committed behind the relays' backs: only the sweeps find them */
+    ck_assert_int_eq(pg_exec("orders",
+        "INSERT INTO outbox (event_id, subject, event_type, payload) "
+        "SELECT gen_random_uuid(), 'orders.created', 'OrderCreated', '{\"n\":' || g || '}' "
+        "FROM generate_series(1, 3000) g"), 0);
+    ck_assert(wait_until(drained, NULL, 30000));
+    ck_assert_int_eq(natsd_stream_msgs(&nats, "ORDERS"), 3000);
+    double pa = metric(&a, "outbox_published_total"), pb = metric(&b, "outbox_published_total");
+    ck_assert_double_eq(pa + pb, 3000);
+    ck_assert_double_eq(metric(&a, "outbox_duplicates_total") + metric(&b, "outbox_duplicates_total"), 0);
+    ck_assert_int_eq(svc_stop(&a, SIGTERM), 0);
+    ck_assert_int_eq(svc_stop(&b, SIGTERM), 0);
+}
+END_TEST
+
+START_TEST(unsendable_row_turns_dead_and_blocks_nothing)
+{
+    struct svc s;
+    const char *env[] = {"RELAY_MAX_ATTEMPTS=2", NULL};
+    /* larger than the server's max_payload (1 MB): it can never be sent */
+    svc_start(&s, "order-service", nats.url, env);
+    ck_assert_int_eq(pg_exec("orders",
+        "INSERT INTO outbox (event_id, subject, event_type, payload) "
+        "VALUES (gen_random_uuid(), 'orders.created', 'OrderCreated', repeat('x', 2000000))"), 0);
+    post_orders(&s, 3);
+    ck_assert(wait_until(drained, NULL, 20000));
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox WHERE status = 'dead' "
+                     "AND attempts = 2 AND last_error <> ''"), 1);
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox WHERE status = 'published'"), 3);
+    ck_assert_double_eq(metric(&s, "outbox_dead_total"), 1);
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+}
+END_TEST
+
+START_TEST(published_rows_are_pruned_after_retention)
+{
+    struct svc s;
+    const char *env[] = {"OUTBOX_RETENTION=1s", NULL};
+    svc_start(&s, "order-service", nats.url, env);
+    post_orders(&s, 3);
+    ck_assert(wait_until(drained, NULL, 10000));
+    int gone = 0;
+    for (int i = 0; i < 150 && !gone; i++, sleep_ms(100))
+        gone = pg_long("orders", "SELECT count(*) FROM outbox") == 0;
+    ck_assert(gone);
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM orders"), 3);
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+}
+END_TEST
+
+Suite *relay_suite(void)
+{
+    Suite *s = suite_create("relay");
+    TCase *tc = tcase_create("outbox");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, broker_outage_loses_nothing_and_publishes_once);
+    tcase_add_test(tc, crash_between_ack_and_mark_publishes_each_event_once);
+    tcase_add_test(tc, two_relays_publish_each_event_once);
+    tcase_add_test(tc, unsendable_row_turns_dead_and_blocks_nothing);
+    tcase_add_test(tc, published_rows_are_pruned_after_retention);
+    suite_add_tcase(s, tc);
+    return s;
+}

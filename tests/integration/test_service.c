@@ -1,0 +1,167 @@
+/* test_service.c - a service process as a user sees it: configuration
+ * errors, SIGTERM, /healthz, /readyz following NATS, /metrics, and starting
+ * while NATS is down. Real processes, real Postgres, a private nats-server. */
+#include "support/harness.h"
+#include "suites.h"
+#include "util.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static struct natsd nats;
+
+static void setup(void)
+{
+    pg_reset("orders");
+    pg_reset("inventory");
+    natsd_start(&nats);
+}
+
+static void teardown(void)
+{
+    natsd_cleanup(&nats);
+}
+
+static char *read_log(const struct proc *p)
+{
+    FILE *f = fopen(p->log, "r");
+    struct buf b;
+    buf_init(&b);
+    char chunk[4096];
+    size_t n;
+    while (f && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        buf_append(&b, chunk, n);
+    if (f)
+        fclose(f);
+    return b.data;
+}
+
+/* Runs the binary with one bad variable; it must exit 2 with one line naming it. */
+static void assert_bad_env(const char *name, const char *assignment)
+{
+    struct proc p;
+    char bin[512];
+    ck_assert_ptr_nonnull(realpath("build/asan/bin/order-service", bin));
+    const char *argv[] = {bin, NULL};
+    const char *env[] = {assignment, NULL};
+    proc_start(&p, argv, env);
+    ck_assert_int_eq(proc_wait(&p, 10000), 2);
+    char *log = read_log(&p);
+    ck_assert_msg(strstr(log, name) != NULL, "log does not name %s: %s", name, log);
+    ck_assert_msg(strchr(log, '\n') == log + strlen(log) - 1, "more than one line: %s", log);
+    free(log);
+}
+
+START_TEST(malformed_environment_stops_the_start)
+{
+    assert_bad_env("PORT", "PORT=abc");
+    assert_bad_env("PORT", "PORT=70000");
+    assert_bad_env("LOG_LEVEL", "LOG_LEVEL=loud");
+    assert_bad_env("DATABASE_URL", "DATABASE_URL=mysql://x/y");
+    assert_bad_env("NATS_URL", "NATS_URL=http://127.0.0.1:4222");
+    assert_bad_env("JS_REPLICAS", "JS_REPLICAS=zero");
+}
+END_TEST
+
+START_TEST(sigterm_exits_zero)
+{
+    struct svc s;
+    svc_start(&s, "order-service", nats.url, NULL);
+    ck_assert_int_eq(http_get(s.port, "/healthz", NULL), 200);
+    int64_t t0 = mono_ms();
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+    ck_assert_int_lt(mono_ms() - t0, 10000);
+}
+END_TEST
+
+static int ready_is(struct svc *s, int want)
+{
+    return http_get(s->port, "/readyz", NULL) == want;
+}
+static int ready_503(void *arg) { return ready_is(arg, 503); }
+static int ready_200(void *arg) { return ready_is(arg, 200); }
+
+START_TEST(readyz_follows_nats_without_restart)
+{
+    struct svc s;
+    svc_start(&s, "inventory-service", nats.url, NULL);
+    ck_assert(wait_until(ready_200, &s, 10000));
+    natsd_kill(&nats);
+    ck_assert(wait_until(ready_503, &s, 10000));
+    struct http_result r;
+    http_get(s.port, "/readyz", &r);
+    ck_assert_str_eq(r.body, "{\"checks\":{\"postgres\":\"ok\",\"nats\":\"down\"}}");
+    http_result_free(&r);
+    natsd_restart(&nats);
+    ck_assert(wait_until(ready_200, &s, 15000));
+    ck_assert_int_eq(http_get(s.port, "/healthz", NULL), 200);
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+}
+END_TEST
+
+START_TEST(starts_and_serves_while_nats_is_down)
+{
+    struct svc s;
+    char url[64];
+    snprintf(url, sizeof url, "nats://127.0.0.1:%d", free_port());
+    svc_start(&s, "order-service", url, NULL);
+    ck_assert_int_eq(http_get(s.port, "/healthz", NULL), 200);
+    ck_assert_int_eq(http_get(s.port, "/readyz", NULL), 503);
+    ck_assert_int_eq(http_post_json(s.port, "/orders",
+                     "{\"customer_id\":\"c-1\",\"items\":[{\"sku\":\"A\",\"qty\":1}]}", NULL), 201);
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+}
+END_TEST
+
+START_TEST(metrics_expose_the_contract_names)
+{
+    struct svc s;
+    struct http_result r;
+    svc_start(&s, "order-service", nats.url, NULL);
+    http_get(s.port, "/healthz", NULL);
+    ck_assert_int_eq(http_get(s.port, "/metrics", &r), 200);
+    const char *names[] = {"orders_created_total", "http_requests_total{route=\"/healthz\",code=\"200\"}",
+                           "http_request_duration_seconds_count{route=\"/healthz\"}",
+                           "outbox_published_total", "outbox_publish_failures_total",
+                           "outbox_pending", "outbox_oldest_pending_age_seconds",
+                           "order_replies_total{result=\"poison\"}"};
+    for (size_t i = 0; i < ARRAY_LEN(names); i++)
+        ck_assert_msg(metric_in(r.body, names[i]) >= 0, "missing %s", names[i]);
+    ck_assert_double_ge(metric_in(r.body, "http_requests_total{route=\"/healthz\",code=\"200\"}"), 1);
+    http_result_free(&r);
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+}
+END_TEST
+
+START_TEST(migrate_only_applies_and_exits)
+{
+    struct proc p;
+    char bin[512];
+    ck_assert_ptr_nonnull(realpath("build/asan/bin/inventory-service", bin));
+    const char *argv[] = {bin, "--migrate-only", NULL};
+    char *db = xasprintf("DATABASE_URL=%s", pg_url("inventory"));
+    const char *env[] = {db, NULL};
+    proc_start(&p, argv, env);
+    ck_assert_int_eq(proc_wait(&p, 30000), 0);
+    ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM schema_migrations"), 2);
+    free(db);
+}
+END_TEST
+
+Suite *service_suite(void)
+{
+    Suite *s = suite_create("service");
+    TCase *tc = tcase_create("process");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 90);
+    tcase_add_test(tc, malformed_environment_stops_the_start);
+    tcase_add_test(tc, sigterm_exits_zero);
+    tcase_add_test(tc, readyz_follows_nats_without_restart);
+    tcase_add_test(tc, starts_and_serves_while_nats_is_down);
+    tcase_add_test(tc, metrics_expose_the_contract_names);
+    tcase_add_test(tc, migrate_only_applies_and_exits);
+    suite_add_tcase(s, tc);
+    return s;
+}

@@ -1,0 +1,178 @@
+/* test_status.c - both services together: a posted order becomes CONFIRMED
+ * or REJECTED with the right reason, and a duplicated or contradicting
+ * reply has no effect on the order. */
+#include "support/harness.h"
+#include "suites.h"
+#include "util.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static struct natsd nats;
+static struct svc orders, inv;
+
+static void setup(void)
+{
+    pg_reset("orders");
+    pg_reset("inventory");
+    natsd_start(&nats);
+    svc_start(&orders, "order-service", nats.url, NULL);
+    svc_start(&inv, "inventory-service", nats.url, NULL);
+    static const char *const h[] = {"Content-Type: application/json", NULL};
+    struct http_result r;
+    ck_assert_int_eq(http_do(inv.port, "PUT", "/inventory/SKU-1", h, "{\"available\":5}", 15, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    http_result_free(&r);
+}
+
+static void teardown(void)
+{
+    svc_stop(&orders, SIGKILL);
+    svc_stop(&inv, SIGKILL);
+    natsd_cleanup(&nats);
+}
+
+/* Posts an order and waits until it leaves PENDING; returns the final body. */
+static char *settle(const char *items, char id[64])
+{
+    char *req = xasprintf("{\"customer_id\":\"c-9\",\"items\":%s}", items);
+    struct http_result r;
+    ck_assert_int_eq(http_post_json(orders.port, "/orders", req, &r), 201);
+    snprintf(id, 64, "%s", json_field(r.body, "id"));
+    http_result_free(&r);
+    free(req);
+    char path[128];
+    snprintf(path, sizeof path, "/orders/%s", id);
+    for (int i = 0; i < 300; i++, sleep_ms(50)) {
+        ck_assert_int_eq(http_get(orders.port, path, &r), 200);
+        if (strcmp(json_field(r.body, "status"), "PENDING") != 0)
+            return r.body;
+        http_result_free(&r);
+    }
+    ck_abort_msg("order %s never settled", id);
+    return NULL;
+}
+
+START_TEST(order_in_stock_becomes_confirmed)
+{
+    char id[64];
+    char *body = settle("[{\"sku\":\"SKU-1\",\"qty\":2}]", id);
+    ck_assert_str_eq(json_field(body, "status"), "CONFIRMED");
+    ck_assert_ptr_null(strstr(body, "\"reason\""));
+    char created[64];
+    snprintf(created, sizeof created, "%s", json_field(body, "created_at"));
+    ck_assert_str_ne(json_field(body, "updated_at"), created);
+    free(body);
+    ck_assert_int_eq(pg_long("inventory", "SELECT reserved FROM stock WHERE sku = 'SKU-1'"), 2);
+}
+END_TEST
+
+START_TEST(insufficient_stock_becomes_rejected)
+{
+    char id[64];
+    char *body = settle("[{\"sku\":\"SKU-1\",\"qty\":6}]", id);
+    ck_assert_str_eq(json_field(body, "status"), "REJECTED");
+    ck_assert_str_eq(json_field(body, "reason"), "insufficient_stock");
+    free(body);
+}
+END_TEST
+
+START_TEST(unknown_sku_becomes_rejected)
+{
+    char id[64];
+    char *body = settle("[{\"sku\":\"SKU-1\",\"qty\":1},{\"sku\":\"NO-SUCH\",\"qty\":1}]", id);
+    ck_assert_str_eq(json_field(body, "status"), "REJECTED");
+    ck_assert_str_eq(json_field(body, "reason"), "unknown_sku");
+    free(body);
+    ck_assert_int_eq(pg_long("inventory", "SELECT reserved FROM stock WHERE sku = 'SKU-1'"), 0);
+}
+END_TEST
+
+static double metric(const char *series)
+{
+    struct http_result r;
+    if (http_get(orders.port, "/metrics", &r) != 200)
+        return -1;
+    double v = metric_in(r.body, series);
+    http_result_free(&r);
+    return v;
+}
+
+static double want_metric;
+static const char *want_series;
+static int metric_reaches(void *arg)
+{
+    (void)arg;
+    return metric(want_series) >= want_metric;
+}
+
+static void publish_reply(const char *subject, const char *body)
+{
+    char msg_id[UUID_STR_LEN];
+    uuid_v4(msg_id); /* a new transport id: only the body's event_id can dedupe */
+    ck_assert_int_eq(natsd_publish(&nats, subject, msg_id, body), 0);
+}
+
+static void wait_metric(const char *series, double v)
+{
+    want_series = series;
+    want_metric = v;
+    ck_assert_msg(wait_until(metric_reaches, NULL, 10000), "%s never reached %g", series, v);
+}
+
+START_TEST(duplicated_or_contradicting_reply_changes_nothing)
+{
+    char id[64];
+    char *first = settle("[{\"sku\":\"SKU-1\",\"qty\":1}]", id);
+    char *sql = xasprintf("SELECT payload FROM outbox WHERE payload::json->>'order_id' = '%s'", id);
+    char *reply = pg_text("inventory", sql);
+    ck_assert_ptr_nonnull(reply);
+
+    publish_reply("inventory.reserved", reply);
+    wait_metric("order_replies_total{result=\"duplicate\"}", 1);
+
+    char other[UUID_STR_LEN], unknown[UUID_STR_LEN];
+    uuid_v4(other);
+    uuid_v4(unknown);
+    char *contra = xasprintf("{\"event_id\":\"%s\",\"type\":\"InventoryRejected\",\"order_id\":\"%s\","
+                             "\"reason\":\"insufficient_stock\",\"occurred_at\":\"2026-01-01T00:00:00Z\"}",
+                             other, id);
+    publish_reply("inventory.rejected", contra);
+    wait_metric("order_replies_total{result=\"poison\"}", 1);
+    char *stray = xasprintf("{\"event_id\":\"%s\",\"type\":\"InventoryReserved\",\"order_id\":\"%s\","
+                            "\"occurred_at\":\"2026-01-01T00:00:00Z\"}", unknown, unknown);
+    publish_reply("inventory.reserved", stray);
+    wait_metric("order_replies_total{result=\"poison\"}", 2);
+
+    struct http_result r;
+    char path[128];
+    snprintf(path, sizeof path, "/orders/%s", id);
+    ck_assert_int_eq(http_get(orders.port, path, &r), 200);
+    ck_assert_str_eq(json_field(r.body, "status"), "CONFIRMED");
+    ck_assert_str_eq(json_field(r.body, "updated_at"), json_field(first, "updated_at"));
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM dead_letters"), 2);
+    ck_assert_double_eq(metric("order_replies_total{result=\"confirmed\"}"), 1);
+    http_result_free(&r);
+    free(stray);
+    free(contra);
+    free(reply);
+    free(sql);
+    free(first);
+}
+END_TEST
+
+Suite *status_suite(void)
+{
+    Suite *s = suite_create("status");
+    TCase *tc = tcase_create("replies");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 90);
+    tcase_add_test(tc, order_in_stock_becomes_confirmed);
+    tcase_add_test(tc, insufficient_stock_becomes_rejected);
+    tcase_add_test(tc, unknown_sku_becomes_rejected);
+    tcase_add_test(tc, duplicated_or_contradicting_reply_changes_nothing);
+    suite_add_tcase(s, tc);
+    return s;
+}

@@ -1,0 +1,494 @@
+/* harness.c - processes, nats-server, Postgres helpers and an HTTP client
+ * for the integration tests. Everything talks to real servers on loopback. */
+#include "harness.h"
+#include "broker.h"
+#include "util.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static void die(const char *what)
+{
+    fprintf(stderr, "harness: %s\n", what);
+    abort();
+}
+
+/* Children of this test process, killed at exit so that a failed assertion
+ * (which ends the test process) leaves no server behind. */
+static pid_t children[64];
+
+static void kill_children(void)
+{
+    for (size_t i = 0; i < ARRAY_LEN(children); i++)
+        if (children[i] > 0 && kill(children[i], SIGKILL) == 0)
+            waitpid(children[i], NULL, 0);
+}
+
+static void track(pid_t pid)
+{
+    static int registered;
+    if (!registered++)
+        atexit(kill_children);
+    for (size_t i = 0; i < ARRAY_LEN(children); i++) {
+        if (children[i] <= 0 || waitpid(children[i], NULL, WNOHANG) != 0) {
+            children[i] = pid;
+            return;
+        }
+    }
+}
+
+const char *itest_tmp(void)
+{
+    const char *t = getenv("ITEST_TMP");
+    return t && *t ? t : "/tmp";
+}
+
+void proc_start(struct proc *p, const char *const argv[], const char *const env[])
+{
+    static int seq;
+    snprintf(p->log, sizeof p->log, "%s/proc-%d-%d.log", itest_tmp(), (int)getpid(), seq++);
+    p->pid = fork();
+    if (p->pid < 0)
+        die("fork");
+    if (p->pid == 0) {
+        for (size_t i = 0; env && env[i]; i++)
+            putenv((char *)env[i]);
+        int fd = open(p->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 2);
+            dup2(fd, 1);
+        }
+        setpgid(0, 0);
+        /* dies with the test process, however that one ends (a failed
+         * assertion ends it without running teardowns) */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        execvp(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    track(p->pid);
+}
+
+int proc_wait(struct proc *p, int timeout_ms)
+{
+    if (p->pid <= 0)
+        return -1;
+    for (int waited = 0; waited <= timeout_ms; waited += 10) {
+        int st = 0;
+        pid_t r = waitpid(p->pid, &st, WNOHANG);
+        if (r == p->pid) {
+            p->pid = 0;
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        }
+        sleep_ms(10);
+    }
+    return -1;
+}
+
+int proc_stop(struct proc *p, int sig, int timeout_ms)
+{
+    if (p->pid <= 0)
+        return -1;
+    kill(p->pid, sig);
+    int code = proc_wait(p, timeout_ms);
+    if (code == -1 && p->pid > 0) {
+        kill(p->pid, SIGKILL);
+        proc_wait(p, 5000);
+    }
+    return code;
+}
+
+int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0)
+        die("free_port");
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static int port_open(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
+static int port_open_cb(void *arg)
+{
+    return port_open(*(int *)arg);
+}
+
+int wait_until(int (*fn)(void *), void *arg, int timeout_ms)
+{
+    int64_t end = mono_ms() + timeout_ms;
+    while (mono_ms() < end) {
+        if (fn(arg))
+            return 1;
+        sleep_ms(50);
+    }
+    return fn(arg);
+}
+
+/* ---- nats-server ---- */
+
+static void natsd_spawn(struct natsd *n)
+{
+    char port[16], mport[16];
+    snprintf(port, sizeof port, "%d", n->port);
+    snprintf(mport, sizeof mport, "%d", n->monitor_port);
+    const char *argv[] = {"nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-m", mport,
+                    "-sd", n->store, NULL};
+    const char *env[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
+    proc_start(&n->proc, argv, env);
+    if (!wait_until(port_open_cb, &n->port, 10000))
+        die("nats-server did not start");
+}
+
+void natsd_start(struct natsd *n)
+{
+    memset(n, 0, sizeof *n);
+    n->port = free_port();
+    n->monitor_port = free_port();
+    snprintf(n->store, sizeof n->store, "%s/nats-XXXXXX", itest_tmp());
+    if (!mkdtemp(n->store))
+        die("mkdtemp");
+    snprintf(n->url, sizeof n->url, "nats://127.0.0.1:%d", n->port);
+    natsd_spawn(n);
+}
+
+void natsd_kill(struct natsd *n)
+{
+    proc_stop(&n->proc, SIGKILL, 5000);
+}
+
+void natsd_restart(struct natsd *n)
+{
+    natsd_spawn(n);
+}
+
+void natsd_cleanup(struct natsd *n)
+{
+    natsd_kill(n);
+    if (n->store[0]) {
+        char *cmd = xasprintf("rm -rf '%s'", n->store);
+        if (system(cmd) != 0)
+            fprintf(stderr, "harness: could not remove %s\n", n->store);
+        free(cmd);
+    }
+}
+
+long natsd_stream_msgs(struct natsd *n, const char *stream)
+{
+    struct http_result r;
+    long count = -1;
+    if (http_do(n->monitor_port, "GET", "/jsz?streams=true", NULL, NULL, 0, &r) != 0)
+        return -1;
+    /* reserved_* counters exceed int64: read numbers as reals */
+    json_t *o = json_loads(r.body, JSON_DECODE_INT_AS_REAL, NULL);
+    json_t *accts = json_object_get(o, "account_details");
+    for (size_t i = 0; i < json_array_size(accts); i++) {
+        json_t *sd = json_object_get(json_array_get(accts, i), "stream_detail");
+        for (size_t j = 0; j < json_array_size(sd); j++) {
+            json_t *s = json_array_get(sd, j);
+            const char *name = json_string_value(json_object_get(s, "name"));
+            if (name && strcmp(name, stream) == 0)
+                count = (long)json_number_value(
+                    json_object_get(json_object_get(s, "state"), "messages"));
+        }
+    }
+    if (count < 0)
+        fprintf(stderr, "harness: stream %s not found in: %.300s\n", stream, r.body);
+    json_decref(o);
+    http_result_free(&r);
+    return count;
+}
+
+static int broker_up(void *arg)
+{
+    return broker_connected(arg);
+}
+
+int natsd_publish(struct natsd *n, const char *subject, const char *msg_id, const char *body)
+{
+    struct broker_settings set = {n->url, 1, 3LL * 24 * 3600 * 1000};
+    struct broker *b = NULL;
+    char msg[256];
+    if (broker_new(&set, &b, msg, sizeof msg) != ERR_OK)
+        return -1;
+    struct broker_out out = {.subject = subject, .event_id = msg_id, .event_type = "Test",
+                             .payload = body, .len = strlen(body)};
+    int rc = -1;
+    if (wait_until(broker_up, b, 10000) && broker_ensure_streams(b, msg, sizeof msg) == ERR_OK &&
+        broker_publish(b, &out, 1, 5000) == ERR_OK && out.acked)
+        rc = 0;
+    broker_free(b);
+    return rc;
+}
+
+/* ---- Postgres ---- */
+
+const char *pg_url(const char *db)
+{
+    const char *v = getenv(strcmp(db, "orders") == 0 ? "STACK_PG_URL_ORDERS"
+                                                     : "STACK_PG_URL_INVENTORY");
+    if (!v)
+        die("STACK_PG_URL_* not set: run the tests through `make test`");
+    return v;
+}
+
+static void quiet(void *arg, const char *msg)
+{
+    (void)arg, (void)msg;
+}
+
+static PGresult *pg_run(const char *db, const char *sql, PGconn **conn)
+{
+    *conn = PQconnectdb(pg_url(db));
+    if (PQstatus(*conn) != CONNECTION_OK)
+        return NULL;
+    PQsetNoticeProcessor(*conn, quiet, NULL);
+    return PQexec(*conn, sql);
+}
+
+int pg_exec(const char *db, const char *sql)
+{
+    PGconn *c = NULL;
+    PGresult *r = pg_run(db, sql, &c);
+    int st = PQresultStatus(r);
+    int ok = r && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK);
+    if (!ok)
+        fprintf(stderr, "pg_exec(%s): %s", sql, PQerrorMessage(c));
+    PQclear(r);
+    PQfinish(c);
+    return ok ? 0 : -1;
+}
+
+long pg_long(const char *db, const char *sql)
+{
+    PGconn *c = NULL;
+    PGresult *r = pg_run(db, sql, &c);
+    long v = -1;
+    if (r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0 && !PQgetisnull(r, 0, 0))
+        v = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    PQfinish(c);
+    return v;
+}
+
+char *pg_text(const char *db, const char *sql)
+{
+    PGconn *c = NULL;
+    PGresult *r = pg_run(db, sql, &c);
+    char *v = NULL;
+    if (r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0 && !PQgetisnull(r, 0, 0))
+        v = xstrdup(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    PQfinish(c);
+    return v;
+}
+
+void pg_reset(const char *db)
+{
+    if (pg_exec(db, "DROP SCHEMA public CASCADE; CREATE SCHEMA public;") != 0)
+        die("pg_reset");
+}
+
+void stack_cmd(const char *cmd)
+{
+    char *line = xasprintf("scripts/stack %s >/dev/null", cmd);
+    if (system(line) != 0)
+        die(line);
+    free(line);
+}
+
+/* ---- services ---- */
+
+static int ready_answers(void *arg)
+{
+    struct svc *s = arg;
+    struct http_result r;
+    if (http_do(s->port, "GET", "/readyz", NULL, NULL, 0, &r) != 0)
+        return 0;
+    int ok = strstr(r.body, "\"postgres\":\"ok\"") != NULL;
+    http_result_free(&r);
+    return ok;
+}
+
+void svc_start(struct svc *s, const char *name, const char *nats_url, const char *const env[])
+{
+    char dir[512];
+    if (!realpath(getenv("SERVICE_BIN_DIR") ? getenv("SERVICE_BIN_DIR") : "build/asan/bin", dir))
+        die("service binaries not built (build/asan/bin)");
+    int order = strcmp(name, "order-service") == 0;
+    char *bin = xasprintf("%s/%s", dir, name);
+    static char port_env[2][32], db_env[2][512], nats_env[2][128], mig_env[2][64];
+    int k = order ? 0 : 1;
+    s->port = free_port();
+    snprintf(s->base, sizeof s->base, "http://127.0.0.1:%d", s->port);
+    snprintf(port_env[k], sizeof port_env[k], "PORT=%d", s->port);
+    snprintf(db_env[k], sizeof db_env[k], "DATABASE_URL=%s", pg_url(order ? "orders" : "inventory"));
+    snprintf(nats_env[k], sizeof nats_env[k], "NATS_URL=%s", nats_url);
+    snprintf(mig_env[k], sizeof mig_env[k], "MIGRATIONS_DIR=migrations/%s",
+             order ? "order" : "inventory");
+    const char *all[32] = {port_env[k], db_env[k], nats_env[k], mig_env[k], "LOG_LEVEL=debug",
+                           "RELAY_SWEEP_MS=100", "ASAN_OPTIONS=detect_leaks=1"};
+    size_t n = 7;
+    for (size_t i = 0; env && env[i] && n < 31; i++)
+        all[n++] = env[i];
+    all[n] = NULL;
+    const char *argv[] = {bin, NULL};
+    proc_start(&s->proc, argv, all);
+    free(bin);
+    if (!wait_until(ready_answers, s, 20000))
+        fprintf(stderr, "harness: %s did not become ready (log %s)\n", name, s->proc.log);
+}
+
+int svc_stop(struct svc *s, int sig)
+{
+    return proc_stop(&s->proc, sig, 10000);
+}
+
+/* ---- HTTP client ---- */
+
+static int send_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int connect_to(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct timeval tv = {.tv_sec = 15};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void parse_response(const char *raw, struct http_result *out)
+{
+    out->status = atoi(raw + 9);
+    const char *loc = strcasestr(raw, "\r\nLocation: ");
+    if (loc)
+        sscanf(loc + 12, "%255[^\r]", out->location);
+    const char *body = strstr(raw, "\r\n\r\n");
+    out->body = xstrdup(body ? body + 4 : "");
+}
+
+int http_do(int port, const char *method, const char *path, const char *const *headers,
+            const char *body, size_t body_len, struct http_result *out)
+{
+    memset(out, 0, sizeof *out);
+    int fd = connect_to(port);
+    if (fd < 0)
+        return -1;
+    struct buf req, resp;
+    buf_init(&req);
+    buf_init(&resp);
+    buf_printf(&req, "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n", method, path);
+    for (size_t i = 0; headers && headers[i]; i++)
+        buf_printf(&req, "%s\r\n", headers[i]);
+    if (body)
+        buf_printf(&req, "Content-Length: %zu\r\n", body_len);
+    buf_append(&req, "\r\n", 2);
+    int rc = send_all(fd, req.data, req.len);
+    if (rc == 0 && body)
+        rc = send_all(fd, body, body_len);
+    char chunk[8192];
+    ssize_t got;
+    while (rc == 0 && (got = recv(fd, chunk, sizeof chunk, 0)) > 0)
+        buf_append(&resp, chunk, (size_t)got);
+    close(fd);
+    if (resp.len < 12)
+        rc = -1;
+    else
+        parse_response(resp.data, out);
+    buf_cleanup(&req);
+    buf_cleanup(&resp);
+    return rc;
+}
+
+void http_result_free(struct http_result *r)
+{
+    free(r->body);
+    r->body = NULL;
+}
+
+int http_post_json(int port, const char *path, const char *json, struct http_result *out)
+{
+    static const char *const h[] = {"Content-Type: application/json", NULL};
+    struct http_result local;
+    struct http_result *r = out ? out : &local;
+    if (http_do(port, "POST", path, h, json, strlen(json), r) != 0)
+        return -1;
+    int st = r->status;
+    if (!out)
+        http_result_free(r);
+    return st;
+}
+
+int http_get(int port, const char *path, struct http_result *out)
+{
+    struct http_result local;
+    struct http_result *r = out ? out : &local;
+    if (http_do(port, "GET", path, NULL, NULL, 0, r) != 0)
+        return -1;
+    int st = r->status;
+    if (!out)
+        http_result_free(r);
+    return st;
+}
+
+const char *json_field(const char *body, const char *field)
+{
+    static __thread char out[512];
+    out[0] = '\0';
+    json_t *o = json_loads(body ? body : "", 0, NULL);
+    const char *v = json_string_value(json_object_get(o, field));
+    if (v)
+        snprintf(out, sizeof out, "%s", v);
+    json_decref(o);
+    return out;
+}
+
+double metric_in(const char *text, const char *series)
+{
+    size_t n = strlen(series);
+    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+        if (strncmp(p, series, n) == 0 && p[n] == ' ')
+            return strtod(p + n + 1, NULL);
+    }
+    return -1;
+}

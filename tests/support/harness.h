@@ -1,0 +1,94 @@
+/* harness.h - what integration tests need around the real servers: the
+ * shared Postgres from scripts/stack, a private nats-server per test, the
+ * service binaries as child processes, a tiny HTTP client and SQL helpers.
+ *
+ * Nothing here mocks Postgres or NATS: every call reaches a real server on
+ * 127.0.0.1. Every wait is bounded. */
+#ifndef TESTS_HARNESS_H
+#define TESTS_HARNESS_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* ---- processes ---- */
+struct proc {
+    pid_t pid;
+    char log[256];  /* its stderr goes here */
+};
+/* Starts argv with extra "NAME=value" environment entries (NULL-terminated). */
+void proc_start(struct proc *p, const char *const argv[], const char *const env[]);
+/* Sends sig and waits up to timeout_ms; returns the exit code, 128+signal,
+ * or -1 if it did not end in time (then it is killed with SIGKILL). */
+int proc_stop(struct proc *p, int sig, int timeout_ms);
+/* Waits up to timeout_ms for the process to end by itself; as proc_stop. */
+int proc_wait(struct proc *p, int timeout_ms);
+
+/* ---- a private nats-server with JetStream ---- */
+struct natsd {
+    struct proc proc;
+    int port, monitor_port;
+    char store[256];
+    char url[64];
+};
+void natsd_start(struct natsd *n);        /* new store, free ports */
+void natsd_kill(struct natsd *n);         /* kill -9 */
+void natsd_restart(struct natsd *n);      /* same ports, same store */
+void natsd_cleanup(struct natsd *n);      /* kill and remove the store */
+/* Messages stored in a stream (from the monitoring endpoint), -1 if none. */
+long natsd_stream_msgs(struct natsd *n, const char *stream);
+
+/* Publishes body on subject with Nats-Msg-Id msg_id (a test-side publisher
+ * through common/broker.c). Returns 0 when JetStream acknowledged it. */
+int natsd_publish(struct natsd *n, const char *subject, const char *msg_id, const char *body);
+
+/* ---- Postgres (the shared stack; each test resets its databases) ---- */
+const char *pg_url(const char *db);       /* "orders" | "inventory" */
+void pg_reset(const char *db);            /* drop every table of the database */
+/* First column of the first row as a long (-1 on error or no row). */
+long pg_long(const char *db, const char *sql);
+/* First column of the first row as a heap string (NULL on error). */
+char *pg_text(const char *db, const char *sql);
+/* Runs sql; returns 0 on success. */
+int pg_exec(const char *db, const char *sql);
+
+/* Runs `scripts/stack <cmd>` on the test's stack (pg-stop, pg-start). */
+void stack_cmd(const char *cmd);
+
+/* ---- the services ---- */
+struct svc {
+    struct proc proc;
+    int port;
+    char base[64];
+};
+/* Starts bin/<name> against the database and NATS url with extra env; waits
+ * for /healthz and for migrations to finish (/readyz answers with checks). */
+void svc_start(struct svc *s, const char *name, const char *nats_url, const char *const env[]);
+int svc_stop(struct svc *s, int sig);
+
+/* ---- HTTP ---- */
+struct http_result {
+    int status;
+    char *body;       /* heap, NUL-terminated; free with http_result_free */
+    char location[256];
+};
+/* One request on a fresh connection to 127.0.0.1:port. headers is a
+ * NUL-terminated list of "Name: value" strings or NULL. Returns 0 or -1. */
+int http_do(int port, const char *method, const char *path, const char *const *headers,
+            const char *body, size_t body_len, struct http_result *out);
+void http_result_free(struct http_result *r);
+/* POST a JSON body; returns status (body freed unless out is given). */
+int http_post_json(int port, const char *path, const char *json, struct http_result *out);
+int http_get(int port, const char *path, struct http_result *out);
+
+/* ---- misc ---- */
+/* Folder for this run's logs and stores ($ITEST_TMP, else /tmp). */
+const char *itest_tmp(void);
+int free_port(void);
+/* Polls fn(arg) every 50 ms until it returns non-zero or timeout_ms passes. */
+int wait_until(int (*fn)(void *), void *arg, int timeout_ms);
+/* The value of a string field in a JSON body, or "" (static buffer). */
+const char *json_field(const char *body, const char *field);
+/* A metric's value from a /metrics text ("name{labels}" exact), or -1. */
+double metric_in(const char *text, const char *series);
+
+#endif

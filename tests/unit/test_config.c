@@ -1,0 +1,277 @@
+/* test_config.c - configuration from the environment: the contract's
+ * defaults per service, every variable overriding its default, bad values
+ * stopping the start with a message naming the variable, and durations.
+ *
+ * A checked fixture saves and unsets every variable before each test and
+ * restores them after, so the tests neither see nor leave any setting. */
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "suites.h"
+
+static const char *const vars[] = {
+    "PORT", "DATABASE_URL", "NATS_URL", "MIGRATIONS_DIR", "LOG_LEVEL", "JS_REPLICAS",
+    "HTTP_THREADS", "RELAY_SWEEP_MS", "RELAY_BATCH", "RELAY_MAX_ATTEMPTS", "OUTBOX_RETENTION",
+    "PROCESSED_RETENTION", "STREAM_MAX_AGE", "CONSUMER_BATCH", "FAILPOINTS",
+};
+#define NVARS (sizeof vars / sizeof vars[0])
+static char *saved[NVARS];
+
+static void env_clear(void)
+{
+    for (size_t i = 0; i < NVARS; i++) {
+        const char *v = getenv(vars[i]);
+        saved[i] = v ? strdup(v) : NULL;
+        unsetenv(vars[i]);
+    }
+}
+
+static void env_restore(void)
+{
+    for (size_t i = 0; i < NVARS; i++) {
+        if (saved[i])
+            setenv(vars[i], saved[i], 1);
+        else
+            unsetenv(vars[i]);
+        free(saved[i]);
+        saved[i] = NULL;
+    }
+}
+
+/* The contract's per-service defaults (the services pass these). */
+static const struct config_defaults order_defaults = {
+    "8080", "postgresql://postgres@127.0.0.1:5432/orders", "migrations/order"};
+static const struct config_defaults inventory_defaults = {
+    "8081", "postgresql://postgres@127.0.0.1:5432/inventory", "migrations/inventory"};
+
+#define DAY_MS INT64_C(86400000)
+
+static void assert_shared_defaults(const struct config *c)
+{
+    ck_assert_str_eq(c->nats_url, "nats://127.0.0.1:4222");
+    ck_assert_int_eq(c->log_level, LOG_INFO);
+    ck_assert_int_eq(c->js_replicas, 1);
+    ck_assert_int_eq(c->http_threads, 4);
+    ck_assert_int_eq(c->relay_sweep_ms, 200);
+    ck_assert_int_eq(c->relay_batch, 256);
+    ck_assert_int_eq(c->relay_max_attempts, 10);
+    ck_assert_int_eq(c->outbox_retention_ms, 3600000);
+    ck_assert_int_eq(c->processed_retention_ms, 7 * DAY_MS);
+    ck_assert_int_eq(c->stream_max_age_ms, 3 * DAY_MS);
+    ck_assert_int_eq(c->consumer_batch, 128);
+    ck_assert_str_eq(c->failpoints, "");
+}
+
+START_TEST(order_service_defaults)
+{
+    struct config c;
+    char msg[256] = "";
+    ck_assert_int_eq(config_load(&order_defaults, &c, msg, sizeof msg), ERR_OK);
+    ck_assert_int_eq(c.port, 8080);
+    ck_assert_str_eq(c.database_url, "postgresql://postgres@127.0.0.1:5432/orders");
+    ck_assert_str_eq(c.migrations_dir, "migrations/order");
+    assert_shared_defaults(&c);
+    config_cleanup(&c);
+}
+END_TEST
+
+START_TEST(inventory_service_defaults)
+{
+    struct config c;
+    char msg[256] = "";
+    ck_assert_int_eq(config_load(&inventory_defaults, &c, msg, sizeof msg), ERR_OK);
+    ck_assert_int_eq(c.port, 8081);
+    ck_assert_str_eq(c.database_url, "postgresql://postgres@127.0.0.1:5432/inventory");
+    ck_assert_str_eq(c.migrations_dir, "migrations/inventory");
+    assert_shared_defaults(&c);
+    config_cleanup(&c);
+}
+END_TEST
+
+/* One variable set to a non-default value, and where it must land. */
+enum kind { K_INT, K_I64, K_STR, K_LEVEL };
+static const struct override {
+    const char *name, *value;
+    enum kind kind;
+    size_t offset;
+    long long want_int;
+    const char *want_str;
+} overrides[] = {
+    {"PORT", "9090", K_INT, offsetof(struct config, port), 9090, NULL},
+    {"DATABASE_URL", "postgres://u:p@db:5433/x", K_STR, offsetof(struct config, database_url), 0,
+     "postgres://u:p@db:5433/x"},
+    {"NATS_URL", "tls://nats.example:4443", K_STR, offsetof(struct config, nats_url), 0,
+     "tls://nats.example:4443"},
+    {"MIGRATIONS_DIR", "/srv/sql", K_STR, offsetof(struct config, migrations_dir), 0, "/srv/sql"},
+    {"LOG_LEVEL", "debug", K_LEVEL, offsetof(struct config, log_level), LOG_DEBUG, NULL},
+    {"JS_REPLICAS", "3", K_INT, offsetof(struct config, js_replicas), 3, NULL},
+    {"HTTP_THREADS", "16", K_INT, offsetof(struct config, http_threads), 16, NULL},
+    {"RELAY_SWEEP_MS", "1000", K_INT, offsetof(struct config, relay_sweep_ms), 1000, NULL},
+    {"RELAY_BATCH", "50", K_INT, offsetof(struct config, relay_batch), 50, NULL},
+    {"RELAY_MAX_ATTEMPTS", "3", K_INT, offsetof(struct config, relay_max_attempts), 3, NULL},
+    {"OUTBOX_RETENTION", "30m", K_I64, offsetof(struct config, outbox_retention_ms), 1800000, NULL},
+    {"PROCESSED_RETENTION", "30d", K_I64, offsetof(struct config, processed_retention_ms),
+     30 * DAY_MS, NULL},
+    {"STREAM_MAX_AGE", "1d", K_I64, offsetof(struct config, stream_max_age_ms), DAY_MS, NULL},
+    {"CONSUMER_BATCH", "10", K_INT, offsetof(struct config, consumer_batch), 10, NULL},
+    {"FAILPOINTS", "relay_after_publish", K_STR, offsetof(struct config, failpoints), 0,
+     "relay_after_publish"},
+};
+#define NOVERRIDES ((int)(sizeof overrides / sizeof overrides[0]))
+
+START_TEST(variable_overrides_default)
+{
+    const struct override *o = &overrides[_i];
+    struct config c;
+    char msg[256] = "";
+    setenv(o->name, o->value, 1);
+    ck_assert_msg(config_load(&order_defaults, &c, msg, sizeof msg) == ERR_OK, "%s: %s", o->name,
+                  msg);
+    const char *field = (const char *)&c + o->offset;
+    switch (o->kind) {
+    case K_INT:   ck_assert_int_eq(*(const int *)field, o->want_int); break;
+    case K_I64:   ck_assert_int_eq(*(const int64_t *)field, o->want_int); break;
+    case K_LEVEL: ck_assert_int_eq(*(const enum log_level *)field, o->want_int); break;
+    case K_STR:   ck_assert_str_eq(*(char *const *)field, o->want_str); break;
+    }
+    config_cleanup(&c);
+}
+END_TEST
+
+START_TEST(log_level_accepts_each_contract_level)
+{
+    static const struct { const char *v; enum log_level want; } levels[] = {
+        {"debug", LOG_DEBUG}, {"info", LOG_INFO}, {"warn", LOG_WARN}, {"error", LOG_ERROR}};
+    for (size_t i = 0; i < sizeof levels / sizeof levels[0]; i++) {
+        struct config c;
+        char msg[256];
+        setenv("LOG_LEVEL", levels[i].v, 1);
+        ck_assert_int_eq(config_load(&order_defaults, &c, msg, sizeof msg), ERR_OK);
+        ck_assert_int_eq(c.log_level, levels[i].want);
+        config_cleanup(&c);
+    }
+}
+END_TEST
+
+START_TEST(nats_url_accepts_comma_separated_cluster)
+{
+    const char *urls = "nats://n1:4222,nats://n2:4222,tls://n3:4222";
+    struct config c;
+    char msg[256] = "";
+    setenv("NATS_URL", urls, 1);
+    ck_assert_msg(config_load(&order_defaults, &c, msg, sizeof msg) == ERR_OK, "%s", msg);
+    ck_assert_str_eq(c.nats_url, urls);
+    config_cleanup(&c);
+}
+END_TEST
+
+/* libpq's multi-host URI (failover / HA Postgres) is a valid DATABASE_URL. */
+START_TEST(database_url_accepts_libpq_multi_host)
+{
+    const char *url = "postgresql://db1:5432,db2:5432/orders?target_session_attrs=read-write";
+    struct config c;
+    char msg[256] = "";
+    setenv("DATABASE_URL", url, 1);
+    ck_assert_msg(config_load(&order_defaults, &c, msg, sizeof msg) == ERR_OK, "%s", msg);
+    ck_assert_str_eq(c.database_url, url);
+    config_cleanup(&c);
+}
+END_TEST
+
+static const struct { const char *name, *value; } bad_values[] = {
+    {"PORT", "abc"}, {"PORT", "0"}, {"PORT", "70000"}, {"PORT", "-1"}, {"PORT", "80x"},
+    {"PORT", ""}, {"LOG_LEVEL", "verbose"}, {"LOG_LEVEL", ""},
+    {"DATABASE_URL", "mysql://x"}, {"DATABASE_URL", ""}, {"DATABASE_URL", "postgresql://"},
+    {"NATS_URL", "http://x"}, {"NATS_URL", "nats://a,"}, {"NATS_URL", ""},
+    {"NATS_URL", "nats://a, nats://b"}, {"NATS_URL", "nats://a b"}, {"MIGRATIONS_DIR", ""},
+    {"JS_REPLICAS", "0"}, {"JS_REPLICAS", "6"}, {"HTTP_THREADS", "0"}, {"RELAY_SWEEP_MS", "abc"},
+    {"RELAY_BATCH", "0"}, {"RELAY_MAX_ATTEMPTS", "0"}, {"CONSUMER_BATCH", "0"},
+    {"OUTBOX_RETENTION", "1y"}, {"OUTBOX_RETENTION", "-1s"}, {"PROCESSED_RETENTION", "abc"},
+    {"STREAM_MAX_AGE", "1w"},
+};
+#define NBAD ((int)(sizeof bad_values / sizeof bad_values[0]))
+
+START_TEST(bad_value_is_rejected_naming_the_variable)
+{
+    const char *name = bad_values[_i].name, *value = bad_values[_i].value;
+    struct config c;
+    char msg[256] = "";
+    setenv(name, value, 1);
+    ck_assert_msg(config_load(&order_defaults, &c, msg, sizeof msg) == ERR_CONFIG,
+                  "%s=\"%s\" accepted", name, value);
+    ck_assert_msg(strstr(msg, name) != NULL, "%s=\"%s\": message \"%s\"", name, value, msg);
+    ck_assert_ptr_null(strchr(msg, '\n'));
+    /* nothing left to free after a failed load */
+    ck_assert_ptr_null(c.database_url);
+    ck_assert_ptr_null(c.nats_url);
+}
+END_TEST
+
+START_TEST(processed_retention_must_outlive_stream_max_age)
+{
+    struct config c;
+    char msg[256] = "";
+    setenv("PROCESSED_RETENTION", "1d", 1); /* STREAM_MAX_AGE defaults to 3d */
+    ck_assert_int_eq(config_load(&order_defaults, &c, msg, sizeof msg), ERR_CONFIG);
+    ck_assert_msg(strstr(msg, "PROCESSED_RETENTION") != NULL, "message \"%s\"", msg);
+
+    setenv("PROCESSED_RETENTION", "2h", 1);
+    setenv("STREAM_MAX_AGE", "2h", 1);
+    ck_assert_int_eq(config_load(&order_defaults, &c, msg, sizeof msg), ERR_CONFIG);
+
+    setenv("STREAM_MAX_AGE", "1h", 1);
+    ck_assert_int_eq(config_load(&order_defaults, &c, msg, sizeof msg), ERR_OK);
+    config_cleanup(&c);
+}
+END_TEST
+
+/* --- durations -------------------------------------------------------- */
+
+START_TEST(duration_units)
+{
+    static const struct { const char *s; int64_t ms; } ok[] = {
+        {"250ms", 250}, {"30s", 30000}, {"5m", 300000}, {"1h", 3600000}, {"7d", 7 * DAY_MS},
+        {"45", 45000}, {"0", 0}, {"0ms", 0},
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        int64_t got = -1;
+        ck_assert_msg(config_parse_duration_ms(ok[i].s, &got) == 0, "rejected %s", ok[i].s);
+        ck_assert_int_eq(got, ok[i].ms);
+    }
+}
+END_TEST
+
+START_TEST(duration_rejects_malformed)
+{
+    const char *bad[] = {"", "s", "ms", "1y", "1w", "1.5h", "-1s", "5 m", "1hh", "1H",
+                         "9999999999999999999d", "99999999999999999999"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int64_t got = 42;
+        ck_assert_msg(config_parse_duration_ms(bad[i], &got) == -1, "accepted \"%s\"", bad[i]);
+        ck_assert_int_eq(got, 42);
+    }
+}
+END_TEST
+
+Suite *config_suite(void)
+{
+    Suite *s = suite_create("config");
+    TCase *tc = tcase_create("load");
+    tcase_add_checked_fixture(tc, env_clear, env_restore);
+    tcase_add_test(tc, order_service_defaults);
+    tcase_add_test(tc, inventory_service_defaults);
+    tcase_add_loop_test(tc, variable_overrides_default, 0, NOVERRIDES);
+    tcase_add_test(tc, log_level_accepts_each_contract_level);
+    tcase_add_test(tc, nats_url_accepts_comma_separated_cluster);
+    tcase_add_test(tc, database_url_accepts_libpq_multi_host);
+    tcase_add_loop_test(tc, bad_value_is_rejected_naming_the_variable, 0, NBAD);
+    tcase_add_test(tc, processed_retention_must_outlive_stream_max_age);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("duration");
+    tcase_add_test(tc, duration_units);
+    tcase_add_test(tc, duration_rejects_malformed);
+    suite_add_tcase(s, tc);
+    return s;
+}

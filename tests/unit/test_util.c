@@ -1,0 +1,200 @@
+/* test_util.c - UUIDs, the RFC 3339 clock and the growable buffer,
+ * including the Postgres array-literal escaping the stores rely on. */
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "suites.h"
+#include "util.h"
+
+/* 'd' = digit, 'x' = lower-case hex, anything else literal. */
+static int shape_is(const char *s, const char *shape)
+{
+    if (strlen(s) != strlen(shape))
+        return 0;
+    for (; *shape; s++, shape++) {
+        unsigned char c = (unsigned char)*s;
+        int ok = *shape == 'd' ? isdigit(c) != 0
+               : *shape == 'x' ? (isdigit(c) || (c >= 'a' && c <= 'f'))
+               : c == (unsigned char)*shape;
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}
+
+START_TEST(uuid_v4_is_canonical_lower_case)
+{
+    char id[UUID_STR_LEN];
+    uuid_v4(id);
+    ck_assert_msg(shape_is(id, "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"), "bad uuid %s", id);
+    ck_assert(uuid_valid(id));
+}
+END_TEST
+
+START_TEST(uuid_v4_has_version_and_variant)
+{
+    for (int i = 0; i < 100; i++) {
+        char id[UUID_STR_LEN];
+        uuid_v4(id);
+        ck_assert_int_eq(id[14], '4');
+        ck_assert_msg(strchr("89ab", id[19]) != NULL, "variant nibble %c in %s", id[19], id);
+    }
+}
+END_TEST
+
+START_TEST(uuid_v4_calls_differ)
+{
+    char a[UUID_STR_LEN], b[UUID_STR_LEN];
+    uuid_v4(a);
+    uuid_v4(b);
+    ck_assert_str_ne(a, b);
+}
+END_TEST
+
+START_TEST(uuid_valid_accepts_canonical_any_case)
+{
+    ck_assert(uuid_valid("123e4567-e89b-42d3-a456-426614174000"));
+    ck_assert(uuid_valid("123E4567-E89B-42D3-A456-426614174000"));
+    ck_assert(uuid_valid("00000000-0000-0000-0000-000000000000"));
+}
+END_TEST
+
+START_TEST(uuid_valid_rejects_malformed)
+{
+    const char *bad[] = {
+        "",
+        "123e4567-e89b-42d3-a456-42661417400",   /* 35 */
+        "123e4567-e89b-42d3-a456-4266141740000", /* 37 */
+        "123e4567e89b-42d3-a456-4266141740000",  /* dash missing */
+        "123e4567-e89b-42d3-a456_426614174000",  /* wrong separator */
+        "123e4567-e89b-42d3-a456-42661417400g",  /* not hex */
+        "{23e4567-e89b-42d3-a456-426614174000",
+        "123e4567-e89b-42d3-a456-426614174000 ",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        ck_assert_msg(!uuid_valid(bad[i]), "accepted \"%s\"", bad[i]);
+    ck_assert(!uuid_valid(NULL));
+}
+END_TEST
+
+START_TEST(time_rfc3339_is_utc_with_microseconds)
+{
+    char ts[32];
+    time_rfc3339(ts);
+    ck_assert_msg(shape_is(ts, "dddd-dd-ddTdd:dd:dd.ddddddZ"), "bad timestamp %s", ts);
+}
+END_TEST
+
+START_TEST(time_rfc3339_is_now)
+{
+    char ts[32];
+    struct tm tm = {0};
+    time_t before = time(NULL);
+    time_rfc3339(ts);
+    ck_assert_ptr_nonnull(strptime(ts, "%Y-%m-%dT%H:%M:%S", &tm));
+    time_t t = timegm(&tm);
+    ck_assert_int_ge(t, before);
+    ck_assert_int_le(t, time(NULL));
+}
+END_TEST
+
+START_TEST(buf_grows_and_stays_terminated)
+{
+    struct buf b;
+    buf_init(&b);
+    ck_assert_str_eq(b.data, "");
+    for (int i = 0; i < 1000; i++)
+        buf_append(&b, "0123456789", 10);
+    ck_assert_uint_eq(b.len, 10000);
+    ck_assert_uint_eq(strlen(b.data), 10000);
+    ck_assert_uint_gt(b.cap, b.len);
+    ck_assert_int_eq(memcmp(b.data + 9990, "0123456789", 10), 0);
+    buf_cleanup(&b);
+}
+END_TEST
+
+START_TEST(buf_printf_appends_formatted)
+{
+    struct buf b;
+    buf_init(&b);
+    buf_printf(&b, "%s=%d", "a", 1);
+    buf_printf(&b, ",%s=%d", "b", 22);
+    ck_assert_str_eq(b.data, "a=1,b=22");
+    ck_assert_uint_eq(b.len, 8);
+    char big[1000];
+    memset(big, 'z', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    buf_printf(&b, "%s", big); /* past the initial capacity */
+    ck_assert_uint_eq(b.len, 8 + 999);
+    ck_assert_str_eq(b.data + 8, big);
+    buf_cleanup(&b);
+}
+END_TEST
+
+START_TEST(buf_reset_empties_and_reuses)
+{
+    struct buf b;
+    buf_init(&b);
+    buf_append(&b, "abc", 3);
+    buf_reset(&b);
+    ck_assert_uint_eq(b.len, 0);
+    ck_assert_str_eq(b.data, "");
+    buf_append(&b, "de", 2);
+    ck_assert_str_eq(b.data, "de");
+    buf_cleanup(&b);
+    ck_assert_ptr_null(b.data);
+}
+END_TEST
+
+START_TEST(buf_pg_array_elem_quotes_and_separates)
+{
+    struct buf b;
+    buf_init(&b);
+    buf_append(&b, "{", 1);
+    buf_pg_array_elem(&b, "SKU-1");
+    buf_pg_array_elem(&b, "a,b c");
+    buf_pg_array_elem(&b, "");
+    buf_append(&b, "}", 1);
+    ck_assert_str_eq(b.data, "{\"SKU-1\",\"a,b c\",\"\"}");
+    buf_cleanup(&b);
+}
+END_TEST
+
+START_TEST(buf_pg_array_elem_escapes_quotes_and_backslashes)
+{
+    struct buf b;
+    buf_init(&b);
+    buf_append(&b, "{", 1);
+    buf_pg_array_elem(&b, "say \"hi\"");
+    buf_pg_array_elem(&b, "C:\\dir\\");
+    buf_append(&b, "}", 1);
+    ck_assert_str_eq(b.data, "{\"say \\\"hi\\\"\",\"C:\\\\dir\\\\\"}");
+    buf_cleanup(&b);
+}
+END_TEST
+
+Suite *util_suite(void)
+{
+    Suite *s = suite_create("util");
+    TCase *tc = tcase_create("uuid");
+    tcase_add_test(tc, uuid_v4_is_canonical_lower_case);
+    tcase_add_test(tc, uuid_v4_has_version_and_variant);
+    tcase_add_test(tc, uuid_v4_calls_differ);
+    tcase_add_test(tc, uuid_valid_accepts_canonical_any_case);
+    tcase_add_test(tc, uuid_valid_rejects_malformed);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("time");
+    tcase_add_test(tc, time_rfc3339_is_utc_with_microseconds);
+    tcase_add_test(tc, time_rfc3339_is_now);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("buf");
+    tcase_add_test(tc, buf_grows_and_stays_terminated);
+    tcase_add_test(tc, buf_printf_appends_formatted);
+    tcase_add_test(tc, buf_reset_empties_and_reuses);
+    tcase_add_test(tc, buf_pg_array_elem_quotes_and_separates);
+    tcase_add_test(tc, buf_pg_array_elem_escapes_quotes_and_backslashes);
+    suite_add_tcase(s, tc);
+    return s;
+}
