@@ -18,8 +18,8 @@ struct inbox_handler {
     const char *metric;                /* e.g. inventory_messages_total{result} */
     const char *metric_help;
     const char *const *results;        /* the handler's result labels, NULL-terminated */
-    const struct db_stmt *stmts;       /* the handler's prepared statements */
-    size_t nstmts;
+    const struct db_stmt *stmts;       /* the handler's prepared statements (service.c */
+    size_t nstmts;                     /* sets them to the service's own) */
     /* Applies one message inside the open transaction. Returns ERR_OK and a
      * static result label; ERR_POISON with a reason in why (dead letter);
      * ERR_UNAVAILABLE or ERR_DB when the database failed (retried later). */

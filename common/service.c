@@ -139,6 +139,8 @@ static enum err start_parts(struct service *svc, struct http_route *routes, size
     log_info("listening on port %d", c->port);
     if (svc->def->inbox) {
         *ih = *svc->def->inbox;
+        ih->stmts = svc->def->stmts; /* the handler runs the service's own statements */
+        ih->nstmts = svc->def->nstmts;
         ih->ctx = svc;
         ih->after_commit = after_commit;
     }

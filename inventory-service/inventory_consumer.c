@@ -33,6 +33,5 @@ const struct inbox_handler inventory_orders_handler = {
     .metric = "inventory_messages_total",
     .metric_help = "OrderCreated events consumed, by result.",
     .results = order_results,
-    .stmts = inventory_store_stmts,
     .apply = apply_order,
 };

@@ -8,9 +8,6 @@
 
 int main(int argc, char **argv)
 {
-    static struct inbox_handler orders;
-    orders = inventory_orders_handler;
-    orders.nstmts = inventory_store_nstmts;
     const struct service_def def = {
         .name = "inventory-service",
         .defaults = {"8081", "postgresql://postgres@127.0.0.1:5432/inventory",
@@ -19,7 +16,7 @@ int main(int argc, char **argv)
         .nroutes = inventory_nroutes,
         .stmts = inventory_store_stmts,
         .nstmts = inventory_store_nstmts,
-        .inbox = &orders,
+        .inbox = &inventory_orders_handler,
     };
     return service_main(&def, argc, argv);
 }

@@ -8,9 +8,6 @@
 
 int main(int argc, char **argv)
 {
-    static struct inbox_handler replies;
-    replies = order_replies_handler;
-    replies.nstmts = order_store_nstmts;
     const struct service_def def = {
         .name = "order-service",
         .defaults = {"8080", "postgresql://postgres@127.0.0.1:5432/orders", "migrations/order"},
@@ -18,7 +15,7 @@ int main(int argc, char **argv)
         .nroutes = order_nroutes,
         .stmts = order_store_stmts,
         .nstmts = order_store_nstmts,
-        .inbox = &replies,
+        .inbox = &order_replies_handler,
         .register_metrics = order_http_register_metrics,
     };
     return service_main(&def, argc, argv);

@@ -29,6 +29,5 @@ const struct inbox_handler order_replies_handler = {
     .metric = "order_replies_total",
     .metric_help = "Inventory replies consumed, by result.",
     .results = reply_results,
-    .stmts = order_store_stmts,
     .apply = apply_reply,
 };

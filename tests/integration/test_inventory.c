@@ -54,6 +54,17 @@ static void publish(const char *body)
     ck_assert_int_eq(natsd_publish(&nats, "orders.created", msg_id, body), 0);
 }
 
+/* Publishes one OrderCreated with fresh event and order ids. */
+static void publish_order(const char *items_json)
+{
+    char ev[UUID_STR_LEN], order[UUID_STR_LEN];
+    uuid_v4(ev);
+    uuid_v4(order);
+    char *body = order_event(ev, order, items_json);
+    publish(body);
+    free(body);
+}
+
 static long replies(void)
 {
     return pg_long("inventory", "SELECT count(*) FROM outbox");
@@ -68,12 +79,7 @@ static int replies_reach(void *arg)
 
 static double metric(const char *series)
 {
-    struct http_result r;
-    if (http_get(inv.port, "/metrics", &r) != 200)
-        return -1;
-    double v = metric_in(r.body, series);
-    http_result_free(&r);
-    return v;
+    return svc_metric(&inv, series);
 }
 
 static long stock(const char *sku, const char *col)
@@ -127,14 +133,8 @@ START_TEST(fifty_concurrent_orders_on_ten_units)
     struct svc second; /* two consumers on the durable: real concurrency */
     svc_start(&second, "inventory-service", nats.url, NULL);
     put_stock("SKU-1", 10);
-    for (int i = 0; i < 50; i++) {
-        char ev[UUID_STR_LEN], order[UUID_STR_LEN];
-        uuid_v4(ev);
-        uuid_v4(order);
-        char *body = order_event(ev, order, "[{\"sku\":\"SKU-1\",\"qty\":1}]");
-        publish(body);
-        free(body);
-    }
+    for (int i = 0; i < 50; i++)
+        publish_order("[{\"sku\":\"SKU-1\",\"qty\":1}]");
     target = 50;
     ck_assert(wait_until(replies_reach, NULL, 30000));
     ck_assert_int_eq(stock("SKU-1", "available"), 0);
@@ -152,11 +152,7 @@ START_TEST(one_short_item_rejects_the_whole_order)
 {
     put_stock("SKU-1", 10);
     put_stock("SKU-2", 1);
-    char ev[UUID_STR_LEN], order[UUID_STR_LEN];
-    uuid_v4(ev);
-    uuid_v4(order);
-    char *body = order_event(ev, order, "[{\"sku\":\"SKU-1\",\"qty\":2},{\"sku\":\"SKU-2\",\"qty\":5}]");
-    publish(body);
+    publish_order("[{\"sku\":\"SKU-1\",\"qty\":2},{\"sku\":\"SKU-2\",\"qty\":5}]");
     target = 1;
     ck_assert(wait_until(replies_reach, NULL, 10000));
     ck_assert_int_eq(stock("SKU-1", "available"), 10);
@@ -164,7 +160,6 @@ START_TEST(one_short_item_rejects_the_whole_order)
     ck_assert_int_eq(stock("SKU-2", "available"), 1);
     ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM outbox WHERE subject = "
                      "'inventory.rejected' AND payload::json->>'reason' = 'insufficient_stock'"), 1);
-    free(body);
 }
 END_TEST
 
@@ -173,11 +168,7 @@ START_TEST(poison_is_dead_lettered_and_the_next_message_processed)
     put_stock("SKU-1", 10);
     publish("this is not json");
     publish("{\"event_id\":\"6f1c1f1e-0000-4000-8000-000000000001\",\"type\":\"OrderCreated\"}");
-    char ev[UUID_STR_LEN], order[UUID_STR_LEN];
-    uuid_v4(ev);
-    uuid_v4(order);
-    char *body = order_event(ev, order, "[{\"sku\":\"SKU-1\",\"qty\":1}]");
-    publish(body);
+    publish_order("[{\"sku\":\"SKU-1\",\"qty\":1}]");
     target = 1;
     ck_assert(wait_until(replies_reach, NULL, 10000));
     ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM dead_letters"), 2);
@@ -186,7 +177,6 @@ START_TEST(poison_is_dead_lettered_and_the_next_message_processed)
                      "AND error <> ''"), 1);
     ck_assert_double_eq(metric("inventory_messages_total{result=\"poison\"}"), 2);
     ck_assert_int_eq(stock("SKU-1", "reserved"), 1);
-    free(body);
 }
 END_TEST
 
@@ -204,14 +194,8 @@ static long ack_floor(void)
 
 static void publish_orders(int n)
 {
-    for (int i = 0; i < n; i++) {
-        char ev[UUID_STR_LEN], order[UUID_STR_LEN];
-        uuid_v4(ev);
-        uuid_v4(order);
-        char *body = order_event(ev, order, "[{\"sku\":\"SKU-1\",\"qty\":1}]");
-        publish(body);
-        free(body);
-    }
+    for (int i = 0; i < n; i++)
+        publish_order("[{\"sku\":\"SKU-1\",\"qty\":1}]");
 }
 
 START_TEST(postgres_outage_acks_nothing_and_loses_nothing)

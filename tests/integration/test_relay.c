@@ -37,15 +37,6 @@ static int drained(void *arg)
     return pending() == 0;
 }
 
-static double metric(struct svc *s, const char *series)
-{
-    struct http_result r;
-    if (http_get(s->port, "/metrics", &r) != 200)
-        return -1;
-    double v = metric_in(r.body, series);
-    http_result_free(&r);
-    return v;
-}
 
 static void post_orders(struct svc *s, int n)
 {
@@ -63,10 +54,10 @@ START_TEST(broker_outage_loses_nothing_and_publishes_once)
     post_orders(&s, 20);
     int seen = 0;
     for (int i = 0; i < 100 && !seen; i++, sleep_ms(50))
-        seen = metric(&s, "outbox_pending") == 20;
+        seen = svc_metric(&s, "outbox_pending") == 20;
     ck_assert(seen);
     ck_assert_int_eq(pending(), 20);
-    ck_assert_double_gt(metric(&s, "outbox_publish_failures_total"), 0);
+    ck_assert_double_gt(svc_metric(&s, "outbox_publish_failures_total"), 0);
     ck_assert_int_eq(http_get(s.port, "/readyz", NULL), 503);
     ck_assert_int_gt(pg_long("orders", "SELECT max(attempts) FROM outbox"), 0);
     natsd_restart(&nats);
@@ -96,7 +87,7 @@ START_TEST(crash_between_ack_and_mark_publishes_each_event_once)
     long committed = pg_long("orders", "SELECT count(*) FROM orders");
     ck_assert_int_ge(committed, accepted);
     ck_assert_int_eq(natsd_stream_msgs(&nats, "ORDERS"), committed);
-    ck_assert_double_ge(metric(&s, "outbox_duplicates_total"), 1); /* the re-send was dropped */
+    ck_assert_double_ge(svc_metric(&s, "outbox_duplicates_total"), 1); /* the re-send was dropped */
     ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
 }
 END_TEST
@@ -113,9 +104,9 @@ START_TEST(two_relays_publish_each_event_once)
         "FROM generate_series(1, 3000) g"), 0);
     ck_assert(wait_until(drained, NULL, 30000));
     ck_assert_int_eq(natsd_stream_msgs(&nats, "ORDERS"), 3000);
-    double pa = metric(&a, "outbox_published_total"), pb = metric(&b, "outbox_published_total");
+    double pa = svc_metric(&a, "outbox_published_total"), pb = svc_metric(&b, "outbox_published_total");
     ck_assert_double_eq(pa + pb, 3000);
-    ck_assert_double_eq(metric(&a, "outbox_duplicates_total") + metric(&b, "outbox_duplicates_total"), 0);
+    ck_assert_double_eq(svc_metric(&a, "outbox_duplicates_total") + svc_metric(&b, "outbox_duplicates_total"), 0);
     ck_assert_int_eq(svc_stop(&a, SIGTERM), 0);
     ck_assert_int_eq(svc_stop(&b, SIGTERM), 0);
 }
@@ -135,7 +126,7 @@ START_TEST(unsendable_row_turns_dead_and_blocks_nothing)
     ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox WHERE status = 'dead' "
                      "AND attempts = 2 AND last_error <> ''"), 1);
     ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox WHERE status = 'published'"), 3);
-    ck_assert_double_eq(metric(&s, "outbox_dead_total"), 1);
+    ck_assert_double_eq(svc_metric(&s, "outbox_dead_total"), 1);
     ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
 }
 END_TEST

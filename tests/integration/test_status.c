@@ -92,12 +92,7 @@ END_TEST
 
 static double metric(const char *series)
 {
-    struct http_result r;
-    if (http_get(orders.port, "/metrics", &r) != 200)
-        return -1;
-    double v = metric_in(r.body, series);
-    http_result_free(&r);
-    return v;
+    return svc_metric(&orders, series);
 }
 
 static double want_metric;

@@ -369,6 +369,16 @@ int svc_stop(struct svc *s, int sig)
     return proc_stop(&s->proc, sig, 10000);
 }
 
+double svc_metric(struct svc *s, const char *series)
+{
+    struct http_result r;
+    if (http_get(s->port, "/metrics", &r) != 200)
+        return -1;
+    double v = metric_in(r.body, series);
+    http_result_free(&r);
+    return v;
+}
+
 /* ---- HTTP client ---- */
 
 static int send_all(int fd, const char *p, size_t n)

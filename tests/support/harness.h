@@ -64,6 +64,8 @@ struct svc {
  * for /healthz and for migrations to finish (/readyz answers with checks). */
 void svc_start(struct svc *s, const char *name, const char *nats_url, const char *const env[]);
 int svc_stop(struct svc *s, int sig);
+/* A series' value from the service's /metrics (exact "name{labels}"), or -1. */
+double svc_metric(struct svc *s, const char *series);
 
 /* ---- HTTP ---- */
 struct http_result {
