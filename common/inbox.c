@@ -1,5 +1,6 @@
-/* inbox.c - the consumer loop: fetch, one transaction per batch with a
- * savepoint per message, commit, then settle each message with JetStream.
+/* inbox.c - the consumer loop: fetch, one transaction per batch (ids
+ * recorded set-wise, the handler's effect set-wise), commit, then settle
+ * each message with JetStream.
  * Owns processed_messages and dead_letters and the consumer thread; the
  * effect of a message belongs to the handler. */
 #include "inbox.h"
@@ -22,9 +23,10 @@
 #define DB_FAILURE_DELIVERIES 10 /* a message the database keeps refusing becomes poison */
 
 static const struct db_stmt inbox_stmts[] = {
+    /* Duplicates within one batch are fine too: DO NOTHING skips the second. */
     {"inbox_record",
-     "INSERT INTO processed_messages (event_id, subject) VALUES ($1::uuid, $2) "
-     "ON CONFLICT DO NOTHING"},
+     "INSERT INTO processed_messages (event_id, subject) "
+     "SELECT * FROM unnest($1::uuid[], $2::text[]) ON CONFLICT DO NOTHING RETURNING event_id"},
     {"inbox_dead",
      "INSERT INTO dead_letters (subject, event_id, body, error) "
      "VALUES ($1, $2::uuid, $3::bytea, $4)"},
@@ -48,10 +50,13 @@ struct inbox {
     int64_t next_prune_ms;
 };
 
-/* What happened to one message of a batch. */
-struct outcome {
+/* What became of one message of a batch. */
+struct slot {
+    char id[UUID_STR_LEN];  /* "" when the body has no valid event_id */
     enum settle settle;
-    const char *result; /* metric label, or NULL */
+    const char *result;     /* metric label, or NULL */
+    int fresh;              /* first time this event id is recorded */
+    char why[256];          /* poison reason */
 };
 
 static void label(char *out, size_t n, const char *result)
@@ -59,129 +64,164 @@ static void label(char *out, size_t n, const char *result)
     snprintf(out, n, "result=\"%s\"", result);
 }
 
-static void hex_body(struct buf *b, const struct broker_in *m)
+static void mark_poison(struct slot *sl, const char *why)
 {
-    buf_append(b, "\\x", 2);
-    for (int i = 0; i < m->len; i++)
-        buf_printf(b, "%02x", (unsigned char)m->data[i]);
+    sl->settle = SETTLE_TERM;
+    sl->result = "poison";
+    snprintf(sl->why, sizeof sl->why, "%s", why);
 }
 
-static enum err dead_letter(struct inbox *in, const struct broker_in *m, const char *id,
-                            const char *why)
+static enum err dead_letter(struct inbox *in, const struct broker_in *m, const struct slot *sl)
 {
     struct buf body;
     buf_init(&body);
-    hex_body(&body, m);
-    const char *params[] = {m->subject, id && id[0] ? id : NULL, body.data, why};
+    buf_append(&body, "\\x", 2); /* bytea hex input: any bytes, valid UTF-8 or not */
+    for (int i = 0; i < m->len; i++)
+        buf_printf(&body, "%02x", (unsigned char)m->data[i]);
+    const char *params[] = {m->subject, sl->id[0] ? sl->id : NULL, body.data, sl->why};
     enum err e = db_exec(in->db, "inbox_dead", 4, params, NULL);
     if (e == ERR_OK)
         log_warn("poison message on %s (event %s) kept in dead_letters: %s", m->subject,
-                 id && id[0] ? id : "?", why);
+                 sl->id[0] ? sl->id : "?", sl->why);
     buf_cleanup(&body);
     return e;
 }
 
-static enum err savepoint(struct inbox *in, const char *sql)
+/* Records every valid event id in one statement; marks which are fresh. */
+static enum err record_ids(struct inbox *in, const struct broker_in *msgs, struct slot *sl, int n)
 {
-    return db_exec_sql(in->db, sql);
-}
-
-/* Records the id, then applies the effect. ERR_UNAVAILABLE aborts the batch. */
-static enum err apply_one(struct inbox *in, const struct broker_in *m, const char *id,
-                          struct outcome *out, char *why, size_t whylen)
-{
+    struct buf ids, subjects;
+    buf_init(&ids);
+    buf_init(&subjects);
+    buf_append(&ids, "{", 1);
+    buf_append(&subjects, "{", 1);
+    for (int i = 0; i < n; i++) {
+        if (!sl[i].id[0])
+            continue;
+        buf_pg_array_elem(&ids, sl[i].id);
+        buf_pg_array_elem(&subjects, msgs[i].subject);
+    }
+    buf_append(&ids, "}", 1);
+    buf_append(&subjects, "}", 1);
+    const char *params[] = {ids.data, subjects.data};
     PGresult *res = NULL;
-    const char *params[] = {id, m->subject};
     enum err e = db_exec(in->db, "inbox_record", 2, params, &res);
-    int fresh = e == ERR_OK && strcmp(PQcmdTuples(res), "1") == 0;
+    for (int r = 0; e == ERR_OK && r < PQntuples(res); r++) {
+        for (int i = 0; i < n; i++) {
+            if (strcmp(sl[i].id, PQgetvalue(res, r, 0)) == 0) {
+                sl[i].fresh = 1; /* the first copy in the batch; later copies are duplicates */
+                break;
+            }
+        }
+    }
     PQclear(res);
-    if (e != ERR_OK)
-        return e;
-    if (!fresh) {
-        out->result = "duplicate";
-        return ERR_OK;
-    }
-    e = in->h->apply(in->db, m, in->h->ctx, &out->result, why, whylen);
-    if (e == ERR_DB && m->delivered >= DB_FAILURE_DELIVERIES) {
-        snprintf(why, whylen, "database refused it %d times: %s", DB_FAILURE_DELIVERIES,
-                 db_errmsg(in->db));
-        e = ERR_POISON;
-    }
+    buf_cleanup(&ids);
+    buf_cleanup(&subjects);
     return e;
 }
 
-static enum err poison(struct inbox *in, const struct broker_in *m, const char *id,
-                       const char *why, struct outcome *out)
+/* Hands the fresh messages to the handler and copies its verdicts back. */
+static enum err apply_fresh(struct inbox *in, const struct broker_in *msgs, struct slot *sl, int n)
 {
-    out->settle = SETTLE_TERM;
-    out->result = "poison";
-    return dead_letter(in, m, id, why);
+    struct inbox_item *items = xcalloc((size_t)n, sizeof *items);
+    int *at = xcalloc((size_t)n, sizeof *at);
+    size_t k = 0;
+    for (int i = 0; i < n; i++) {
+        if (sl[i].fresh) {
+            items[k] = (struct inbox_item){.msg = &msgs[i], .event_id = sl[i].id};
+            at[k++] = i;
+        } else if (sl[i].id[0]) {
+            sl[i].result = "duplicate";
+        }
+    }
+    enum err e = k ? in->h->apply(in->db, items, k, in->h->ctx) : ERR_OK;
+    for (size_t j = 0; e == ERR_OK && j < k; j++) {
+        if (items[j].poison)
+            mark_poison(&sl[at[j]], items[j].why);
+        else
+            sl[at[j]].result = items[j].result;
+    }
+    free(items);
+    free(at);
+    return e;
 }
 
-/* One message under its own savepoint. */
-static enum err process_one(struct inbox *in, const struct broker_in *m, struct outcome *out)
+/* The whole batch inside the caller's transaction. */
+static enum err apply_batch(struct inbox *in, const struct broker_in *msgs, struct slot *sl, int n)
 {
-    char id[UUID_STR_LEN] = "", why[256] = "";
-    out->settle = SETTLE_ACK;
-    out->result = NULL;
-    if (event_peek_id(m->data, (size_t)m->len, id) != ERR_OK)
-        return poison(in, m, NULL, "body is not a JSON object with a UUID event_id", out);
-    enum err e = savepoint(in, "SAVEPOINT msg");
+    for (int i = 0; i < n; i++)
+        if (event_peek_id(msgs[i].data, (size_t)msgs[i].len, sl[i].id) != ERR_OK) {
+            sl[i].id[0] = '\0';
+            mark_poison(&sl[i], "body is not a JSON object with a UUID event_id");
+        }
+    enum err e = record_ids(in, msgs, sl, n);
     if (e == ERR_OK)
-        e = apply_one(in, m, id, out, why, sizeof why);
-    if (e == ERR_OK)
-        return savepoint(in, "RELEASE SAVEPOINT msg");
-    if (e == ERR_UNAVAILABLE)
-        return e;
-    enum err undo = savepoint(in, "ROLLBACK TO SAVEPOINT msg");
-    if (undo != ERR_OK)
-        return undo;
-    if (e == ERR_POISON)
-        return poison(in, m, id, why, out);
-    log_warn("consumer: event %s failed, redelivering later: %s", id, db_errmsg(in->db));
-    out->settle = SETTLE_NAK;
-    out->result = NULL;
-    return ERR_OK;
+        e = apply_fresh(in, msgs, sl, n);
+    for (int i = 0; e == ERR_OK && i < n; i++)
+        if (sl[i].settle == SETTLE_TERM)
+            e = dead_letter(in, &msgs[i], &sl[i]);
+    return e;
 }
 
-static void settle_all(struct inbox *in, struct broker_in *msgs, const struct outcome *o,
+static void settle_all(struct inbox *in, struct broker_in *msgs, const struct slot *sl,
                        int n, int committed)
 {
     char lbl[64];
     for (int i = 0; i < n; i++) {
-        enum settle s = committed ? o[i].settle : SETTLE_NAK;
+        enum settle s = committed ? sl[i].settle : SETTLE_NAK;
         if (s == SETTLE_ACK)
             broker_ack(&msgs[i]);
         else if (s == SETTLE_TERM)
             broker_term(&msgs[i]);
         else
             broker_nak(&msgs[i], NAK_DELAY_MS);
-        if (committed && o[i].result) {
-            label(lbl, sizeof lbl, o[i].result);
+        if (committed && sl[i].result) {
+            label(lbl, sizeof lbl, sl[i].result);
             metric_add(in->m_results, lbl, 1);
         }
     }
 }
 
+/* A message the database refuses on its own, again and again, is poison:
+ * keep it as a dead letter so it stops coming back. */
+static int give_up(struct inbox *in, struct broker_in *m)
+{
+    if (m->delivered < DB_FAILURE_DELIVERIES)
+        return 0;
+    struct slot sl = {.settle = SETTLE_TERM, .result = "poison"};
+    event_peek_id(m->data, (size_t)m->len, sl.id);
+    snprintf(sl.why, sizeof sl.why, "the database refused it %d times: %.200s",
+             DB_FAILURE_DELIVERIES, db_errmsg(in->db));
+    if (dead_letter(in, m, &sl) != ERR_OK)
+        return 0;
+    settle_all(in, m, &sl, 1, 1);
+    return 1;
+}
+
 static void process_batch(struct inbox *in, struct broker_in *msgs, int n)
 {
-    struct outcome *o = xcalloc((size_t)n, sizeof *o);
+    struct slot *sl = xcalloc((size_t)n, sizeof *sl);
     enum err e = db_exec_sql(in->db, "BEGIN");
-    for (int i = 0; i < n && e == ERR_OK; i++)
-        e = process_one(in, &msgs[i], &o[i]);
+    if (e == ERR_OK)
+        e = apply_batch(in, msgs, sl, n);
     if (e == ERR_OK)
         e = db_exec_sql(in->db, "COMMIT");
-    if (e != ERR_OK) {
-        db_rollback(in->db);
-        log_warn("consumer: batch of %d not applied, redelivering later: %s", n,
-                 db_errmsg(in->db));
-    } else {
+    if (e == ERR_OK) {
         failpoint_hit("inbox_after_commit");
         if (in->h->after_commit)
             in->h->after_commit(in->h->ctx);
+        settle_all(in, msgs, sl, n, 1);
+    } else {
+        db_rollback(in->db);
+        log_warn("consumer: batch of %d not applied: %s", n, db_errmsg(in->db));
+        int refused = e != ERR_UNAVAILABLE; /* the server answered: something in the data */
+        if (refused && n > 1) /* one bad message must not hold back the others */
+            for (int i = 0; i < n; i++)
+                process_batch(in, &msgs[i], 1);
+        else if (!(refused && give_up(in, &msgs[0])))
+            settle_all(in, msgs, sl, n, 0); /* nak: redelivered after NAK_DELAY_MS */
     }
-    settle_all(in, msgs, o, n, e == ERR_OK);
-    free(o);
+    free(sl);
 }
 
 static void prune(struct inbox *in)

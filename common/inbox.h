@@ -1,17 +1,28 @@
 /* inbox.h - the idempotent consumer, one thread per process.
  *
  * Pulls batches from a durable JetStream consumer and, in ONE Postgres
- * transaction per batch, for each message: records the body's event_id in
- * processed_messages (already there: a duplicate, no effect) and applies the
- * handler's effect under a savepoint, so one bad message never undoes the
- * others. Commits, then acks. Unparseable or invalid messages are stored in
- * dead_letters and terminated; a lost database naks the batch for later. */
+ * transaction per batch: records every body's event_id in
+ * processed_messages in one statement (already there: a duplicate, no
+ * effect), lets the handler apply the fresh ones set-wise, commits, then
+ * acks. Unparseable or invalid messages are stored in dead_letters and
+ * terminated. If the database refuses the batch, each message is retried
+ * alone, so one bad message never undoes or blocks the others; a lost
+ * database naks the batch for later. */
 #ifndef COMMON_INBOX_H
 #define COMMON_INBOX_H
 
 #include "broker.h"
 #include "config.h"
 #include "db.h"
+
+/* One fresh message handed to a handler. */
+struct inbox_item {
+    const struct broker_in *msg;
+    const char *event_id;
+    const char *result;     /* set by the handler */
+    int poison;             /* set by the handler, with why */
+    char why[256];
+};
 
 struct inbox_handler {
     const char *stream, *durable, *filter;
@@ -20,11 +31,12 @@ struct inbox_handler {
     const char *const *results;        /* the handler's result labels, NULL-terminated */
     const struct db_stmt *stmts;       /* the handler's prepared statements (service.c */
     size_t nstmts;                     /* sets them to the service's own) */
-    /* Applies one message inside the open transaction. Returns ERR_OK and a
-     * static result label; ERR_POISON with a reason in why (dead letter);
-     * ERR_UNAVAILABLE or ERR_DB when the database failed (retried later). */
-    enum err (*apply)(struct db *db, const struct broker_in *m, void *ctx,
-                      const char **result, char *why, size_t whylen);
+    /* Applies the fresh messages of a batch inside the open transaction.
+     * For each item it sets `result` (a static metric label), or `poison`
+     * with a reason in `why` (then it must have written nothing for that
+     * item: it becomes a dead letter). Returns ERR_UNAVAILABLE or ERR_DB
+     * when the database failed: the whole transaction is then undone. */
+    enum err (*apply)(struct db *db, struct inbox_item *items, size_t n, void *ctx);
     /* Called after each commit that applied something (e.g. wake the relay). */
     void (*after_commit)(void *ctx);
     void *ctx;

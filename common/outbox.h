@@ -12,11 +12,14 @@
 #include "broker.h"
 #include "config.h"
 
-/* The INSERT every writer uses inside its own transaction:
- * $1 event_id, $2 subject, $3 event_type, $4 payload, $5 traceparent (or NULL). */
-#define OUTBOX_INSERT_SQL                                                          \
-    "INSERT INTO outbox (event_id, subject, event_type, payload, traceparent) "  \
-    "VALUES ($1::uuid, $2, $3, $4, $5)"
+/* The INSERT a writer uses inside its own transaction for many events at
+ * once: $1 is a JSON array of {event_id, subject, event_type, payload,
+ * traceparent (optional)}. */
+#define OUTBOX_INSERT_MANY_SQL                                                       \
+    "INSERT INTO outbox (event_id, subject, event_type, payload, traceparent) "    \
+    "SELECT event_id, subject, event_type, payload, traceparent "                  \
+    "FROM jsonb_to_recordset($1::jsonb) AS x(event_id uuid, subject text, "        \
+    "event_type text, payload text, traceparent text)"
 
 struct relay;
 

@@ -28,3 +28,12 @@ enum reply_kind inventory_decide(const struct order_item *items, size_t nitems,
     *reason = short_item ? "insufficient_stock" : NULL;
     return short_item ? REPLY_REJECTED : REPLY_RESERVED;
 }
+
+void inventory_take(struct stock_level *stock, size_t nstock, const struct order_item *items,
+                    size_t nitems)
+{
+    for (size_t i = 0; i < nitems; i++)
+        for (size_t j = 0; j < nstock; j++)
+            if (strcmp(stock[j].sku, items[i].sku) == 0)
+                stock[j].available -= items[i].qty;
+}

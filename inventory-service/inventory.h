@@ -10,11 +10,19 @@ struct stock_level {
     long available;
 };
 
+/* Several orders are decided in one transaction: decide each in turn against
+ * the locked levels, and inventory_take() the ones reserved. */
+
 /* Decides an order against the locked stock rows found for its skus.
  * Returns REPLY_RESERVED, or REPLY_REJECTED with *reason "unknown_sku" (a
  * sku has no stock row; checked first) or "insufficient_stock". */
 enum reply_kind inventory_decide(const struct order_item *items, size_t nitems,
                                  const struct stock_level *stock, size_t nstock,
                                  const char **reason);
+
+/* Takes a reserved order's quantities off the local stock levels, so that
+ * the next order of the same batch is decided against what is left. */
+void inventory_take(struct stock_level *stock, size_t nstock, const struct order_item *items,
+                    size_t nitems);
 
 #endif

@@ -1,26 +1,42 @@
-/* inventory_consumer.c - applies OrderCreated inside the inbox's
- * transaction. Owns decoding the event; the SQL is inventory_store.c. */
+/* inventory_consumer.c - applies a batch of OrderCreated inside the inbox's
+ * transaction. Owns decoding the events; the SQL is inventory_store.c. */
 #include "inventory_consumer.h"
 #include "event.h"
 #include "inventory_store.h"
+#include "util.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 
-static enum err apply_order(struct db *db, const struct broker_in *m, void *ctx,
-                            const char **result, char *why, size_t whylen)
+static enum err apply_orders(struct db *db, struct inbox_item *items, size_t n, void *ctx)
 {
     (void)ctx;
-    struct order_created ev;
-    struct field_error fe = {"", ""};
-    if (event_order_created_decode(m->data, (size_t)m->len, &ev, &fe) != ERR_OK) {
-        snprintf(why, whylen, "invalid OrderCreated: %s %s", fe.field, fe.message);
-        event_order_created_cleanup(&ev);
-        return ERR_POISON;
+    struct order_created *ev = xcalloc(n, sizeof *ev);
+    const struct order_created **valid = xcalloc(n, sizeof *valid);
+    size_t *at = xcalloc(n, sizeof *at);
+    enum reply_kind *kinds = xcalloc(n, sizeof *kinds);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct field_error fe = {"", ""};
+        const struct broker_in *m = items[i].msg;
+        if (event_order_created_decode(m->data, (size_t)m->len, &ev[i], &fe) == ERR_OK) {
+            valid[k] = &ev[i];
+            at[k++] = i;
+        } else {
+            items[i].poison = 1;
+            snprintf(items[i].why, sizeof items[i].why, "invalid OrderCreated: %.60s %.170s",
+                     fe.field, fe.message);
+        }
     }
-    enum reply_kind kind = REPLY_REJECTED;
-    enum err e = inventory_store_reserve(db, &ev, &kind);
-    *result = kind == REPLY_RESERVED ? "reserved" : "rejected";
-    event_order_created_cleanup(&ev);
+    enum err e = k ? inventory_store_reserve(db, valid, k, kinds) : ERR_OK;
+    for (size_t j = 0; j < k; j++)
+        items[at[j]].result = kinds[j] == REPLY_RESERVED ? "reserved" : "rejected";
+    for (size_t i = 0; i < n; i++)
+        event_order_created_cleanup(&ev[i]);
+    free(kinds);
+    free(at);
+    free(valid);
+    free(ev);
     return e;
 }
 
@@ -33,5 +49,5 @@ const struct inbox_handler inventory_orders_handler = {
     .metric = "inventory_messages_total",
     .metric_help = "OrderCreated events consumed, by result.",
     .results = order_results,
-    .apply = apply_order,
+    .apply = apply_orders,
 };

@@ -1,6 +1,6 @@
-/* inventory_store.h - the inventory service's SQL: stock records and the
- * reservation of one order (with its reply in the outbox), inside the
- * caller's transaction. */
+/* inventory_store.h - the inventory service's SQL: stock records, and the
+ * reservation of a batch of orders (with their replies in the outbox) inside
+ * the caller's transaction. */
 #ifndef INVENTORY_STORE_H
 #define INVENTORY_STORE_H
 
@@ -16,10 +16,12 @@ enum err inventory_store_put(struct db *db, const char *sku, long available, jso
 /* ERR_OK with *doc, or ERR_NOT_FOUND. */
 enum err inventory_store_get(struct db *db, const char *sku, json_t **doc);
 
-/* Locks the order's stock rows in sku order, reserves all items or none,
- * and writes the InventoryReserved/Rejected reply to the outbox. Runs in
- * the caller's transaction. *kind says which reply was written. */
-enum err inventory_store_reserve(struct db *db, const struct order_created *ev,
-                                 enum reply_kind *kind);
+/* Locks the stock rows of all n orders at once, in sku order (so concurrent
+ * batches cannot deadlock), decides each order in turn (all items or none),
+ * applies the reservations, and writes one InventoryReserved/Rejected reply
+ * per order to the outbox: four statements whatever n is. kinds[i] says
+ * which reply orders[i] got. Runs in the caller's transaction. */
+enum err inventory_store_reserve(struct db *db, const struct order_created *const *orders,
+                                 size_t n, enum reply_kind *kinds);
 
 #endif

@@ -1,23 +1,45 @@
-/* order_replies.c - applies InventoryReserved / InventoryRejected to the
- * order, inside the inbox's transaction. Owns decoding the reply; the SQL
- * is order_store_settle(). */
+/* order_replies.c - applies a batch of InventoryReserved / InventoryRejected
+ * replies to their orders, inside the inbox's transaction. Owns decoding the
+ * replies; the SQL is order_store_settle(). */
 #include "order_replies.h"
 #include "event.h"
 #include "order_store.h"
+#include "util.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 
-static enum err apply_reply(struct db *db, const struct broker_in *m, void *ctx,
-                            const char **result, char *why, size_t whylen)
+static enum err apply_replies(struct db *db, struct inbox_item *items, size_t n, void *ctx)
 {
     (void)ctx;
-    struct inventory_reply rep;
-    struct field_error fe = {"", ""};
-    if (event_reply_decode(m->data, (size_t)m->len, &rep, &fe) != ERR_OK) {
-        snprintf(why, whylen, "invalid reply: %s %s", fe.field, fe.message);
-        return ERR_POISON;
+    struct inventory_reply *rep = xcalloc(n, sizeof *rep);
+    const struct inventory_reply **valid = xcalloc(n, sizeof *valid);
+    struct settle_outcome *out = xcalloc(n, sizeof *out);
+    size_t *at = xcalloc(n, sizeof *at);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct field_error fe = {"", ""};
+        const struct broker_in *m = items[i].msg;
+        if (event_reply_decode(m->data, (size_t)m->len, &rep[i], &fe) == ERR_OK) {
+            valid[k] = &rep[i];
+            at[k++] = i;
+        } else {
+            items[i].poison = 1;
+            snprintf(items[i].why, sizeof items[i].why, "invalid reply: %.60s %.170s", fe.field,
+                     fe.message);
+        }
     }
-    return order_store_settle(db, &rep, result, why, whylen);
+    enum err e = k ? order_store_settle(db, valid, k, out) : ERR_OK;
+    for (size_t j = 0; e == ERR_OK && j < k; j++) {
+        items[at[j]].result = out[j].result;
+        items[at[j]].poison = out[j].poison;
+        snprintf(items[at[j]].why, sizeof items[at[j]].why, "%s", out[j].why);
+    }
+    free(at);
+    free(out);
+    free(valid);
+    free(rep);
+    return e;
 }
 
 static const char *const reply_results[] = {"confirmed", "rejected", NULL};
@@ -29,5 +51,5 @@ const struct inbox_handler order_replies_handler = {
     .metric = "order_replies_total",
     .metric_help = "Inventory replies consumed, by result.",
     .results = reply_results,
-    .apply = apply_reply,
+    .apply = apply_replies,
 };

@@ -31,10 +31,12 @@ const struct db_stmt order_store_stmts[] = {
      "SELECT " ORDER_COLS ", " ITEMS_OF_O ", o.request_hash = md5($2) "
      "FROM orders o WHERE o.idempotency_key = $1"},
     {"order_get", "SELECT " ORDER_COLS ", " ITEMS_OF_O " FROM orders o WHERE o.id = $1::uuid"},
+    /* $1: [{id, status, reason}]; each PENDING order moves once */
     {"order_settle",
-     "UPDATE orders SET status = $2, reason = $3, updated_at = now() "
-     "WHERE id = $1::uuid AND status = 'PENDING'"},
-    {"order_status", "SELECT status FROM orders WHERE id = $1::uuid"},
+     "UPDATE orders o SET status = v.status, reason = v.reason, updated_at = now() "
+     "FROM jsonb_to_recordset($1::jsonb) AS v(id uuid, status text, reason text) "
+     "WHERE o.id = v.id AND o.status = 'PENDING' RETURNING o.id, o.status"},
+    {"order_status", "SELECT id, status FROM orders WHERE id = ANY($1::uuid[])"},
 };
 const size_t order_store_nstmts = ARRAY_LEN(order_store_stmts);
 
@@ -106,42 +108,91 @@ enum err order_store_get(struct db *db, const char *id, json_t **doc)
     return e;
 }
 
-/* The reply did not move a PENDING order: same state again, or poison. */
-static enum err settle_conflict(struct db *db, const struct inventory_reply *rep,
-                                const char *target, const char **result, char *why, size_t n)
+static const char *target_of(const struct inventory_reply *r)
 {
-    PGresult *r = NULL;
-    const char *params[] = {rep->order_id};
-    enum err e = db_exec(db, "order_status", 1, params, &r);
-    if (e == ERR_OK && PQntuples(r) == 0) {
-        snprintf(why, n, "reply for unknown order %s", rep->order_id);
-        e = ERR_POISON;
-    } else if (e == ERR_OK && strcmp(PQgetvalue(r, 0, 0), target) != 0) {
-        snprintf(why, n, "reply would move order %s from %s to %s", rep->order_id,
-                 PQgetvalue(r, 0, 0), target);
-        e = ERR_POISON;
-    } else if (e == ERR_OK) {
-        *result = "duplicate";
+    return r->kind == REPLY_RESERVED ? "CONFIRMED" : "REJECTED";
+}
+
+/* Row index in res whose column 0 is id and column 1 is status (or NULL),
+ * skipping rows already taken (if taken is given), or -1. */
+static int find_row(PGresult *res, const char *id, const char *status, const char *taken)
+{
+    for (int r = 0; r < PQntuples(res); r++)
+        if ((!taken || !taken[r]) && strcmp(PQgetvalue(res, r, 0), id) == 0 &&
+            (!status || strcmp(PQgetvalue(res, r, 1), status) == 0))
+            return r;
+    return -1;
+}
+
+/* Moves every PENDING order; marks the replies that moved one. */
+static enum err move_pending(struct db *db, const struct inventory_reply *const *rep, size_t n,
+                             struct settle_outcome *out)
+{
+    json_t *rows = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(rows, json_pack("{s:s, s:s, s:s?}", "id", rep[i]->order_id,
+                                              "status", target_of(rep[i]), "reason",
+                                              rep[i]->kind == REPLY_REJECTED ? rep[i]->reason : NULL));
+    char *text = json_dumps(rows, JSON_COMPACT);
+    const char *params[] = {text};
+    PGresult *res = NULL;
+    enum err e = db_exec(db, "order_settle", 1, params, &res);
+    char *taken = e == ERR_OK ? xcalloc((size_t)PQntuples(res) + 1, 1) : NULL;
+    for (size_t i = 0; e == ERR_OK && i < n; i++) {
+        int row = find_row(res, rep[i]->order_id, target_of(rep[i]), taken);
+        if (row < 0)
+            continue;
+        out[i].result = rep[i]->kind == REPLY_RESERVED ? "confirmed" : "rejected";
+        taken[row] = 1; /* a second reply for that order is not the one that moved it */
     }
-    PQclear(r);
+    free(taken);
+    PQclear(res);
+    free(text);
+    json_decref(rows);
     return e;
 }
 
-enum err order_store_settle(struct db *db, const struct inventory_reply *rep,
-                            const char **result, char *why, size_t whylen)
+/* Replies that moved nothing: the same state again (duplicate) or poison. */
+static enum err classify_rest(struct db *db, const struct inventory_reply *const *rep, size_t n,
+                              struct settle_outcome *out)
 {
-    int ok = rep->kind == REPLY_RESERVED;
-    const char *target = ok ? "CONFIRMED" : "REJECTED";
-    const char *params[] = {rep->order_id, target, ok ? NULL : rep->reason};
-    PGresult *r = NULL;
-    enum err e = db_exec(db, "order_settle", 3, params, &r);
-    int moved = e == ERR_OK && strcmp(PQcmdTuples(r), "1") == 0;
-    PQclear(r);
-    if (e != ERR_OK)
-        return e;
-    if (moved) {
-        *result = ok ? "confirmed" : "rejected";
-        return ERR_OK;
+    struct buf ids;
+    buf_init(&ids);
+    buf_append(&ids, "{", 1);
+    for (size_t i = 0; i < n; i++)
+        if (!out[i].result)
+            buf_pg_array_elem(&ids, rep[i]->order_id);
+    buf_append(&ids, "}", 1);
+    const char *params[] = {ids.data};
+    PGresult *res = NULL;
+    enum err e = db_exec(db, "order_status", 1, params, &res);
+    for (size_t i = 0; e == ERR_OK && i < n; i++) {
+        if (out[i].result)
+            continue;
+        int row = find_row(res, rep[i]->order_id, NULL, NULL);
+        const char *now = row < 0 ? NULL : PQgetvalue(res, row, 1);
+        if (now && strcmp(now, target_of(rep[i])) == 0) {
+            out[i].result = "duplicate";
+            continue;
+        }
+        out[i].poison = 1;
+        if (now)
+            snprintf(out[i].why, sizeof out[i].why, "reply would move order %s from %s to %s",
+                     rep[i]->order_id, now, target_of(rep[i]));
+        else
+            snprintf(out[i].why, sizeof out[i].why, "reply for unknown order %s", rep[i]->order_id);
     }
-    return settle_conflict(db, rep, target, result, why, whylen);
+    PQclear(res);
+    buf_cleanup(&ids);
+    return e;
+}
+
+enum err order_store_settle(struct db *db, const struct inventory_reply *const *replies,
+                            size_t n, struct settle_outcome *out)
+{
+    enum err e = move_pending(db, replies, n, out);
+    for (size_t i = 0; e == ERR_OK && i < n; i++)
+        if (!out[i].result)
+            return classify_rest(db, replies, n, out);
+    return e;
 }

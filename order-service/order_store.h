@@ -27,10 +27,16 @@ enum err order_store_create(struct db *db, const struct order_new *o, json_t **d
 /* The order with that id: ERR_OK with *doc, or ERR_NOT_FOUND. */
 enum err order_store_get(struct db *db, const char *id, json_t **doc);
 
-/* Settles a PENDING order from a reply inside the caller's transaction.
- * *result: "confirmed" | "rejected" | "duplicate" (already in that state).
- * ERR_POISON (why filled) for an unknown order or a contradicting reply. */
-enum err order_store_settle(struct db *db, const struct inventory_reply *r,
-                            const char **result, char *why, size_t whylen);
+/* What settling one reply did. */
+struct settle_outcome {
+    const char *result; /* "confirmed" | "rejected" | "duplicate" (already in that state) */
+    int poison;         /* unknown order, or a reply contradicting its settled state */
+    char why[200];
+};
+
+/* Settles PENDING orders from n replies in the caller's transaction, with
+ * two statements whatever n is. out[i] says what became of replies[i]. */
+enum err order_store_settle(struct db *db, const struct inventory_reply *const *replies,
+                            size_t n, struct settle_outcome *out);
 
 #endif

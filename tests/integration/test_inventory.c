@@ -218,6 +218,37 @@ START_TEST(postgres_outage_acks_nothing_and_loses_nothing)
 }
 END_TEST
 
+START_TEST(a_message_the_database_refuses_blocks_nothing)
+{
+    put_stock("SKU-1", 100);
+    char ev[UUID_STR_LEN], order[UUID_STR_LEN];
+    uuid_v4(ev);
+    uuid_v4(order);
+    /* a real refusal by the database, for this one order only */
+    char *sql = xasprintf("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                          "$$BEGIN IF NEW.order_id = '%s' THEN RAISE EXCEPTION 'refused'; END IF; "
+                          "RETURN NEW; END$$; CREATE TRIGGER refuse BEFORE INSERT ON reservations "
+                          "FOR EACH ROW EXECUTE FUNCTION refuse();", order);
+    ck_assert_int_eq(pg_exec("inventory", sql), 0);
+    publish_orders(5);
+    char *bad = order_event(ev, order, "[{\"sku\":\"SKU-1\",\"qty\":1}]");
+    publish(bad);
+    publish_orders(5);
+    target = 10;
+    ck_assert(wait_until(replies_reach, NULL, 15000)); /* the ten others are applied */
+    ck_assert_int_eq(stock("SKU-1", "reserved"), 10);
+    /* redelivered until it is given up on: then a dead letter, never applied */
+    int dead = 0;
+    for (int i = 0; i < 400 && !dead; i++, sleep_ms(100))
+        dead = pg_long("inventory", "SELECT count(*) FROM dead_letters") == 1;
+    ck_assert(dead);
+    ck_assert_int_eq(replies(), 10);
+    ck_assert_int_eq(stock("SKU-1", "available") + stock("SKU-1", "reserved"), 100);
+    free(bad);
+    free(sql);
+}
+END_TEST
+
 Suite *inventory_suite(void)
 {
     Suite *s = suite_create("inventory");
@@ -230,6 +261,7 @@ Suite *inventory_suite(void)
     tcase_add_test(tc, one_short_item_rejects_the_whole_order);
     tcase_add_test(tc, poison_is_dead_lettered_and_the_next_message_processed);
     tcase_add_test(tc, postgres_outage_acks_nothing_and_loses_nothing);
+    tcase_add_test(tc, a_message_the_database_refuses_blocks_nothing);
     suite_add_tcase(s, tc);
     return s;
 }

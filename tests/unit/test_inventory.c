@@ -77,6 +77,38 @@ START_TEST(no_stock_rows_means_unknown_sku)
 }
 END_TEST
 
+START_TEST(orders_of_one_batch_see_what_earlier_ones_took)
+{
+    struct stock_level lv[] = {{"SKU-1", 10}, {"SKU-2", 3}};
+    const struct order_item one[] = {{"SKU-1", 1}};
+    int reserved = 0, rejected = 0;
+    for (int i = 0; i < 50; i++) {
+        const char *reason = NULL;
+        if (inventory_decide(one, 1, lv, 2, &reason) == REPLY_RESERVED) {
+            inventory_take(lv, 2, one, 1);
+            reserved++;
+        } else {
+            ck_assert_str_eq(reason, "insufficient_stock");
+            rejected++;
+        }
+    }
+    ck_assert_int_eq(reserved, 10);
+    ck_assert_int_eq(rejected, 40);
+    ck_assert_int_eq(lv[0].available, 0);
+    ck_assert_int_eq(lv[1].available, 3); /* untouched */
+}
+END_TEST
+
+START_TEST(take_subtracts_every_item)
+{
+    struct stock_level lv[] = {{"SKU-1", 10}, {"SKU-2", 3}};
+    const struct order_item items[] = {{"SKU-2", 2}, {"SKU-1", 4}};
+    inventory_take(lv, 2, items, 2);
+    ck_assert_int_eq(lv[0].available, 6);
+    ck_assert_int_eq(lv[1].available, 1);
+}
+END_TEST
+
 Suite *inventory_suite(void)
 {
     Suite *s = suite_create("inventory");
@@ -88,6 +120,8 @@ Suite *inventory_suite(void)
     tcase_add_test(tc, unknown_sku_rejects);
     tcase_add_test(tc, unknown_sku_wins_over_short_item);
     tcase_add_test(tc, no_stock_rows_means_unknown_sku);
+    tcase_add_test(tc, orders_of_one_batch_see_what_earlier_ones_took);
+    tcase_add_test(tc, take_subtracts_every_item);
     suite_add_tcase(s, tc);
     return s;
 }
