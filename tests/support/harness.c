@@ -310,8 +310,16 @@ char *pg_text(const char *db, const char *sql)
 
 void pg_reset(const char *db)
 {
-    if (pg_exec(db, "DROP SCHEMA public CASCADE; CREATE SCHEMA public;") != 0)
-        die("pg_reset");
+    /* Sessions of an earlier test's processes may linger a moment after they
+     * were killed: end them, so that they hold no lock on what is dropped. */
+    static const char *const sql =
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid();"
+        "DROP SCHEMA public CASCADE; CREATE SCHEMA public;";
+    for (int attempt = 0; attempt < 5; attempt++, sleep_ms(200))
+        if (pg_exec(db, sql) == 0)
+            return;
+    die("pg_reset");
 }
 
 void stack_cmd(const char *cmd)
