@@ -5,7 +5,7 @@
 # statement. Columns: throughput/s, p50 ms, p99 ms, label.
 if (!exists("subtitle")) subtitle = ""
 
-set terminal pngcairo size 1000,650 font "sans,10"
+set terminal pngcairo size 1000,650 font "sans,10" noenhanced
 set output outfile
 set title "POST /orders: latency against throughput (medians of the runs)\n".subtitle
 set xlabel "orders committed per second"

@@ -39,12 +39,16 @@ struct broker {
     jsCtx *js_admin;         /* stream/consumer management and pull subscriptions */
     struct broker_settings set;
     char *urls;
-    atomic_int ensured;      /* streams ensured since the last (re)connect */
+    atomic_int generation;   /* + 1 at every (re)connect */
+    atomic_int ensured;      /* the generation the streams were last ensured at */
     struct pub_batch batch;
 };
 
 struct broker_sub {
     natsSubscription *sub;
+    struct broker *b;
+    int generation;          /* the connection generation it was bound at */
+    char *stream, *durable;
 };
 
 static void set_msg(char *msg, size_t msglen, const char *what, natsStatus s, jsErrCode jerr)
@@ -61,14 +65,27 @@ static void on_connected(natsConnection *nc, void *closure)
 {
     (void)nc;
     struct broker *b = closure;
-    atomic_store(&b->ensured, 0);
+    atomic_fetch_add(&b->generation, 1);
 }
 
+/* The server may have restarted on an empty store: streams and consumers
+ * are ensured again (the generation no longer matches). */
 static void on_reconnected(natsConnection *nc, void *closure)
 {
-    (void)nc;
-    struct broker *b = closure;
-    atomic_store(&b->ensured, 0);
+    on_connected(nc, closure);
+}
+
+/* Forget that the streams exist (one was reported missing). */
+static void forget_streams(struct broker *b)
+{
+    atomic_store(&b->ensured, -1);
+}
+
+/* Only refusals that no retry can change are permanent; everything else
+ * (limits, a missing stream, a leader election) passes with time. */
+static int is_permanent(natsStatus s, jsErrCode code)
+{
+    return s == NATS_MAX_PAYLOAD || code == JSStreamMessageExceedsMaximumErr;
 }
 
 /* Finds which message of the batch a natsMsg pointer is. */
@@ -83,7 +100,8 @@ static struct broker_out *batch_find(struct pub_batch *pb, natsMsg *m)
 static void on_ack(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae, void *closure)
 {
     (void)js;
-    struct pub_batch *pb = closure;
+    struct broker *b = closure;
+    struct pub_batch *pb = &b->batch;
     pthread_mutex_lock(&pb->mu);
     struct broker_out *o = batch_find(pb, m);
     if (o && pa) {
@@ -92,10 +110,12 @@ static void on_ack(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae, void *
         o->duplicate = pa->Duplicate;
         o->acked_at = mono_s();
     } else if (o && pae) {
-        o->permanent = pae->ErrCode != 0; /* a JetStream API error: the server refused it */
+        o->permanent = is_permanent(pae->Err, pae->ErrCode);
         snprintf(o->err, sizeof o->err, "%s", pae->ErrText ? pae->ErrText
                                                        : natsStatus_GetText(pae->Err));
     }
+    if (pae && (pae->Err == NATS_NO_RESPONDERS || pae->ErrCode == JSStreamNotFoundErr))
+        forget_streams(b);
     pthread_mutex_unlock(&pb->mu);
     natsMsg_Destroy(m);
 }
@@ -128,11 +148,11 @@ static natsStatus make_contexts(struct broker *b)
     jsOptions jo;
     jsOptions_Init(&jo);
     jo.PublishAsync.AckHandler = on_ack;
-    jo.PublishAsync.AckHandlerClosure = &b->batch;
+    jo.PublishAsync.AckHandlerClosure = b;
     jo.Wait = 5000;
     natsStatus s = natsConnection_JetStream(&b->js, b->nc, &jo);
     jsOptions_Init(&jo);
-    jo.Wait = 5000;
+    jo.Wait = 2000; /* API calls: short, so that a stop is never held up long */
     if (s == NATS_OK)
         s = natsConnection_JetStream(&b->js_admin, b->nc, &jo);
     return s;
@@ -145,6 +165,7 @@ enum err broker_new(const struct broker_settings *set, struct broker **out,
     natsOptions *opts = NULL;
     b->set = *set;
     b->urls = xstrdup(set->urls);
+    atomic_store(&b->ensured, -1);
     pthread_mutex_init(&b->batch.mu, NULL);
     natsStatus s = make_opts(b, &opts);
     if (s == NATS_OK) {
@@ -203,7 +224,8 @@ static natsStatus ensure_stream(struct broker *b, const struct stream_def *d, js
 
 enum err broker_ensure_streams(struct broker *b, char *msg, size_t msglen)
 {
-    if (atomic_load(&b->ensured))
+    int gen = atomic_load(&b->generation); /* read first: a reconnect meanwhile wins */
+    if (atomic_load(&b->ensured) == gen)
         return ERR_OK;
     if (!broker_connected(b)) {
         set_msg(msg, msglen, "nats", NATS_CONNECTION_DISCONNECTED, 0);
@@ -217,7 +239,7 @@ enum err broker_ensure_streams(struct broker *b, char *msg, size_t msglen)
             return broker_connected(b) && jerr ? ERR_BROKER : ERR_UNAVAILABLE;
         }
     }
-    atomic_store(&b->ensured, 1);
+    atomic_store(&b->ensured, gen);
     return ERR_OK;
 }
 
@@ -266,7 +288,7 @@ static void send_all(struct broker *b, struct broker_out *msgs, size_t n)
             pthread_mutex_lock(&b->batch.mu);
             b->batch.sent[i] = NULL;
             snprintf(msgs[i].err, sizeof msgs[i].err, "publish: %s", natsStatus_GetText(s));
-            msgs[i].permanent = s == NATS_MAX_PAYLOAD; /* it will never fit */
+            msgs[i].permanent = is_permanent(s, 0);
             pthread_mutex_unlock(&b->batch.mu);
             natsMsg_Destroy(m); /* NULL (a no-op) once the library took it */
         }
@@ -326,6 +348,7 @@ static natsStatus ensure_consumer(struct broker *b, const char *stream, const ch
 enum err broker_subscribe(struct broker *b, const char *stream, const char *durable,
                           const char *filter, struct broker_sub **out, char *msg, size_t msglen)
 {
+    int gen = atomic_load(&b->generation);
     enum err e = broker_ensure_streams(b, msg, msglen);
     if (e != ERR_OK)
         return e;
@@ -341,11 +364,12 @@ enum err broker_subscribe(struct broker *b, const char *stream, const char *dura
     }
     if (s != NATS_OK) {
         set_msg(msg, msglen, durable, s, jerr);
-        atomic_store(&b->ensured, 0); /* the stream may be gone: ensure it again */
+        forget_streams(b); /* the stream may be gone: ensure it again */
         return broker_connected(b) ? ERR_BROKER : ERR_UNAVAILABLE;
     }
-    *out = xcalloc(1, sizeof **out);
-    (*out)->sub = sub;
+    struct broker_sub *bs = xcalloc(1, sizeof *bs);
+    *bs = (struct broker_sub){sub, b, gen, xstrdup(stream), xstrdup(durable)};
+    *out = bs;
     return ERR_OK;
 }
 
@@ -354,7 +378,28 @@ void broker_sub_free(struct broker_sub *sub)
     if (!sub)
         return;
     natsSubscription_Destroy(sub->sub);
+    free(sub->stream);
+    free(sub->durable);
     free(sub);
+}
+
+int broker_sub_stale(struct broker_sub *sub)
+{
+    return atomic_load(&sub->b->generation) != sub->generation;
+}
+
+enum err broker_sub_check(struct broker_sub *sub)
+{
+    jsConsumerInfo *ci = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetConsumerInfo(&ci, sub->b->js_admin, sub->stream, sub->durable, NULL,
+                                      &jerr);
+    jsConsumerInfo_Destroy(ci);
+    if (s == NATS_NOT_FOUND || jerr == JSConsumerNotFoundErr || jerr == JSStreamNotFoundErr) {
+        forget_streams(sub->b);
+        return ERR_BROKER;
+    }
+    return s == NATS_OK ? ERR_OK : ERR_UNAVAILABLE;
 }
 
 static void fill_in(struct broker_in *in, natsMsg *m)
@@ -378,8 +423,9 @@ enum err broker_fetch(struct broker_sub *sub, int max, int timeout_ms,
     natsStatus s = natsSubscription_Fetch(&list, sub->sub, max, timeout_ms, &jerr);
     if (s == NATS_TIMEOUT && list.Count == 0)
         return ERR_TIMEOUT;
-    if (s != NATS_OK && list.Count == 0)
-        return (s == NATS_NOT_FOUND || jerr) ? ERR_BROKER : ERR_UNAVAILABLE;
+    if (s != NATS_OK && list.Count == 0) /* consumer deleted, no stream, ... : bind again */
+        return (s == NATS_NOT_FOUND || s == NATS_ERR || s == NATS_NO_RESPONDERS || jerr)
+                   ? ERR_BROKER : ERR_UNAVAILABLE;
     *msgs = xcalloc((size_t)list.Count, sizeof **msgs);
     for (int i = 0; i < list.Count; i++) {
         fill_in(&(*msgs)[i], list.Msgs[i]);

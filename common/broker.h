@@ -61,6 +61,12 @@ enum err broker_publish(struct broker *b, struct broker_out *msgs, size_t n, int
 enum err broker_subscribe(struct broker *b, const char *stream, const char *durable,
                           const char *filter, struct broker_sub **out, char *msg, size_t msglen);
 void broker_sub_free(struct broker_sub *sub);
+/* True when the connection was re-established since the subscription was
+ * bound (the server may have lost the consumer): subscribe again. */
+int broker_sub_stale(struct broker_sub *sub);
+/* Asks the server whether the durable consumer still exists: ERR_BROKER if
+ * it (or its stream) is gone, ERR_UNAVAILABLE if it cannot tell. */
+enum err broker_sub_check(struct broker_sub *sub);
 
 /* Fetches up to max messages, waiting up to timeout_ms. ERR_TIMEOUT when
  * none came; ERR_BROKER when the consumer must be subscribed again.

@@ -111,6 +111,30 @@ enum err db_connect(struct db *db)
     return e;
 }
 
+/* SQLSTATE classes that pass with time: serialization failure, deadlock
+ * (40), insufficient resources (53), system error (58), lock not available
+ * (55P03), statement cancelled or timed out (57014). */
+static int transient(const char *state)
+{
+    static const char *const prefixes[] = {"40", "53", "58", "55P03", "57014"};
+    for (size_t i = 0; i < ARRAY_LEN(prefixes); i++)
+        if (strncmp(state, prefixes[i], strlen(prefixes[i])) == 0)
+            return 1;
+    return 0;
+}
+
+static enum err classify(PGconn *conn, const char *state)
+{
+    if (PQstatus(conn) != CONNECTION_OK || !state || strncmp(state, "08", 2) == 0 ||
+        strncmp(state, "57P", 3) == 0)
+        return ERR_UNAVAILABLE; /* the connection is gone or the server is going */
+    if (transient(state))
+        return ERR_RETRY;
+    if (strcmp(state, "23505") == 0)
+        return ERR_CONFLICT;
+    return ERR_DB;
+}
+
 /* Classifies a finished result; keeps it in *res on success. */
 static enum err check_result(struct db *db, PGresult *r, const char *what, PGresult **res)
 {
@@ -124,12 +148,7 @@ static enum err check_result(struct db *db, PGresult *r, const char *what, PGres
     }
     const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
     set_err(db, what, r ? PQresultErrorMessage(r) : PQerrorMessage(db->conn));
-    enum err e = ERR_DB;
-    if (PQstatus(db->conn) != CONNECTION_OK || !state || strncmp(state, "08", 2) == 0 ||
-        strncmp(state, "57P", 3) == 0)
-        e = ERR_UNAVAILABLE;
-    else if (strcmp(state, "23505") == 0)
-        e = ERR_CONFLICT;
+    enum err e = classify(db->conn, state);
     PQclear(r);
     if (e == ERR_UNAVAILABLE)
         db_drop(db);

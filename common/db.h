@@ -29,7 +29,9 @@ enum err db_connect(struct db *db);
 /* Runs the prepared statement `name` with text params (NULL = SQL NULL).
  * On ERR_OK *res (if res is non-NULL) is a result the caller PQclear()s.
  * ERR_UNAVAILABLE when the connection is lost (it is dropped and retried
- * later), ERR_CONFLICT on a unique violation, ERR_DB otherwise. */
+ * later), ERR_RETRY on a transient refusal (deadlock, serialization,
+ * lock or statement timeout: retry the transaction), ERR_CONFLICT on a
+ * unique violation, ERR_DB otherwise. */
 enum err db_exec(struct db *db, const char *name, int nparams,
                  const char *const *params, PGresult **res);
 /* Runs an unprepared statement with text params; same contract as db_exec. */

@@ -19,6 +19,7 @@
     X(NOT_FOUND,   "not found")                                          \
     X(BROKER,      "message broker error")                               \
     X(TIMEOUT,     "timed out")                                          \
+    X(RETRY,       "transient failure, retry later")                     \
     X(POISON,      "message can never be processed")
 
 enum err {

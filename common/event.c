@@ -2,6 +2,7 @@
  * Pure functions over jansson; owns no state and does no I/O. */
 #include "event.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,6 +142,9 @@ static enum err take_str(const json_t *o, const char *key, char *dst, size_t dst
         strlen(json_string_value(v)) >= dstlen)
         return fail(fe, key, "missing or invalid");
     snprintf(dst, dstlen, "%s", json_string_value(v));
+    if (ok == uuid_valid) /* one spelling per id: Postgres prints uuids in lower case */
+        for (char *p = dst; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
     return ERR_OK;
 }
 

@@ -6,16 +6,19 @@
 #include "util.h"
 
 #include <microhttpd.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 struct http_server {
     struct MHD_Daemon *daemon;
     const struct http_route *routes;
     size_t nroutes;
     void *ctx;
+    atomic_int inflight;    /* requests begun and not yet completed */
 };
 
 struct conn_state {
@@ -23,6 +26,8 @@ struct conn_state {
     int too_big;
     double t0;
 };
+
+#define STOP_GRACE_MS 6000
 
 static struct metric *m_requests, *m_duration;
 
@@ -47,11 +52,12 @@ void http_resp_error(struct http_resp *resp, int status, const char *code,
     http_resp_json(resp, status, json_pack("{s:o}", "error", e));
 }
 
-/* Finds the route for path; *path_known tells a 405 from a 404. */
+/* Finds the route for path and method; *same_path (if any route matches the
+ * path with another method) tells a 405 from a 404. */
 static const struct http_route *route_find(const struct http_server *s, const char *method,
-                                           const char *path, int *path_known)
+                                           const char *path, const struct http_route **same_path)
 {
-    *path_known = 0;
+    *same_path = NULL;
     for (size_t i = 0; i < s->nroutes; i++) {
         const struct http_route *r = &s->routes[i];
         size_t n = strlen(r->path);
@@ -60,7 +66,7 @@ static const struct http_route *route_find(const struct http_server *s, const ch
                            : strcmp(path, r->path) == 0;
         if (!match)
             continue;
-        *path_known = 1;
+        *same_path = r;
         if (strcmp(method, r->method) == 0)
             return r;
     }
@@ -86,14 +92,14 @@ static int has_body(const char *method)
 static const char *dispatch(struct http_server *s, struct http_req *req,
                             struct conn_state *st, struct http_resp *resp)
 {
-    int known = 0;
+    const struct http_route *known = NULL;
     const struct http_route *r = route_find(s, req->method, req->path, &known);
-    if (!r) {
+    if (!r) { /* labels come from the table, never from the request: bounded and safe */
         if (known)
             http_resp_error(resp, 405, "method_not_allowed", "method not allowed on this path", NULL);
         else
             http_resp_error(resp, 404, "not_found", "no such resource", NULL);
-        return known ? req->path : "unmatched";
+        return known ? known->name : "unmatched";
     }
     if (st->too_big)
         http_resp_error(resp, 413, "payload_too_large", "body exceeds 65536 bytes", NULL);
@@ -152,6 +158,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     (void)version;
     struct conn_state *st = *con_cls;
     if (!st) {
+        atomic_fetch_add(&((struct http_server *)cls)->inflight, 1);
         st = xcalloc(1, sizeof *st);
         buf_init(&st->body);
         st->t0 = mono_s();
@@ -174,12 +181,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode code)
 {
-    (void)cls, (void)conn, (void)code;
+    (void)conn, (void)code;
     struct conn_state *st = *con_cls;
     if (st) {
         buf_cleanup(&st->body);
         free(st);
         *con_cls = NULL;
+        atomic_fetch_sub(&((struct http_server *)cls)->inflight, 1);
     }
 }
 
@@ -212,7 +220,14 @@ void http_stop(struct http_server *s)
 {
     if (!s)
         return;
-    MHD_quiesce_daemon(s->daemon);
+    MHD_socket lsock = MHD_quiesce_daemon(s->daemon); /* no new connections */
+    if (lsock != MHD_INVALID_SOCKET)
+        close(lsock);
+    /* MHD_stop_daemon closes connections without sending queued replies:
+     * first let the requests in flight be answered (bounded, within the
+     * 10 s a stop may take). */
+    for (int64_t end = mono_ms() + STOP_GRACE_MS; atomic_load(&s->inflight) > 0 && mono_ms() < end;)
+        sleep_ms(10);
     MHD_stop_daemon(s->daemon);
     free(s);
 }

@@ -21,6 +21,7 @@
 #define RESUBSCRIBE_MS 500
 #define PRUNE_EVERY_MS 60000
 #define DB_FAILURE_DELIVERIES 10 /* a message the database keeps refusing becomes poison */
+#define CHECK_AFTER_EMPTY 10      /* empty fetches (~10 s) before asking if the consumer exists */
 
 static const struct db_stmt inbox_stmts[] = {
     /* Duplicates within one batch are fine too: DO NOTHING skips the second. */
@@ -48,6 +49,7 @@ struct inbox {
     pthread_t thread;
     atomic_int stopping;
     int64_t next_prune_ms;
+    int empty_fetches;      /* in a row: a deleted consumer also looks like this */
 };
 
 /* What became of one message of a batch. */
@@ -214,7 +216,8 @@ static void process_batch(struct inbox *in, struct broker_in *msgs, int n)
     } else {
         db_rollback(in->db);
         log_warn("consumer: batch of %d not applied: %s", n, db_errmsg(in->db));
-        int refused = e != ERR_UNAVAILABLE; /* the server answered: something in the data */
+        /* the server answered no, not for want of time: something in the data */
+        int refused = e != ERR_UNAVAILABLE && e != ERR_RETRY;
         if (refused && n > 1) /* one bad message must not hold back the others */
             for (int i = 0; i < n; i++)
                 process_batch(in, &msgs[i], 1);
@@ -243,11 +246,15 @@ static void prune(struct inbox *in)
     }
 }
 
-/* Subscribes when needed; returns 0 while the broker is not there. */
+/* Subscribes when needed (again after a reconnect: the server may have lost
+ * the consumer); returns 0 while the broker is not there. */
 static int ensure_sub(struct inbox *in)
 {
-    if (in->sub)
+    if (in->sub && !broker_sub_stale(in->sub))
         return 1;
+    broker_sub_free(in->sub);
+    in->sub = NULL;
+    in->empty_fetches = 0;
     char msg[256];
     const struct inbox_handler *h = in->h;
     enum err e = broker_subscribe(in->broker, h->stream, h->durable, h->filter, &in->sub,
@@ -262,23 +269,42 @@ static int ensure_sub(struct inbox *in)
     return 0;
 }
 
+/* After a while of empty fetches, asks whether the consumer still exists. */
+static enum err note_empty(struct inbox *in)
+{
+    if (++in->empty_fetches < CHECK_AFTER_EMPTY)
+        return ERR_TIMEOUT;
+    in->empty_fetches = 0;
+    return broker_sub_check(in->sub) == ERR_BROKER ? ERR_BROKER : ERR_TIMEOUT;
+}
+
 static void *inbox_main(void *arg)
 {
     struct inbox *in = arg;
     while (!atomic_load(&in->stopping)) {
         prune(in);
+        /* no fetch while Postgres is away: deliveries would be used up for nothing */
+        if (db_connect(in->db) != ERR_OK) {
+            sleep_ms(RESUBSCRIBE_MS);
+            continue;
+        }
         if (!ensure_sub(in))
             continue;
         struct broker_in *msgs = NULL;
         int n = 0;
         enum err e = broker_fetch(in->sub, in->cfg->consumer_batch, FETCH_WAIT_MS, &msgs, &n);
-        if (e == ERR_OK)
+        if (e == ERR_OK) {
+            in->empty_fetches = 0;
             process_batch(in, msgs, n);
-        else if (e == ERR_BROKER) {
-            broker_sub_free(in->sub); /* consumer or stream gone: ensure them again */
-            in->sub = NULL;
-        } else if (e == ERR_UNAVAILABLE)
+        } else if (e == ERR_TIMEOUT) {
+            e = note_empty(in);
+        } else if (e == ERR_UNAVAILABLE) {
             sleep_ms(RESUBSCRIBE_MS);
+        }
+        if (e == ERR_BROKER) { /* consumer or stream gone: ensure them again */
+            broker_sub_free(in->sub);
+            in->sub = NULL;
+        }
         broker_fetch_free(msgs, n);
     }
     return NULL;
@@ -293,6 +319,16 @@ static void merge_stmts(struct inbox *in)
     db_new(in->cfg->database_url, in->stmts, n, &in->db);
 }
 
+/* Every result label shows in /metrics from the start, at 0. */
+static void declare_results(struct inbox *in, const char *const *results)
+{
+    char lbl[64];
+    for (const char *const *r = results; *r; r++) {
+        label(lbl, sizeof lbl, *r);
+        metric_add(in->m_results, lbl, 0);
+    }
+}
+
 void inbox_start(const struct config *cfg, struct broker *b, const struct inbox_handler *h,
                  struct inbox **out)
 {
@@ -302,21 +338,25 @@ void inbox_start(const struct config *cfg, struct broker *b, const struct inbox_
     in->h = h;
     merge_stmts(in);
     in->m_results = metrics_register(h->metric, h->metric_help, METRIC_COUNTER, NULL, 0);
-    char lbl[64];
+    declare_results(in, h->results);
     static const char *const common_results[] = {"duplicate", "poison", NULL};
-    for (const char *const *r = h->results; *r; r++)
-        label(lbl, sizeof lbl, *r), metric_add(in->m_results, lbl, 0);
-    for (const char *const *r = common_results; *r; r++)
-        label(lbl, sizeof lbl, *r), metric_add(in->m_results, lbl, 0);
-    pthread_create(&in->thread, NULL, inbox_main, in);
+    declare_results(in, common_results);
+    if (pthread_create(&in->thread, NULL, inbox_main, in) != 0)
+        abort(); /* cannot run without its consumer thread: nothing to unwind */
     *out = in;
+}
+
+void inbox_request_stop(struct inbox *in)
+{
+    if (in)
+        atomic_store(&in->stopping, 1);
 }
 
 void inbox_stop(struct inbox *in)
 {
     if (!in)
         return;
-    atomic_store(&in->stopping, 1);
+    inbox_request_stop(in);
     pthread_join(in->thread, NULL);
     broker_sub_free(in->sub);
     db_free(in->db);

@@ -47,6 +47,8 @@ struct inbox;
 /* Starts the consumer thread. cfg, broker and handler must outlive it. */
 void inbox_start(const struct config *cfg, struct broker *b, const struct inbox_handler *h,
                  struct inbox **out);
+/* Asks the thread to stop after its batch in flight, without waiting. */
+void inbox_request_stop(struct inbox *in);
 /* Finishes the batch in flight, stops, frees. NULL is a no-op. */
 void inbox_stop(struct inbox *in);
 

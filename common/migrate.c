@@ -60,7 +60,8 @@ static enum err list_files(const char *dir, struct mig_file **out, size_t *count
         files[n++].name = xstrdup(ent->d_name);
     }
     closedir(d);
-    qsort(files, n, sizeof *files, by_version);
+    if (n > 1)
+        qsort(files, n, sizeof *files, by_version);
     *out = files;
     *count = n;
     return ERR_OK;

@@ -39,9 +39,12 @@ static const struct db_stmt relay_stmts[] = {
      "FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bool[]) "
      "AS v(id, err, delay_ms, permanent) WHERE outbox.id = v.id "
      "RETURNING outbox.event_id, outbox.status = 'dead'"},
+    /* not yet acknowledged = pending, and dead (given up on; counted apart too) */
     {"stats",
-     "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0) "
-     "FROM outbox WHERE status = 'pending'"},
+     "SELECT (SELECT count(*) FROM outbox WHERE status = 'pending'), "
+     "(SELECT count(*) FROM outbox WHERE status = 'dead'), "
+     "coalesce(extract(epoch FROM now() - (SELECT min(created_at) FROM outbox "
+     "WHERE status IN ('pending', 'dead'))), 0)"},
     {"prune",
      "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE status = 'published' "
      "AND published_at < now() - $1::bigint * interval '1 millisecond' LIMIT " RETENTION_CHUNK ")"},
@@ -60,7 +63,7 @@ struct relay {
 };
 
 static struct metric *m_published, *m_duplicates, *m_failures, *m_dead, *m_pending, *m_oldest,
-    *m_latency;
+    *m_dead_rows, *m_latency;
 
 static void register_metrics(void)
 {
@@ -75,11 +78,14 @@ static void register_metrics(void)
                               "Outbox events given up after permanent rejections.", METRIC_COUNTER, NULL, 0);
     m_pending = metrics_register("outbox_pending", "Outbox rows not yet acknowledged by JetStream.",
                                  METRIC_GAUGE, NULL, 0);
+    m_dead_rows = metrics_register("outbox_dead", "Outbox rows given up on (kept, with their error).",
+                                   METRIC_GAUGE, NULL, 0);
     m_oldest = metrics_register("outbox_oldest_pending_age_seconds",
                                 "Age of the oldest unacknowledged outbox row.", METRIC_GAUGE, NULL, 0);
     m_latency = metrics_register("relay_publish_seconds", "From commit to JetStream ack.",
                                  METRIC_HISTOGRAM, metrics_latency_buckets, metrics_latency_nbuckets);
-    struct metric *zero[] = {m_published, m_duplicates, m_failures, m_dead, m_pending, m_oldest};
+    struct metric *zero[] = {m_published, m_duplicates, m_failures, m_dead, m_pending, m_oldest,
+                             m_dead_rows};
     for (size_t i = 0; i < ARRAY_LEN(zero); i++)
         metric_add(zero[i], "", 0); /* shown as 0 from the start */
 }
@@ -226,8 +232,11 @@ static void update_stats(struct relay *r)
 {
     PGresult *res = NULL;
     if (db_exec(r->db, "stats", 0, NULL, &res) == ERR_OK) {
-        metric_set(m_pending, "", strtod(PQgetvalue(res, 0, 0), NULL));
-        metric_set(m_oldest, "", strtod(PQgetvalue(res, 0, 1), NULL));
+        double pending = strtod(PQgetvalue(res, 0, 0), NULL);
+        double dead = strtod(PQgetvalue(res, 0, 1), NULL);
+        metric_set(m_pending, "", pending + dead);
+        metric_set(m_dead_rows, "", dead);
+        metric_set(m_oldest, "", strtod(PQgetvalue(res, 0, 2), NULL));
     }
     PQclear(res);
 }
@@ -283,7 +292,7 @@ static void drain(struct relay *r)
 static void wait_for_work(struct relay *r)
 {
     struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
+    clock_gettime(CLOCK_MONOTONIC, &until); /* the condvar runs on this clock */
     int64_t ns = until.tv_nsec + (int64_t)r->cfg->relay_sweep_ms * 1000000;
     until.tv_sec += ns / 1000000000;
     until.tv_nsec = ns % 1000000000;
@@ -319,14 +328,19 @@ static struct relay *relay_new(const struct config *cfg, struct broker *b)
     r->broker = b;
     db_new(cfg->database_url, relay_stmts, ARRAY_LEN(relay_stmts), &r->db);
     pthread_mutex_init(&r->mu, NULL);
-    pthread_cond_init(&r->cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* a wall-clock step cannot stall it */
+    pthread_cond_init(&r->cv, &ca);
+    pthread_condattr_destroy(&ca);
     return r;
 }
 
 void relay_start(const struct config *cfg, struct broker *b, struct relay **out)
 {
     struct relay *r = relay_new(cfg, b);
-    pthread_create(&r->thread, NULL, relay_main, r);
+    if (pthread_create(&r->thread, NULL, relay_main, r) != 0)
+        abort(); /* cannot run without its relay thread: nothing to unwind */
     *out = r;
 }
 
@@ -340,7 +354,7 @@ void relay_notify(struct relay *r)
     pthread_mutex_unlock(&r->mu);
 }
 
-void relay_stop(struct relay *r)
+void relay_request_stop(struct relay *r)
 {
     if (!r)
         return;
@@ -348,6 +362,13 @@ void relay_stop(struct relay *r)
     r->stopping = 1;
     pthread_cond_signal(&r->cv);
     pthread_mutex_unlock(&r->mu);
+}
+
+void relay_stop(struct relay *r)
+{
+    if (!r)
+        return;
+    relay_request_stop(r);
     pthread_join(r->thread, NULL);
     db_free(r->db);
     pthread_mutex_destroy(&r->mu);

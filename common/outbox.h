@@ -28,6 +28,8 @@ struct relay;
 void relay_start(const struct config *cfg, struct broker *b, struct relay **out);
 /* Wakes the relay now (called after a commit that wrote outbox rows). */
 void relay_notify(struct relay *r);
+/* Asks the thread to stop after its batch in flight, without waiting. */
+void relay_request_stop(struct relay *r);
 /* Finishes the batch in flight, stops the thread, frees. NULL is a no-op. */
 void relay_stop(struct relay *r);
 

@@ -69,7 +69,7 @@ void service_db_release(struct service *svc, struct db *db)
 void service_db_error(struct service *svc, struct db *db, enum err e, struct http_resp *resp)
 {
     (void)svc;
-    if (e == ERR_UNAVAILABLE) {
+    if (e == ERR_UNAVAILABLE || e == ERR_RETRY) {
         http_resp_error(resp, 503, "unavailable", "the database cannot be reached; retry later", NULL);
         return;
     }
@@ -164,14 +164,16 @@ static int run(struct service *svc)
         code = code == 2 ? 0 : 1; /* stopped by a signal while waiting: a clean exit */
         goto out;
     }
-    atomic_store(&svc->schema_ready, 1);
     relay_start(&svc->cfg, svc->broker, &svc->relay);
     if (svc->def->inbox)
         inbox_start(&svc->cfg, svc->broker, &ih, &svc->inbox);
+    atomic_store(&svc->schema_ready, 1); /* publishes svc->relay to request threads */
     wait_signal(-1);
     log_info("stopping: finishing in-flight requests and batches");
 out:
-    http_stop(http); /* first: no new requests, in-flight ones complete */
+    inbox_request_stop(svc->inbox); /* both loops finish their batch meanwhile */
+    relay_request_stop(svc->relay);
+    http_stop(http); /* no new requests; in-flight ones are answered */
     inbox_stop(svc->inbox);
     relay_stop(svc->relay);
     broker_free(svc->broker);

@@ -40,6 +40,7 @@ static int parse_request(const struct http_req *req, struct http_resp *resp,
     if (*key && !order_idempotency_key_valid(*key)) {
         http_resp_error(resp, 400, "validation_failed",
                         "Idempotency-Key must be 1 to 128 printable characters", "Idempotency-Key");
+        order_request_cleanup(out);
         return 0;
     }
     return 1;
@@ -62,13 +63,13 @@ static void post_orders(const struct http_req *req, struct http_resp *resp, void
         return;
     const char *tp = http_req_header(req, "traceparent");
     struct order_new o = {&r, key, tp && strlen(tp) <= TRACEPARENT_MAX ? tp : NULL};
-    struct db *db = service_db_acquire(svc, resp);
+    struct db *db = service_db_acquire(svc, resp); /* NULL: the 503 is set */
     json_t *doc = NULL;
     int same = 0;
     enum err e = db ? order_store_create(db, &o, &doc, &same) : ERR_UNAVAILABLE;
     if (!db)
-        ; /* 503 already set */
-    else if (e == ERR_OK)
+        goto out;
+    if (e == ERR_OK)
         reply_created(svc, doc, resp);
     else if (e == ERR_CONFLICT && same)
         http_resp_json(resp, 200, doc);
@@ -77,6 +78,7 @@ static void post_orders(const struct http_req *req, struct http_resp *resp, void
                         "this Idempotency-Key was used with a different request", NULL);
     else
         service_db_error(svc, db, e, resp);
+out:
     service_db_release(svc, db);
     order_request_cleanup(&r);
 }

@@ -6,6 +6,7 @@
 #include "suites.h"
 #include "util.h"
 
+#include <ctype.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -123,6 +124,26 @@ START_TEST(one_event_three_deliveries_one_reservation)
     ck_assert_double_eq(metric("inventory_messages_total{result=\"reserved\"}"), 1);
     ck_assert_int_eq(stock("SKU-1", "available"), 7);
     ck_assert_int_eq(stock("SKU-1", "reserved"), 3);
+    ck_assert_int_eq(replies(), 1);
+    free(body);
+}
+END_TEST
+
+START_TEST(event_ids_in_upper_case_are_the_same_ids)
+{
+    put_stock("SKU-1", 10);
+    char ev[UUID_STR_LEN], order[UUID_STR_LEN];
+    uuid_v4(ev);
+    uuid_v4(order);
+    for (char *p = ev; *p; p++)
+        *p = (char)toupper((unsigned char)*p);
+    char *body = order_event(ev, order, "[{\"sku\":\"SKU-1\",\"qty\":2}]");
+    publish(body);
+    publish(body);
+    target = 1;
+    ck_assert(wait_until(replies_reach, NULL, 10000));
+    sleep_ms(500);
+    ck_assert_int_eq(stock("SKU-1", "reserved"), 2);
     ck_assert_int_eq(replies(), 1);
     free(body);
 }
@@ -257,6 +278,7 @@ Suite *inventory_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, put_and_get_stock);
     tcase_add_test(tc, one_event_three_deliveries_one_reservation);
+    tcase_add_test(tc, event_ids_in_upper_case_are_the_same_ids);
     tcase_add_test(tc, fifty_concurrent_orders_on_ten_units);
     tcase_add_test(tc, one_short_item_rejects_the_whole_order);
     tcase_add_test(tc, poison_is_dead_lettered_and_the_next_message_processed);

@@ -5,6 +5,9 @@
 #include "suites.h"
 #include "util.h"
 
+#include <glob.h>
+#include <libpq-fe.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -145,8 +148,66 @@ START_TEST(migrate_only_applies_and_exits)
     const char *env[] = {db, NULL};
     proc_start(&p, argv, env);
     ck_assert_int_eq(proc_wait(&p, 30000), 0);
-    ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM schema_migrations"), 2);
+    glob_t g;
+    ck_assert_int_eq(glob("migrations/inventory/[0-9]*.sql", 0, NULL, &g), 0);
+    ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM schema_migrations"), (long)g.gl_pathc);
+    globfree(&g);
     free(db);
+}
+END_TEST
+
+struct late_post {
+    int port;
+    int status;
+};
+
+static void *post_once(void *arg)
+{
+    struct late_post *lp = arg;
+    lp->status = http_post_json(lp->port, "/orders",
+                                "{\"customer_id\":\"c-1\",\"items\":[{\"sku\":\"A\",\"qty\":1}]}",
+                                NULL);
+    return NULL;
+}
+
+START_TEST(sigterm_answers_requests_in_flight)
+{
+    struct svc s;
+    svc_start(&s, "order-service", nats.url, NULL);
+    /* hold the request inside its transaction with a lock, then ask to stop */
+    PGconn *c = PQconnectdb(pg_url("orders"));
+    PQclear(PQexec(c, "BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE"));
+    struct late_post lp = {s.port, 0};
+    pthread_t t;
+    pthread_create(&t, NULL, post_once, &lp);
+    sleep_ms(500);
+    kill(s.proc.pid, SIGTERM);
+    sleep_ms(1000);
+    PQclear(PQexec(c, "COMMIT"));
+    PQfinish(c);
+    pthread_join(t, NULL);
+    ck_assert_int_eq(lp.status, 201); /* answered, not cut off */
+    ck_assert_int_eq(proc_wait(&s.proc, 10000), 0);
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM orders"), 1);
+}
+END_TEST
+
+START_TEST(request_paths_never_become_metric_labels)
+{
+    struct svc s;
+    struct http_result r;
+    svc_start(&s, "order-service", nats.url, NULL);
+    ck_assert_int_eq(http_do(s.port, "DELETE", "/orders/x%22%7D%201%0Aevil_metric%7Ba%3D%22",
+                             NULL, NULL, 0, &r), 0);
+    ck_assert_int_eq(r.status, 405);
+    http_result_free(&r);
+    http_get(s.port, "/no/such/path/1", NULL);
+    ck_assert_int_eq(http_get(s.port, "/metrics", &r), 200);
+    ck_assert_ptr_null(strstr(r.body, "evil_metric"));
+    ck_assert_ptr_null(strstr(r.body, "/no/such/path"));
+    ck_assert_double_eq(metric_in(r.body, "http_requests_total{route=\"/orders/{id}\",code=\"405\"}"), 1);
+    http_result_free(&r);
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
 }
 END_TEST
 
@@ -162,6 +223,8 @@ Suite *service_suite(void)
     tcase_add_test(tc, starts_and_serves_while_nats_is_down);
     tcase_add_test(tc, metrics_expose_the_contract_names);
     tcase_add_test(tc, migrate_only_applies_and_exits);
+    tcase_add_test(tc, sigterm_answers_requests_in_flight);
+    tcase_add_test(tc, request_paths_never_become_metric_labels);
     suite_add_tcase(s, tc);
     return s;
 }

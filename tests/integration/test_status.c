@@ -158,6 +158,20 @@ START_TEST(duplicated_or_contradicting_reply_changes_nothing)
 }
 END_TEST
 
+START_TEST(broker_restarted_on_an_empty_store_is_set_up_again)
+{
+    char id[64];
+    char *body = settle("[{\"sku\":\"SKU-1\",\"qty\":1}]", id);
+    ck_assert_str_eq(json_field(body, "status"), "CONFIRMED");
+    free(body);
+    natsd_restart_empty(&nats); /* streams and durable consumers are gone */
+    body = settle("[{\"sku\":\"SKU-1\",\"qty\":1}]", id);
+    ck_assert_str_eq(json_field(body, "status"), "CONFIRMED");
+    free(body);
+    ck_assert_int_eq(pg_long("inventory", "SELECT reserved FROM stock WHERE sku = 'SKU-1'"), 2);
+}
+END_TEST
+
 Suite *status_suite(void)
 {
     Suite *s = suite_create("status");
@@ -168,6 +182,7 @@ Suite *status_suite(void)
     tcase_add_test(tc, insufficient_stock_becomes_rejected);
     tcase_add_test(tc, unknown_sku_becomes_rejected);
     tcase_add_test(tc, duplicated_or_contradicting_reply_changes_nothing);
+    tcase_add_test(tc, broker_restarted_on_an_empty_store_is_set_up_again);
     suite_add_tcase(s, tc);
     return s;
 }

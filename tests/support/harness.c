@@ -187,6 +187,16 @@ void natsd_restart(struct natsd *n)
     natsd_spawn(n);
 }
 
+void natsd_restart_empty(struct natsd *n)
+{
+    natsd_kill(n);
+    char *cmd = xasprintf("rm -rf '%s'/*", n->store);
+    if (system(cmd) != 0)
+        die(cmd);
+    free(cmd);
+    natsd_spawn(n);
+}
+
 void natsd_cleanup(struct natsd *n)
 {
     natsd_kill(n);

@@ -33,6 +33,7 @@ struct natsd {
 void natsd_start(struct natsd *n);        /* new store, free ports */
 void natsd_kill(struct natsd *n);         /* kill -9 */
 void natsd_restart(struct natsd *n);      /* same ports, same store */
+void natsd_restart_empty(struct natsd *n); /* kill -9, lose the store, restart */
 void natsd_cleanup(struct natsd *n);      /* kill and remove the store */
 /* Messages stored in a stream (from the monitoring endpoint), -1 if none. */
 long natsd_stream_msgs(struct natsd *n, const char *stream);
