@@ -39,12 +39,15 @@ static const struct db_stmt relay_stmts[] = {
      "FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bool[]) "
      "AS v(id, err, delay_ms, permanent) WHERE outbox.id = v.id "
      "RETURNING outbox.event_id, outbox.status = 'dead'"},
-    /* not yet acknowledged = pending, and dead (given up on; counted apart too) */
+    /* Not yet acknowledged = pending, and dead (given up on; counted apart
+     * too). Each part reads one partial index; the oldest row is the lowest
+     * id, close enough to the oldest commit for an age gauge. */
     {"stats",
      "SELECT (SELECT count(*) FROM outbox WHERE status = 'pending'), "
      "(SELECT count(*) FROM outbox WHERE status = 'dead'), "
-     "coalesce(extract(epoch FROM now() - (SELECT min(created_at) FROM outbox "
-     "WHERE status IN ('pending', 'dead'))), 0)"},
+     "coalesce(extract(epoch FROM now() - least("
+     "(SELECT created_at FROM outbox WHERE status = 'pending' ORDER BY id LIMIT 1), "
+     "(SELECT created_at FROM outbox WHERE status = 'dead' ORDER BY id LIMIT 1))), 0)"},
     {"prune",
      "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE status = 'published' "
      "AND published_at < now() - $1::bigint * interval '1 millisecond' LIMIT " RETENTION_CHUNK ")"},
