@@ -12,7 +12,7 @@ set xlabel "orders committed per second"
 set ylabel "latency (ms, log scale)"
 set logscale y
 set grid xtics ytics mytics
-set key top left
+set key bottom right
 set xrange [0:*]
 set offsets 0, graph 0.08, 0, 0
 

@@ -123,7 +123,7 @@ static const struct setting settings[] = {
     {"MIGRATIONS_DIR", parse_string, SERVICE_DEFAULT, FIELD(migrations_dir), {1, 0}, NULL},
     {"LOG_LEVEL", parse_level, "info", FIELD(log_level), {0, 0}, NULL},
     {"JS_REPLICAS", parse_int, "1", FIELD(js_replicas), {1, 5}, NULL},
-    {"HTTP_THREADS", parse_int, "4", FIELD(http_threads), {1, 256}, NULL},
+    {"HTTP_THREADS", parse_int, "16", FIELD(http_threads), {1, 256}, NULL},
     {"RELAY_SWEEP_MS", parse_int, "200", FIELD(relay_sweep_ms), {10, 3600000}, NULL},
     {"RELAY_BATCH", parse_int, "256", FIELD(relay_batch), {1, 10000}, NULL},
     {"RELAY_MAX_ATTEMPTS", parse_int, "10", FIELD(relay_max_attempts), {1, 1000000}, NULL},

@@ -167,13 +167,17 @@ static int run(struct service *svc)
     relay_start(&svc->cfg, svc->broker, &svc->relay);
     if (svc->def->inbox)
         inbox_start(&svc->cfg, svc->broker, &ih, &svc->inbox);
-    atomic_store(&svc->schema_ready, 1); /* publishes svc->relay to request threads */
+    if (svc->def->app_start)
+        svc->def->app_start(svc);
+    atomic_store(&svc->schema_ready, 1); /* publishes relay and app to request threads */
     wait_signal(-1);
     log_info("stopping: finishing in-flight requests and batches");
 out:
     inbox_request_stop(svc->inbox); /* both loops finish their batch meanwhile */
     relay_request_stop(svc->relay);
     http_stop(http); /* no new requests; in-flight ones are answered */
+    if (svc->def->app_stop && atomic_load(&svc->schema_ready))
+        svc->def->app_stop(svc);
     inbox_stop(svc->inbox);
     relay_stop(svc->relay);
     broker_free(svc->broker);

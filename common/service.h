@@ -15,6 +15,8 @@
 #include "inbox.h"
 #include "outbox.h"
 
+struct service;
+
 struct service_def {
     const char *name;
     struct config_defaults defaults;
@@ -24,6 +26,10 @@ struct service_def {
     size_t nstmts;
     const struct inbox_handler *inbox; /* ctx and after_commit are set by service.c */
     void (*register_metrics)(void);
+    /* The service's own parts: started once the schema is there, stopped
+     * after the last request was answered. May be NULL. */
+    void (*app_start)(struct service *svc);
+    void (*app_stop)(struct service *svc);
 };
 
 /* Handed to every route handler and inbox apply() as ctx. */
@@ -35,6 +41,7 @@ struct service {
     struct relay *relay;
     struct inbox *inbox;
     atomic_int schema_ready;           /* migrations applied */
+    void *app;                         /* the service's own state (app_start) */
 };
 
 /* Parses argv (--migrate-only), runs the service until SIGTERM/SIGINT and

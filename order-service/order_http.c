@@ -5,6 +5,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "order.h"
+#include "order_batcher.h"
 #include "order_store.h"
 #include "service.h"
 #include "util.h"
@@ -46,6 +47,21 @@ static int parse_request(const struct http_req *req, struct http_resp *resp,
     return 1;
 }
 
+#define COMMITTERS 2 /* committer threads: one writes while the other's batch fills */
+
+void order_http_start(struct service *svc)
+{
+    struct batcher *b = NULL;
+    batcher_start(svc->cfg.database_url, COMMITTERS, &b);
+    svc->app = b;
+}
+
+void order_http_stop(struct service *svc)
+{
+    batcher_stop(svc->app);
+    svc->app = NULL;
+}
+
 static void reply_created(struct service *svc, json_t *doc, struct http_resp *resp)
 {
     resp->location = xasprintf("/orders/%s", json_string_value(json_object_get(doc, "id")));
@@ -63,23 +79,22 @@ static void post_orders(const struct http_req *req, struct http_resp *resp, void
         return;
     const char *tp = http_req_header(req, "traceparent");
     struct order_new o = {&r, key, tp && strlen(tp) <= TRACEPARENT_MAX ? tp : NULL};
-    struct db *db = service_db_acquire(svc, resp); /* NULL: the 503 is set */
-    json_t *doc = NULL;
-    int same = 0;
-    enum err e = db ? order_store_create(db, &o, &doc, &same) : ERR_UNAVAILABLE;
-    if (!db)
-        goto out;
-    if (e == ERR_OK)
-        reply_created(svc, doc, resp);
-    else if (e == ERR_CONFLICT && same)
-        http_resp_json(resp, 200, doc);
-    else if (e == ERR_CONFLICT)
+    struct order_result res = {ERR_UNAVAILABLE, NULL, 0};
+    if (atomic_load(&svc->schema_ready))
+        batcher_create(svc->app, &o, &res);
+    if (res.e == ERR_OK)
+        reply_created(svc, res.doc, resp);
+    else if (res.e == ERR_CONFLICT && res.same)
+        http_resp_json(resp, 200, res.doc);
+    else if (res.e == ERR_CONFLICT)
         http_resp_error(resp, 409, "idempotency_key_reused",
                         "this Idempotency-Key was used with a different request", NULL);
-    else
-        service_db_error(svc, db, e, resp);
-out:
-    service_db_release(svc, db);
+    else if (res.e == ERR_UNAVAILABLE || res.e == ERR_RETRY)
+        http_resp_error(resp, 503, "unavailable", "the database cannot be reached; retry later", NULL);
+    else {
+        log_error("order not written: %s", err_str(res.e));
+        http_resp_error(resp, 500, "internal", "internal error", NULL);
+    }
     order_request_cleanup(&r);
 }
 

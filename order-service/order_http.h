@@ -7,7 +7,12 @@
 extern const struct http_route order_routes[];
 extern const size_t order_nroutes;
 
+struct service;
+
 /* Registers orders_created_total. */
 void order_http_register_metrics(void);
+/* Starts / stops the group-commit batcher behind POST /orders (svc->app). */
+void order_http_start(struct service *svc);
+void order_http_stop(struct service *svc);
 
 #endif

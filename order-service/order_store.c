@@ -15,17 +15,23 @@
                    "FROM order_items WHERE order_id = o.id)::text"
 
 const struct db_stmt order_store_stmts[] = {
-    /* $1 id, $2 customer, $3 key, $4 fingerprint, $5 items json,
-     * $6 event id, $7 event payload, $8 traceparent */
+    /* Many orders, one statement, one transaction: $1 is a JSON array of
+     * {id, customer_id, idempotency_key, fingerprint, items, event_id,
+     * payload, traceparent}. A key already taken (even by an earlier order of
+     * the same array) inserts nothing for that order. */
     {"order_create",
-     "WITH o AS (INSERT INTO orders (id, customer_id, idempotency_key, request_hash) "
-     "  VALUES ($1::uuid, $2, $3, md5($4)) ON CONFLICT (idempotency_key) DO NOTHING "
-     "  RETURNING *), "
+     "WITH x AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, customer_id text, "
+     "  idempotency_key text, fingerprint text, items jsonb, event_id uuid, payload text, "
+     "  traceparent text)), "
+     "o AS (INSERT INTO orders (id, customer_id, idempotency_key, request_hash) "
+     "  SELECT id, customer_id, idempotency_key, md5(fingerprint) FROM x "
+     "  ON CONFLICT (idempotency_key) DO NOTHING RETURNING *), "
      "i AS (INSERT INTO order_items (order_id, line, sku, qty) "
-     "  SELECT o.id, x.line, x.sku, x.qty FROM o, ROWS FROM "
-     "  (jsonb_to_recordset($5::jsonb) AS (sku text, qty int)) WITH ORDINALITY AS x(sku, qty, line)), "
+     "  SELECT o.id, it.line, it.sku, it.qty FROM o JOIN x ON x.id = o.id, ROWS FROM "
+     "  (jsonb_to_recordset(x.items) AS (sku text, qty int)) WITH ORDINALITY AS it(sku, qty, line)), "
      "e AS (INSERT INTO outbox (event_id, subject, event_type, payload, traceparent) "
-     "  SELECT $6::uuid, 'orders.created', 'OrderCreated', $7, $8 FROM o) "
+     "  SELECT x.event_id, 'orders.created', 'OrderCreated', x.payload, x.traceparent "
+     "  FROM o JOIN x ON x.id = o.id) "
      "SELECT " ORDER_COLS " FROM o"},
     {"order_by_key",
      "SELECT " ORDER_COLS ", " ITEMS_OF_O ", o.request_hash = md5($2) "
@@ -66,32 +72,78 @@ static enum err by_key(struct db *db, const char *key, const char *fingerprint, 
     return e;
 }
 
-enum err order_store_create(struct db *db, const struct order_new *o, json_t **doc, int *same)
-{
+/* What one order of a batch sends to the database. */
+struct order_row {
     char id[UUID_STR_LEN];
+    char *items, *fingerprint;
+    json_t *row;
+};
+
+static void order_row_init(struct order_row *r, const struct order_new *o)
+{
     struct order_created ev = {.items = o->req->items, .nitems = o->req->nitems};
-    uuid_v4(id);
+    uuid_v4(r->id);
     uuid_v4(ev.event_id);
-    memcpy(ev.order_id, id, sizeof id);
+    memcpy(ev.order_id, r->id, sizeof r->id);
     snprintf(ev.customer_id, sizeof ev.customer_id, "%s", o->req->customer_id);
     time_rfc3339(ev.occurred_at);
     char *payload = event_order_created_encode(&ev);
-    char *items = order_items_json(o->req);
-    char *fingerprint = order_request_fingerprint(o->req);
-    const char *params[] = {id, o->req->customer_id, o->idempotency_key, fingerprint, items,
-                            ev.event_id, payload, o->traceparent};
-    PGresult *r = NULL;
-    *doc = NULL;
-    *same = 0;
-    enum err e = db_exec(db, "order_create", 8, params, &r);
-    if (e == ERR_OK && PQntuples(r) == 1)
-        *doc = row_doc(r, 0, items); /* the request's items: as stored, in its order */
-    else if (e == ERR_OK) /* the key was taken, by now committed */
-        e = by_key(db, o->idempotency_key, fingerprint, doc, same);
-    PQclear(r);
+    r->items = order_items_json(o->req);
+    r->fingerprint = order_request_fingerprint(o->req);
+    r->row = json_pack("{s:s, s:s, s:s?, s:s, s:o, s:s, s:s, s:s?}", "id", r->id, "customer_id",
+                       o->req->customer_id, "idempotency_key", o->idempotency_key, "fingerprint",
+                       r->fingerprint, "items", event_items_to_json(o->req->items, o->req->nitems),
+                       "event_id", ev.event_id, "payload", payload, "traceparent", o->traceparent);
     free(payload);
-    free(items);
-    free(fingerprint);
+}
+
+static void order_row_cleanup(struct order_row *r)
+{
+    free(r->items);
+    free(r->fingerprint);
+}
+
+/* Orders the statement did not insert: their key was taken (by an earlier
+ * order, maybe of this very batch). */
+static void resolve_keys(struct db *db, const struct order_new *const *o, struct order_row *rows,
+                         size_t n, struct order_result *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (out[i].doc)
+            continue;
+        out[i].e = o[i]->idempotency_key
+                       ? by_key(db, o[i]->idempotency_key, rows[i].fingerprint, &out[i].doc,
+                                &out[i].same)
+                       : ERR_DB; /* without a key every order is inserted */
+    }
+}
+
+enum err order_store_create(struct db *db, const struct order_new *const *o, size_t n,
+                            struct order_result *out)
+{
+    struct order_row *rows = xcalloc(n, sizeof *rows);
+    json_t *all = json_array();
+    for (size_t i = 0; i < n; i++) {
+        order_row_init(&rows[i], o[i]);
+        json_array_append_new(all, rows[i].row);
+        out[i] = (struct order_result){ERR_OK, NULL, 0};
+    }
+    char *text = json_dumps(all, JSON_COMPACT);
+    const char *params[] = {text};
+    PGresult *r = NULL;
+    enum err e = db_exec(db, "order_create", 1, params, &r);
+    for (int k = 0; e == ERR_OK && k < PQntuples(r); k++)
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(PQgetvalue(r, k, 0), rows[i].id) == 0)
+                out[i].doc = row_doc(r, k, rows[i].items); /* the request's items, in its order */
+    PQclear(r);
+    if (e == ERR_OK)
+        resolve_keys(db, o, rows, n, out);
+    for (size_t i = 0; i < n; i++)
+        order_row_cleanup(&rows[i]);
+    free(rows);
+    free(text);
+    json_decref(all);
     return e;
 }
 

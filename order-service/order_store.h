@@ -19,10 +19,21 @@ struct order_new {
     const char *traceparent;     /* or NULL */
 };
 
-/* Creates the order. On ERR_OK *doc is the new order. ERR_CONFLICT when the
- * idempotency key exists: *doc is the first order if the request is the
- * same (*same = 1), else NULL (*same = 0). Other errors from db_exec. */
-enum err order_store_create(struct db *db, const struct order_new *o, json_t **doc, int *same);
+/* What became of one order: ERR_OK with *doc the new order; ERR_CONFLICT
+ * when its idempotency key was taken: doc is that first order if the request
+ * is the same (same = 1), else NULL (same = 0). */
+struct order_result {
+    enum err e;
+    json_t *doc;
+    int same;
+};
+
+/* Creates n orders, each with its items and OrderCreated outbox row, in ONE
+ * statement (one round trip, one transaction, one commit). On ERR_OK, out[i]
+ * says what became of o[i]; any other return (from db_exec) means nothing
+ * of the batch was written. */
+enum err order_store_create(struct db *db, const struct order_new *const *o, size_t n,
+                            struct order_result *out);
 
 /* The order with that id: ERR_OK with *doc, or ERR_NOT_FOUND. */
 enum err order_store_get(struct db *db, const char *id, json_t **doc);

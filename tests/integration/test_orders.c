@@ -222,6 +222,27 @@ START_TEST(idempotency_key_with_other_body_is_409)
 }
 END_TEST
 
+START_TEST(one_bad_order_in_a_group_commit_fails_alone)
+{
+    ck_assert_int_eq(pg_exec("orders",
+        "CREATE FUNCTION picky() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$BEGIN IF NEW.customer_id = 'bad' THEN RAISE EXCEPTION 'refused'; END IF; "
+        "RETURN NEW; END$$;"
+        "CREATE TRIGGER picky BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION picky();"), 0);
+    enum { N = 48 };
+    struct shot shots[N] = {{0}};
+    for (int i = 0; i < N; i++)
+        shots[i].body = i == N / 2 ? "{\"customer_id\":\"bad\",\"items\":[{\"sku\":\"A\",\"qty\":1}]}"
+                                   : ORDER;
+    fire_all(shots, N); /* concurrent: they share commits */
+    for (int i = 0; i < N; i++)
+        ck_assert_int_eq(shots[i].status, i == N / 2 ? 500 : 201);
+    ck_assert_int_eq(count("orders"), N - 1);
+    ck_assert_int_eq(count("outbox"), N - 1);
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM orders WHERE customer_id = 'bad'"), 0);
+}
+END_TEST
+
 START_TEST(postgres_down_answers_503_then_recovers)
 {
     ck_assert_int_eq(http_post_json(orders.port, "/orders", ORDER, NULL), 201);
@@ -271,6 +292,7 @@ Suite *orders_suite(void)
     tcase_add_test(tc, parallel_posts_give_distinct_orders_and_events);
     tcase_add_test(tc, idempotency_race_creates_one_order);
     tcase_add_test(tc, idempotency_key_with_other_body_is_409);
+    tcase_add_test(tc, one_bad_order_in_a_group_commit_fails_alone);
     tcase_add_test(tc, postgres_down_answers_503_then_recovers);
     tcase_add_test(tc, traceparent_travels_with_the_event);
     suite_add_tcase(s, tc);

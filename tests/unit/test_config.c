@@ -53,7 +53,7 @@ static void assert_shared_defaults(const struct config *c)
     ck_assert_str_eq(c->nats_url, "nats://127.0.0.1:4222");
     ck_assert_int_eq(c->log_level, LOG_INFO);
     ck_assert_int_eq(c->js_replicas, 1);
-    ck_assert_int_eq(c->http_threads, 4);
+    ck_assert_int_eq(c->http_threads, 16);
     ck_assert_int_eq(c->relay_sweep_ms, 200);
     ck_assert_int_eq(c->relay_batch, 256);
     ck_assert_int_eq(c->relay_max_attempts, 10);

@@ -1,0 +1,23 @@
+/* order_batcher.h - application-level group commit for new orders.
+ *
+ * Request threads hand their order to the batcher and wait; committer
+ * threads take every order queued meanwhile (up to a bound) and write them
+ * with ONE statement and ONE commit (order_store_create). Every answer is
+ * still given after its own order is durable; a batch the database refuses
+ * is retried order by order, so one bad order never fails the others. */
+#ifndef ORDER_BATCHER_H
+#define ORDER_BATCHER_H
+
+#include "order_store.h"
+
+struct batcher;
+
+/* Starts `workers` committer threads, each with its own connection to url. */
+void batcher_start(const char *url, int workers, struct batcher **out);
+/* Writes what is queued, stops the threads, frees. NULL is a no-op. */
+void batcher_stop(struct batcher *b);
+
+/* Blocks until o is committed (or refused); *res as order_store_create's. */
+void batcher_create(struct batcher *b, const struct order_new *o, struct order_result *res);
+
+#endif
