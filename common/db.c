@@ -5,7 +5,9 @@
 #include "db.h"
 #include "util.h"
 
+#include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,10 +21,16 @@ struct db {
     char *url;
     const struct db_stmt *stmts;
     size_t nstmts;
+    int64_t failed_at_ms;
     int64_t retry_at_ms;
     int64_t backoff_ms;
     char err[512];
 };
+
+/* When any connection (or db_ping) of this process last reached a server:
+ * a handle waiting out its backoff tries again at once once the server is
+ * seen back, instead of answering 503 for up to BACKOFF_MAX_MS more. */
+static _Atomic int64_t seen_up_ms;
 
 void db_new(const char *url, const struct db_stmt *stmts, size_t nstmts, struct db **out)
 {
@@ -83,13 +91,25 @@ static enum err prepare_all(struct db *db)
     return ERR_OK;
 }
 
+/* An idle connection has nothing to read unless the server is telling it
+ * something: in practice that it is going away (shutdown, restart: a FATAL,
+ * then EOF). Using it would fail the next request although the server may
+ * be back; reconnect instead. */
+static int idle_conn_dead(PGconn *c)
+{
+    if (PQtransactionStatus(c) != PQTRANS_IDLE)
+        return 0;
+    struct pollfd p = {.fd = PQsocket(c), .events = POLLIN};
+    return poll(&p, 1, 0) != 0;
+}
+
 enum err db_connect(struct db *db)
 {
-    if (db->conn && PQstatus(db->conn) == CONNECTION_OK)
+    if (db->conn && PQstatus(db->conn) == CONNECTION_OK && !idle_conn_dead(db->conn))
         return ERR_OK;
     db_drop(db);
     int64_t now = mono_ms();
-    if (now < db->retry_at_ms)
+    if (now < db->retry_at_ms && atomic_load(&seen_up_ms) <= db->failed_at_ms)
         return ERR_UNAVAILABLE;
     db->conn = open_conn(db->url);
     enum err e = ERR_UNAVAILABLE;
@@ -101,9 +121,11 @@ enum err db_connect(struct db *db)
     }
     if (e == ERR_OK) {
         db->backoff_ms = 0;
+        atomic_store(&seen_up_ms, now);
         return ERR_OK;
     }
     db_drop(db);
+    db->failed_at_ms = now;
     db->backoff_ms = db->backoff_ms ? db->backoff_ms * 2 : BACKOFF_MIN_MS;
     if (db->backoff_ms > BACKOFF_MAX_MS)
         db->backoff_ms = BACKOFF_MAX_MS;
@@ -203,7 +225,10 @@ int db_ping(const char *url)
 {
     const char *keys[] = {"dbname", "connect_timeout", NULL};
     const char *vals[] = {url, "2", NULL};
-    return PQpingParams(keys, vals, 1) == PQPING_OK;
+    int up = PQpingParams(keys, vals, 1) == PQPING_OK;
+    if (up)
+        atomic_store(&seen_up_ms, mono_ms());
+    return up;
 }
 
 struct db_pool {
