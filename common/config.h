@@ -25,6 +25,7 @@ struct config {
     int64_t processed_retention_ms;
     int64_t stream_max_age_ms; /* must stay below processed retention */
     int consumer_batch;
+    int64_t redrive_after_ms;  /* order-service: re-send OrderCreated of orders PENDING this long */
     char *failpoints;          /* test-only crash points, see failpoint.h */
 };
 

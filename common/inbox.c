@@ -122,6 +122,24 @@ static enum err record_ids(struct inbox *in, const struct broker_in *msgs, struc
     return e;
 }
 
+/* Tells the handler (if it wants to know) of the batch's duplicates. */
+static enum err tell_duplicates(struct inbox *in, const struct broker_in *msgs, struct slot *sl,
+                                int n)
+{
+    struct inbox_item *dups = xcalloc((size_t)n, sizeof *dups);
+    size_t k = 0;
+    for (int i = 0; i < n; i++) {
+        if (sl[i].fresh || !sl[i].id[0])
+            continue;
+        sl[i].result = "duplicate";
+        dups[k++] = (struct inbox_item){.msg = &msgs[i], .event_id = sl[i].id};
+    }
+    enum err e = k && in->h->on_duplicates ? in->h->on_duplicates(in->db, dups, k, in->h->ctx)
+                                           : ERR_OK;
+    free(dups);
+    return e;
+}
+
 /* Hands the fresh messages to the handler and copies its verdicts back. */
 static enum err apply_fresh(struct inbox *in, const struct broker_in *msgs, struct slot *sl, int n)
 {
@@ -132,11 +150,11 @@ static enum err apply_fresh(struct inbox *in, const struct broker_in *msgs, stru
         if (sl[i].fresh) {
             items[k] = (struct inbox_item){.msg = &msgs[i], .event_id = sl[i].id};
             at[k++] = i;
-        } else if (sl[i].id[0]) {
-            sl[i].result = "duplicate";
         }
     }
-    enum err e = k ? in->h->apply(in->db, items, k, in->h->ctx) : ERR_OK;
+    enum err e = tell_duplicates(in, msgs, sl, n);
+    if (e == ERR_OK && k)
+        e = in->h->apply(in->db, items, k, in->h->ctx);
     for (size_t j = 0; e == ERR_OK && j < k; j++) {
         if (items[j].poison)
             mark_poison(&sl[at[j]], items[j].why);

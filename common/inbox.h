@@ -37,6 +37,10 @@ struct inbox_handler {
      * item: it becomes a dead letter). Returns ERR_UNAVAILABLE or ERR_DB
      * when the database failed: the whole transaction is then undone. */
     enum err (*apply)(struct db *db, struct inbox_item *items, size_t n, void *ctx);
+    /* Optional: told, in the same transaction, of the messages that were
+     * duplicates (a redelivery, or a sender that never got our answer and
+     * asks again). Sets nothing; errors as for apply. */
+    enum err (*on_duplicates)(struct db *db, struct inbox_item *items, size_t n, void *ctx);
     /* Called after each commit that applied something (e.g. wake the relay). */
     void (*after_commit)(void *ctx);
     void *ctx;

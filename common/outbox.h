@@ -14,12 +14,22 @@
 
 /* The INSERT a writer uses inside its own transaction for many events at
  * once: $1 is a JSON array of {event_id, subject, event_type, payload,
- * traceparent (optional)}. */
-#define OUTBOX_INSERT_MANY_SQL                                                       \
-    "INSERT INTO outbox (event_id, subject, event_type, payload, traceparent) "    \
-    "SELECT event_id, subject, event_type, payload, traceparent "                  \
-    "FROM jsonb_to_recordset($1::jsonb) AS x(event_id uuid, subject text, "        \
-    "event_type text, payload text, traceparent text)"
+ * aggregate_id, traceparent (optional)}. */
+#define OUTBOX_INSERT_MANY_SQL                                                          \
+    "INSERT INTO outbox (event_id, subject, event_type, payload, aggregate_id, traceparent) " \
+    "SELECT event_id, subject, event_type, payload, aggregate_id, traceparent "           \
+    "FROM jsonb_to_recordset($1::jsonb) AS x(event_id uuid, subject text, "               \
+    "event_type text, payload text, aggregate_id uuid, traceparent text)"
+
+/* Sends the published events about some aggregates again ($1: uuid[]; $2:
+ * event types, text[]; $3: only rows published at least this many ms ago). For an
+ * event the other side may never have received: the event keeps its id, so
+ * a receiver that has it already ignores it. Returns the rows re-queued. */
+#define OUTBOX_RESEND_SQL                                                               \
+    "UPDATE outbox SET status = 'pending', next_attempt_at = now(), attempts = 0 "     \
+    "WHERE aggregate_id = ANY($1::uuid[]) AND event_type = ANY($2::text[]) "            \
+    "AND status = 'published' "                                                        \
+    "AND published_at < now() - $3::bigint * interval '1 millisecond' RETURNING event_id"
 
 struct relay;
 

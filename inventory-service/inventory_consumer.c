@@ -40,6 +40,27 @@ static enum err apply_orders(struct db *db, struct inbox_item *items, size_t n, 
     return e;
 }
 
+/* An OrderCreated seen before: the order service may be asking again because
+ * our reply never reached it. Send the reply again. */
+static enum err resend_replies(struct db *db, struct inbox_item *items, size_t n, void *ctx)
+{
+    (void)ctx;
+    struct order_created *ev = xcalloc(n, sizeof *ev);
+    const char **ids = xcalloc(n, sizeof *ids);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct broker_in *m = items[i].msg;
+        if (event_order_created_decode(m->data, (size_t)m->len, &ev[i], NULL) == ERR_OK)
+            ids[k++] = ev[i].order_id;
+    }
+    enum err e = k ? inventory_store_resend_replies(db, ids, k) : ERR_OK;
+    for (size_t i = 0; i < n; i++)
+        event_order_created_cleanup(&ev[i]);
+    free(ids);
+    free(ev);
+    return e;
+}
+
 static const char *const order_results[] = {"reserved", "rejected", NULL};
 
 const struct inbox_handler inventory_orders_handler = {
@@ -50,4 +71,5 @@ const struct inbox_handler inventory_orders_handler = {
     .metric_help = "OrderCreated events consumed, by result.",
     .results = order_results,
     .apply = apply_orders,
+    .on_duplicates = resend_replies,
 };

@@ -26,6 +26,7 @@ const struct db_stmt inventory_store_stmts[] = {
      "  WHERE s.sku = d.sku) "
      "INSERT INTO reservations (order_id, sku, qty) SELECT order_id, sku, qty FROM x"},
     {"outbox_add", OUTBOX_INSERT_MANY_SQL},
+    {"outbox_resend", OUTBOX_RESEND_SQL},
 };
 const size_t inventory_store_nstmts = ARRAY_LEN(inventory_store_stmts);
 
@@ -105,9 +106,9 @@ static json_t *reply_row(const struct order_created *o, enum reply_kind kind, co
     snprintf(rep.reason, sizeof rep.reason, "%s", reason ? reason : "");
     time_rfc3339(rep.occurred_at);
     char *payload = event_reply_encode(&rep);
-    json_t *row = json_pack("{s:s, s:s, s:s, s:s}", "event_id", rep.event_id, "subject",
+    json_t *row = json_pack("{s:s, s:s, s:s, s:s, s:s}", "event_id", rep.event_id, "subject",
                             event_reply_subject(kind), "event_type", event_reply_type(kind),
-                            "payload", payload);
+                            "payload", payload, "aggregate_id", o->order_id);
     free(payload);
     return row;
 }
@@ -148,5 +149,21 @@ enum err inventory_store_reserve(struct db *db, const struct order_created *cons
 out:
     PQclear(locked);
     free(reasons);
+    return e;
+}
+
+enum err inventory_store_resend_replies(struct db *db, const char *const *order_ids, size_t n)
+{
+    struct buf ids;
+    buf_init(&ids);
+    buf_append(&ids, "{", 1);
+    for (size_t i = 0; i < n; i++)
+        buf_pg_array_elem(&ids, order_ids[i]);
+    buf_append(&ids, "}", 1);
+    char min_age[32];
+    snprintf(min_age, sizeof min_age, "%d", REPLY_RESEND_MIN_AGE_MS);
+    const char *params[] = {ids.data, "{InventoryReserved,InventoryRejected}", min_age};
+    enum err e = db_exec(db, "outbox_resend", 3, params, NULL);
+    buf_cleanup(&ids);
     return e;
 }

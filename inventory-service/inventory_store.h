@@ -24,4 +24,13 @@ enum err inventory_store_get(struct db *db, const char *sku, json_t **doc);
 enum err inventory_store_reserve(struct db *db, const struct order_created *const *orders,
                                  size_t n, enum reply_kind *kinds);
 
+/* An order asked about again (its OrderCreated came back after the sender's
+ * re-drive): its reply, published at least this long ago, may never have
+ * arrived. Younger ones are a plain redelivery: the broker deduplicates. */
+#define REPLY_RESEND_MIN_AGE_MS 60000
+
+/* Queues the replies of these orders to be published again (same event
+ * ids: the order service ignores one it already applied). */
+enum err inventory_store_resend_replies(struct db *db, const char *const *order_ids, size_t n);
+
 #endif

@@ -17,8 +17,8 @@ int main(int argc, char **argv)
         .nstmts = order_store_nstmts,
         .inbox = &order_replies_handler,
         .register_metrics = order_http_register_metrics,
-        .app_start = order_http_start,
-        .app_stop = order_http_stop,
+        .app_start = order_app_start,
+        .app_stop = order_app_stop,
     };
     return service_main(&def, argc, argv);
 }

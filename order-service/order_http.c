@@ -6,11 +6,13 @@
 #include "metrics.h"
 #include "order.h"
 #include "order_batcher.h"
+#include "order_redrive.h"
 #include "order_store.h"
 #include "service.h"
 #include "util.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define TRACEPARENT_MAX 128
@@ -49,16 +51,25 @@ static int parse_request(const struct http_req *req, struct http_resp *resp,
 
 #define COMMITTERS 2 /* committer threads: one writes while the other's batch fills */
 
-void order_http_start(struct service *svc)
+struct order_app {
+    struct batcher *batcher;
+    struct redrive *redrive;
+};
+
+void order_app_start(struct service *svc)
 {
-    struct batcher *b = NULL;
-    batcher_start(svc->cfg.database_url, COMMITTERS, &b);
-    svc->app = b;
+    struct order_app *app = xcalloc(1, sizeof *app);
+    batcher_start(svc->cfg.database_url, COMMITTERS, &app->batcher);
+    redrive_start(&svc->cfg, svc->relay, &app->redrive);
+    svc->app = app;
 }
 
-void order_http_stop(struct service *svc)
+void order_app_stop(struct service *svc)
 {
-    batcher_stop(svc->app);
+    struct order_app *app = svc->app;
+    batcher_stop(app->batcher);
+    redrive_stop(app->redrive);
+    free(app);
     svc->app = NULL;
 }
 
@@ -81,7 +92,7 @@ static void post_orders(const struct http_req *req, struct http_resp *resp, void
     struct order_new o = {&r, key, tp && strlen(tp) <= TRACEPARENT_MAX ? tp : NULL};
     struct order_result res = {ERR_UNAVAILABLE, NULL, 0};
     if (atomic_load(&svc->schema_ready))
-        batcher_create(svc->app, &o, &res);
+        batcher_create(((struct order_app *)svc->app)->batcher, &o, &res);
     if (res.e == ERR_OK)
         reply_created(svc, res.doc, resp);
     else if (res.e == ERR_CONFLICT && res.same)

@@ -11,8 +11,9 @@ struct service;
 
 /* Registers orders_created_total. */
 void order_http_register_metrics(void);
-/* Starts / stops the group-commit batcher behind POST /orders (svc->app). */
-void order_http_start(struct service *svc);
-void order_http_stop(struct service *svc);
+/* Starts / stops the service's own parts (svc->app): the group-commit
+ * batcher behind POST /orders and the re-drive sweep. */
+void order_app_start(struct service *svc);
+void order_app_stop(struct service *svc);
 
 #endif

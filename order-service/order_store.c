@@ -29,8 +29,8 @@ const struct db_stmt order_store_stmts[] = {
      "i AS (INSERT INTO order_items (order_id, line, sku, qty) "
      "  SELECT o.id, it.line, it.sku, it.qty FROM o JOIN x ON x.id = o.id, ROWS FROM "
      "  (jsonb_to_recordset(x.items) AS (sku text, qty int)) WITH ORDINALITY AS it(sku, qty, line)), "
-     "e AS (INSERT INTO outbox (event_id, subject, event_type, payload, traceparent) "
-     "  SELECT x.event_id, 'orders.created', 'OrderCreated', x.payload, x.traceparent "
+     "e AS (INSERT INTO outbox (event_id, subject, event_type, payload, aggregate_id, traceparent) "
+     "  SELECT x.event_id, 'orders.created', 'OrderCreated', x.payload, x.id, x.traceparent "
      "  FROM o JOIN x ON x.id = o.id) "
      "SELECT " ORDER_COLS " FROM o"},
     {"order_by_key",

@@ -149,6 +149,32 @@ START_TEST(event_ids_in_upper_case_are_the_same_ids)
 }
 END_TEST
 
+static int reply_published(void *arg)
+{
+    (void)arg;
+    return pg_long("inventory", "SELECT count(*) FROM outbox WHERE status = 'published' "
+                   "AND published_at > now() - interval '1 minute'") == 1;
+}
+
+START_TEST(an_order_asked_about_again_gets_its_reply_again)
+{
+    put_stock("SKU-1", 10);
+    char ev[UUID_STR_LEN], order[UUID_STR_LEN];
+    uuid_v4(ev);
+    uuid_v4(order);
+    char *body = order_event(ev, order, "[{\"sku\":\"SKU-1\",\"qty\":2}]");
+    publish(body);
+    ck_assert(wait_until(reply_published, NULL, 10000));
+    /* as if the reply had gone out long ago and never arrived */
+    ck_assert_int_eq(pg_exec("inventory", "UPDATE outbox SET published_at = now() - interval '10 minutes'"), 0);
+    publish(body); /* the order service re-drives its OrderCreated */
+    ck_assert(wait_until(reply_published, NULL, 10000)); /* published again */
+    ck_assert_int_eq(replies(), 1);                      /* the same reply, same event id */
+    ck_assert_int_eq(stock("SKU-1", "reserved"), 2);     /* and no second effect */
+    free(body);
+}
+END_TEST
+
 START_TEST(fifty_concurrent_orders_on_ten_units)
 {
     struct svc second; /* two consumers on the durable: real concurrency */
@@ -279,6 +305,7 @@ Suite *inventory_suite(void)
     tcase_add_test(tc, put_and_get_stock);
     tcase_add_test(tc, one_event_three_deliveries_one_reservation);
     tcase_add_test(tc, event_ids_in_upper_case_are_the_same_ids);
+    tcase_add_test(tc, an_order_asked_about_again_gets_its_reply_again);
     tcase_add_test(tc, fifty_concurrent_orders_on_ten_units);
     tcase_add_test(tc, one_short_item_rejects_the_whole_order);
     tcase_add_test(tc, poison_is_dead_lettered_and_the_next_message_processed);

@@ -172,6 +172,38 @@ START_TEST(broker_restarted_on_an_empty_store_is_set_up_again)
 }
 END_TEST
 
+static int order_event_published(void *arg)
+{
+    (void)arg;
+    return pg_long("orders", "SELECT count(*) FROM outbox WHERE status = 'published'") == 1;
+}
+
+START_TEST(order_whose_event_the_broker_lost_is_redriven)
+{
+    const char *env[] = {"REDRIVE_AFTER=2s", NULL};
+    svc_stop(&orders, SIGTERM);
+    svc_start(&orders, "order-service", nats.url, env);
+    svc_stop(&inv, SIGKILL); /* nobody consumes the event yet */
+    struct http_result r;
+    ck_assert_int_eq(http_post_json(orders.port, "/orders",
+                     "{\"customer_id\":\"c-9\",\"items\":[{\"sku\":\"SKU-1\",\"qty\":1}]}", &r), 201);
+    char path[128];
+    snprintf(path, sizeof path, "/orders/%s", json_field(r.body, "id"));
+    http_result_free(&r);
+    ck_assert(wait_until(order_event_published, NULL, 10000));
+    natsd_restart_empty(&nats); /* acknowledged, then lost with the store */
+    svc_start(&inv, "inventory-service", nats.url, NULL);
+    int settled = 0;
+    for (int i = 0; i < 300 && !settled; i++, sleep_ms(100)) {
+        ck_assert_int_eq(http_get(orders.port, path, &r), 200);
+        settled = strcmp(json_field(r.body, "status"), "CONFIRMED") == 0;
+        http_result_free(&r);
+    }
+    ck_assert(settled);
+    ck_assert_double_ge(svc_metric(&orders, "orders_redriven_total"), 1);
+}
+END_TEST
+
 Suite *status_suite(void)
 {
     Suite *s = suite_create("status");
@@ -183,6 +215,7 @@ Suite *status_suite(void)
     tcase_add_test(tc, unknown_sku_becomes_rejected);
     tcase_add_test(tc, duplicated_or_contradicting_reply_changes_nothing);
     tcase_add_test(tc, broker_restarted_on_an_empty_store_is_set_up_again);
+    tcase_add_test(tc, order_whose_event_the_broker_lost_is_redriven);
     suite_add_tcase(s, tc);
     return s;
 }
