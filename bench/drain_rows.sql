@@ -1,9 +1,10 @@
 -- Inserts :count pending OrderCreated rows into the order-service outbox, as
--- the service writes them (subject, type, a contract-format body of the same
--- shape and size as bench/js_publish.c's: 4 SKUs out of 5, ~305 bytes).
+-- the service writes them (subject, type, the order id as aggregate_id, a
+-- contract-format body of the same shape and size as bench/js_publish.c's:
+-- 4 SKUs out of 5, ~305 bytes).
 --   psql -v count=100000 -f bench/drain_rows.sql orders
-INSERT INTO outbox (event_id, subject, event_type, payload)
-SELECT s.id, 'orders.created', 'OrderCreated',
+INSERT INTO outbox (event_id, subject, event_type, aggregate_id, payload)
+SELECT s.id, 'orders.created', 'OrderCreated', s.order_id,
        format('{"event_id":"%s","type":"OrderCreated","order_id":"%s",'
               '"customer_id":"customer-%s","items":[%s],"occurred_at":"%s"}',
               s.id, s.order_id, lpad((s.g % 1000000)::text, 6, '0'), it.items,

@@ -14,7 +14,7 @@
 
 #define NS_PER_MS 1000000LL
 #define DUPLICATE_WINDOW_MS (2 * 60 * 1000)
-#define ACK_WAIT_MS 30000
+#define ACK_WAIT_MS 10000 /* a delivery lost with a broker crash comes back after this */
 
 struct stream_def {
     const char *name, *subjects;
