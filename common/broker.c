@@ -47,8 +47,8 @@ struct broker {
 struct broker_sub {
     natsSubscription *sub;
     struct broker *b;
-    int generation;          /* the connection generation it was bound at */
-    char *stream, *durable;
+    int generation;          /* the connection generation it was last ensured at */
+    char *stream, *durable, *filter;
 };
 
 static void set_msg(char *msg, size_t msglen, const char *what, natsStatus s, jsErrCode jerr)
@@ -368,7 +368,7 @@ enum err broker_subscribe(struct broker *b, const char *stream, const char *dura
         return broker_connected(b) ? ERR_BROKER : ERR_UNAVAILABLE;
     }
     struct broker_sub *bs = xcalloc(1, sizeof *bs);
-    *bs = (struct broker_sub){sub, b, gen, xstrdup(stream), xstrdup(durable)};
+    *bs = (struct broker_sub){sub, b, gen, xstrdup(stream), xstrdup(durable), xstrdup(filter)};
     *out = bs;
     return ERR_OK;
 }
@@ -377,15 +377,40 @@ void broker_sub_free(struct broker_sub *sub)
 {
     if (!sub)
         return;
+    /* nats.c 3.4.1's reader thread may still be handing this subscription a
+     * message (nats.c issue #637): unsubscribe, let the connection flush so
+     * the reader is past it, then destroy. */
+    natsSubscription_Unsubscribe(sub->sub);
+    if (broker_connected(sub->b))
+        natsConnection_FlushTimeout(sub->b->nc, 1000);
     natsSubscription_Destroy(sub->sub);
     free(sub->stream);
     free(sub->durable);
+    free(sub->filter);
     free(sub);
 }
 
 int broker_sub_stale(struct broker_sub *sub)
 {
     return atomic_load(&sub->b->generation) != sub->generation;
+}
+
+enum err broker_sub_refresh(struct broker_sub *sub, char *msg, size_t msglen)
+{
+    struct broker *b = sub->b;
+    int gen = atomic_load(&b->generation);
+    enum err e = broker_ensure_streams(b, msg, msglen);
+    if (e != ERR_OK)
+        return e;
+    jsErrCode jerr = 0;
+    natsStatus s = ensure_consumer(b, sub->stream, sub->durable, sub->filter, &jerr);
+    if (s != NATS_OK) {
+        set_msg(msg, msglen, sub->durable, s, jerr);
+        forget_streams(b);
+        return broker_connected(b) ? ERR_BROKER : ERR_UNAVAILABLE;
+    }
+    sub->generation = gen;
+    return ERR_OK;
 }
 
 enum err broker_sub_check(struct broker_sub *sub)
@@ -397,6 +422,7 @@ enum err broker_sub_check(struct broker_sub *sub)
     jsConsumerInfo_Destroy(ci);
     if (s == NATS_NOT_FOUND || jerr == JSConsumerNotFoundErr || jerr == JSStreamNotFoundErr) {
         forget_streams(sub->b);
+        sub->generation = -1; /* stale: the next use ensures it again */
         return ERR_BROKER;
     }
     return s == NATS_OK ? ERR_OK : ERR_UNAVAILABLE;

@@ -61,9 +61,14 @@ enum err broker_publish(struct broker *b, struct broker_out *msgs, size_t n, int
 enum err broker_subscribe(struct broker *b, const char *stream, const char *durable,
                           const char *filter, struct broker_sub **out, char *msg, size_t msglen);
 void broker_sub_free(struct broker_sub *sub);
-/* True when the connection was re-established since the subscription was
- * bound (the server may have lost the consumer): subscribe again. */
+/* True when the connection was re-established since the consumer was last
+ * ensured (the server may have lost it), or the server said it is missing:
+ * call broker_sub_refresh(). */
 int broker_sub_stale(struct broker_sub *sub);
+/* Ensures the streams and the durable consumer again for an existing
+ * subscription (kept as is: nats.c re-sends it after a reconnect, and pull
+ * requests name the consumer, so a re-created one serves them). */
+enum err broker_sub_refresh(struct broker_sub *sub, char *msg, size_t msglen);
 /* Asks the server whether the durable consumer still exists: ERR_BROKER if
  * it (or its stream) is gone, ERR_UNAVAILABLE if it cannot tell. */
 enum err broker_sub_check(struct broker_sub *sub);

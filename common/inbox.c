@@ -264,20 +264,23 @@ static void prune(struct inbox *in)
     }
 }
 
-/* Subscribes when needed (again after a reconnect: the server may have lost
- * the consumer); returns 0 while the broker is not there. */
+/* Subscribes once; after a reconnect, or when the server said the consumer
+ * is missing, ensures stream and consumer again (the subscription is kept).
+ * Returns 0 while the broker is not there. */
 static int ensure_sub(struct inbox *in)
 {
-    if (in->sub && !broker_sub_stale(in->sub))
-        return 1;
-    broker_sub_free(in->sub);
-    in->sub = NULL;
-    in->empty_fetches = 0;
     char msg[256];
     const struct inbox_handler *h = in->h;
-    enum err e = broker_subscribe(in->broker, h->stream, h->durable, h->filter, &in->sub,
-                                  msg, sizeof msg);
+    enum err e = ERR_OK;
+    if (!in->sub)
+        e = broker_subscribe(in->broker, h->stream, h->durable, h->filter, &in->sub, msg,
+                             sizeof msg);
+    else if (broker_sub_stale(in->sub))
+        e = broker_sub_refresh(in->sub, msg, sizeof msg);
+    else
+        return 1;
     if (e == ERR_OK) {
+        in->empty_fetches = 0;
         log_info("consumer %s bound to stream %s", h->durable, h->stream);
         return 1;
     }
@@ -287,13 +290,14 @@ static int ensure_sub(struct inbox *in)
     return 0;
 }
 
-/* After a while of empty fetches, asks whether the consumer still exists. */
-static enum err note_empty(struct inbox *in)
+/* After a while of empty fetches, asks whether the consumer still exists
+ * (if not, the subscription turns stale and the next round ensures it). */
+static void note_empty(struct inbox *in)
 {
     if (++in->empty_fetches < CHECK_AFTER_EMPTY)
-        return ERR_TIMEOUT;
+        return;
     in->empty_fetches = 0;
-    return broker_sub_check(in->sub) == ERR_BROKER ? ERR_BROKER : ERR_TIMEOUT;
+    broker_sub_check(in->sub);
 }
 
 static void *inbox_main(void *arg)
@@ -315,13 +319,11 @@ static void *inbox_main(void *arg)
             in->empty_fetches = 0;
             process_batch(in, msgs, n);
         } else if (e == ERR_TIMEOUT) {
-            e = note_empty(in);
-        } else if (e == ERR_UNAVAILABLE) {
+            note_empty(in);
+        } else {
+            if (e == ERR_BROKER) /* consumer or stream gone? then ensured next round */
+                broker_sub_check(in->sub);
             sleep_ms(RESUBSCRIBE_MS);
-        }
-        if (e == ERR_BROKER) { /* consumer or stream gone: ensure them again */
-            broker_sub_free(in->sub);
-            in->sub = NULL;
         }
         broker_fetch_free(msgs, n);
     }

@@ -112,16 +112,26 @@ int proc_stop(struct proc *p, int sig, int timeout_ms)
     return code;
 }
 
+/* A free port below the kernel's range for outgoing connections: a server
+ * restarted on the same port (natsd_restart) must not find it taken by
+ * some client's outgoing connection meanwhile. */
 int free_port(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) != 0)
-        die("free_port");
-    close(fd);
-    return ntohs(a.sin_port);
+    static unsigned seed;
+    if (!seed)
+        seed = (unsigned)getpid() ^ (unsigned)mono_ms();
+    for (int i = 0; i < 1000; i++) {
+        int port = 10000 + (int)(rand_r(&seed) % 22000); /* 10000..31999 */
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        int ok = fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+        close(fd);
+        if (ok)
+            return port;
+    }
+    die("free_port");
+    return -1;
 }
 
 static int port_open(int port)
