@@ -8,6 +8,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "util.h"
+#include "waker.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -58,9 +59,7 @@ struct relay {
     struct broker *broker;
     struct db *db;
     pthread_t thread;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int notified, stopping;
+    struct waker waker;
     int64_t next_stats_ms, next_prune_ms;
     int last_failed; /* log state changes once, not every pass */
 };
@@ -284,42 +283,18 @@ static void drain(struct relay *r)
             log_warn("relay: %s", db_errmsg(r->db));
         if (e != ERR_OK || claimed < r->cfg->relay_batch || published == 0)
             return;
-        pthread_mutex_lock(&r->mu);
-        int stop = r->stopping;
-        pthread_mutex_unlock(&r->mu);
-        if (stop)
+        if (waker_stopping(&r->waker))
             return;
     }
-}
-
-static void wait_for_work(struct relay *r)
-{
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until); /* the condvar runs on this clock */
-    int64_t ns = until.tv_nsec + (int64_t)r->cfg->relay_sweep_ms * 1000000;
-    until.tv_sec += ns / 1000000000;
-    until.tv_nsec = ns % 1000000000;
-    pthread_mutex_lock(&r->mu);
-    while (!r->notified && !r->stopping)
-        if (pthread_cond_timedwait(&r->cv, &r->mu, &until) != 0)
-            break;
-    r->notified = 0;
-    pthread_mutex_unlock(&r->mu);
 }
 
 static void *relay_main(void *arg)
 {
     struct relay *r = arg;
-    for (;;) {
-        pthread_mutex_lock(&r->mu);
-        int stop = r->stopping;
-        pthread_mutex_unlock(&r->mu);
-        if (stop)
-            break;
+    do {
         drain(r);
         housekeeping(r);
-        wait_for_work(r);
-    }
+    } while (waker_wait(&r->waker, r->cfg->relay_sweep_ms));
     return NULL;
 }
 
@@ -330,12 +305,7 @@ static struct relay *relay_new(const struct config *cfg, struct broker *b)
     r->cfg = cfg;
     r->broker = b;
     db_new(cfg->database_url, relay_stmts, ARRAY_LEN(relay_stmts), &r->db);
-    pthread_mutex_init(&r->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* a wall-clock step cannot stall it */
-    pthread_cond_init(&r->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    waker_init(&r->waker);
     return r;
 }
 
@@ -349,22 +319,14 @@ void relay_start(const struct config *cfg, struct broker *b, struct relay **out)
 
 void relay_notify(struct relay *r)
 {
-    if (!r)
-        return;
-    pthread_mutex_lock(&r->mu);
-    r->notified = 1;
-    pthread_cond_signal(&r->cv);
-    pthread_mutex_unlock(&r->mu);
+    if (r)
+        waker_notify(&r->waker);
 }
 
 void relay_request_stop(struct relay *r)
 {
-    if (!r)
-        return;
-    pthread_mutex_lock(&r->mu);
-    r->stopping = 1;
-    pthread_cond_signal(&r->cv);
-    pthread_mutex_unlock(&r->mu);
+    if (r)
+        waker_stop(&r->waker);
 }
 
 void relay_stop(struct relay *r)
@@ -374,7 +336,6 @@ void relay_stop(struct relay *r)
     relay_request_stop(r);
     pthread_join(r->thread, NULL);
     db_free(r->db);
-    pthread_mutex_destroy(&r->mu);
-    pthread_cond_destroy(&r->cv);
+    waker_cleanup(&r->waker);
     free(r);
 }

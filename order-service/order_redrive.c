@@ -6,6 +6,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "util.h"
+#include "waker.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -28,9 +29,7 @@ struct redrive {
     struct db *db;
     struct metric *m_redriven;
     pthread_t thread;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int stopping;
+    struct waker waker;
 };
 
 /* One sweep: returns how many events were queued again. */
@@ -58,28 +57,17 @@ static long sweep(struct redrive *r)
     return n;
 }
 
-/* Waits one period; returns 0 once asked to stop. */
-static int wait_period(struct redrive *r)
+/* The sweep's period: half the re-drive delay, within bounds. */
+static int64_t period_ms(const struct redrive *r)
 {
     int64_t ms = r->cfg->redrive_after_ms / 2;
-    ms = ms > PERIOD_MAX_MS ? PERIOD_MAX_MS : ms < PERIOD_MIN_MS ? PERIOD_MIN_MS : ms;
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    int64_t ns = until.tv_nsec + ms * 1000000;
-    until.tv_sec += ns / 1000000000;
-    until.tv_nsec = ns % 1000000000;
-    pthread_mutex_lock(&r->mu);
-    while (!r->stopping && pthread_cond_timedwait(&r->cv, &r->mu, &until) == 0)
-        ;
-    int go_on = !r->stopping;
-    pthread_mutex_unlock(&r->mu);
-    return go_on;
+    return ms > PERIOD_MAX_MS ? PERIOD_MAX_MS : ms < PERIOD_MIN_MS ? PERIOD_MIN_MS : ms;
 }
 
 static void *redrive_main(void *arg)
 {
     struct redrive *r = arg;
-    while (wait_period(r)) {
+    while (waker_wait(&r->waker, period_ms(r))) {
         long n = sweep(r);
         if (n > 0) {
             log_warn("re-drive: %ld orders still PENDING after %lld ms: their OrderCreated "
@@ -101,12 +89,7 @@ void redrive_start(const struct config *cfg, struct relay *relay, struct redrive
                                      METRIC_COUNTER, NULL, 0);
     metric_add(r->m_redriven, "", 0);
     db_new(cfg->database_url, redrive_stmts, ARRAY_LEN(redrive_stmts), &r->db);
-    pthread_mutex_init(&r->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&r->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    waker_init(&r->waker);
     if (pthread_create(&r->thread, NULL, redrive_main, r) != 0)
         abort(); /* cannot run without it: nothing to unwind */
     *out = r;
@@ -116,13 +99,9 @@ void redrive_stop(struct redrive *r)
 {
     if (!r)
         return;
-    pthread_mutex_lock(&r->mu);
-    r->stopping = 1;
-    pthread_cond_signal(&r->cv);
-    pthread_mutex_unlock(&r->mu);
+    waker_stop(&r->waker);
     pthread_join(r->thread, NULL);
     db_free(r->db);
-    pthread_cond_destroy(&r->cv);
-    pthread_mutex_destroy(&r->mu);
+    waker_cleanup(&r->waker);
     free(r);
 }

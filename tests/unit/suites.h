@@ -14,5 +14,6 @@ Suite *inventory_suite(void);
 Suite *metrics_suite(void);
 Suite *order_suite(void);
 Suite *util_suite(void);
+Suite *waker_suite(void);
 
 #endif

@@ -1,0 +1,65 @@
+/* waker.c - the timed, notifiable, stoppable wait of the background loops
+ * (relay, re-drive). Owns its mutex and condition variable. */
+#include "waker.h"
+
+#include <time.h>
+
+void waker_init(struct waker *w)
+{
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    w->notified = w->stopping = 0;
+}
+
+void waker_cleanup(struct waker *w)
+{
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+}
+
+int waker_wait(struct waker *w, int64_t ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    int64_t ns = until.tv_nsec + ms * 1000000;
+    until.tv_sec += ns / 1000000000;
+    until.tv_nsec = ns % 1000000000;
+    pthread_mutex_lock(&w->mu);
+    while (!w->notified && !w->stopping)
+        if (pthread_cond_timedwait(&w->cv, &w->mu, &until) != 0)
+            break;
+    w->notified = 0;
+    int go_on = !w->stopping;
+    pthread_mutex_unlock(&w->mu);
+    return go_on;
+}
+
+static void set_flag(struct waker *w, int *flag)
+{
+    pthread_mutex_lock(&w->mu);
+    *flag = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+void waker_notify(struct waker *w)
+{
+    set_flag(w, &w->notified);
+}
+
+void waker_stop(struct waker *w)
+{
+    set_flag(w, &w->stopping);
+}
+
+int waker_stopping(struct waker *w)
+{
+    pthread_mutex_lock(&w->mu);
+    int s = w->stopping;
+    pthread_mutex_unlock(&w->mu);
+    return s;
+}

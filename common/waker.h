@@ -1,0 +1,26 @@
+/* waker.h - a background loop's sleep: a timed wait that a notify ends
+ * early and a stop ends for good. On the monotonic clock, so a wall-clock
+ * step can neither stall nor hurry it. Embedded: waker_init / waker_cleanup. */
+#ifndef COMMON_WAKER_H
+#define COMMON_WAKER_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+struct waker {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int notified, stopping;
+};
+
+void waker_init(struct waker *w);
+void waker_cleanup(struct waker *w);
+/* Sleeps up to ms, less if notified meanwhile (or before). 0 once stopped. */
+int waker_wait(struct waker *w, int64_t ms);
+/* Ends the current or next wait early. */
+void waker_notify(struct waker *w);
+/* Ends every wait from now on. */
+void waker_stop(struct waker *w);
+int waker_stopping(struct waker *w);
+
+#endif
