@@ -12,7 +12,8 @@ set xlabel "orders committed per second"
 set ylabel "latency (ms, log scale)"
 set logscale y
 set grid xtics ytics mytics
-set key bottom right
+set key outside bottom center horizontal
+set bmargin 6
 set xrange [0:*]
 set offsets 0, graph 0.08, 0, 0
 

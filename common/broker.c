@@ -104,6 +104,8 @@ static void on_ack(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae, void *
     struct pub_batch *pb = &b->batch;
     pthread_mutex_lock(&pb->mu);
     struct broker_out *o = batch_find(pb, m);
+    if (o) /* m is freed below: its address may come back for a later message */
+        pb->sent[o - pb->msgs] = NULL;
     if (o && pa) {
         o->acked = 1;
         o->seq = pa->Sequence;

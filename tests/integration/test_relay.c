@@ -147,6 +147,24 @@ START_TEST(published_rows_are_pruned_after_retention)
 }
 END_TEST
 
+START_TEST(a_backlog_drains_without_a_single_resend)
+{
+    struct svc s;
+    svc_start(&s, "order-service", nats.url, NULL);
+    ck_assert_int_eq(pg_exec("orders",
+        "INSERT INTO outbox (event_id, subject, event_type, payload) "
+        "SELECT gen_random_uuid(), 'orders.created', 'OrderCreated', repeat('x', 300) "
+        "FROM generate_series(1, 20000)"), 0);
+    ck_assert(wait_until(drained, NULL, 60000));
+    ck_assert_int_eq(natsd_stream_msgs(&nats, "ORDERS"), 20000);
+    /* every ack credited to its own message: nothing failed, nothing sent twice */
+    ck_assert_double_eq(svc_metric(&s, "outbox_publish_failures_total"), 0);
+    ck_assert_double_eq(svc_metric(&s, "outbox_duplicates_total"), 0);
+    ck_assert_double_eq(svc_metric(&s, "outbox_published_total"), 20000);
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+}
+END_TEST
+
 Suite *relay_suite(void)
 {
     Suite *s = suite_create("relay");
@@ -158,6 +176,7 @@ Suite *relay_suite(void)
     tcase_add_test(tc, two_relays_publish_each_event_once);
     tcase_add_test(tc, unsendable_row_turns_dead_and_blocks_nothing);
     tcase_add_test(tc, published_rows_are_pruned_after_retention);
+    tcase_add_test(tc, a_backlog_drains_without_a_single_resend);
     suite_add_tcase(s, tc);
     return s;
 }
