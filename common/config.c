@@ -130,7 +130,7 @@ static const struct setting settings[] = {
     {"OUTBOX_RETENTION", parse_duration, "1h", FIELD(outbox_retention_ms), {0, 0}, NULL},
     {"PROCESSED_RETENTION", parse_duration, "7d", FIELD(processed_retention_ms), {1000, 0}, NULL},
     {"STREAM_MAX_AGE", parse_duration, "3d", FIELD(stream_max_age_ms), {1000, 0}, NULL},
-    {"CONSUMER_BATCH", parse_int, "128", FIELD(consumer_batch), {1, 10000}, NULL},
+    {"CONSUMER_BATCH", parse_int, "512", FIELD(consumer_batch), {1, 10000}, NULL},
     {"REDRIVE_AFTER", parse_duration, "5m", FIELD(redrive_after_ms), {1000, 0}, NULL},
     {"FAILPOINTS", parse_string, "", FIELD(failpoints), {0, 0}, NULL},
 };

@@ -60,7 +60,7 @@ static void assert_shared_defaults(const struct config *c)
     ck_assert_int_eq(c->outbox_retention_ms, 3600000);
     ck_assert_int_eq(c->processed_retention_ms, 7 * DAY_MS);
     ck_assert_int_eq(c->stream_max_age_ms, 3 * DAY_MS);
-    ck_assert_int_eq(c->consumer_batch, 128);
+    ck_assert_int_eq(c->consumer_batch, 512);
     ck_assert_str_eq(c->failpoints, "");
 }
 
