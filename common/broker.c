@@ -110,7 +110,6 @@ static void on_ack(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae, void *
         o->acked = 1;
         o->seq = pa->Sequence;
         o->duplicate = pa->Duplicate;
-        o->acked_at = mono_s();
     } else if (o && pae) {
         o->permanent = is_permanent(pae->Err, pae->ErrCode);
         snprintf(o->err, sizeof o->err, "%s", pae->ErrText ? pae->ErrText

@@ -26,7 +26,6 @@ struct broker_out {
     int duplicate;           /* the ack said JetStream already had this id */
     uint64_t seq;            /* stream sequence from the ack */
     int permanent;           /* the server refused it (retrying cannot help) */
-    double acked_at;         /* mono_s() when the ack arrived */
     char err[160];
 };
 

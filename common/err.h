@@ -8,7 +8,6 @@
 
 #define ERR_TABLE(X)                                                     \
     X(OK,          "ok")                                                 \
-    X(NOMEM,       "out of memory")                                      \
     X(INVALID,     "invalid argument")                                   \
     X(VALIDATION,  "validation failed")                                  \
     X(CONFIG,      "bad configuration")                                  \

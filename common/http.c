@@ -117,8 +117,6 @@ static enum MHD_Result send_resp(struct MHD_Connection *conn, struct http_resp *
 {
     char *text = resp->text_owned;
     const char *ctype = "text/plain; version=0.0.4; charset=utf-8";
-    if (!text && resp->text)
-        text = xstrdup(resp->text);
     if (!text) {
         text = resp->body ? json_dumps(resp->body, JSON_COMPACT) : xstrdup("{}");
         ctype = "application/json";

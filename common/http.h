@@ -25,8 +25,7 @@ struct http_resp {
     int status;
     json_t *body;          /* owned by the response once set */
     char *location;        /* optional Location header (heap) */
-    const char *text;      /* plain-text body instead of JSON (static or owned by ctx) */
-    char *text_owned;      /* heap text body, freed by the server */
+    char *text_owned;      /* plain-text body instead of JSON (heap; freed by the server) */
 };
 
 typedef void (*http_handler_fn)(const struct http_req *req, struct http_resp *resp, void *ctx);
