@@ -205,6 +205,21 @@ enum err db_exec_sql(struct db *db, const char *sql)
     return check_result(db, PQexec(db->conn, sql), sql, NULL);
 }
 
+long db_delete_older(struct db *db, const char *name, int64_t age_ms, long chunk, int rounds)
+{
+    char ms[32];
+    snprintf(ms, sizeof ms, "%lld", (long long)age_ms);
+    const char *params[] = {ms};
+    long total = 0, n = chunk;
+    for (int i = 0; i < rounds && n >= chunk; i++) {
+        PGresult *res = NULL;
+        n = db_exec(db, name, 1, params, &res) == ERR_OK ? strtol(PQcmdTuples(res), NULL, 10) : 0;
+        total += n;
+        PQclear(res);
+    }
+    return total;
+}
+
 void db_rollback(struct db *db)
 {
     if (db->conn && PQtransactionStatus(db->conn) != PQTRANS_IDLE)

@@ -9,6 +9,7 @@
 
 #include <libpq-fe.h>
 #include <stddef.h>
+#include <stdint.h>
 #include "err.h"
 
 struct db_stmt {
@@ -37,6 +38,11 @@ enum err db_exec(struct db *db, const char *name, int nparams,
 /* Runs an unprepared statement with text params; same contract as db_exec. */
 enum err db_query(struct db *db, const char *sql, int nparams,
                   const char *const *params, PGresult **res);
+/* Deletes in bounded chunks: runs the prepared statement `name` (one
+ * millisecond-age param, deleting at most `chunk` rows per run) again while
+ * it deletes a full chunk, at most `rounds` times, so that no run holds
+ * locks for long. Returns how many rows it deleted. */
+long db_delete_older(struct db *db, const char *name, int64_t age_ms, long chunk, int rounds);
 /* Runs literal SQL text, possibly several statements (BEGIN, a migration). */
 enum err db_exec_sql(struct db *db, const char *sql);
 /* Rolls back whatever transaction is open; harmless when none is. */

@@ -251,17 +251,7 @@ static void prune(struct inbox *in)
     if (now < in->next_prune_ms)
         return;
     in->next_prune_ms = now + PRUNE_EVERY_MS;
-    char ms[32];
-    snprintf(ms, sizeof ms, "%lld", (long long)in->cfg->processed_retention_ms);
-    const char *params[] = {ms};
-    for (int i = 0; i < 100; i++) {
-        PGresult *res = NULL;
-        enum err e = db_exec(in->db, "inbox_prune", 1, params, &res);
-        int more = e == ERR_OK && strtol(PQcmdTuples(res), NULL, 10) >= 1000;
-        PQclear(res);
-        if (!more)
-            break;
-    }
+    db_delete_older(in->db, "inbox_prune", in->cfg->processed_retention_ms, 1000, 100);
 }
 
 /* Subscribes once; after a reconnect, or when the server said the consumer

@@ -243,21 +243,6 @@ static void update_stats(struct relay *r)
     PQclear(res);
 }
 
-static void prune(struct relay *r)
-{
-    char ms[32];
-    snprintf(ms, sizeof ms, "%lld", (long long)r->cfg->outbox_retention_ms);
-    const char *params[] = {ms};
-    for (int i = 0; i < 100; i++) { /* bounded: at most 100k rows per tick */
-        PGresult *res = NULL;
-        enum err e = db_exec(r->db, "prune", 1, params, &res);
-        int more = e == ERR_OK && strtol(PQcmdTuples(res), NULL, 10) >= 1000;
-        PQclear(res);
-        if (!more)
-            break;
-    }
-}
-
 static void housekeeping(struct relay *r)
 {
     int64_t now = mono_ms();
@@ -266,7 +251,8 @@ static void housekeeping(struct relay *r)
         r->next_stats_ms = now + STATS_EVERY_MS;
     }
     if (now >= r->next_prune_ms) {
-        prune(r);
+        /* bounded: at most 100 chunks of 1000 rows per tick */
+        db_delete_older(r->db, "prune", r->cfg->outbox_retention_ms, 1000, 100);
         r->next_prune_ms = now + RETENTION_EVERY_MS;
     }
 }

@@ -34,6 +34,20 @@ static void teardown(void)
     natsd_cleanup(&nats);
 }
 
+/* Waits until the order at path leaves PENDING; returns its final body. */
+static char *wait_settled(const char *path)
+{
+    struct http_result r;
+    for (int i = 0; i < 300; i++, sleep_ms(100)) {
+        ck_assert_int_eq(http_get(orders.port, path, &r), 200);
+        if (strcmp(json_field(r.body, "status"), "PENDING") != 0)
+            return r.body;
+        http_result_free(&r);
+    }
+    ck_abort_msg("order %s never settled", path);
+    return NULL;
+}
+
 /* Posts an order and waits until it leaves PENDING; returns the final body. */
 static char *settle(const char *items, char id[64])
 {
@@ -45,14 +59,7 @@ static char *settle(const char *items, char id[64])
     free(req);
     char path[128];
     snprintf(path, sizeof path, "/orders/%s", id);
-    for (int i = 0; i < 300; i++, sleep_ms(50)) {
-        ck_assert_int_eq(http_get(orders.port, path, &r), 200);
-        if (strcmp(json_field(r.body, "status"), "PENDING") != 0)
-            return r.body;
-        http_result_free(&r);
-    }
-    ck_abort_msg("order %s never settled", id);
-    return NULL;
+    return wait_settled(path);
 }
 
 START_TEST(order_in_stock_becomes_confirmed)
@@ -193,13 +200,9 @@ START_TEST(order_whose_event_the_broker_lost_is_redriven)
     ck_assert(wait_until(order_event_published, NULL, 10000));
     natsd_restart_empty(&nats); /* acknowledged, then lost with the store */
     svc_start(&inv, "inventory-service", nats.url, NULL);
-    int settled = 0;
-    for (int i = 0; i < 300 && !settled; i++, sleep_ms(100)) {
-        ck_assert_int_eq(http_get(orders.port, path, &r), 200);
-        settled = strcmp(json_field(r.body, "status"), "CONFIRMED") == 0;
-        http_result_free(&r);
-    }
-    ck_assert(settled);
+    char *body = wait_settled(path);
+    ck_assert_str_eq(json_field(body, "status"), "CONFIRMED");
+    free(body);
     ck_assert_double_ge(svc_metric(&orders, "orders_redriven_total"), 1);
 }
 END_TEST
