@@ -1,8 +1,9 @@
 /* inbox.c - the consumer loop: fetch, one transaction per batch (ids
  * recorded set-wise, the handler's effect set-wise), commit, then settle
- * each message with JetStream.
- * Owns processed_messages and dead_letters and the consumer thread; the
- * effect of a message belongs to the handler. */
+ * each message with JetStream. A fetcher thread fetches the next batch
+ * while the consumer thread applies and commits the current one.
+ * Owns processed_messages and dead_letters and both threads; the effect of
+ * a message belongs to the handler. */
 #include "inbox.h"
 #include "event.h"
 #include "failpoint.h"
@@ -46,10 +47,16 @@ struct inbox {
     struct db_stmt *stmts;
     struct broker_sub *sub;
     struct metric *m_results;
-    pthread_t thread;
+    pthread_t thread, fetcher;
     atomic_int stopping;
+    atomic_int db_up;       /* the consumer thread's connection is up: fetching makes sense */
     int64_t next_prune_ms;
-    int empty_fetches;      /* in a row: a deleted consumer also looks like this */
+    int empty_fetches;      /* in a row: a deleted consumer also looks like this (fetcher) */
+    /* The next batch, handed from the fetcher to the consumer thread. */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;      /* on the monotonic clock */
+    struct broker_in *next;
+    int nnext, has_next;
 };
 
 /* What became of one message of a batch. */
@@ -108,10 +115,14 @@ static enum err record_ids(struct inbox *in, const struct broker_in *msgs, struc
     const char *params[] = {ids.data, subjects.data};
     PGresult *res = NULL;
     enum err e = db_exec(in->db, "inbox_record", 2, params, &res);
-    for (int r = 0; e == ERR_OK && r < PQntuples(res); r++) {
-        for (int i = 0; i < n; i++) {
-            if (strcmp(sl[i].id, PQgetvalue(res, r, 0)) == 0) {
-                sl[i].fresh = 1; /* the first copy in the batch; later copies are duplicates */
+    /* The ids come back in the batch's order: each search starts after the
+     * last match, so a batch costs n comparisons, not n * n. */
+    for (int r = 0, at = 0; e == ERR_OK && r < PQntuples(res); r++) {
+        for (int k = 0; k < n; k++) {
+            int i = (at + k) % n;
+            if (!sl[i].fresh && strcmp(sl[i].id, PQgetvalue(res, r, 0)) == 0) {
+                sl[i].fresh = 1; /* one copy of an id repeated in the batch; the others are duplicates */
+                at = i + 1;
                 break;
             }
         }
@@ -290,13 +301,59 @@ static void note_empty(struct inbox *in)
     broker_sub_check(in->sub);
 }
 
-static void *inbox_main(void *arg)
+/* Fetched, never applied: back to the server at once, for any consumer. */
+static void give_back(struct broker_in *msgs, int n)
+{
+    for (int i = 0; i < n; i++)
+        broker_nak(&msgs[i], 0);
+    broker_fetch_free(msgs, n);
+}
+
+/* Fetcher thread: waits until the consumer thread has taken the previous
+ * batch, then hands it msgs. When stopping, the batch goes back to the
+ * server at once (nak) for another consumer. */
+static void hand_over(struct inbox *in, struct broker_in *msgs, int n)
+{
+    pthread_mutex_lock(&in->mu);
+    while (in->has_next && !atomic_load(&in->stopping))
+        pthread_cond_wait(&in->cv, &in->mu);
+    int give = !atomic_load(&in->stopping);
+    if (give) {
+        in->next = msgs;
+        in->nnext = n;
+        in->has_next = 1;
+        pthread_cond_broadcast(&in->cv);
+    }
+    pthread_mutex_unlock(&in->mu);
+    if (!give)
+        give_back(msgs, n);
+}
+
+/* Consumer thread: the next batch, waiting up to ms for it. 0 if none came. */
+static int take_batch(struct inbox *in, int64_t ms, struct broker_in **msgs, int *n)
+{
+    struct timespec until = mono_deadline(ms);
+    pthread_mutex_lock(&in->mu);
+    while (!in->has_next && !atomic_load(&in->stopping))
+        if (pthread_cond_timedwait(&in->cv, &in->mu, &until) != 0)
+            break;
+    int got = in->has_next;
+    if (got) {
+        *msgs = in->next;
+        *n = in->nnext;
+        in->has_next = 0;
+        pthread_cond_broadcast(&in->cv); /* the fetcher may fetch the next one */
+    }
+    pthread_mutex_unlock(&in->mu);
+    return got;
+}
+
+static void *fetch_main(void *arg)
 {
     struct inbox *in = arg;
     while (!atomic_load(&in->stopping)) {
-        prune(in);
         /* no fetch while Postgres is away: deliveries would be used up for nothing */
-        if (db_connect(in->db) != ERR_OK) {
+        if (!atomic_load(&in->db_up)) {
             sleep_ms(RESUBSCRIBE_MS);
             continue;
         }
@@ -307,14 +364,36 @@ static void *inbox_main(void *arg)
         enum err e = broker_fetch(in->sub, in->cfg->consumer_batch, FETCH_WAIT_MS, &msgs, &n);
         if (e == ERR_OK) {
             in->empty_fetches = 0;
-            process_batch(in, msgs, n);
-        } else if (e == ERR_TIMEOUT) {
+            hand_over(in, msgs, n);
+            continue;
+        }
+        if (e == ERR_TIMEOUT) {
             note_empty(in);
         } else {
             if (e == ERR_BROKER) /* consumer or stream gone? then ensured next round */
                 broker_sub_check(in->sub);
             sleep_ms(RESUBSCRIBE_MS);
         }
+    }
+    return NULL;
+}
+
+static void *inbox_main(void *arg)
+{
+    struct inbox *in = arg;
+    while (!atomic_load(&in->stopping)) {
+        prune(in);
+        int up = db_connect(in->db) == ERR_OK;
+        atomic_store(&in->db_up, up);
+        if (!up) {
+            sleep_ms(RESUBSCRIBE_MS);
+            continue;
+        }
+        struct broker_in *msgs = NULL;
+        int n = 0;
+        if (!take_batch(in, FETCH_WAIT_MS, &msgs, &n))
+            continue;
+        process_batch(in, msgs, n);
         broker_fetch_free(msgs, n);
     }
     return NULL;
@@ -351,15 +430,22 @@ void inbox_start(const struct config *cfg, struct broker *b, const struct inbox_
     declare_results(in, h->results);
     static const char *const common_results[] = {"duplicate", "poison", NULL};
     declare_results(in, common_results);
-    if (pthread_create(&in->thread, NULL, inbox_main, in) != 0)
-        abort(); /* cannot run without its consumer thread: nothing to unwind */
+    pthread_mutex_init(&in->mu, NULL);
+    cond_init_monotonic(&in->cv);
+    if (pthread_create(&in->thread, NULL, inbox_main, in) != 0 ||
+        pthread_create(&in->fetcher, NULL, fetch_main, in) != 0)
+        abort(); /* cannot run without its consumer threads: nothing to unwind */
     *out = in;
 }
 
 void inbox_request_stop(struct inbox *in)
 {
-    if (in)
-        atomic_store(&in->stopping, 1);
+    if (!in)
+        return;
+    pthread_mutex_lock(&in->mu);
+    atomic_store(&in->stopping, 1);
+    pthread_cond_broadcast(&in->cv);
+    pthread_mutex_unlock(&in->mu);
 }
 
 void inbox_stop(struct inbox *in)
@@ -368,8 +454,13 @@ void inbox_stop(struct inbox *in)
         return;
     inbox_request_stop(in);
     pthread_join(in->thread, NULL);
+    pthread_join(in->fetcher, NULL);
+    if (in->has_next)
+        give_back(in->next, in->nnext);
     broker_sub_free(in->sub);
     db_free(in->db);
     free(in->stmts);
+    pthread_cond_destroy(&in->cv);
+    pthread_mutex_destroy(&in->mu);
     free(in);
 }

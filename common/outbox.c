@@ -1,6 +1,8 @@
 /* outbox.c - the relay loop: wait, claim, publish, mark; gauges; retention.
- * Owns the relay thread, its Postgres connection and the outbox table's
- * state transitions (pending -> published | dead); not the rows' content. */
+ * Owns the relay and marker threads, their two Postgres connections and the
+ * outbox table's state transitions (pending -> published | dead); not the
+ * rows' content. While the marker marks and commits batch N on one
+ * connection, the relay claims and publishes batch N+1 on the other. */
 #include "outbox.h"
 #include "backoff.h"
 #include "db.h"
@@ -54,14 +56,28 @@ static const struct db_stmt relay_stmts[] = {
      "AND published_at < now() - $1::bigint * interval '1 millisecond' LIMIT " RETENTION_CHUNK ")"},
 };
 
+/* One claimed batch: its connection holds the rows' locks until the
+ * transaction that marks them commits. */
+struct batch {
+    struct db *db;
+    PGresult *res;
+    struct broker_out *msgs;
+    int claimed, acked;
+};
+
 struct relay {
     const struct config *cfg;
     struct broker *broker;
-    struct db *db;
-    pthread_t thread;
+    struct db *db[2];        /* batches alternate between them; db[0] also for housekeeping */
+    pthread_t thread, marker;
     struct waker waker;
     int64_t next_stats_ms, next_prune_ms;
-    int last_failed; /* log state changes once, not every pass */
+    int last_failed; /* log state changes once, not every pass (marker thread) */
+    pthread_mutex_t mu;      /* guards the hand-over below */
+    pthread_cond_t cv;
+    struct batch *to_mark;   /* handed to the marker; NULL when it is idle */
+    enum err mark_err;       /* how the last batch marked ended */
+    int marker_stop;
 };
 
 static struct metric *m_published, *m_duplicates, *m_failures, *m_dead, *m_pending, *m_oldest,
@@ -107,7 +123,7 @@ static struct broker_out *rows_to_msgs(PGresult *res, int n)
     return m;
 }
 
-static enum err mark_published(struct relay *r, PGresult *res, const struct broker_out *m, int n,
+static enum err mark_published(struct db *db, PGresult *res, const struct broker_out *m, int n,
                                int *count)
 {
     struct buf ids, seqs;
@@ -128,14 +144,14 @@ static enum err mark_published(struct relay *r, PGresult *res, const struct brok
     buf_append(&ids, "}", 1);
     buf_append(&seqs, "}", 1);
     const char *params[] = {ids.data, seqs.data};
-    enum err e = *count ? db_exec(r->db, "mark_published", 2, params, NULL) : ERR_OK;
+    enum err e = *count ? db_exec(db, "mark_published", 2, params, NULL) : ERR_OK;
     buf_cleanup(&ids);
     buf_cleanup(&seqs);
     return e;
 }
 
 /* Failed rows: attempts + 1, error, backoff; permanent ones may turn dead. */
-static enum err mark_failed(struct relay *r, PGresult *res, const struct broker_out *m, int n,
+static enum err mark_failed(struct relay *r, struct db *db, PGresult *res, const struct broker_out *m, int n,
                             int *count, const char **first_err)
 {
     struct buf ids, errs, delays, perm;
@@ -164,7 +180,7 @@ static enum err mark_failed(struct relay *r, PGresult *res, const struct broker_
     snprintf(max, sizeof max, "%d", r->cfg->relay_max_attempts);
     const char *params[] = {ids.data, errs.data, delays.data, perm.data, max};
     PGresult *dead = NULL;
-    enum err e = *count ? db_exec(r->db, "mark_failed", 5, params, &dead) : ERR_OK;
+    enum err e = *count ? db_exec(db, "mark_failed", 5, params, &dead) : ERR_OK;
     for (int i = 0; dead && i < PQntuples(dead); i++)
         if (PQgetvalue(dead, i, 1)[0] == 't') {
             metric_add(m_dead, "", 1);
@@ -185,55 +201,109 @@ static void note_outcome(struct relay *r, int failed, const char *err)
     r->last_failed = failed;
 }
 
-/* One claim-publish-mark transaction over at most RELAY_BATCH due rows. */
-static enum err relay_pass(struct relay *r, int *claimed, int *published)
+static void batch_free(struct batch *b)
 {
-    PGresult *res = NULL;
-    struct broker_out *msgs = NULL;
-    int nfail = 0;
-    const char *first_err = NULL;
+    db_rollback(b->db); /* no-op after COMMIT */
+    free(b->msgs);
+    PQclear(b->res);
+    free(b);
+}
+
+/* Opens a transaction on b->db, claims at most RELAY_BATCH due rows and
+ * publishes them, waiting for their acks. The rows stay locked. */
+static enum err claim_publish(struct relay *r, struct batch *b)
+{
     char limit[16];
     snprintf(limit, sizeof limit, "%d", r->cfg->relay_batch);
     const char *params[] = {limit};
-    *claimed = *published = 0;
-    enum err e = db_exec_sql(r->db, "BEGIN");
+    enum err e = db_exec_sql(b->db, "BEGIN");
     if (e == ERR_OK)
-        e = db_exec(r->db, "claim", 1, params, &res);
-    if (e != ERR_OK || (*claimed = PQntuples(res)) == 0)
-        goto out; /* nothing due: the rollback below ends the empty transaction */
-    msgs = rows_to_msgs(res, *claimed);
+        e = db_exec(b->db, "claim", 1, params, &b->res);
+    if (e != ERR_OK || (b->claimed = PQntuples(b->res)) == 0)
+        return e; /* nothing due: batch_free's rollback ends the empty transaction */
+    b->msgs = rows_to_msgs(b->res, b->claimed);
     char why[160];
     if (broker_ensure_streams(r->broker, why, sizeof why) == ERR_OK)
-        broker_publish(r->broker, msgs, (size_t)*claimed, PUBLISH_TIMEOUT_MS);
+        broker_publish(r->broker, b->msgs, (size_t)b->claimed, PUBLISH_TIMEOUT_MS);
     else
-        for (int i = 0; i < *claimed; i++)
-            snprintf(msgs[i].err, sizeof msgs[i].err, "%s", why);
-    for (int i = 0; i < *claimed; i++)
-        if (msgs[i].acked) {
-            failpoint_hit("relay_after_ack"); /* JetStream has them; the rows say pending */
-            break;
-        }
-    e = mark_published(r, res, msgs, *claimed, published);
+        for (int i = 0; i < b->claimed; i++)
+            snprintf(b->msgs[i].err, sizeof b->msgs[i].err, "%s", why);
+    for (int i = 0; i < b->claimed; i++)
+        b->acked += b->msgs[i].acked;
+    if (b->acked)
+        failpoint_hit("relay_after_ack"); /* JetStream has them; the rows say pending */
+    return ERR_OK;
+}
+
+/* Marks a published batch (acked: published; the rest: backoff or dead)
+ * and commits, releasing its rows. Runs on the marker thread. */
+static enum err mark_commit(struct relay *r, struct batch *b)
+{
+    int published = 0, nfail = 0;
+    const char *first_err = NULL;
+    enum err e = mark_published(b->db, b->res, b->msgs, b->claimed, &published);
     if (e == ERR_OK)
-        e = mark_failed(r, res, msgs, *claimed, &nfail, &first_err);
+        e = mark_failed(r, b->db, b->res, b->msgs, b->claimed, &nfail, &first_err);
     if (e == ERR_OK)
-        e = db_exec_sql(r->db, "COMMIT");
+        e = db_exec_sql(b->db, "COMMIT");
     if (e == ERR_OK) {
-        metric_add(m_published, "", *published);
+        metric_add(m_published, "", published);
         metric_add(m_failures, "", nfail);
         note_outcome(r, nfail > 0, first_err);
+    } else if (e != ERR_UNAVAILABLE || db_is_connected(b->db)) {
+        log_warn("relay: marking a batch: %s", db_errmsg(b->db)); /* rows pending again */
     }
-out:
-    db_rollback(r->db); /* no-op after COMMIT */
-    free(msgs);
-    PQclear(res);
     return e;
+}
+
+static void *marker_main(void *arg)
+{
+    struct relay *r = arg;
+    pthread_mutex_lock(&r->mu);
+    for (;;) {
+        while (!r->to_mark && !r->marker_stop)
+            pthread_cond_wait(&r->cv, &r->mu);
+        struct batch *b = r->to_mark;
+        if (!b)
+            break; /* stopping, and nothing left to mark */
+        pthread_mutex_unlock(&r->mu);
+        enum err e = mark_commit(r, b);
+        batch_free(b);
+        pthread_mutex_lock(&r->mu);
+        r->to_mark = NULL;
+        r->mark_err = e;
+        pthread_cond_broadcast(&r->cv);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return NULL;
+}
+
+/* Waits until the marker has committed (or given up) what it was handed;
+ * returns how that ended. */
+static enum err marker_wait(struct relay *r)
+{
+    pthread_mutex_lock(&r->mu);
+    while (r->to_mark)
+        pthread_cond_wait(&r->cv, &r->mu);
+    enum err e = r->mark_err;
+    r->mark_err = ERR_OK;
+    pthread_mutex_unlock(&r->mu);
+    return e;
+}
+
+/* Hands a published batch to the idle marker. */
+static void marker_give(struct relay *r, struct batch *b)
+{
+    pthread_mutex_lock(&r->mu);
+    r->to_mark = b;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
 }
 
 static void update_stats(struct relay *r)
 {
     PGresult *res = NULL;
-    if (db_exec(r->db, "stats", 0, NULL, &res) == ERR_OK) {
+    if (db_exec(r->db[0], "stats", 0, NULL, &res) == ERR_OK) {
         double pending = strtod(PQgetvalue(res, 0, 0), NULL);
         double dead = strtod(PQgetvalue(res, 0, 1), NULL);
         metric_set(m_pending, "", pending + dead);
@@ -252,26 +322,33 @@ static void housekeeping(struct relay *r)
     }
     if (now >= r->next_prune_ms) {
         /* bounded: at most 100 chunks of 1000 rows per tick */
-        db_delete_older(r->db, "prune", r->cfg->outbox_retention_ms, 1000, 100);
+        db_delete_older(r->db[0], "prune", r->cfg->outbox_retention_ms, 1000, 100);
         r->next_prune_ms = now + RETENTION_EVERY_MS;
     }
 }
 
-/* Drains what is due: passes continue while they come back full. */
+/* Drains what is due: passes continue while they come back full. Pass k
+ * claims and publishes on db[k % 2] while the marker marks pass k-1 on the
+ * other connection; SKIP LOCKED keeps the two batches apart. */
 static void drain(struct relay *r)
 {
-    int claimed = 0, published = 0;
     for (int pass = 0; pass < DRAIN_MAX_PASSES; pass++) {
-        enum err e = relay_pass(r, &claimed, &published);
-        if (e == ERR_UNAVAILABLE && !db_is_connected(r->db))
-            return; /* Postgres is down: the next sweep retries */
-        if (e != ERR_OK)
-            log_warn("relay: %s", db_errmsg(r->db));
-        if (e != ERR_OK || claimed < r->cfg->relay_batch || published == 0)
-            return;
-        if (waker_stopping(&r->waker))
-            return;
+        struct batch *b = xcalloc(1, sizeof *b);
+        b->db = r->db[pass % 2];
+        enum err e = claim_publish(r, b);
+        enum err marked = marker_wait(r);
+        if (e != ERR_OK && (e != ERR_UNAVAILABLE || db_is_connected(b->db)))
+            log_warn("relay: %s", db_errmsg(b->db));
+        int more = e == ERR_OK && marked == ERR_OK && b->claimed == r->cfg->relay_batch &&
+                   b->acked > 0 && !waker_stopping(&r->waker);
+        if (e == ERR_OK && b->claimed > 0)
+            marker_give(r, b);
+        else
+            batch_free(b);
+        if (!more)
+            break; /* Postgres down, nothing (more) due, or stopping: the next sweep retries */
     }
+    marker_wait(r);
 }
 
 static void *relay_main(void *arg)
@@ -290,16 +367,20 @@ static struct relay *relay_new(const struct config *cfg, struct broker *b)
     struct relay *r = xcalloc(1, sizeof *r);
     r->cfg = cfg;
     r->broker = b;
-    db_new(cfg->database_url, relay_stmts, ARRAY_LEN(relay_stmts), &r->db);
+    for (size_t i = 0; i < ARRAY_LEN(r->db); i++)
+        db_new(cfg->database_url, relay_stmts, ARRAY_LEN(relay_stmts), &r->db[i]);
     waker_init(&r->waker);
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
     return r;
 }
 
 void relay_start(const struct config *cfg, struct broker *b, struct relay **out)
 {
     struct relay *r = relay_new(cfg, b);
-    if (pthread_create(&r->thread, NULL, relay_main, r) != 0)
-        abort(); /* cannot run without its relay thread: nothing to unwind */
+    if (pthread_create(&r->marker, NULL, marker_main, r) != 0 ||
+        pthread_create(&r->thread, NULL, relay_main, r) != 0)
+        abort(); /* cannot run without its relay threads: nothing to unwind */
     *out = r;
 }
 
@@ -320,8 +401,16 @@ void relay_stop(struct relay *r)
     if (!r)
         return;
     relay_request_stop(r);
-    pthread_join(r->thread, NULL);
-    db_free(r->db);
+    pthread_join(r->thread, NULL); /* its last drain waited for the marker */
+    pthread_mutex_lock(&r->mu);
+    r->marker_stop = 1;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    pthread_join(r->marker, NULL);
+    for (size_t i = 0; i < ARRAY_LEN(r->db); i++)
+        db_free(r->db[i]);
+    pthread_cond_destroy(&r->cv);
+    pthread_mutex_destroy(&r->mu);
     waker_cleanup(&r->waker);
     free(r);
 }

@@ -5,8 +5,10 @@
 #ifndef COMMON_UTIL_H
 #define COMMON_UTIL_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define UUID_STR_LEN 37  /* 36 characters and the NUL */
@@ -32,6 +34,11 @@ int64_t mono_ms(void);
 double mono_s(void);
 /* Sleeps ms milliseconds (restarts on EINTR). */
 void sleep_ms(int64_t ms);
+/* A condition variable whose timed waits run on the monotonic clock (a
+ * wall-clock step can neither stall nor hurry them), and the deadline ms
+ * from now for pthread_cond_timedwait on it. */
+void cond_init_monotonic(pthread_cond_t *cv);
+struct timespec mono_deadline(int64_t ms);
 
 /* Growable byte buffer, always NUL-terminated. */
 struct buf {

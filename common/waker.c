@@ -1,17 +1,14 @@
 /* waker.c - the timed, notifiable, stoppable wait of the background loops
  * (relay, re-drive). Owns its mutex and condition variable. */
 #include "waker.h"
+#include "util.h"
 
 #include <time.h>
 
 void waker_init(struct waker *w)
 {
     pthread_mutex_init(&w->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&w->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    cond_init_monotonic(&w->cv);
     w->notified = w->stopping = 0;
 }
 
@@ -23,11 +20,7 @@ void waker_cleanup(struct waker *w)
 
 int waker_wait(struct waker *w, int64_t ms)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    int64_t ns = until.tv_nsec + ms * 1000000;
-    until.tv_sec += ns / 1000000000;
-    until.tv_nsec = ns % 1000000000;
+    struct timespec until = mono_deadline(ms);
     pthread_mutex_lock(&w->mu);
     while (!w->notified && !w->stopping)
         if (pthread_cond_timedwait(&w->cv, &w->mu, &until) != 0)
