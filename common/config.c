@@ -69,7 +69,8 @@ int config_parse_duration_ms(const char *s, int64_t *out)
 static int parse_duration(const struct setting *s, const char *v, struct config *c)
 {
     int64_t ms;
-    if (config_parse_duration_ms(v, &ms) < 0 || ms < s->range.min)
+    if (config_parse_duration_ms(v, &ms) < 0 || ms < s->range.min ||
+        (s->range.max && ms > s->range.max))
         return -1;
     *AT(c, s, int64_t) = ms;
     return 0;
@@ -132,6 +133,13 @@ static const struct setting settings[] = {
     {"STREAM_MAX_AGE", parse_duration, "3d", FIELD(stream_max_age_ms), {1000, 0}, NULL},
     {"CONSUMER_BATCH", parse_int, "512", FIELD(consumer_batch), {1, 10000}, NULL},
     {"REDRIVE_AFTER", parse_duration, "5m", FIELD(redrive_after_ms), {1000, 0}, NULL},
+    {"DB_REQUEST_TIMEOUT", parse_duration, "3s", FIELD(db_request_timeout_ms), {100, INT32_MAX}, NULL},
+    {"DB_WORK_TIMEOUT", parse_duration, "30s", FIELD(db_work_timeout_ms), {100, INT32_MAX}, NULL},
+    {"DB_IDLE_TX_TIMEOUT", parse_duration, "60s", FIELD(db_idle_tx_timeout_ms), {1000, INT32_MAX}, NULL},
+    {"DB_TCP_TIMEOUT", parse_duration, "10s", FIELD(db_tcp_timeout_ms), {1000, INT32_MAX}, NULL},
+    {"HTTP_MAX_CONNECTIONS", parse_int, "1000", FIELD(http_max_connections), {2, 1000000}, NULL},
+    {"HTTP_MAX_CONNECTIONS_PER_IP", parse_int, "256", FIELD(http_max_per_ip), {1, 1000000}, NULL},
+    {"HTTP_REQUEST_TIMEOUT", parse_duration, "10s", FIELD(http_request_timeout_ms), {1000, INT32_MAX}, NULL},
     {"FAILPOINTS", parse_string, "", FIELD(failpoints), {0, 0}, NULL},
 };
 

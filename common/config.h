@@ -26,6 +26,13 @@ struct config {
     int64_t stream_max_age_ms; /* must stay below processed retention */
     int consumer_batch;
     int64_t redrive_after_ms;  /* order-service: re-send OrderCreated of orders PENDING this long */
+    int64_t db_request_timeout_ms; /* statement + lock timeout serving a request (then 503) */
+    int64_t db_work_timeout_ms;    /* the same for relay, consumer, retention */
+    int64_t db_idle_tx_timeout_ms; /* idle_in_transaction_session_timeout */
+    int64_t db_tcp_timeout_ms;     /* tcp_user_timeout; keepalives within it */
+    int http_max_connections;      /* in total (also bounded by the fd limit) */
+    int http_max_per_ip;           /* per client address */
+    int64_t http_request_timeout_ms; /* to receive a whole request, and to answer it */
     char *failpoints;          /* test-only crash points, see failpoint.h */
 };
 

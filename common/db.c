@@ -3,6 +3,7 @@
  * Owns the PGconn and the translation of libpq statuses into enum err;
  * not the SQL (callers pass statement tables) nor logging. */
 #include "db.h"
+#include "failpoint.h"
 #include "util.h"
 
 #include <poll.h>
@@ -12,12 +13,27 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 2000
+#define CONNECT_TIMEOUT "3"    /* seconds, libpq's own bound on a connection attempt */
+#define CLIENT_GRACE_MS 2000   /* past the server's statement_timeout: the server is gone */
+#define POLL_SLICE_MS 100
+#define CHECK_INTERVAL_MS 1000 /* the server notices a client gone away mid-query */
+#define SETTLE_POLL_MS 100
+
+static struct db_limits limits = {
+    .request_ms = 3000, .work_ms = 30000, .idle_tx_ms = 60000, .tcp_ms = 10000,
+};
+/* Shutdown: every wait ends by then (0 = no cut). */
+static _Atomic int64_t cut_at_ms;
 
 struct db {
     PGconn *conn;
+    enum db_kind kind;
+    char txid[32];           /* of the open transaction (db_begin), for an in-doubt commit */
+    char state[6];           /* SQLSTATE of the last error, "" if none */
     char *url;
     const struct db_stmt *stmts;
     size_t nstmts;
@@ -39,6 +55,21 @@ void db_new(const char *url, const struct db_stmt *stmts, size_t nstmts, struct 
     db->stmts = stmts;
     db->nstmts = nstmts;
     *out = db;
+}
+
+void db_configure(const struct db_limits *l)
+{
+    limits = *l;
+}
+
+void db_set_kind(struct db *db, enum db_kind kind)
+{
+    db->kind = kind;
+}
+
+void db_cut_at(int64_t at_ms)
+{
+    atomic_store(&cut_at_ms, at_ms);
 }
 
 static void db_drop(struct db *db)
@@ -64,11 +95,68 @@ static void set_err(struct db *db, const char *what, const char *detail)
         db->err[--n] = '\0'; /* libpq messages end in a newline */
 }
 
-static PGconn *open_conn(const char *url)
+/* The server-side bounds of a session of this kind, as libpq `options`. */
+static void session_options(enum db_kind kind, char *out, size_t n)
 {
-    const char *keys[] = {"dbname", "connect_timeout", "application_name", NULL};
-    const char *vals[] = {url, "3", "outbox-service", NULL};
-    return PQconnectdbParams(keys, vals, 1);
+    long long stmt = kind == DB_REQUEST ? limits.request_ms : kind == DB_WORK ? limits.work_ms : 0;
+    snprintf(out, n, "-c statement_timeout=%lld -c lock_timeout=%lld "
+             "-c idle_in_transaction_session_timeout=%lld -c client_connection_check_interval=%d",
+             stmt, stmt, (long long)limits.idle_tx_ms, CHECK_INTERVAL_MS);
+}
+
+struct kv {
+    const char *keys[64];
+    const char *vals[64];
+    int n;
+};
+
+static void kv_default(struct kv *kv, const char *key, const char *val)
+{
+    for (int i = 0; i < kv->n; i++)
+        if (strcmp(kv->keys[i], key) == 0)
+            return; /* what the user set in DATABASE_URL wins */
+    kv->keys[kv->n] = key;
+    kv->vals[kv->n++] = val;
+}
+
+/* DATABASE_URL merged with our bounds: keepalives and tcp_user_timeout so a
+ * dead peer is noticed in seconds, and the session's timeouts prepended to
+ * the user's own `options` (a later -c of the same name wins). */
+static PGconn *open_conn(const struct db *db)
+{
+    PQconninfoOption *opts = PQconninfoParse(db->url, NULL);
+    if (!opts) /* let libpq say what is wrong with it */
+        return PQconnectdbParams((const char *[]){"dbname", NULL}, (const char *[]){db->url, NULL}, 1);
+    struct kv kv = {.n = 0};
+    char options[1024], idle[24], intvl[24], tcp[24];
+    session_options(db->kind, options, sizeof options);
+    size_t used = strlen(options);
+    for (PQconninfoOption *o = opts; o->keyword && kv.n < 48; o++) {
+        if (!o->val)
+            continue;
+        if (strcmp(o->keyword, "options") == 0) {
+            snprintf(options + used, sizeof options - used, " %s", o->val);
+            continue;
+        }
+        kv.keys[kv.n] = o->keyword;
+        kv.vals[kv.n++] = o->val;
+    }
+    snprintf(idle, sizeof idle, "%lld", (long long)(limits.tcp_ms / 2000 > 0 ? limits.tcp_ms / 2000 : 1));
+    snprintf(intvl, sizeof intvl, "%lld", (long long)(limits.tcp_ms / 6000 > 0 ? limits.tcp_ms / 6000 : 1));
+    snprintf(tcp, sizeof tcp, "%lld", (long long)limits.tcp_ms);
+    kv_default(&kv, "options", options);
+    kv_default(&kv, "connect_timeout", CONNECT_TIMEOUT);
+    kv_default(&kv, "application_name", "outbox-service");
+    kv_default(&kv, "keepalives", "1");
+    kv_default(&kv, "keepalives_idle", idle);
+    kv_default(&kv, "keepalives_interval", intvl);
+    kv_default(&kv, "keepalives_count", "3");
+    kv_default(&kv, "tcp_user_timeout", tcp);
+    kv.keys[kv.n] = NULL;
+    kv.vals[kv.n] = NULL;
+    PGconn *c = PQconnectdbParams(kv.keys, kv.vals, 0);
+    PQconninfoFree(opts);
+    return c;
 }
 
 /* Server notices (e.g. WARNING) are not ours to print on stderr: logs are JSON. */
@@ -77,16 +165,94 @@ static void ignore_notice(void *arg, const char *message)
     (void)arg, (void)message;
 }
 
+static int64_t kind_ms(enum db_kind kind)
+{
+    return kind == DB_REQUEST ? limits.request_ms : kind == DB_WORK ? limits.work_ms : 0;
+}
+
+/* When the client stops waiting: the server's own bound plus a grace (past
+ * it the server is frozen or unreachable), and never past the shutdown cut. */
+static int64_t deadline_of(const struct db *db)
+{
+    int64_t ms = kind_ms(db->kind), cut = atomic_load(&cut_at_ms);
+    int64_t d = ms ? mono_ms() + ms + CLIENT_GRACE_MS : INT64_MAX;
+    return cut && cut < d ? cut : d;
+}
+
+/* Waits until the socket is ready for `events` or the deadline passed (0). */
+static int wait_sock(PGconn *c, short events, int64_t deadline)
+{
+    int64_t cut = atomic_load(&cut_at_ms);
+    if (cut && cut < deadline)
+        deadline = cut; /* a shutdown began during the wait */
+    int64_t left = deadline - mono_ms();
+    if (left <= 0)
+        return 0;
+    struct pollfd p = {.fd = PQsocket(c), .events = events};
+    poll(&p, 1, (int)(left < POLL_SLICE_MS ? left : POLL_SLICE_MS));
+    return 1;
+}
+
+/* Collects the results of what was sent, keeping the first error or else
+ * the last result (as PQexec does). NULL on a lost connection or when the
+ * deadline passed: then the connection is dropped, which also ends the
+ * query on the server (client_connection_check_interval). PQcancel is not
+ * used: it blocks on a frozen server. */
+static PGresult *await(struct db *db, int64_t deadline)
+{
+    PGconn *c = db->conn;
+    int f;
+    while ((f = PQflush(c)) == 1)
+        if (!wait_sock(c, POLLOUT | POLLIN, deadline) || !PQconsumeInput(c))
+            goto lost;
+    if (f < 0)
+        goto lost;
+    PGresult *keep = NULL;
+    for (;;) {
+        while (!PQisBusy(c)) {
+            PGresult *r = PQgetResult(c);
+            if (!r)
+                return keep;
+            ExecStatusType st = PQresultStatus(r);
+            if (keep && PQresultStatus(keep) != PGRES_COMMAND_OK && PQresultStatus(keep) != PGRES_TUPLES_OK)
+                PQclear(r);
+            else {
+                PQclear(keep);
+                keep = r;
+            }
+            if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT)
+                return keep; /* not used by us */
+        }
+        if (!wait_sock(c, POLLIN, deadline) || !PQconsumeInput(c)) {
+            PQclear(keep);
+            goto lost;
+        }
+    }
+lost:
+    if (mono_ms() >= deadline || (atomic_load(&cut_at_ms) && mono_ms() >= atomic_load(&cut_at_ms)))
+        set_err(db, "no answer in time", "the database did not answer within its bound");
+    else
+        set_err(db, "connection lost", PQerrorMessage(c));
+    return NULL;
+}
+
+static enum err classify(PGconn *conn, const char *state);
+
 static enum err prepare_all(struct db *db)
 {
     for (size_t i = 0; i < db->nstmts; i++) {
-        PGresult *r = PQprepare(db->conn, db->stmts[i].name, db->stmts[i].sql, 0, NULL);
-        int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-        if (!ok)
+        PGresult *r = PQsendPrepare(db->conn, db->stmts[i].name, db->stmts[i].sql, 0, NULL)
+                          ? await(db, deadline_of(db)) : NULL;
+        enum err e = ERR_OK;
+        if (!r)
+            e = ERR_UNAVAILABLE;
+        else if (PQresultStatus(r) != PGRES_COMMAND_OK) {
             set_err(db, db->stmts[i].name, PQresultErrorMessage(r));
+            e = classify(db->conn, PQresultErrorField(r, PG_DIAG_SQLSTATE)); /* e.g. a lock timeout */
+        }
         PQclear(r);
-        if (!ok)
-            return PQstatus(db->conn) == CONNECTION_OK ? ERR_DB : ERR_UNAVAILABLE;
+        if (e != ERR_OK)
+            return e;
     }
     return ERR_OK;
 }
@@ -111,12 +277,13 @@ enum err db_connect(struct db *db)
     int64_t now = mono_ms();
     if (now < db->retry_at_ms && atomic_load(&seen_up_ms) <= db->failed_at_ms)
         return ERR_UNAVAILABLE;
-    db->conn = open_conn(db->url);
+    db->conn = open_conn(db);
     enum err e = ERR_UNAVAILABLE;
     if (PQstatus(db->conn) != CONNECTION_OK)
         set_err(db, "connect", PQerrorMessage(db->conn));
     else {
         PQsetNoticeProcessor(db->conn, ignore_notice, NULL);
+        PQsetnonblocking(db->conn, 1); /* every wait is ours, with a deadline */
         e = prepare_all(db);
     }
     if (e == ERR_OK) {
@@ -157,19 +324,28 @@ static enum err classify(PGconn *conn, const char *state)
     return ERR_DB;
 }
 
-/* Classifies a finished result; keeps it in *res on success. */
+/* Classifies a finished result (NULL: lost or no answer in time); keeps it
+ * in *res on success. */
 static enum err check_result(struct db *db, PGresult *r, const char *what, PGresult **res)
 {
     ExecStatusType st = PQresultStatus(r);
-    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+    db->state[0] = '\0';
+    if (r && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)) {
         if (res)
             *res = r;
         else
             PQclear(r);
         return ERR_OK;
     }
-    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-    set_err(db, what, r ? PQresultErrorMessage(r) : PQerrorMessage(db->conn));
+    if (!r) {
+        if (db->conn && PQstatus(db->conn) == CONNECTION_OK && mono_ms() < deadline_of(db))
+            set_err(db, what, PQerrorMessage(db->conn)); /* nothing was sent */
+        db_drop(db);
+        return ERR_UNAVAILABLE;
+    }
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    snprintf(db->state, sizeof db->state, "%s", state ? state : "");
+    set_err(db, what, PQresultErrorMessage(r));
     enum err e = classify(db->conn, state);
     PQclear(r);
     if (e == ERR_UNAVAILABLE)
@@ -183,8 +359,8 @@ enum err db_exec(struct db *db, const char *name, int nparams,
     enum err e = db_connect(db);
     if (e != ERR_OK)
         return e;
-    PGresult *r = PQexecPrepared(db->conn, name, nparams, params, NULL, NULL, 0);
-    return check_result(db, r, name, res);
+    int sent = PQsendQueryPrepared(db->conn, name, nparams, params, NULL, NULL, 0);
+    return check_result(db, sent ? await(db, deadline_of(db)) : NULL, name, res);
 }
 
 enum err db_query(struct db *db, const char *sql, int nparams,
@@ -193,8 +369,8 @@ enum err db_query(struct db *db, const char *sql, int nparams,
     enum err e = db_connect(db);
     if (e != ERR_OK)
         return e;
-    PGresult *r = PQexecParams(db->conn, sql, nparams, NULL, params, NULL, NULL, 0);
-    return check_result(db, r, "query", res);
+    int sent = PQsendQueryParams(db->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    return check_result(db, sent ? await(db, deadline_of(db)) : NULL, "query", res);
 }
 
 enum err db_exec_sql(struct db *db, const char *sql)
@@ -202,7 +378,75 @@ enum err db_exec_sql(struct db *db, const char *sql)
     enum err e = db_connect(db);
     if (e != ERR_OK)
         return e;
-    return check_result(db, PQexec(db->conn, sql), sql, NULL);
+    int sent = PQsendQuery(db->conn, sql);
+    return check_result(db, sent ? await(db, deadline_of(db)) : NULL, sql, NULL);
+}
+
+const char *db_sqlstate(const struct db *db)
+{
+    return db->state;
+}
+
+enum err db_begin(struct db *db)
+{
+    PGresult *r = NULL;
+    db->txid[0] = '\0';
+    enum err e = db_exec_sql(db, "BEGIN");
+    if (e == ERR_OK)
+        e = db_query(db, "SELECT txid_current()", 0, NULL, &r);
+    if (e == ERR_OK)
+        snprintf(db->txid, sizeof db->txid, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    if (e != ERR_OK)
+        db_rollback(db);
+    return e;
+}
+
+/* The fate of transaction txid, asked on a fresh connection until it is
+ * known or the deadline passes: ERR_OK committed, ERR_RETRY aborted,
+ * ERR_UNAVAILABLE unknown. A backend that was cut mid-commit may still be
+ * finishing it ("in progress"): ask again. */
+static enum err settle(struct db *db, const char *txid, int64_t deadline)
+{
+    const char *params[] = {txid};
+    int64_t cut = atomic_load(&cut_at_ms);
+    if (cut && cut < deadline)
+        deadline = cut;
+    for (;;) {
+        PGresult *r = NULL;
+        enum err e = db_query(db, "SELECT pg_xact_status($1::xid8)", 1, params, &r);
+        const char *st = e == ERR_OK ? PQgetvalue(r, 0, 0) : "";
+        e = strcmp(st, "committed") == 0 ? ERR_OK : strcmp(st, "aborted") == 0 ? ERR_RETRY
+                                                                             : ERR_UNAVAILABLE;
+        PQclear(r);
+        if (e != ERR_UNAVAILABLE || mono_ms() + SETTLE_POLL_MS >= deadline)
+            return e;
+        sleep_ms(SETTLE_POLL_MS);
+    }
+}
+
+enum err db_commit(struct db *db)
+{
+    char txid[sizeof db->txid];
+    snprintf(txid, sizeof txid, "%s", db->txid);
+    db->txid[0] = '\0';
+    int64_t deadline = deadline_of(db);
+    enum err e = db_connect(db);
+    if (e == ERR_OK && !PQsendQuery(db->conn, "COMMIT"))
+        e = ERR_UNAVAILABLE;
+    if (e == ERR_OK && PQflush(db->conn) == 0 && failpoint_on("db_commit_cut"))
+        shutdown(PQsocket(db->conn), SHUT_RDWR); /* COMMIT is on its way, the answer is lost */
+    if (e == ERR_OK)
+        e = check_result(db, await(db, deadline), "COMMIT", NULL);
+    if (e != ERR_UNAVAILABLE || !txid[0])
+        return e;
+    /* In doubt: the server may have committed before the connection went. */
+    char why[200];
+    snprintf(why, sizeof why, "%.199s", db->err);
+    e = settle(db, txid, deadline + kind_ms(db->kind));
+    if (e == ERR_UNAVAILABLE)
+        snprintf(db->err, sizeof db->err, "commit in doubt (%s), still unknown", why);
+    return e;
 }
 
 long db_delete_older(struct db *db, const char *name, int64_t age_ms, long chunk, int rounds)
@@ -223,7 +467,7 @@ long db_delete_older(struct db *db, const char *name, int64_t age_ms, long chunk
 void db_rollback(struct db *db)
 {
     if (db->conn && PQtransactionStatus(db->conn) != PQTRANS_IDLE)
-        PQclear(PQexec(db->conn, "ROLLBACK"));
+        db_exec_sql(db, "ROLLBACK");
 }
 
 const char *db_errmsg(const struct db *db)
@@ -260,8 +504,10 @@ void db_pool_new(const char *url, const struct db_stmt *stmts, size_t nstmts,
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     p->free_list = xcalloc((size_t)n, sizeof *p->free_list);
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
         db_new(url, stmts, nstmts, &p->free_list[i]);
+        db_set_kind(p->free_list[i], DB_REQUEST);
+    }
     p->n = p->nfree = n;
     *out = p;
 }

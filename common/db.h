@@ -19,9 +19,33 @@ struct db_stmt {
 
 struct db;
 
+/* What a connection is for: its server-side statement and lock timeouts
+ * (and the client's own wait, a little longer) follow from it. */
+enum db_kind {
+    DB_WORK = 0,     /* relay, consumer, retention: limits.work_ms (the default) */
+    DB_REQUEST,      /* serving an HTTP request: limits.request_ms */
+    DB_UNBOUNDED,    /* migrations: no statement timeout */
+};
+
+struct db_limits {
+    int64_t request_ms;   /* statement + lock timeout of request connections */
+    int64_t work_ms;      /* the same for background work */
+    int64_t idle_tx_ms;   /* idle_in_transaction_session_timeout, every connection */
+    int64_t tcp_ms;       /* tcp_user_timeout; keepalives notice a dead peer within it */
+};
+
+/* Process-wide bounds, set once at start before any connection. Settings
+ * the user gave in DATABASE_URL (options, keepalives_*, ...) win. */
+void db_configure(const struct db_limits *l);
+/* From now on every wait on any connection ends by at_ms (mono_ms clock):
+ * the query is abandoned and its connection dropped. For shutdown. */
+void db_cut_at(int64_t at_ms);
+
 /* Creates a handle for url (copied); connects lazily. stmts must outlive it. */
 void db_new(const char *url, const struct db_stmt *stmts, size_t nstmts, struct db **out);
 void db_free(struct db *db);
+/* Sets the kind before the first use (DB_WORK by default). */
+void db_set_kind(struct db *db, enum db_kind kind);
 
 /* Connects if needed. ERR_UNAVAILABLE while the server cannot be reached
  * (retried no sooner than the backoff allows, capped at 2 s). */
@@ -45,6 +69,15 @@ enum err db_query(struct db *db, const char *sql, int nparams,
 long db_delete_older(struct db *db, const char *name, int64_t age_ms, long chunk, int rounds);
 /* Runs literal SQL text, possibly several statements (BEGIN, a migration). */
 enum err db_exec_sql(struct db *db, const char *sql);
+/* BEGIN, and remember the transaction's id (txid_current()) for db_commit. */
+enum err db_begin(struct db *db);
+/* COMMIT. If the connection is lost meanwhile, the outcome is settled on a
+ * fresh connection (pg_xact_status): ERR_OK committed, ERR_RETRY aborted
+ * (nothing was written: write again), ERR_UNAVAILABLE still unknown after
+ * the bound. Failpoint db_commit_cut cuts the socket right after COMMIT. */
+enum err db_commit(struct db *db);
+/* SQLSTATE of the last error ("" if none), e.g. "40P01" deadlock. */
+const char *db_sqlstate(const struct db *db);
 /* Rolls back whatever transaction is open; harmless when none is. */
 void db_rollback(struct db *db);
 

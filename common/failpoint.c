@@ -32,6 +32,16 @@ void failpoint_init(const char *spec)
     free(copy);
 }
 
+int failpoint_on(const char *name)
+{
+    for (int i = 0; i < narmed; i++)
+        if (strcmp(armed[i].name, name) == 0 && atomic_fetch_sub(&armed[i].left, 1) == 1) {
+            log_warn("failpoint %s: firing", name);
+            return 1;
+        }
+    return 0;
+}
+
 void failpoint_hit(const char *name)
 {
     for (int i = 0; i < narmed; i++) {

@@ -6,28 +6,61 @@
 #include "util.h"
 
 #include <microhttpd.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
-struct http_server {
-    struct MHD_Daemon *daemon;
-    const struct http_route *routes;
-    size_t nroutes;
-    void *ctx;
-    atomic_int inflight;    /* requests begun and not yet completed */
+/* A client socket, from accept to close: when it began receiving the
+ * request it is on (0: not receiving, e.g. suspended while answered). */
+struct sock {
+    int fd;
+    int64_t recv_since_ms;
+    struct sock *prev, *next;
 };
 
 struct conn_state {
     struct buf body;
     int too_big;
     double t0;
+    int answered;           /* set by the worker before it resumes the connection */
+    const struct http_route *route;
+    const char *label;      /* route label in metrics */
+    struct http_req req;
+    struct http_resp resp;
+    int64_t queued_ms;
+    struct conn_state *next; /* in the work queue */
 };
 
-#define STOP_GRACE_MS 6000
+struct http_server {
+    struct MHD_Daemon *daemon;
+    const struct http_route *routes;
+    size_t nroutes;
+    void *ctx;
+    struct http_limits lim;
+    atomic_int inflight;    /* requests begun and not yet completed */
+    /* the workers: handlers that may block run here, never on MHD's threads */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct conn_state *qhead, *qtail;
+    int stopping, nworkers;
+    pthread_t *workers;
+    /* the receive deadline of every socket, enforced by the reaper */
+    pthread_mutex_t smu;
+    struct sock *socks;
+    pthread_t reaper;
+    atomic_int reaper_stop;
+};
+
+#define STOP_GRACE_MS 7000
+#define MHD_THREADS 2       /* never block: they only read, route and write */
+#define REAP_EVERY_MS 200
+#define FD_RESERVE 256      /* for Postgres, NATS, files */
 
 static struct metric *m_requests, *m_duration;
 
@@ -88,29 +121,29 @@ static int has_body(const char *method)
            strcmp(method, "PATCH") == 0;
 }
 
-/* Runs the checks every route shares, then the route's handler. */
-static const char *dispatch(struct http_server *s, struct http_req *req,
-                            struct conn_state *st, struct http_resp *resp)
+/* The route for the request, or NULL with resp set (404, 405, 413, 415).
+ * *name is the metrics label: from the table, never from the request. */
+static const struct http_route *pick(struct http_server *s, struct http_req *req,
+                                     struct conn_state *st, struct http_resp *resp,
+                                     const char **name)
 {
     const struct http_route *known = NULL;
     const struct http_route *r = route_find(s, req->method, req->path, &known);
-    if (!r) { /* labels come from the table, never from the request: bounded and safe */
-        if (known)
-            http_resp_error(resp, 405, "method_not_allowed", "method not allowed on this path", NULL);
-        else
-            http_resp_error(resp, 404, "not_found", "no such resource", NULL);
-        return known ? known->name : "unmatched";
-    }
-    if (st->too_big)
+    *name = r ? r->name : known ? known->name : "unmatched";
+    if (!r && known)
+        http_resp_error(resp, 405, "method_not_allowed", "method not allowed on this path", NULL);
+    else if (!r)
+        http_resp_error(resp, 404, "not_found", "no such resource", NULL);
+    else if (st->too_big)
         http_resp_error(resp, 413, "payload_too_large", "body exceeds 65536 bytes", NULL);
     else if (has_body(req->method) && !is_json(http_req_header(req, "Content-Type")))
         http_resp_error(resp, 415, "unsupported_media_type",
                         "Content-Type must be application/json", NULL);
     else {
         req->param = req->path + strlen(r->path);
-        r->fn(req, resp, s->ctx);
+        return r;
     }
-    return r->name;
+    return NULL;
 }
 
 static enum MHD_Result send_resp(struct MHD_Connection *conn, struct http_resp *resp)
@@ -131,22 +164,92 @@ static enum MHD_Result send_resp(struct MHD_Connection *conn, struct http_resp *
     return ret;
 }
 
-static enum MHD_Result finish(struct http_server *s, struct MHD_Connection *conn,
-                              const char *url, const char *method, struct conn_state *st)
+static enum MHD_Result answer(struct MHD_Connection *conn, struct conn_state *st)
 {
-    struct http_req req = {.method = method, .path = url, .body = st->body.data,
-                           .body_len = st->body.len, .conn = conn};
-    struct http_resp resp = {.status = 500};
-    const char *route = dispatch(s, &req, st, &resp);
-    enum MHD_Result ret = send_resp(conn, &resp);
+    enum MHD_Result ret = send_resp(conn, &st->resp);
+    const char *route = st->label;
     char labels[256];
-    snprintf(labels, sizeof labels, "route=\"%s\",code=\"%d\"", route, resp.status);
+    snprintf(labels, sizeof labels, "route=\"%s\",code=\"%d\"", route, st->resp.status);
     metric_add(m_requests, labels, 1);
     snprintf(labels, sizeof labels, "route=\"%s\"", route);
     metric_observe(m_duration, labels, mono_s() - st->t0);
-    json_decref(resp.body);
-    free(resp.location);
     return ret;
+}
+
+static struct sock *sock_of(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+/* Marks when the socket began receiving a request (0: it is not). */
+static void sock_receiving(struct http_server *s, struct MHD_Connection *conn, int64_t since)
+{
+    struct sock *k = sock_of(conn);
+    if (!k)
+        return;
+    pthread_mutex_lock(&s->smu);
+    k->recv_since_ms = since;
+    pthread_mutex_unlock(&s->smu);
+}
+
+/* The whole request is in: answer it here if the route is quick (or the
+ * shared checks refused it), else hand it to a worker and suspend. */
+static enum MHD_Result received(struct http_server *s, struct MHD_Connection *conn,
+                                const char *url, const char *method, struct conn_state *st)
+{
+    sock_receiving(s, conn, 0);
+    st->req = (struct http_req){.method = method, .path = url, .body = st->body.data,
+                                .body_len = st->body.len, .conn = conn};
+    st->resp.status = 500;
+    st->route = pick(s, &st->req, st, &st->resp, &st->label);
+    if (!st->route || st->route->quick) {
+        if (st->route)
+            st->route->fn(&st->req, &st->resp, s->ctx);
+        st->answered = 1;
+        return answer(conn, st);
+    }
+    MHD_suspend_connection(conn);
+    st->queued_ms = mono_ms();
+    pthread_mutex_lock(&s->mu);
+    if (s->qtail)
+        s->qtail->next = st;
+    else
+        s->qhead = st;
+    s->qtail = st;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return MHD_YES;
+}
+
+static void *worker_main(void *arg)
+{
+    struct http_server *s = arg;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->qhead && !s->stopping)
+            pthread_cond_wait(&s->cv, &s->mu);
+        struct conn_state *st = s->qhead;
+        if (!st)
+            break; /* stopping, and the queue is drained */
+        s->qhead = st->next;
+        if (!s->qhead)
+            s->qtail = NULL;
+        pthread_mutex_unlock(&s->mu);
+        if (mono_ms() - st->queued_ms > s->lim.request_timeout_ms)
+            http_resp_error(&st->resp, 503, "unavailable", "the server is busy; retry later", NULL);
+        else
+            st->route->fn(&st->req, &st->resp, s->ctx);
+        struct MHD_Connection *conn = st->req.conn;
+        pthread_mutex_lock(&s->mu);
+        st->answered = 1;
+        pthread_mutex_unlock(&s->mu);
+        MHD_resume_connection(conn); /* MHD calls on_request again: answered */
+        pthread_mutex_lock(&s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -154,9 +257,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                   const char *upload_data, size_t *upload_size, void **con_cls)
 {
     (void)version;
+    struct http_server *s = cls;
     struct conn_state *st = *con_cls;
     if (!st) {
-        atomic_fetch_add(&((struct http_server *)cls)->inflight, 1);
+        atomic_fetch_add(&s->inflight, 1);
         st = xcalloc(1, sizeof *st);
         buf_init(&st->body);
         st->t0 = mono_s();
@@ -173,24 +277,132 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_size = 0;
         return MHD_YES;
     }
-    return finish(cls, conn, url, method, st);
+    pthread_mutex_lock(&s->mu);
+    int answered = st->answered, queued = st->route && !answered;
+    pthread_mutex_unlock(&s->mu);
+    if (answered)
+        return answer(conn, st); /* resumed by its worker */
+    if (queued)
+        return MHD_YES;
+    return received(s, conn, url, method, st);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode code)
 {
-    (void)conn, (void)code;
+    (void)code;
+    struct http_server *s = cls;
     struct conn_state *st = *con_cls;
     if (st) {
         buf_cleanup(&st->body);
+        json_decref(st->resp.body);
+        free(st->resp.location);
         free(st);
         *con_cls = NULL;
-        atomic_fetch_sub(&((struct http_server *)cls)->inflight, 1);
+        atomic_fetch_sub(&s->inflight, 1);
     }
+    sock_receiving(s, conn, mono_ms()); /* kept alive: the next request's clock starts */
 }
 
-enum err http_start(int port, int threads, const struct http_route *routes, size_t nroutes,
-                    void *ctx, struct http_server **out)
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct http_server *s = cls;
+    struct sock *k = *socket_context;
+    pthread_mutex_lock(&s->smu);
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        k = xcalloc(1, sizeof *k);
+        k->fd = ci ? ci->connect_fd : -1;
+        k->recv_since_ms = mono_ms();
+        k->next = s->socks;
+        if (s->socks)
+            s->socks->prev = k;
+        s->socks = k;
+        *socket_context = k;
+    } else if (k) {
+        if (k->prev)
+            k->prev->next = k->next;
+        else
+            s->socks = k->next;
+        if (k->next)
+            k->next->prev = k->prev;
+        free(k);
+        *socket_context = NULL;
+    }
+    pthread_mutex_unlock(&s->smu);
+}
+
+/* Cuts every socket that has been receiving one request for longer than the
+ * request timeout (MHD's own timeout restarts on each byte, so a client
+ * sending a byte a second would never be cut by it). Under smu, so the fd
+ * cannot be closed and reused meanwhile: MHD notifies before closing. */
+static void *reaper_main(void *arg)
+{
+    struct http_server *s = arg;
+    while (!atomic_load(&s->reaper_stop)) {
+        sleep_ms(REAP_EVERY_MS);
+        int64_t too_old = mono_ms() - s->lim.request_timeout_ms;
+        pthread_mutex_lock(&s->smu);
+        for (struct sock *k = s->socks; k; k = k->next)
+            if (k->recv_since_ms && k->recv_since_ms < too_old && k->fd >= 0) {
+                shutdown(k->fd, SHUT_RDWR); /* MHD sees the end and closes it */
+                k->recv_since_ms = 0;
+            }
+        pthread_mutex_unlock(&s->smu);
+    }
+    return NULL;
+}
+
+/* Raises the soft fd limit to the hard one; the connection limit stays
+ * well below it, so Postgres and NATS can always reconnect. */
+static unsigned conn_limit(int wanted)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return (unsigned)wanted;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    rlim_t cap = rl.rlim_cur > 2 * FD_RESERVE ? (rl.rlim_cur - FD_RESERVE) / 2 : rl.rlim_cur / 4;
+    return (rlim_t)wanted < cap ? (unsigned)wanted : (unsigned)cap;
+}
+
+static void start_threads(struct http_server *s, int workers)
+{
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    pthread_mutex_init(&s->smu, NULL);
+    s->nworkers = workers;
+    s->workers = xcalloc((size_t)workers, sizeof *s->workers);
+    for (int i = 0; i < workers; i++)
+        if (pthread_create(&s->workers[i], NULL, worker_main, s) != 0)
+            abort(); /* cannot serve without workers: nothing to unwind */
+    if (pthread_create(&s->reaper, NULL, reaper_main, s) != 0)
+        abort();
+}
+
+static void stop_threads(struct http_server *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->stopping = 1;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    for (int i = 0; i < s->nworkers; i++)
+        pthread_join(s->workers[i], NULL);
+    atomic_store(&s->reaper_stop, 1);
+    pthread_join(s->reaper, NULL);
+    free(s->workers);
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->smu);
+}
+
+enum err http_start(int port, const struct http_limits *lim, const struct http_route *routes,
+                    size_t nroutes, void *ctx, struct http_server **out)
 {
     m_requests = metrics_register("http_requests_total", "HTTP requests by route and status code.",
                                   METRIC_COUNTER, NULL, 0);
@@ -201,12 +413,20 @@ enum err http_start(int port, int threads, const struct http_route *routes, size
     s->routes = routes;
     s->nroutes = nroutes;
     s->ctx = ctx;
+    s->lim = *lim;
+    start_threads(s, lim->workers);
+    unsigned idle_s = (unsigned)((lim->request_timeout_ms + 999) / 1000);
     s->daemon = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_TURBO, (uint16_t)port, NULL,
-        NULL, on_request, s, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads,
-        MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_TURBO |
+            MHD_ALLOW_SUSPEND_RESUME, (uint16_t)port, NULL, NULL, on_request, s,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)MHD_THREADS,
+        MHD_OPTION_CONNECTION_LIMIT, conn_limit(lim->max_connections),
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)lim->max_per_ip,
+        MHD_OPTION_CONNECTION_TIMEOUT, idle_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
         MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
     if (!s->daemon) {
+        stop_threads(s);
         free(s);
         return ERR_IO;
     }
@@ -223,9 +443,10 @@ void http_stop(struct http_server *s)
         close(lsock);
     /* MHD_stop_daemon closes connections without sending queued replies:
      * first let the requests in flight be answered (bounded, within the
-     * 10 s a stop may take). */
+     * 10 s a stop may take; every database wait ends before). */
     for (int64_t end = mono_ms() + STOP_GRACE_MS; atomic_load(&s->inflight) > 0 && mono_ms() < end;)
         sleep_ms(10);
+    stop_threads(s); /* every suspended connection has been resumed */
     MHD_stop_daemon(s->daemon);
     free(s);
 }

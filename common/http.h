@@ -1,8 +1,11 @@
 /* http.h - a small JSON HTTP server on libmicrohttpd: a routing table,
  * bodies capped at 64 KiB, the contract's error shape, request metrics.
  *
- * Handlers run on the server's worker threads and may block (on Postgres):
- * the pool size is the number of requests served at once. */
+ * Handlers run on worker threads and may block (on Postgres): the pool size
+ * is the number of requests served at once. Routes marked quick run on the
+ * server's own threads, which never block: /healthz answers whatever the
+ * workers are waiting for. Connections are bounded in total and per client
+ * address, and each request must arrive whole within a timeout. */
 #ifndef COMMON_HTTP_H
 #define COMMON_HTTP_H
 
@@ -35,14 +38,23 @@ struct http_route {
     const char *path;      /* exact path, or prefix if it ends with '/' */
     const char *name;      /* the `route` label in metrics */
     http_handler_fn fn;
+    int quick;             /* never blocks: answered without a worker */
+};
+
+struct http_limits {
+    int workers;               /* handlers running at once */
+    int max_connections;       /* in total (also kept well below the fd limit) */
+    int max_per_ip;            /* per client address */
+    int64_t request_timeout_ms; /* to receive a whole request; and to wait for a worker */
 };
 
 struct http_server;
 
-/* Starts serving on port (all interfaces) with `threads` workers. routes
- * must outlive the server. ERR_IO if the port cannot be bound. */
-enum err http_start(int port, int threads, const struct http_route *routes, size_t nroutes,
-                    void *ctx, struct http_server **out);
+/* Starts serving on port (all interfaces) within lim. Raises the soft
+ * RLIMIT_NOFILE to the hard limit. routes must outlive the server. ERR_IO
+ * if the port cannot be bound. */
+enum err http_start(int port, const struct http_limits *lim, const struct http_route *routes,
+                    size_t nroutes, void *ctx, struct http_server **out);
 /* Stops accepting, finishes in-flight requests, frees. NULL is a no-op. */
 void http_stop(struct http_server *s);
 

@@ -158,6 +158,7 @@ enum err migrate_run(const char *url, const char *dir, int *applied,
     if (e != ERR_OK)
         goto out;
     db_new(url, NULL, 0, &db);
+    db_set_kind(db, DB_UNBOUNDED); /* a migration may take long; a start waits for it */
     /* The session-level lock is released by the unlock below or, if this
      * process dies, by the server when the connection closes. */
     if ((e = db_exec_sql(db, "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")")) != ERR_OK ||

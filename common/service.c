@@ -6,6 +6,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "migrate.h"
+#include "ready.h"
 #include "util.h"
 
 #include <signal.h>
@@ -16,6 +17,7 @@
 
 #define MIGRATE_ONLY_DEADLINE_MS 60000
 #define MIGRATE_RETRY_MS 1000
+#define STOP_DB_CUT_MS 5000 /* SIGTERM: database waits end by then, replies go out, exit < 10 s */
 
 static void on_healthz(const struct http_req *req, struct http_resp *resp, void *ctx)
 {
@@ -23,15 +25,38 @@ static void on_healthz(const struct http_req *req, struct http_resp *resp, void 
     http_resp_json(resp, 200, json_pack("{s:s}", "status", "ok"));
 }
 
+/* A real round trip on the prober's own connection, within the request bounds. */
+static int probe_postgres(void *ctx)
+{
+    struct service *svc = ctx;
+    if (!atomic_load(&svc->schema_ready))
+        return 0;
+    if (!svc->ready_db) {
+        db_new(svc->cfg.database_url, NULL, 0, &svc->ready_db);
+        db_set_kind(svc->ready_db, DB_REQUEST);
+    }
+    return db_exec_sql(svc->ready_db, "SELECT 1") == ERR_OK;
+}
+
+static int probe_nats(void *ctx)
+{
+    struct service *svc = ctx;
+    return broker_connected(svc->broker);
+}
+
+/* What /readyz reports; a new dependency is one more row. */
+static const struct ready_check ready_checks[] = {
+    {"postgres", probe_postgres},
+    {"nats", probe_nats},
+};
+
 static void on_readyz(const struct http_req *req, struct http_resp *resp, void *ctx)
 {
     (void)req;
     struct service *svc = ctx;
-    int pg = atomic_load(&svc->schema_ready) && db_ping(svc->cfg.database_url);
-    int nats = broker_connected(svc->broker);
-    http_resp_json(resp, pg && nats ? 200 : 503,
-                   json_pack("{s:{s:s, s:s}}", "checks", "postgres", pg ? "ok" : "down", "nats",
-                             nats ? "ok" : "down"));
+    json_t *body = NULL;
+    int ok = ready_report(svc->ready, &body);
+    http_resp_json(resp, ok ? 200 : 503, body);
 }
 
 static void on_metrics(const struct http_req *req, struct http_resp *resp, void *ctx)
@@ -45,9 +70,10 @@ static void on_metrics(const struct http_req *req, struct http_resp *resp, void 
 }
 
 static const struct http_route common_routes[] = {
-    {"GET", "/healthz", "/healthz", on_healthz},
-    {"GET", "/readyz", "/readyz", on_readyz},
-    {"GET", "/metrics", "/metrics", on_metrics},
+    /* quick: answered on the server's own threads, never behind a blocked worker */
+    {"GET", "/healthz", "/healthz", on_healthz, 1},
+    {"GET", "/readyz", "/readyz", on_readyz, 1},
+    {"GET", "/metrics", "/metrics", on_metrics, 1},
 };
 
 struct db *service_db_acquire(struct service *svc, struct http_resp *resp)
@@ -102,7 +128,7 @@ static int migrate(const struct config *cfg, int64_t deadline_ms)
             log_info("migrations: %d applied, schema up to date", applied);
             return 0;
         }
-        if (e != ERR_UNAVAILABLE) {
+        if (e != ERR_UNAVAILABLE && e != ERR_RETRY) { /* RETRY: e.g. a lock timeout */
             log_error("migrations: %s", msg);
             return 1;
         }
@@ -132,11 +158,14 @@ static enum err start_parts(struct service *svc, struct http_route *routes, size
         log_error("NATS_URL: %s", msg);
         return ERR_BROKER;
     }
-    if (http_start(c->port, c->http_threads, routes, nroutes, svc, http) != ERR_OK) {
+    struct http_limits lim = {c->http_threads, c->http_max_connections, c->http_max_per_ip,
+                              c->http_request_timeout_ms};
+    if (http_start(c->port, &lim, routes, nroutes, svc, http) != ERR_OK) {
         log_error("PORT: cannot listen on port %d", c->port);
         return ERR_IO;
     }
     log_info("listening on port %d", c->port);
+    ready_start(ready_checks, ARRAY_LEN(ready_checks), svc, &svc->ready);
     if (svc->def->inbox) {
         *ih = *svc->def->inbox;
         ih->stmts = svc->def->stmts; /* the handler runs the service's own statements */
@@ -172,6 +201,7 @@ static int run(struct service *svc)
     atomic_store(&svc->schema_ready, 1); /* publishes relay and app to request threads */
     wait_signal(-1);
     log_info("stopping: finishing in-flight requests and batches");
+    db_cut_at(mono_ms() + STOP_DB_CUT_MS); /* whatever Postgres does, no wait outlasts this */
 out:
     inbox_request_stop(svc->inbox); /* both loops finish their batch meanwhile */
     relay_request_stop(svc->relay);
@@ -180,6 +210,8 @@ out:
         svc->def->app_stop(svc);
     inbox_stop(svc->inbox);
     relay_stop(svc->relay);
+    ready_stop(svc->ready);
+    db_free(svc->ready_db);
     broker_free(svc->broker);
     db_pool_free(svc->pool);
     free(routes);
@@ -213,6 +245,9 @@ int service_main(const struct service_def *def, int argc, char **argv)
     }
     svc.def = def;
     log_init(svc.cfg.log_level, def->name);
+    struct db_limits dl = {svc.cfg.db_request_timeout_ms, svc.cfg.db_work_timeout_ms,
+                           svc.cfg.db_idle_tx_timeout_ms, svc.cfg.db_tcp_timeout_ms};
+    db_configure(&dl);
     failpoint_init(svc.cfg.failpoints);
     block_signals();
     if (def->register_metrics)

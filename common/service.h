@@ -41,6 +41,8 @@ struct service {
     struct relay *relay;
     struct inbox *inbox;
     atomic_int schema_ready;           /* migrations applied */
+    struct ready *ready;               /* /readyz probers */
+    struct db *ready_db;               /* the Postgres prober's connection */
     void *app;                         /* the service's own state (app_start) */
 };
 

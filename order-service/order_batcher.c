@@ -101,6 +101,7 @@ void batcher_start(const char *url, int workers, struct batcher **out)
     for (int i = 0; i < workers; i++) {
         struct worker_arg *w = xcalloc(1, sizeof *w);
         db_new(url, order_store_stmts, order_store_nstmts, &b->dbs[i]);
+        db_set_kind(b->dbs[i], DB_REQUEST); /* a request waits for it: bounded, then 503 */
         *w = (struct worker_arg){b, b->dbs[i]};
         if (pthread_create(&b->threads[i], NULL, worker_main, w) != 0)
             abort(); /* cannot take orders without committers: nothing to unwind */

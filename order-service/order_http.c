@@ -131,7 +131,7 @@ static void get_order(const struct http_req *req, struct http_resp *resp, void *
 }
 
 const struct http_route order_routes[] = {
-    {"POST", "/orders", "/orders", post_orders},
-    {"GET", "/orders/", "/orders/{id}", get_order},
+    {"POST", "/orders", "/orders", post_orders, 0},
+    {"GET", "/orders/", "/orders/{id}", get_order, 0},
 };
 const size_t order_nroutes = ARRAY_LEN(order_routes);

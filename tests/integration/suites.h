@@ -10,5 +10,6 @@ Suite *orders_suite(void);
 Suite *relay_suite(void);
 Suite *inventory_suite(void);
 Suite *status_suite(void);
+Suite *bounds_suite(void);
 
 #endif

@@ -445,6 +445,26 @@ static void parse_response(const char *raw, struct http_result *out)
     out->body = xstrdup(body ? body + 4 : "");
 }
 
+/* Sends the request on fd, reads the reply until the server closes (or
+ * end_ms passes), closes fd. 0 with out filled, or -1. */
+static int exchange(int fd, const char *data, size_t len, int64_t end_ms, struct http_result *out)
+{
+    struct buf resp;
+    buf_init(&resp);
+    int rc = send_all(fd, data, len);
+    char chunk[8192];
+    ssize_t got;
+    while (rc == 0 && mono_ms() < end_ms && (got = recv(fd, chunk, sizeof chunk, 0)) > 0)
+        buf_append(&resp, chunk, (size_t)got);
+    close(fd);
+    if (resp.len < 12)
+        rc = -1;
+    else
+        parse_response(resp.data, out);
+    buf_cleanup(&resp);
+    return rc;
+}
+
 int http_do(int port, const char *method, const char *path, const char *const *headers,
             const char *body, size_t body_len, struct http_result *out)
 {
@@ -452,29 +472,18 @@ int http_do(int port, const char *method, const char *path, const char *const *h
     int fd = connect_to(port);
     if (fd < 0)
         return -1;
-    struct buf req, resp;
+    struct buf req;
     buf_init(&req);
-    buf_init(&resp);
     buf_printf(&req, "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n", method, path);
     for (size_t i = 0; headers && headers[i]; i++)
         buf_printf(&req, "%s\r\n", headers[i]);
     if (body)
         buf_printf(&req, "Content-Length: %zu\r\n", body_len);
     buf_append(&req, "\r\n", 2);
-    int rc = send_all(fd, req.data, req.len);
-    if (rc == 0 && body)
-        rc = send_all(fd, body, body_len);
-    char chunk[8192];
-    ssize_t got;
-    while (rc == 0 && (got = recv(fd, chunk, sizeof chunk, 0)) > 0)
-        buf_append(&resp, chunk, (size_t)got);
-    close(fd);
-    if (resp.len < 12)
-        rc = -1;
-    else
-        parse_response(resp.data, out);
+    if (body)
+        buf_append(&req, body, body_len);
+    int rc = exchange(fd, req.data, req.len, INT64_MAX, out);
     buf_cleanup(&req);
-    buf_cleanup(&resp);
     return rc;
 }
 
@@ -529,4 +538,34 @@ double metric_in(const char *text, const char *series)
             return strtod(p + n + 1, NULL);
     }
     return -1;
+}
+
+/* ---- raw HTTP from a chosen loopback address ---- */
+
+int http_connect_from(const char *src_ip, int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in src = {.sin_family = AF_INET};
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    inet_pton(AF_INET, src_ip, &src.sin_addr);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&src, sizeof src) != 0 ||
+        connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int http_raw(const char *src_ip, int port, const char *raw, size_t len, int timeout_ms,
+             struct http_result *out)
+{
+    memset(out, 0, sizeof *out);
+    int fd = http_connect_from(src_ip, port);
+    if (fd < 0)
+        return -1;
+    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return exchange(fd, raw, len, mono_ms() + timeout_ms, out);
 }

@@ -83,6 +83,13 @@ void http_result_free(struct http_result *r);
 int http_post_json(int port, const char *path, const char *json, struct http_result *out);
 int http_get(int port, const char *path, struct http_result *out);
 
+/* A TCP connection from src_ip (e.g. "127.0.0.2") to 127.0.0.1:port, or -1. */
+int http_connect_from(const char *src_ip, int port);
+/* Sends the raw request bytes from src_ip, reads the reply until the server
+ * closes or timeout_ms passes. Returns 0 with out filled, or -1. */
+int http_raw(const char *src_ip, int port, const char *raw, size_t len, int timeout_ms,
+             struct http_result *out);
+
 /* ---- misc ---- */
 /* Folder for this run's logs and stores ($ITEST_TMP, else /tmp). */
 const char *itest_tmp(void);

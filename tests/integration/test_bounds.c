@@ -1,0 +1,248 @@
+/* test_bounds.c - every wait is bounded, as a user sees it: a lock held on
+ * orders, Postgres frozen with SIGSTOP, a commit whose connection is cut,
+ * a flood of idle connections and a client sending a byte a second.
+ * Real processes, real Postgres, a private nats-server. */
+#include "support/harness.h"
+#include "suites.h"
+#include "util.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define ORDER_JSON "{\"customer_id\":\"c-1\",\"items\":[{\"sku\":\"SKU-1\",\"qty\":1}]}"
+#define HEALTHZ_MAX_MS 500
+
+static struct natsd nats;
+static pid_t postmaster;
+
+static void setup(void)
+{
+    pg_reset("orders");
+    pg_reset("inventory");
+    natsd_start(&nats);
+}
+
+static void teardown(void)
+{
+    natsd_cleanup(&nats);
+}
+
+/* GET path from 127.0.0.1 within timeout_ms; returns the status (-1 none), *ms the time. */
+static int timed_get(int port, const char *path, int timeout_ms, int64_t *ms)
+{
+    char raw[256];
+    int n = snprintf(raw, sizeof raw, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", path);
+    struct http_result r;
+    int64_t t0 = mono_ms();
+    int st = http_raw("127.0.0.1", port, raw, (size_t)n, timeout_ms, &r) == 0 ? r.status : -1;
+    *ms = mono_ms() - t0;
+    http_result_free(&r);
+    return st;
+}
+
+static int timed_post(int port, const char *json, int timeout_ms, int64_t *ms, char id[64])
+{
+    char *raw = xasprintf("POST /orders HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                          "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+                          strlen(json), json);
+    struct http_result r;
+    int64_t t0 = mono_ms();
+    int st = http_raw("127.0.0.1", port, raw, strlen(raw), timeout_ms, &r) == 0 ? r.status : -1;
+    *ms = mono_ms() - t0;
+    if (id)
+        snprintf(id, 64, "%s", st == 201 ? json_field(r.body, "id") : "");
+    http_result_free(&r);
+    free(raw);
+    return st;
+}
+
+/* /healthz must stay fast for `for_ms`; returns the slowest answer. */
+static int64_t healthz_stays_fast(int port, int64_t for_ms)
+{
+    int64_t worst = 0, ms;
+    for (int64_t end = mono_ms() + for_ms; mono_ms() < end; sleep_ms(100)) {
+        ck_assert_int_eq(timed_get(port, "/healthz", 2000, &ms), 200);
+        if (ms > worst)
+            worst = ms;
+    }
+    return worst;
+}
+
+struct poster {
+    int port;
+    int64_t until_ms;
+    int n, worst_ms, bad;
+};
+
+/* Posts one order after another until until_ms: each must answer 201 or 503 in time. */
+static void *post_loop(void *arg)
+{
+    struct poster *p = arg;
+    while (mono_ms() < p->until_ms) {
+        int64_t ms;
+        int st = timed_post(p->port, ORDER_JSON, 15000, &ms, NULL);
+        if (st != 201 && st != 503)
+            p->bad++, fprintf(stderr, "POST: %d after %lld ms\n", st, (long long)ms);
+        p->worst_ms = ms > p->worst_ms ? (int)ms : p->worst_ms;
+        p->n++;
+    }
+    return NULL;
+}
+
+static void put_stock(struct svc *inv)
+{
+    static const char *const h[] = {"Content-Type: application/json", NULL};
+    struct http_result r;
+    ck_assert_int_eq(http_do(inv->port, "PUT", "/inventory/SKU-1", h, "{\"available\":1000}", 18, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    http_result_free(&r);
+}
+
+static int none_pending(void *arg)
+{
+    (void)arg;
+    return pg_long("orders", "SELECT count(*) FROM orders WHERE status = 'PENDING'") == 0;
+}
+
+START_TEST(lock_on_orders_is_bounded)
+{
+    struct svc orders, inv;
+    svc_start(&orders, "order-service", nats.url, NULL);
+    svc_start(&inv, "inventory-service", nats.url, NULL);
+    put_stock(&inv);
+    PGconn *c = PQconnectdb(pg_url("orders"));
+    PQclear(PQexec(c, "BEGIN"));
+    PGresult *r = PQexec(c, "LOCK TABLE orders IN ACCESS EXCLUSIVE MODE");
+    ck_assert_int_eq(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    /* Three clients post all along; a request's bound is 3 s, plus the batch ahead of it. */
+    struct poster p[3];
+    pthread_t t[3];
+    for (int i = 0; i < 3; i++) {
+        p[i] = (struct poster){.port = orders.port, .until_ms = mono_ms() + 17000};
+        pthread_create(&t[i], NULL, post_loop, &p[i]);
+    }
+    int64_t worst = healthz_stays_fast(orders.port, 20000);
+    for (int i = 0; i < 3; i++) {
+        pthread_join(t[i], NULL);
+        ck_assert_int_gt(p[i].n, 0);
+        ck_assert_int_eq(p[i].bad, 0);
+        ck_assert_msg(p[i].worst_ms < 8000, "a POST took %d ms under the lock", p[i].worst_ms);
+    }
+    ck_assert_msg(worst < HEALTHZ_MAX_MS, "/healthz took %lld ms", (long long)worst);
+    PQclear(PQexec(c, "COMMIT"));
+    PQfinish(c);
+    for (int i = 0; i < 5; i++) {
+        int64_t ms;
+        ck_assert_int_eq(timed_post(orders.port, ORDER_JSON, 10000, &ms, NULL), 201);
+    }
+    ck_assert_msg(wait_until(none_pending, NULL, 30000), "orders stayed PENDING");
+    ck_assert_int_eq(svc_stop(&orders, SIGTERM), 0);
+    ck_assert_int_eq(svc_stop(&inv, SIGTERM), 0);
+}
+END_TEST
+
+/* ---- Postgres frozen with SIGSTOP ---- */
+
+static pid_t ppid_of(pid_t pid)
+{
+    char path[64], line[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    char *ok = fgets(line, sizeof line, f);
+    fclose(f);
+    char *close_paren = ok ? strrchr(line, ')') : NULL;
+    int ppid = -1;
+    if (close_paren)
+        sscanf(close_paren + 2, "%*c %d", &ppid);
+    return ppid;
+}
+
+/* SIGSTOP or SIGCONT the whole cluster: the postmaster first on stop (no
+ * new backend meanwhile), last on continue. */
+static void pg_signal_all(int sig)
+{
+    if (postmaster <= 0)
+        return;
+    if (sig == SIGSTOP)
+        kill(postmaster, sig);
+    DIR *d = opendir("/proc");
+    for (struct dirent *e; d && (e = readdir(d));)
+        if (isdigit((unsigned char)e->d_name[0]) && ppid_of(atoi(e->d_name)) == postmaster)
+            kill(atoi(e->d_name), sig);
+    if (d)
+        closedir(d);
+    if (sig != SIGSTOP)
+        kill(postmaster, sig);
+}
+
+static void find_postmaster(void)
+{
+    long cp = pg_long("orders", "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'");
+    postmaster = cp > 0 ? ppid_of((pid_t)cp) : -1;
+}
+
+static void thaw(void)
+{
+    pg_signal_all(SIGCONT); /* harmless when nothing is stopped */
+}
+
+START_TEST(frozen_postgres_then_sigterm)
+{
+    ck_assert_int_gt(postmaster, 1);
+    struct svc orders;
+    svc_start(&orders, "order-service", nats.url, NULL);
+    int64_t ms;
+    ck_assert_int_eq(timed_post(orders.port, ORDER_JSON, 10000, &ms, NULL), 201);
+    pg_signal_all(SIGSTOP);
+    int64_t frozen_at = mono_ms();
+    struct poster p = {.port = orders.port, .until_ms = mono_ms() + 1};
+    pthread_t t;
+    pthread_create(&t, NULL, post_loop, &p); /* one POST in flight when SIGTERM comes */
+    int64_t worst = healthz_stays_fast(orders.port, 4000);
+    ck_assert_msg(worst < HEALTHZ_MAX_MS, "/healthz took %lld ms", (long long)worst);
+    int st = timed_get(orders.port, "/readyz", 5000, &ms);
+    ck_assert_msg(st == 503 && ms < 1000, "/readyz: %d in %lld ms", st, (long long)ms);
+    int64_t t0 = mono_ms();
+    int code = svc_stop(&orders, SIGTERM);
+    int64_t took = mono_ms() - t0;
+    pthread_join(t, NULL);
+    ck_assert_int_eq(p.bad, 0);
+    sleep_ms(15000 - (mono_ms() - frozen_at));
+    thaw();
+    ck_assert_int_eq(code, 0);
+    ck_assert_msg(took < 10000, "SIGTERM took %lld ms", (long long)took);
+    svc_start(&orders, "order-service", nats.url, NULL);
+    ck_assert_int_eq(timed_post(orders.port, ORDER_JSON, 10000, &ms, NULL), 201);
+    ck_assert_int_eq(svc_stop(&orders, SIGTERM), 0);
+}
+END_TEST
+
+Suite *bounds_suite(void)
+{
+    Suite *s = suite_create("bounds");
+    TCase *tc = tcase_create("bounds");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, lock_on_orders_is_bounded);
+    suite_add_tcase(s, tc);
+    TCase *frozen = tcase_create("frozen");
+    tcase_add_unchecked_fixture(frozen, find_postmaster, thaw);
+    tcase_add_checked_fixture(frozen, setup, teardown);
+    tcase_set_timeout(frozen, 120);
+    tcase_add_test(frozen, frozen_postgres_then_sigterm);
+    suite_add_tcase(s, frozen);
+    return s;
+}
