@@ -3,6 +3,7 @@
 #   make test      install what is missing, build with ASan/UBSan, run every suite
 #   make demo      run the system on a local Postgres + nats-server
 #   make bench     benchmarks against raw pgbench / raw JetStream publish
+#   make fuzz      each libFuzzer harness for FUZZ_SECS (60) seconds
 #   make deps      install the Debian packages the above need
 
 CC      ?= cc
@@ -26,7 +27,7 @@ INTEG_SRC     := $(wildcard tests/integration/*.c) $(wildcard tests/support/*.c)
 
 obj = $(patsubst %.c,build/$(1)/%.o,$(2))
 
-.PHONY: all deps test demo demo-stop bench compose-test clean check-build
+.PHONY: all deps test demo demo-stop bench compose-test clean check-build fuzz fuzz-build
 all: bin/order-service bin/inventory-service
 
 # --- release build -----------------------------------------------------
@@ -66,12 +67,34 @@ build/asan/run-integration: $(call obj,asan,$(COMMON_SRC) $(ORDER_SRC) $(INVENTO
 check-build: build/asan/bin/order-service build/asan/bin/inventory-service \
              build/asan/run-unit build/asan/run-integration all
 
+# --- libFuzzer harnesses (clang from Debian) ---------------------------
+FUZZ_CC     ?= clang-14
+FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_NAMES  := order event http config
+FUZZ_BINS   := $(addprefix build/fuzz/bin/fuzz_,$(FUZZ_NAMES))
+FUZZ_SECS   ?= 60
+
+build/fuzz/%.o: %.c $(wildcard common/*.h order-service/*.h inventory-service/*.h)
+	@mkdir -p $(dir $@)
+	@echo "  FUZZCC $<"; $(FUZZ_CC) $(CFLAGS_BASE) -g -O1 -fno-omit-frame-pointer $(FUZZ_SAN) \
+	    -fsanitize=fuzzer-no-link -c -o $@ $<
+
+build/fuzz/bin/fuzz_%: build/fuzz/tests/fuzz/fuzz_%.o $(call obj,fuzz,$(COMMON_SRC) $(ORDER_SRC) $(INVENTORY_SRC))
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $^ $(LIBS)
+
+fuzz-build: $(FUZZ_BINS)
+
+fuzz: deps
+	@$(MAKE) --no-print-directory fuzz-build
+	@FUZZ_SECS=$(FUZZ_SECS) scripts/fuzz $(FUZZ_NAMES)
+
 # --- the commands of the README ----------------------------------------
 deps:
 	@scripts/deps
 
 test: deps
-	@$(MAKE) --no-print-directory check-build
+	@$(MAKE) --no-print-directory check-build fuzz-build
 	@scripts/test
 
 demo: deps

@@ -484,3 +484,21 @@ void broker_nak(struct broker_in *m, int64_t delay_ms)
 {
     natsMsg_NakWithDelay(m->handle, delay_ms, NULL);
 }
+
+void broker_in_headers(const struct broker_in *m, struct buf *out)
+{
+    const char **keys = NULL;
+    int nkeys = 0;
+    if (!m->handle || natsMsgHeader_Keys(m->handle, &keys, &nkeys) != NATS_OK)
+        return;
+    for (int i = 0; i < nkeys; i++) {
+        const char **vals = NULL;
+        int nvals = 0;
+        if (natsMsgHeader_Values(m->handle, keys[i], &vals, &nvals) != NATS_OK)
+            continue;
+        for (int k = 0; k < nvals; k++)
+            buf_printf(out, "%s: %s\r\n", keys[i], vals[k]);
+        free((void *)vals);
+    }
+    free((void *)keys);
+}

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "err.h"
+#include "util.h"
 
 struct broker_settings {
     const char *urls;        /* comma-separated */
@@ -78,6 +79,9 @@ enum err broker_sub_check(struct broker_sub *sub);
 enum err broker_fetch(struct broker_sub *sub, int max, int timeout_ms,
                       struct broker_in **msgs, int *n);
 void broker_fetch_free(struct broker_in *msgs, int n);
+
+/* Appends the message's NATS headers as "Key: value\r\n" lines (raw bytes). */
+void broker_in_headers(const struct broker_in *m, struct buf *out);
 
 void broker_ack(struct broker_in *m);
 void broker_term(struct broker_in *m);

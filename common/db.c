@@ -18,10 +18,12 @@
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 2000
 #define CONNECT_TIMEOUT "3"    /* seconds, libpq's own bound on a connection attempt */
+#define CONNECT_MS 3000        /* ours (libpq's applies to blocking connects only) */
 #define CLIENT_GRACE_MS 2000   /* past the server's statement_timeout: the server is gone */
 #define POLL_SLICE_MS 100
 #define CHECK_INTERVAL_MS 1000 /* the server notices a client gone away mid-query */
 #define SETTLE_POLL_MS 100
+#define SETTLE_GRACE_MS 1500   /* at shutdown: settle a commit in doubt, still within 10 s */
 
 static struct db_limits limits = {
     .request_ms = 3000, .work_ms = 30000, .idle_tx_ms = 60000, .tcp_ms = 10000,
@@ -34,6 +36,7 @@ struct db {
     enum db_kind kind;
     char txid[32];           /* of the open transaction (db_begin), for an in-doubt commit */
     char state[6];           /* SQLSTATE of the last error, "" if none */
+    int64_t cut_grace_ms;    /* settling an in-doubt commit may outlast the shutdown cut */
     char *url;
     const struct db_stmt *stmts;
     size_t nstmts;
@@ -126,7 +129,8 @@ static PGconn *open_conn(const struct db *db)
 {
     PQconninfoOption *opts = PQconninfoParse(db->url, NULL);
     if (!opts) /* let libpq say what is wrong with it */
-        return PQconnectdbParams((const char *[]){"dbname", NULL}, (const char *[]){db->url, NULL}, 1);
+        return PQconnectStartParams((const char *[]){"dbname", NULL},
+                                    (const char *[]){db->url, NULL}, 1);
     struct kv kv = {.n = 0};
     char options[1024], idle[24], intvl[24], tcp[24];
     session_options(db->kind, options, sizeof options);
@@ -154,7 +158,7 @@ static PGconn *open_conn(const struct db *db)
     kv_default(&kv, "tcp_user_timeout", tcp);
     kv.keys[kv.n] = NULL;
     kv.vals[kv.n] = NULL;
-    PGconn *c = PQconnectdbParams(kv.keys, kv.vals, 0);
+    PGconn *c = PQconnectStartParams(kv.keys, kv.vals, 0);
     PQconninfoFree(opts);
     return c;
 }
@@ -172,17 +176,24 @@ static int64_t kind_ms(enum db_kind kind)
 
 /* When the client stops waiting: the server's own bound plus a grace (past
  * it the server is frozen or unreachable), and never past the shutdown cut. */
+static int64_t cut_of(const struct db *db)
+{
+    int64_t cut = atomic_load(&cut_at_ms);
+    return cut ? cut + db->cut_grace_ms : 0;
+}
+
 static int64_t deadline_of(const struct db *db)
 {
-    int64_t ms = kind_ms(db->kind), cut = atomic_load(&cut_at_ms);
+    int64_t ms = kind_ms(db->kind), cut = cut_of(db);
     int64_t d = ms ? mono_ms() + ms + CLIENT_GRACE_MS : INT64_MAX;
     return cut && cut < d ? cut : d;
 }
 
 /* Waits until the socket is ready for `events` or the deadline passed (0). */
-static int wait_sock(PGconn *c, short events, int64_t deadline)
+static int wait_sock(const struct db *db, short events, int64_t deadline)
 {
-    int64_t cut = atomic_load(&cut_at_ms);
+    PGconn *c = db->conn;
+    int64_t cut = cut_of(db);
     if (cut && cut < deadline)
         deadline = cut; /* a shutdown began during the wait */
     int64_t left = deadline - mono_ms();
@@ -203,7 +214,7 @@ static PGresult *await(struct db *db, int64_t deadline)
     PGconn *c = db->conn;
     int f;
     while ((f = PQflush(c)) == 1)
-        if (!wait_sock(c, POLLOUT | POLLIN, deadline) || !PQconsumeInput(c))
+        if (!wait_sock(db, POLLOUT | POLLIN, deadline) || !PQconsumeInput(c))
             goto lost;
     if (f < 0)
         goto lost;
@@ -223,13 +234,13 @@ static PGresult *await(struct db *db, int64_t deadline)
             if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT)
                 return keep; /* not used by us */
         }
-        if (!wait_sock(c, POLLIN, deadline) || !PQconsumeInput(c)) {
+        if (!wait_sock(db, POLLIN, deadline) || !PQconsumeInput(c)) {
             PQclear(keep);
             goto lost;
         }
     }
 lost:
-    if (mono_ms() >= deadline || (atomic_load(&cut_at_ms) && mono_ms() >= atomic_load(&cut_at_ms)))
+    if (mono_ms() >= deadline || (cut_of(db) && mono_ms() >= cut_of(db)))
         set_err(db, "no answer in time", "the database did not answer within its bound");
     else
         set_err(db, "connection lost", PQerrorMessage(c));
@@ -269,6 +280,27 @@ static int idle_conn_dead(PGconn *c)
     return poll(&p, 1, 0) != 0;
 }
 
+/* Drives the non-blocking connection attempt to its end, within CONNECT_MS
+ * and the shutdown cut: a frozen server cannot hold a connect longer. */
+static int connect_wait(struct db *db)
+{
+    int64_t deadline = mono_ms() + CONNECT_MS;
+    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+    while (db->conn && PQstatus(db->conn) != CONNECTION_BAD) {
+        if (st == PGRES_POLLING_OK)
+            return 1;
+        if (st == PGRES_POLLING_FAILED)
+            break;
+        if (!wait_sock(db, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline)) {
+            set_err(db, "connect", "timed out");
+            return 0;
+        }
+        st = PQconnectPoll(db->conn);
+    }
+    set_err(db, "connect", db->conn ? PQerrorMessage(db->conn) : "out of memory");
+    return 0;
+}
+
 enum err db_connect(struct db *db)
 {
     if (db->conn && PQstatus(db->conn) == CONNECTION_OK && !idle_conn_dead(db->conn))
@@ -277,11 +309,14 @@ enum err db_connect(struct db *db)
     int64_t now = mono_ms();
     if (now < db->retry_at_ms && atomic_load(&seen_up_ms) <= db->failed_at_ms)
         return ERR_UNAVAILABLE;
+    int64_t cut = cut_of(db);
+    if (cut && now >= cut) {
+        set_err(db, "connect", "stopping");
+        return ERR_UNAVAILABLE;
+    }
     db->conn = open_conn(db);
     enum err e = ERR_UNAVAILABLE;
-    if (PQstatus(db->conn) != CONNECTION_OK)
-        set_err(db, "connect", PQerrorMessage(db->conn));
-    else {
+    if (connect_wait(db)) {
         PQsetNoticeProcessor(db->conn, ignore_notice, NULL);
         PQsetnonblocking(db->conn, 1); /* every wait is ours, with a deadline */
         e = prepare_all(db);
@@ -409,7 +444,8 @@ enum err db_begin(struct db *db)
 static enum err settle(struct db *db, const char *txid, int64_t deadline)
 {
     const char *params[] = {txid};
-    int64_t cut = atomic_load(&cut_at_ms);
+    db->cut_grace_ms = SETTLE_GRACE_MS;
+    int64_t cut = cut_of(db);
     if (cut && cut < deadline)
         deadline = cut;
     for (;;) {
@@ -419,8 +455,10 @@ static enum err settle(struct db *db, const char *txid, int64_t deadline)
         e = strcmp(st, "committed") == 0 ? ERR_OK : strcmp(st, "aborted") == 0 ? ERR_RETRY
                                                                              : ERR_UNAVAILABLE;
         PQclear(r);
-        if (e != ERR_UNAVAILABLE || mono_ms() + SETTLE_POLL_MS >= deadline)
+        if (e != ERR_UNAVAILABLE || mono_ms() + SETTLE_POLL_MS >= deadline) {
+            db->cut_grace_ms = 0;
             return e;
+        }
         sleep_ms(SETTLE_POLL_MS);
     }
 }
@@ -432,8 +470,13 @@ enum err db_commit(struct db *db)
     db->txid[0] = '\0';
     int64_t deadline = deadline_of(db);
     enum err e = db_connect(db);
-    if (e == ERR_OK && !PQsendQuery(db->conn, "COMMIT"))
+    if (e == ERR_OK && failpoint_on("db_commit_lost"))
+        shutdown(PQsocket(db->conn), SHUT_RDWR); /* gone before COMMIT: the server aborts */
+    if (e == ERR_OK && !PQsendQuery(db->conn, "COMMIT")) {
+        set_err(db, "COMMIT", PQerrorMessage(db->conn));
+        db_drop(db);
         e = ERR_UNAVAILABLE;
+    }
     if (e == ERR_OK && PQflush(db->conn) == 0 && failpoint_on("db_commit_cut"))
         shutdown(PQsocket(db->conn), SHUT_RDWR); /* COMMIT is on its way, the answer is lost */
     if (e == ERR_OK)

@@ -74,7 +74,8 @@ enum err db_begin(struct db *db);
 /* COMMIT. If the connection is lost meanwhile, the outcome is settled on a
  * fresh connection (pg_xact_status): ERR_OK committed, ERR_RETRY aborted
  * (nothing was written: write again), ERR_UNAVAILABLE still unknown after
- * the bound. Failpoint db_commit_cut cuts the socket right after COMMIT. */
+ * the bound. Failpoints: db_commit_cut cuts the socket right after COMMIT is
+ * sent (committed, the answer lost); db_commit_lost just before it (aborted). */
 enum err db_commit(struct db *db);
 /* SQLSTATE of the last error ("" if none), e.g. "40P01" deadlock. */
 const char *db_sqlstate(const struct db *db);

@@ -11,7 +11,8 @@
 void failpoint_init(const char *spec);
 void failpoint_hit(const char *name);
 /* 1 the n-th time (default first) `name` is passed, for faults other than a
- * crash. Known: db_commit_cut (the socket is cut right after COMMIT is sent). */
+ * crash. Known: db_commit_cut (the socket is cut right after COMMIT is sent),
+ * db_commit_lost (cut just before it). */
 int failpoint_on(const char *name);
 
 #endif

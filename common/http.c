@@ -57,7 +57,7 @@ struct http_server {
     atomic_int reaper_stop;
 };
 
-#define STOP_GRACE_MS 7000
+#define STOP_GRACE_MS 5000 /* past the database cut (service.c): the last replies go out */
 #define MHD_THREADS 2       /* never block: they only read, route and write */
 #define REAP_EVERY_MS 200
 #define FD_RESERVE 256      /* for Postgres, NATS, files */

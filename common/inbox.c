@@ -30,8 +30,8 @@ static const struct db_stmt inbox_stmts[] = {
      "INSERT INTO processed_messages (event_id, subject) "
      "SELECT * FROM unnest($1::uuid[], $2::text[]) ON CONFLICT DO NOTHING RETURNING event_id"},
     {"inbox_dead",
-     "INSERT INTO dead_letters (subject, event_id, body, error) "
-     "VALUES ($1, $2::uuid, $3::bytea, $4)"},
+     "INSERT INTO dead_letters (subject, event_id, body, error, subject_raw, headers) "
+     "VALUES ($1, $2::uuid, $3::bytea, $4, $5::bytea, $6::bytea)"},
     {"inbox_prune",
      "DELETE FROM processed_messages WHERE event_id IN (SELECT event_id FROM processed_messages "
      "WHERE processed_at < now() - $1::bigint * interval '1 millisecond' LIMIT 1000)"},
@@ -80,19 +80,40 @@ static void mark_poison(struct slot *sl, const char *why)
     snprintf(sl->why, sizeof sl->why, "%s", why);
 }
 
+/* bytea hex input: any bytes, valid UTF-8 or not. */
+static void bytea_hex(struct buf *b, const char *data, size_t n)
+{
+    buf_append(b, "\\x", 2);
+    for (size_t i = 0; i < n; i++)
+        buf_printf(b, "%02x", (unsigned char)data[i]);
+}
+
+/* Keeps the message as it came: body, exact subject and headers as bytes,
+ * and the subject as text (escaped where it is not UTF-8). */
 static enum err dead_letter(struct inbox *in, const struct broker_in *m, const struct slot *sl)
 {
-    struct buf body;
+    struct buf body, subject, raw_subject, headers, raw_headers;
     buf_init(&body);
-    buf_append(&body, "\\x", 2); /* bytea hex input: any bytes, valid UTF-8 or not */
-    for (int i = 0; i < m->len; i++)
-        buf_printf(&body, "%02x", (unsigned char)m->data[i]);
-    const char *params[] = {m->subject, sl->id[0] ? sl->id : NULL, body.data, sl->why};
-    enum err e = db_exec(in->db, "inbox_dead", 4, params, NULL);
+    buf_init(&subject);
+    buf_init(&raw_subject);
+    buf_init(&headers);
+    buf_init(&raw_headers);
+    bytea_hex(&body, m->data, (size_t)m->len);
+    buf_escape_bytes(&subject, m->subject, strlen(m->subject));
+    bytea_hex(&raw_subject, m->subject, strlen(m->subject));
+    broker_in_headers(m, &raw_headers);
+    bytea_hex(&headers, raw_headers.data ? raw_headers.data : "", raw_headers.len);
+    const char *params[] = {subject.data, sl->id[0] ? sl->id : NULL, body.data, sl->why,
+                            raw_subject.data, headers.data};
+    enum err e = db_exec(in->db, "inbox_dead", 6, params, NULL);
     if (e == ERR_OK)
-        log_warn("poison message on %s (event %s) kept in dead_letters: %s", m->subject,
+        log_warn("poison message on %s (event %s) kept in dead_letters: %s", subject.data,
                  sl->id[0] ? sl->id : "?", sl->why);
     buf_cleanup(&body);
+    buf_cleanup(&subject);
+    buf_cleanup(&raw_subject);
+    buf_cleanup(&headers);
+    buf_cleanup(&raw_headers);
     return e;
 }
 
@@ -180,11 +201,18 @@ static enum err apply_fresh(struct inbox *in, const struct broker_in *msgs, stru
 /* The whole batch inside the caller's transaction. */
 static enum err apply_batch(struct inbox *in, const struct broker_in *msgs, struct slot *sl, int n)
 {
-    for (int i = 0; i < n; i++)
-        if (event_peek_id(msgs[i].data, (size_t)msgs[i].len, sl[i].id) != ERR_OK) {
-            sl[i].id[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        /* text columns refuse such bytes: poison at once, never recorded or retried */
+        if (!utf8_valid(msgs[i].subject, strlen(msgs[i].subject)))
+            mark_poison(&sl[i], "subject is not valid UTF-8");
+        else if (!utf8_valid(msgs[i].data, (size_t)msgs[i].len))
+            mark_poison(&sl[i], "body is not valid UTF-8");
+        else if (event_peek_id(msgs[i].data, (size_t)msgs[i].len, sl[i].id) == ERR_OK)
+            continue;
+        else
             mark_poison(&sl[i], "body is not a JSON object with a UUID event_id");
-        }
+        sl[i].id[0] = '\0';
+    }
     enum err e = record_ids(in, msgs, sl, n);
     if (e == ERR_OK)
         e = apply_fresh(in, msgs, sl, n);

@@ -17,7 +17,7 @@
 
 #define MIGRATE_ONLY_DEADLINE_MS 60000
 #define MIGRATE_RETRY_MS 1000
-#define STOP_DB_CUT_MS 5000 /* SIGTERM: database waits end by then, replies go out, exit < 10 s */
+#define STOP_DB_CUT_MS 4000 /* SIGTERM: database waits end by then, replies go out, exit < 10 s */
 
 static void on_healthz(const struct http_req *req, struct http_resp *resp, void *ctx)
 {
@@ -78,10 +78,11 @@ static const struct http_route common_routes[] = {
 
 struct db *service_db_acquire(struct service *svc, struct http_resp *resp)
 {
-    struct db *db = db_pool_acquire(svc->pool);
-    if (atomic_load(&svc->schema_ready) && db_connect(db) == ERR_OK)
+    struct db *db = atomic_load(&svc->schema_ready) ? db_pool_acquire(svc->pool) : NULL;
+    if (db && db_connect(db) == ERR_OK)
         return db;
-    db_pool_release(svc->pool, db);
+    if (db)
+        db_pool_release(svc->pool, db);
     http_resp_error(resp, 503, "unavailable", "the database cannot be reached; retry later", NULL);
     return NULL;
 }

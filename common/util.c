@@ -211,3 +211,47 @@ struct timespec mono_deadline(int64_t ms)
     t.tv_nsec = ns % 1000000000;
     return t;
 }
+
+/* Length of the well-formed UTF-8 sequence at s (n bytes left), 0 if none. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    static const struct { unsigned char lead_min, lead_max, len, lo, hi; } forms[] = {
+        {0x01, 0x7f, 1, 0, 0},       {0xc2, 0xdf, 2, 0x80, 0xbf}, {0xe0, 0xe0, 3, 0xa0, 0xbf},
+        {0xe1, 0xec, 3, 0x80, 0xbf}, {0xed, 0xed, 3, 0x80, 0x9f}, {0xee, 0xef, 3, 0x80, 0xbf},
+        {0xf0, 0xf0, 4, 0x90, 0xbf}, {0xf1, 0xf3, 4, 0x80, 0xbf}, {0xf4, 0xf4, 4, 0x80, 0x8f},
+    };
+    for (size_t f = 0; f < ARRAY_LEN(forms); f++) {
+        if (s[0] < forms[f].lead_min || s[0] > forms[f].lead_max)
+            continue;
+        size_t len = forms[f].len;
+        if (len > n || (len > 1 && (s[1] < forms[f].lo || s[1] > forms[f].hi)))
+            return 0;
+        for (size_t i = 2; i < len; i++)
+            if ((s[i] & 0xc0) != 0x80)
+                return 0;
+        return len;
+    }
+    return 0;
+}
+
+int utf8_valid(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0, k; i < n; i += k)
+        if ((k = utf8_seq(p + i, n - i)) == 0)
+            return 0;
+    return 1;
+}
+
+void buf_escape_bytes(struct buf *b, const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0, k; i < n; i += k) {
+        k = utf8_seq(p + i, n - i);
+        if (k == 0 || p[i] == '\\') {
+            buf_printf(b, "\\x%02x", p[i]);
+            k = 1;
+        } else
+            buf_append(b, p + i, k);
+    }
+}

@@ -50,6 +50,11 @@ void buf_cleanup(struct buf *b);
 void buf_append(struct buf *b, const void *data, size_t n);
 void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void buf_reset(struct buf *b);
+/* 1 when s[0..n) is well-formed UTF-8 (no overlongs, surrogates or NULs). */
+int utf8_valid(const char *s, size_t n);
+/* Appends s[0..n) as valid UTF-8 text: well-formed sequences as they are,
+ * any other byte (and NUL, and backslash) as \xNN. */
+void buf_escape_bytes(struct buf *b, const char *s, size_t n);
 /* Appends s as one element of a Postgres array literal (quoted, escaped). */
 void buf_pg_array_elem(struct buf *b, const char *s);
 

@@ -27,6 +27,11 @@ void order_request_cleanup(struct order_request *r);
 /* 1..128 printable ASCII characters. */
 int order_idempotency_key_valid(const char *key);
 
+/* A W3C trace context `traceparent` value we may pass on: version 00 form
+ * (or a later version's prefix), lower-case hex, ids not all zero. An
+ * invalid one is ignored, never an error (W3C: restart the trace). */
+int order_traceparent_valid(const char *tp);
+
 /* Canonical text of what the request asks for: the same order body gives
  * the same text whatever its formatting or unknown fields. Caller frees. */
 char *order_request_fingerprint(const struct order_request *r);

@@ -4,15 +4,22 @@
 #include "order_batcher.h"
 #include "util.h"
 
+#include <errno.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
 
 #define BATCH_MAX 128 /* orders per statement: bounds one statement's size and time */
+#define CONFLICT_RETRIES 3    /* deadlock or serialization failure: the batch again */
+#define JITTER_MIN_MS 5
+#define JITTER_SPAN_MS 45
 
 struct job {
     const struct order_new *order;
     struct order_result res;
-    int done;
+    int done, taken;
     struct job *next;
 };
 
@@ -22,6 +29,7 @@ struct batcher {
     pthread_cond_t done;     /* some jobs are done */
     struct job *head, *tail;
     int stopping;
+    int64_t wait_ms;         /* a job not taken by then is answered unavailable */
     int nworkers;
     pthread_t *threads;
     struct db **dbs;
@@ -37,6 +45,7 @@ static size_t take(struct batcher *b, struct job **jobs)
 {
     size_t n = 0;
     while (b->head && n < BATCH_MAX) {
+        b->head->taken = 1;
         jobs[n++] = b->head;
         b->head = b->head->next;
     }
@@ -45,20 +54,83 @@ static size_t take(struct batcher *b, struct job **jobs)
     return n;
 }
 
-/* One statement for the batch; if the database refuses it (not for want of
- * time or connection), each order alone, so that only the bad one fails. */
+/* Keys in one order (keyless first): two batches then take the unique
+ * index's locks in the same order and cannot deadlock on each other. */
+static int by_key(const void *a, const void *b)
+{
+    const char *ka = (*(struct job *const *)a)->order->idempotency_key;
+    const char *kb = (*(struct job *const *)b)->order->idempotency_key;
+    if (!ka || !kb)
+        return (ka != NULL) - (kb != NULL);
+    return strcmp(ka, kb);
+}
+
+static void clear_results(struct order_result *res, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        json_decref(res[i].doc);
+        res[i] = (struct order_result){ERR_OK, NULL, 0};
+    }
+}
+
+/* One transaction. ERR_RETRY with *again set: nothing was written and
+ * writing again may succeed (a deadlock, a serialization failure, or a
+ * commit whose connection was lost and that turned out aborted). */
+static enum err write_once(struct db *db, const struct order_new **orders, size_t n,
+                           struct order_result *res, int *again)
+{
+    *again = 0;
+    enum err e = db_begin(db);
+    if (e == ERR_OK)
+        e = order_store_create(db, orders, n, res);
+    if (e == ERR_OK) {
+        e = db_commit(db);
+        *again = e == ERR_RETRY; /* in doubt, then found aborted */
+    } else {
+        *again = e == ERR_RETRY && strncmp(db_sqlstate(db), "40", 2) == 0;
+        db_rollback(db);
+    }
+    if (e != ERR_OK)
+        clear_results(res, n);
+    return e;
+}
+
+static void jitter_sleep(int attempt)
+{
+    static _Thread_local unsigned seed;
+    if (!seed)
+        seed = (unsigned)mono_ms() ^ (unsigned)(uintptr_t)&seed;
+    sleep_ms((JITTER_MIN_MS + rand_r(&seed) % JITTER_SPAN_MS) * attempt);
+}
+
+/* The write, retried a bounded number of times when that can help. */
+static enum err write_orders(struct db *db, const struct order_new **orders, size_t n,
+                             struct order_result *res)
+{
+    int again = 0;
+    enum err e = write_once(db, orders, n, res, &again);
+    for (int attempt = 1; again && attempt <= CONFLICT_RETRIES; attempt++) {
+        jitter_sleep(attempt);
+        e = write_once(db, orders, n, res, &again);
+    }
+    return e;
+}
+
+/* One transaction for the batch; if the database refuses it (not for want
+ * of time or connection), each order alone, so that only the bad one fails. */
 static void commit_jobs(struct db *db, struct job **jobs, size_t n)
 {
+    qsort(jobs, n, sizeof *jobs, by_key);
     const struct order_new **orders = xcalloc(n, sizeof *orders);
     struct order_result *res = xcalloc(n, sizeof *res);
     for (size_t i = 0; i < n; i++)
         orders[i] = jobs[i]->order;
-    enum err e = order_store_create(db, orders, n, res);
+    enum err e = write_orders(db, orders, n, res);
     int refused = e != ERR_OK && e != ERR_UNAVAILABLE && e != ERR_RETRY;
     for (size_t i = 0; i < n; i++) {
         enum err ei = e;
         if (refused && n > 1)
-            ei = order_store_create(db, &orders[i], 1, &res[i]);
+            ei = write_orders(db, &orders[i], 1, &res[i]);
         jobs[i]->res = ei == ERR_OK ? res[i] : (struct order_result){ei, NULL, 0};
     }
     free(res);
@@ -89,9 +161,10 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-void batcher_start(const char *url, int workers, struct batcher **out)
+void batcher_start(const char *url, int workers, int64_t wait_ms, struct batcher **out)
 {
     struct batcher *b = xcalloc(1, sizeof *b);
+    b->wait_ms = wait_ms;
     pthread_mutex_init(&b->mu, NULL);
     pthread_cond_init(&b->work, NULL);
     pthread_cond_init(&b->done, NULL);
@@ -129,9 +202,34 @@ void batcher_stop(struct batcher *b)
     free(b);
 }
 
+/* Takes a job that no committer took in time out of the queue; caller holds mu. */
+static void unlink_job(struct batcher *b, struct job *job)
+{
+    struct job *prev = NULL;
+    for (struct job *j = b->head; j; prev = j, j = j->next) {
+        if (j != job)
+            continue;
+        if (prev)
+            prev->next = j->next;
+        else
+            b->head = j->next;
+        if (b->tail == j)
+            b->tail = prev;
+        return;
+    }
+}
+
 void batcher_create(struct batcher *b, const struct order_new *o, struct order_result *res)
 {
-    struct job job = {.order = o};
+    struct job job = {.order = o, .res = {ERR_UNAVAILABLE, NULL, 0}};
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += b->wait_ms / 1000;
+    until.tv_nsec += (b->wait_ms % 1000) * 1000000;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
     pthread_mutex_lock(&b->mu);
     if (b->tail)
         b->tail->next = &job;
@@ -139,8 +237,16 @@ void batcher_create(struct batcher *b, const struct order_new *o, struct order_r
         b->head = &job;
     b->tail = &job;
     pthread_cond_signal(&b->work);
-    while (!job.done)
-        pthread_cond_wait(&b->done, &b->mu);
+    /* Once taken, the job is being written: its outcome is waited for
+     * (bounded by the connection's own deadlines). */
+    while (!job.done) {
+        if (job.taken)
+            pthread_cond_wait(&b->done, &b->mu);
+        else if (pthread_cond_timedwait(&b->done, &b->mu, &until) == ETIMEDOUT && !job.taken) {
+            unlink_job(b, &job); /* the committers are stuck: 503 rather than wait on */
+            break;
+        }
+    }
     pthread_mutex_unlock(&b->mu);
     *res = job.res;
 }

@@ -15,8 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TRACEPARENT_MAX 128
-
 static struct metric *m_created;
 
 void order_http_register_metrics(void)
@@ -59,7 +57,7 @@ struct order_app {
 void order_app_start(struct service *svc)
 {
     struct order_app *app = xcalloc(1, sizeof *app);
-    batcher_start(svc->cfg.database_url, COMMITTERS, &app->batcher);
+    batcher_start(svc->cfg.database_url, COMMITTERS, svc->cfg.db_request_timeout_ms, &app->batcher);
     redrive_start(&svc->cfg, svc->relay, &app->redrive);
     svc->app = app;
 }
@@ -89,7 +87,7 @@ static void post_orders(const struct http_req *req, struct http_resp *resp, void
     if (!parse_request(req, resp, &r, &key))
         return;
     const char *tp = http_req_header(req, "traceparent");
-    struct order_new o = {&r, key, tp && strlen(tp) <= TRACEPARENT_MAX ? tp : NULL};
+    struct order_new o = {&r, key, order_traceparent_valid(tp) ? tp : NULL};
     struct order_result res = {ERR_UNAVAILABLE, NULL, 0};
     if (atomic_load(&svc->schema_ready))
         batcher_create(((struct order_app *)svc->app)->batcher, &o, &res);

@@ -8,6 +8,7 @@
 
 #include <ctype.h>
 #include <dirent.h>
+#include <jansson.h>
 #include <libpq-fe.h>
 #include <pthread.h>
 #include <signal.h>
@@ -230,6 +231,222 @@ START_TEST(frozen_postgres_then_sigterm)
 }
 END_TEST
 
+/* ---- a commit whose connection is cut ---- */
+
+static int log_has(const struct proc *p, const char *what)
+{
+    FILE *f = fopen(p->log, "r");
+    char line[4096];
+    int found = 0;
+    while (f && !found && fgets(line, sizeof line, f))
+        found = strstr(line, what) != NULL;
+    if (f)
+        fclose(f);
+    return found;
+}
+
+/* With the failpoint armed, the first order's commit loses its connection;
+ * the answer must be what the database did, and nothing twice. */
+static void commit_with_failpoint(const char *failpoint)
+{
+    char env[64], id[64], sql[160];
+    snprintf(env, sizeof env, "FAILPOINTS=%s", failpoint);
+    const char *const extra[] = {env, NULL};
+    struct svc orders;
+    svc_start(&orders, "order-service", nats.url, extra);
+    int64_t ms;
+    ck_assert_int_eq(timed_post(orders.port, ORDER_JSON, 10000, &ms, id), 201);
+    ck_assert_msg(log_has(&orders.proc, failpoint), "failpoint %s did not fire", failpoint);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM orders WHERE id = '%s'", id);
+    ck_assert_int_eq(pg_long("orders", sql), 1);
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM orders"), 1);
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox"), 1);
+    ck_assert_int_eq(timed_post(orders.port, ORDER_JSON, 10000, &ms, NULL), 201);
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM orders"), 2);
+    ck_assert_int_eq(svc_stop(&orders, SIGTERM), 0);
+}
+
+START_TEST(commit_cut_after_commit_is_settled_committed)
+{
+    commit_with_failpoint("db_commit_cut"); /* committed: 201 with that very order */
+}
+END_TEST
+
+START_TEST(commit_cut_before_commit_is_written_again)
+{
+    commit_with_failpoint("db_commit_lost"); /* aborted: written again, once */
+}
+END_TEST
+
+/* ---- connection limits ---- */
+
+static int raise_nofile(void)
+{
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    return (int)rl.rlim_cur;
+}
+
+START_TEST(idle_flood_does_not_stop_another_client)
+{
+    enum { FLOOD = 1100 };
+    ck_assert_int_gt(raise_nofile(), FLOOD + 100);
+    const char *const extra[] = {"HTTP_REQUEST_TIMEOUT=4s", NULL};
+    struct svc orders;
+    svc_start(&orders, "order-service", nats.url, extra);
+    int *fds = xcalloc(FLOOD, sizeof *fds);
+    for (int i = 0; i < FLOOD; i++)
+        fds[i] = http_connect_from("127.0.0.1", orders.port);
+    static const char get[] = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    char *post = xasprintf("POST /orders HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                           "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+                           strlen(ORDER_JSON), ORDER_JSON);
+    for (int i = 0; i < 5; i++) {
+        struct http_result r;
+        int64_t t0 = mono_ms();
+        ck_assert_int_eq(http_raw("127.0.0.2", orders.port, i ? get : post, strlen(i ? get : post),
+                                  1000, &r), 0);
+        ck_assert_int_eq(r.status, i ? 200 : 201);
+        ck_assert_int_lt(mono_ms() - t0, 1000);
+        http_result_free(&r);
+    }
+    for (int i = 0; i < FLOOD; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    free(fds);
+    free(post);
+    ck_assert_int_eq(svc_stop(&orders, SIGTERM), 0);
+}
+END_TEST
+
+START_TEST(a_byte_a_second_is_cut_off)
+{
+    const char *const extra[] = {"HTTP_REQUEST_TIMEOUT=3s", NULL};
+    struct svc orders;
+    svc_start(&orders, "order-service", nats.url, extra);
+    int fd = http_connect_from("127.0.0.3", orders.port);
+    ck_assert_int_ge(fd, 0);
+    static const char slow[] = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaa\r\n\r\n";
+    int64_t t0 = mono_ms(), cut_after = -1;
+    for (size_t i = 0; i < sizeof slow - 1 && cut_after < 0; i++) {
+        if (send(fd, slow + i, 1, MSG_NOSIGNAL) != 1) {
+            cut_after = mono_ms() - t0;
+            break;
+        }
+        char c;
+        if (recv(fd, &c, 1, MSG_DONTWAIT) == 0)
+            cut_after = mono_ms() - t0; /* the server closed it */
+        sleep_ms(500);
+    }
+    close(fd);
+    ck_assert_msg(cut_after > 0 && cut_after < 6000, "slow client not cut off (%lld ms)",
+                  (long long)cut_after);
+    ck_assert_int_eq(http_get(orders.port, "/healthz", NULL), 200);
+    ck_assert_int_eq(svc_stop(&orders, SIGTERM), 0);
+}
+END_TEST
+
+/* ---- bad bytes ---- */
+
+static int post_with_traceparent(int port, const char *tp)
+{
+    char *raw = xasprintf("POST /orders HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                          "Content-Type: application/json\r\ntraceparent: %s\r\n"
+                          "Content-Length: %zu\r\n\r\n%s", tp, strlen(ORDER_JSON), ORDER_JSON);
+    struct http_result r;
+    int st = http_raw("127.0.0.1", port, raw, strlen(raw), 10000, &r) == 0 ? r.status : -1;
+    http_result_free(&r);
+    free(raw);
+    return st;
+}
+
+START_TEST(bad_traceparent_never_fails_the_order)
+{
+    static const char good[] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    struct svc orders;
+    svc_start(&orders, "order-service", nats.url, NULL);
+    int st = post_with_traceparent(orders.port, "00-\xff\xfe\xc3(-not-utf8");
+    ck_assert_msg(st == 201 || st == 400, "non-UTF-8 traceparent: %d", st);
+    ck_assert_int_eq(post_with_traceparent(orders.port, "00-zz-not-hex-01"), 201);
+    ck_assert_int_eq(post_with_traceparent(orders.port, good), 201);
+    /* the invalid ones are ignored (a new trace), the valid one is passed on */
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox WHERE traceparent IS NOT NULL"), 1);
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox WHERE traceparent = "
+                                       "'00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'"), 1);
+    ck_assert_int_eq(svc_stop(&orders, SIGTERM), 0);
+}
+END_TEST
+
+/* The durable consumer's ack-pending and redelivered counts, from monitoring. */
+static void consumer_counts(struct natsd *n, const char *durable, long *pending, long *redelivered)
+{
+    struct http_result r;
+    *pending = *redelivered = -1;
+    static const char req[] = "GET /jsz?consumers=true HTTP/1.0\r\nHost: x\r\n\r\n"; /* no chunks */
+    if (http_raw("127.0.0.1", n->monitor_port, req, sizeof req - 1, 5000, &r) != 0)
+        return;
+    json_t *o = json_loads(r.body, JSON_DECODE_INT_AS_REAL, NULL);
+    json_t *accts = json_object_get(o, "account_details");
+    for (size_t i = 0; i < json_array_size(accts); i++) {
+        json_t *sd = json_object_get(json_array_get(accts, i), "stream_detail");
+        for (size_t j = 0; j < json_array_size(sd); j++) {
+            json_t *cd = json_object_get(json_array_get(sd, j), "consumer_detail");
+            for (size_t k = 0; k < json_array_size(cd); k++) {
+                json_t *c = json_array_get(cd, k);
+                if (strcmp(json_string_value(json_object_get(c, "name")) ?: "", durable) != 0)
+                    continue;
+                *pending = (long)json_number_value(json_object_get(c, "num_ack_pending"));
+                *redelivered = (long)json_number_value(json_object_get(c, "num_redelivered"));
+            }
+        }
+    }
+    if (*pending < 0)
+        fprintf(stderr, "consumer %s not found in: %.400s\n", durable, r.body);
+    json_decref(o);
+    http_result_free(&r);
+}
+
+static int two_dead_letters(void *arg)
+{
+    (void)arg;
+    return pg_long("orders", "SELECT count(*) FROM dead_letters") == 2;
+}
+
+START_TEST(not_utf8_messages_are_dead_lettered_once)
+{
+    struct svc orders;
+    svc_start(&orders, "order-service", nats.url, NULL);
+    char id1[UUID_STR_LEN], id2[UUID_STR_LEN], order[UUID_STR_LEN];
+    uuid_v4(id1);
+    uuid_v4(id2);
+    uuid_v4(order);
+    char *reply = xasprintf("{\"event_id\":\"%s\",\"type\":\"InventoryReserved\","
+                            "\"order_id\":\"%s\",\"occurred_at\":\"2026-01-01T00:00:00Z\"}", id1, order);
+    char *bad_body = xasprintf("{\"event_id\":\"%s\",\"type\":\"\xff\xfe\"}", id2);
+    ck_assert_int_eq(natsd_publish(&nats, "inventory.\xff\xfe", id1, reply), 0);
+    ck_assert_int_eq(natsd_publish(&nats, "inventory.reserved", id2, bad_body), 0);
+    ck_assert_msg(wait_until(two_dead_letters, NULL, 15000), "not dead-lettered");
+    sleep_ms(2500); /* a redelivery would come within NAK_DELAY (1 s) */
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM dead_letters"), 2);
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM dead_letters "
+                                       "WHERE encode(subject_raw, 'hex') = '696e76656e746f72792efffe' "
+                                       "AND subject = 'inventory.\\xff\\xfe'"), 1);
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM dead_letters WHERE position("
+                                       "'Nats-Msg-Id'::bytea in headers) > 0"), 2);
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM processed_messages"), 0);
+    ck_assert_int_eq((long)svc_metric(&orders, "order_replies_total{result=\"poison\"}"), 2);
+    long pending, redelivered;
+    consumer_counts(&nats, "order-service", &pending, &redelivered);
+    ck_assert_int_eq(pending, 0);
+    ck_assert_int_eq(redelivered, 0);
+    free(reply);
+    free(bad_body);
+    ck_assert_int_eq(svc_stop(&orders, SIGTERM), 0);
+}
+END_TEST
+
 Suite *bounds_suite(void)
 {
     Suite *s = suite_create("bounds");
@@ -237,6 +454,12 @@ Suite *bounds_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, lock_on_orders_is_bounded);
+    tcase_add_test(tc, commit_cut_after_commit_is_settled_committed);
+    tcase_add_test(tc, commit_cut_before_commit_is_written_again);
+    tcase_add_test(tc, idle_flood_does_not_stop_another_client);
+    tcase_add_test(tc, a_byte_a_second_is_cut_off);
+    tcase_add_test(tc, bad_traceparent_never_fails_the_order);
+    tcase_add_test(tc, not_utf8_messages_are_dead_lettered_once);
     suite_add_tcase(s, tc);
     TCase *frozen = tcase_create("frozen");
     tcase_add_unchecked_fixture(frozen, find_postmaster, thaw);

@@ -15,6 +15,8 @@ static const char *const vars[] = {
     "PORT", "DATABASE_URL", "NATS_URL", "MIGRATIONS_DIR", "LOG_LEVEL", "JS_REPLICAS",
     "HTTP_THREADS", "RELAY_SWEEP_MS", "RELAY_BATCH", "RELAY_MAX_ATTEMPTS", "OUTBOX_RETENTION",
     "PROCESSED_RETENTION", "STREAM_MAX_AGE", "CONSUMER_BATCH", "FAILPOINTS",
+    "DB_REQUEST_TIMEOUT", "DB_WORK_TIMEOUT", "DB_IDLE_TX_TIMEOUT", "DB_TCP_TIMEOUT",
+    "HTTP_MAX_CONNECTIONS", "HTTP_MAX_CONNECTIONS_PER_IP", "HTTP_REQUEST_TIMEOUT",
 };
 #define NVARS (sizeof vars / sizeof vars[0])
 static char *saved[NVARS];
@@ -62,6 +64,13 @@ static void assert_shared_defaults(const struct config *c)
     ck_assert_int_eq(c->stream_max_age_ms, 3 * DAY_MS);
     ck_assert_int_eq(c->consumer_batch, 512);
     ck_assert_str_eq(c->failpoints, "");
+    ck_assert_int_eq(c->db_request_timeout_ms, 3000);
+    ck_assert_int_eq(c->db_work_timeout_ms, 30000);
+    ck_assert_int_eq(c->db_idle_tx_timeout_ms, 60000);
+    ck_assert_int_eq(c->db_tcp_timeout_ms, 10000);
+    ck_assert_int_eq(c->http_max_connections, 1000);
+    ck_assert_int_eq(c->http_max_per_ip, 256);
+    ck_assert_int_eq(c->http_request_timeout_ms, 10000);
 }
 
 START_TEST(order_service_defaults)
@@ -116,6 +125,14 @@ static const struct override {
      30 * DAY_MS, NULL},
     {"STREAM_MAX_AGE", "1d", K_I64, offsetof(struct config, stream_max_age_ms), DAY_MS, NULL},
     {"CONSUMER_BATCH", "10", K_INT, offsetof(struct config, consumer_batch), 10, NULL},
+    {"DB_REQUEST_TIMEOUT", "500ms", K_I64, offsetof(struct config, db_request_timeout_ms), 500, NULL},
+    {"DB_WORK_TIMEOUT", "2m", K_I64, offsetof(struct config, db_work_timeout_ms), 120000, NULL},
+    {"DB_IDLE_TX_TIMEOUT", "5m", K_I64, offsetof(struct config, db_idle_tx_timeout_ms), 300000, NULL},
+    {"DB_TCP_TIMEOUT", "4s", K_I64, offsetof(struct config, db_tcp_timeout_ms), 4000, NULL},
+    {"HTTP_MAX_CONNECTIONS", "50", K_INT, offsetof(struct config, http_max_connections), 50, NULL},
+    {"HTTP_MAX_CONNECTIONS_PER_IP", "8", K_INT, offsetof(struct config, http_max_per_ip), 8, NULL},
+    {"HTTP_REQUEST_TIMEOUT", "30s", K_I64, offsetof(struct config, http_request_timeout_ms), 30000,
+     NULL},
     {"FAILPOINTS", "relay_after_publish", K_STR, offsetof(struct config, failpoints), 0,
      "relay_after_publish"},
 };
@@ -189,7 +206,9 @@ static const struct { const char *name, *value; } bad_values[] = {
     {"JS_REPLICAS", "0"}, {"JS_REPLICAS", "6"}, {"HTTP_THREADS", "0"}, {"RELAY_SWEEP_MS", "abc"},
     {"RELAY_BATCH", "0"}, {"RELAY_MAX_ATTEMPTS", "0"}, {"CONSUMER_BATCH", "0"},
     {"OUTBOX_RETENTION", "1y"}, {"OUTBOX_RETENTION", "-1s"}, {"PROCESSED_RETENTION", "abc"},
-    {"STREAM_MAX_AGE", "1w"},
+    {"STREAM_MAX_AGE", "1w"}, {"DB_REQUEST_TIMEOUT", "0"}, {"DB_REQUEST_TIMEOUT", "30d"},
+    {"DB_TCP_TIMEOUT", "1ms"}, {"HTTP_MAX_CONNECTIONS", "1"}, {"HTTP_MAX_CONNECTIONS_PER_IP", "0"},
+    {"HTTP_REQUEST_TIMEOUT", "abc"},
 };
 #define NBAD ((int)(sizeof bad_values / sizeof bad_values[0]))
 

@@ -250,6 +250,33 @@ START_TEST(idempotency_key_rejects_length_and_control_chars)
 }
 END_TEST
 
+/* --- traceparent ------------------------------------------------------ */
+
+#define TP_OK "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+START_TEST(traceparent_accepts_w3c_forms)
+{
+    ck_assert(order_traceparent_valid(TP_OK));
+    ck_assert(order_traceparent_valid("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"));
+    /* a later version may append fields after a dash */
+    ck_assert(order_traceparent_valid("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x"));
+}
+END_TEST
+
+START_TEST(traceparent_rejects_malformed_and_not_utf8)
+{
+    ck_assert(!order_traceparent_valid(NULL));
+    ck_assert(!order_traceparent_valid(""));
+    ck_assert(!order_traceparent_valid(TP_OK "-x"));         /* version 00 has exactly 4 fields */
+    ck_assert(!order_traceparent_valid("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+    ck_assert(!order_traceparent_valid("00-00000000000000000000000000000000-00f067aa0ba902b7-01"));
+    ck_assert(!order_traceparent_valid("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01"));
+    ck_assert(!order_traceparent_valid("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"));
+    ck_assert(!order_traceparent_valid("00-4bf92f3577b34da6a3ce929d0e0e473\xff-00f067aa0ba902b7-01"));
+    ck_assert(!order_traceparent_valid("00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+}
+END_TEST
+
 /* --- fingerprint ------------------------------------------------------ */
 
 static char *fingerprint_of(const char *body)
@@ -380,6 +407,8 @@ Suite *order_suite(void)
     tc = tcase_create("idempotency");
     tcase_add_test(tc, idempotency_key_accepts_1_to_128_printable);
     tcase_add_test(tc, idempotency_key_rejects_length_and_control_chars);
+    tcase_add_test(tc, traceparent_accepts_w3c_forms);
+    tcase_add_test(tc, traceparent_rejects_malformed_and_not_utf8);
     tcase_add_test(tc, fingerprint_ignores_formatting_key_order_and_unknown_fields);
     tcase_add_test(tc, fingerprint_differs_when_qty_differs);
     tcase_add_test(tc, fingerprint_differs_when_customer_differs);

@@ -175,6 +175,36 @@ START_TEST(buf_pg_array_elem_escapes_quotes_and_backslashes)
 }
 END_TEST
 
+START_TEST(utf8_valid_accepts_well_formed)
+{
+    ck_assert(utf8_valid("", 0));
+    ck_assert(utf8_valid("ascii", 5));
+    ck_assert(utf8_valid("\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", 9)); /* é € 😀 */
+}
+END_TEST
+
+START_TEST(utf8_valid_rejects_malformed)
+{
+    ck_assert(!utf8_valid("\xff", 1));
+    ck_assert(!utf8_valid("\xc3", 1));                 /* truncated */
+    ck_assert(!utf8_valid("\xc0\xaf", 2));            /* overlong */
+    ck_assert(!utf8_valid("\xed\xa0\x80", 3));        /* surrogate */
+    ck_assert(!utf8_valid("\xf4\x90\x80\x80", 4));    /* above U+10FFFF */
+    ck_assert(!utf8_valid("a\0b", 3));                 /* NUL: text columns refuse it */
+}
+END_TEST
+
+START_TEST(buf_escape_bytes_keeps_utf8_and_escapes_the_rest)
+{
+    struct buf b;
+    buf_init(&b);
+    buf_escape_bytes(&b, "inventory.\xff\xc3\xa9\\", 14);
+    ck_assert_str_eq(b.data, "inventory.\\xff\xc3\xa9\\x5c");
+    ck_assert(utf8_valid(b.data, b.len));
+    buf_cleanup(&b);
+}
+END_TEST
+
 Suite *util_suite(void)
 {
     Suite *s = suite_create("util");
@@ -195,6 +225,9 @@ Suite *util_suite(void)
     tcase_add_test(tc, buf_reset_empties_and_reuses);
     tcase_add_test(tc, buf_pg_array_elem_quotes_and_separates);
     tcase_add_test(tc, buf_pg_array_elem_escapes_quotes_and_backslashes);
+    tcase_add_test(tc, utf8_valid_accepts_well_formed);
+    tcase_add_test(tc, utf8_valid_rejects_malformed);
+    tcase_add_test(tc, buf_escape_bytes_keeps_utf8_and_escapes_the_rest);
     suite_add_tcase(s, tc);
     return s;
 }
