@@ -84,6 +84,7 @@ build/fuzz/bin/fuzz_%: build/fuzz/tests/fuzz/fuzz_%.o $(call obj,fuzz,$(COMMON_S
 	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $^ $(LIBS)
 
 fuzz-build: $(FUZZ_BINS)
+.PRECIOUS: build/fuzz/%.o  # not intermediate: kept between runs
 
 fuzz: deps
 	@$(MAKE) --no-print-directory fuzz-build

@@ -98,13 +98,28 @@ static void set_err(struct db *db, const char *what, const char *detail)
         db->err[--n] = '\0'; /* libpq messages end in a newline */
 }
 
+/* Keepalive probes: the first after half the TCP bound, then 3 more within it. */
+static long long keepalive_idle_s(void)
+{
+    return limits.tcp_ms / 2000 > 0 ? limits.tcp_ms / 2000 : 1;
+}
+
+static long long keepalive_interval_s(void)
+{
+    return limits.tcp_ms / 6000 > 0 ? limits.tcp_ms / 6000 : 1;
+}
+
 /* The server-side bounds of a session of this kind, as libpq `options`. */
 static void session_options(enum db_kind kind, char *out, size_t n)
 {
     long long stmt = kind == DB_REQUEST ? limits.request_ms : kind == DB_WORK ? limits.work_ms : 0;
+    /* the server's side of the socket too: a partitioned client's locks go soon */
     snprintf(out, n, "-c statement_timeout=%lld -c lock_timeout=%lld "
-             "-c idle_in_transaction_session_timeout=%lld -c client_connection_check_interval=%d",
-             stmt, stmt, (long long)limits.idle_tx_ms, CHECK_INTERVAL_MS);
+             "-c idle_in_transaction_session_timeout=%lld -c client_connection_check_interval=%d "
+             "-c tcp_keepalives_idle=%lld -c tcp_keepalives_interval=%lld "
+             "-c tcp_keepalives_count=3 -c tcp_user_timeout=%lld",
+             stmt, stmt, (long long)limits.idle_tx_ms, CHECK_INTERVAL_MS, keepalive_idle_s(),
+             keepalive_interval_s(), (long long)limits.tcp_ms);
 }
 
 struct kv {
@@ -145,8 +160,8 @@ static PGconn *open_conn(const struct db *db)
         kv.keys[kv.n] = o->keyword;
         kv.vals[kv.n++] = o->val;
     }
-    snprintf(idle, sizeof idle, "%lld", (long long)(limits.tcp_ms / 2000 > 0 ? limits.tcp_ms / 2000 : 1));
-    snprintf(intvl, sizeof intvl, "%lld", (long long)(limits.tcp_ms / 6000 > 0 ? limits.tcp_ms / 6000 : 1));
+    snprintf(idle, sizeof idle, "%lld", keepalive_idle_s());
+    snprintf(intvl, sizeof intvl, "%lld", keepalive_interval_s());
     snprintf(tcp, sizeof tcp, "%lld", (long long)limits.tcp_ms);
     kv_default(&kv, "options", options);
     kv_default(&kv, "connect_timeout", CONNECT_TIMEOUT);
@@ -426,9 +441,10 @@ enum err db_begin(struct db *db)
 {
     PGresult *r = NULL;
     db->txid[0] = '\0';
-    enum err e = db_exec_sql(db, "BEGIN");
-    if (e == ERR_OK)
-        e = db_query(db, "SELECT txid_current()", 0, NULL, &r);
+    enum err e = db_connect(db);
+    if (e == ERR_OK) /* one round trip: the last result is the id's */
+        e = check_result(db, PQsendQuery(db->conn, "BEGIN; SELECT txid_current()")
+                                 ? await(db, deadline_of(db)) : NULL, "BEGIN", &r);
     if (e == ERR_OK)
         snprintf(db->txid, sizeof db->txid, "%s", PQgetvalue(r, 0, 0));
     PQclear(r);

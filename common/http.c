@@ -423,8 +423,9 @@ enum err http_start(int port, const struct http_limits *lim, const struct http_r
         MHD_OPTION_CONNECTION_LIMIT, conn_limit(lim->max_connections),
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)lim->max_per_ip,
         MHD_OPTION_CONNECTION_TIMEOUT, idle_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_END);
+    /* No SO_REUSEPORT: a port already taken must fail the start, not split
+     * the connections silently between two processes. */
     if (!s->daemon) {
         stop_threads(s);
         free(s);
