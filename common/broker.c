@@ -213,7 +213,7 @@ static natsStatus ensure_stream(struct broker *b, const struct stream_def *d, js
     cfg.SubjectsLen = 1;
     cfg.Storage = js_FileStorage;
     cfg.Replicas = (int64_t)b->set.replicas;
-    cfg.Duplicates = DUPLICATE_WINDOW_MS * NS_PER_MS;
+    cfg.Duplicates = (b->set.dup_window_ms ? b->set.dup_window_ms : DUPLICATE_WINDOW_MS) * NS_PER_MS;
     cfg.MaxAge = b->set.max_age_ms * NS_PER_MS;
     jsStreamInfo *si = NULL;
     natsStatus s = js_AddStream(&si, b->js_admin, &cfg, NULL, jerr);

@@ -16,6 +16,7 @@ struct broker_settings {
     const char *urls;        /* comma-separated */
     int replicas;
     int64_t max_age_ms;      /* stream MaxAge */
+    int64_t dup_window_ms;   /* stream Duplicates (0: 2 minutes) */
 };
 
 /* One outbox row to publish, and what became of it. */

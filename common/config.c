@@ -131,6 +131,8 @@ static const struct setting settings[] = {
     {"OUTBOX_RETENTION", parse_duration, "1h", FIELD(outbox_retention_ms), {0, 0}, NULL},
     {"PROCESSED_RETENTION", parse_duration, "7d", FIELD(processed_retention_ms), {1000, 0}, NULL},
     {"STREAM_MAX_AGE", parse_duration, "3d", FIELD(stream_max_age_ms), {1000, 0}, NULL},
+    {"STREAM_DUPLICATE_WINDOW", parse_duration, "2m", FIELD(stream_duplicate_window_ms),
+     {1000, 0}, NULL},
     {"CONSUMER_BATCH", parse_int, "512", FIELD(consumer_batch), {1, 10000}, NULL},
     {"REDRIVE_AFTER", parse_duration, "5m", FIELD(redrive_after_ms), {1000, 0}, NULL},
     {"DB_REQUEST_TIMEOUT", parse_duration, "3s", FIELD(db_request_timeout_ms), {100, INT32_MAX}, NULL},
@@ -154,6 +156,23 @@ static const char *default_for(const struct setting *s, const struct config_defa
     return d->migrations_dir;
 }
 
+/* The settings that are fine alone but break recovery together. */
+static int check_together(const struct config *c, char *msg, size_t msglen)
+{
+    if (c->stream_max_age_ms < c->stream_duplicate_window_ms) {
+        snprintf(msg, msglen, "invalid value for STREAM_MAX_AGE: must be at least "
+                 "STREAM_DUPLICATE_WINDOW (%lld ms), or JetStream refuses the stream",
+                 (long long)c->stream_duplicate_window_ms);
+        return -1;
+    }
+    if (c->stream_max_age_ms >= c->processed_retention_ms) {
+        snprintf(msg, msglen, "invalid value for PROCESSED_RETENTION: must be longer "
+                 "than STREAM_MAX_AGE so that no redelivery outlives its processed id");
+        return -1;
+    }
+    return 0;
+}
+
 enum err config_load(const struct config_defaults *d, struct config *out,
                      char *msg, size_t msglen)
 {
@@ -172,9 +191,7 @@ enum err config_load(const struct config_defaults *d, struct config *out,
             return ERR_CONFIG;
         }
     }
-    if (out->stream_max_age_ms >= out->processed_retention_ms) {
-        snprintf(msg, msglen, "invalid value for PROCESSED_RETENTION: must be longer "
-                 "than STREAM_MAX_AGE so that no redelivery outlives its processed id");
+    if (check_together(out, msg, msglen) < 0) {
         config_cleanup(out);
         return ERR_CONFIG;
     }

@@ -20,8 +20,7 @@
 #define FETCH_WAIT_MS 1000
 #define NAK_DELAY_MS 1000
 #define RESUBSCRIBE_MS 500
-#define PRUNE_EVERY_MS 60000
-#define DB_FAILURE_DELIVERIES 10 /* a message the database keeps refusing becomes poison */
+#define DB_REFUSALS_MAX 10 /* an event the database refused this often becomes poison */
 #define CHECK_AFTER_EMPTY 10      /* empty fetches (~10 s) before asking if the consumer exists */
 
 static const struct db_stmt inbox_stmts[] = {
@@ -29,12 +28,15 @@ static const struct db_stmt inbox_stmts[] = {
     {"inbox_record",
      "INSERT INTO processed_messages (event_id, subject) "
      "SELECT * FROM unnest($1::uuid[], $2::text[]) ON CONFLICT DO NOTHING RETURNING event_id"},
+    /* Counts refusals, not deliveries: a redelivery after an ack timeout or
+     * an outage does not bring an event closer to the dead letters. */
+    {"inbox_refused",
+     "INSERT INTO inbox_refusals (event_id, refusals, last_error) VALUES ($1::uuid, 1, $2) "
+     "ON CONFLICT (event_id) DO UPDATE SET refusals = inbox_refusals.refusals + 1, "
+     "last_error = EXCLUDED.last_error, updated_at = now() RETURNING refusals"},
     {"inbox_dead",
      "INSERT INTO dead_letters (subject, event_id, body, error, subject_raw, headers) "
      "VALUES ($1, $2::uuid, $3::bytea, $4, $5::bytea, $6::bytea)"},
-    {"inbox_prune",
-     "DELETE FROM processed_messages WHERE event_id IN (SELECT event_id FROM processed_messages "
-     "WHERE processed_at < now() - $1::bigint * interval '1 millisecond' LIMIT 1000)"},
 };
 
 enum settle { SETTLE_ACK, SETTLE_TERM, SETTLE_NAK };
@@ -50,7 +52,6 @@ struct inbox {
     pthread_t thread, fetcher;
     atomic_int stopping;
     atomic_int db_up;       /* the consumer thread's connection is up: fetching makes sense */
-    int64_t next_prune_ms;
     int empty_fetches;      /* in a row: a deleted consumer also looks like this (fetcher) */
     /* The next batch, handed from the fetcher to the consumer thread. */
     pthread_mutex_t mu;
@@ -241,16 +242,32 @@ static void settle_all(struct inbox *in, struct broker_in *msgs, const struct sl
     }
 }
 
+/* Counts one more refusal of the message's event; returns the count so
+ * far, or 0 if it could not be counted (no event id, database away). */
+static int count_refusal(struct inbox *in, const char *id, const char *why)
+{
+    const char *params[] = {id, why};
+    PGresult *res = NULL;
+    int n = 0;
+    if (id[0] && db_exec(in->db, "inbox_refused", 2, params, &res) == ERR_OK)
+        n = atoi(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return n;
+}
+
 /* A message the database refuses on its own, again and again, is poison:
  * keep it as a dead letter so it stops coming back. */
 static int give_up(struct inbox *in, struct broker_in *m)
 {
-    if (m->delivered < DB_FAILURE_DELIVERIES)
-        return 0;
     struct slot sl = {.settle = SETTLE_TERM, .result = "poison"};
-    event_peek_id(m->data, (size_t)m->len, sl.id);
+    char err[256];
+    snprintf(err, sizeof err, "%s", db_errmsg(in->db));
+    if (event_peek_id(m->data, (size_t)m->len, sl.id) != ERR_OK)
+        sl.id[0] = '\0';
+    if (count_refusal(in, sl.id, err) < DB_REFUSALS_MAX)
+        return 0;
     snprintf(sl.why, sizeof sl.why, "the database refused it %d times: %.200s",
-             DB_FAILURE_DELIVERIES, db_errmsg(in->db));
+             DB_REFUSALS_MAX, err);
     if (dead_letter(in, m, &sl) != ERR_OK)
         return 0;
     settle_all(in, m, &sl, 1, 1);
@@ -282,15 +299,6 @@ static void process_batch(struct inbox *in, struct broker_in *msgs, int n)
             settle_all(in, msgs, sl, n, 0); /* nak: redelivered after NAK_DELAY_MS */
     }
     free(sl);
-}
-
-static void prune(struct inbox *in)
-{
-    int64_t now = mono_ms();
-    if (now < in->next_prune_ms)
-        return;
-    in->next_prune_ms = now + PRUNE_EVERY_MS;
-    db_delete_older(in->db, "inbox_prune", in->cfg->processed_retention_ms, 1000, 100);
 }
 
 /* Subscribes once; after a reconnect, or when the server said the consumer
@@ -410,7 +418,6 @@ static void *inbox_main(void *arg)
 {
     struct inbox *in = arg;
     while (!atomic_load(&in->stopping)) {
-        prune(in);
         int up = db_connect(in->db) == ERR_OK;
         atomic_store(&in->db_up, up);
         if (!up) {

@@ -1,4 +1,5 @@
-/* outbox.c - the relay loop: wait, claim, publish, mark; gauges; retention.
+/* outbox.c - the relay loop: wait, claim, publish, mark; gauges. Pruning
+ * published rows is retention.c's, on its own thread.
  * Owns the relay and marker threads, their two Postgres connections and the
  * outbox table's state transitions (pending -> published | dead); not the
  * rows' content. While the marker marks and commits batch N on one
@@ -19,10 +20,8 @@
 
 #define PUBLISH_TIMEOUT_MS 5000
 #define RETRY_BASE_MS 100
-#define RETRY_CAP_MS 60000   /* half the 2-minute duplicate window: a re-send is deduplicated */
+#define RETRY_CAP_MS 60000   /* at most half the duplicate window: a re-send is deduplicated */
 #define STATS_EVERY_MS 1000
-#define RETENTION_EVERY_MS 10000
-#define RETENTION_CHUNK "1000"
 #define DRAIN_MAX_PASSES 1000 /* bounds one wake-up's work so stop stays prompt */
 
 static const struct db_stmt relay_stmts[] = {
@@ -51,9 +50,6 @@ static const struct db_stmt relay_stmts[] = {
      "coalesce(extract(epoch FROM now() - least("
      "(SELECT created_at FROM outbox WHERE status = 'pending' ORDER BY id LIMIT 1), "
      "(SELECT created_at FROM outbox WHERE status = 'dead' ORDER BY id LIMIT 1))), 0)"},
-    {"prune",
-     "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE status = 'published' "
-     "AND published_at < now() - $1::bigint * interval '1 millisecond' LIMIT " RETENTION_CHUNK ")"},
 };
 
 /* One claimed batch: its connection holds the rows' locks until the
@@ -71,7 +67,7 @@ struct relay {
     struct db *db[2];        /* batches alternate between them; db[0] also for housekeeping */
     pthread_t thread, marker;
     struct waker waker;
-    int64_t next_stats_ms, next_prune_ms;
+    int64_t next_stats_ms;
     int last_failed; /* log state changes once, not every pass (marker thread) */
     pthread_mutex_t mu;      /* guards the hand-over below */
     pthread_cond_t cv;
@@ -150,6 +146,12 @@ static enum err mark_published(struct db *db, PGresult *res, const struct broker
     return e;
 }
 
+static int64_t retry_cap_ms(const struct config *c)
+{
+    int64_t half = c->stream_duplicate_window_ms / 2;
+    return half < RETRY_CAP_MS ? half : RETRY_CAP_MS;
+}
+
 /* Failed rows: attempts + 1, error, backoff; permanent ones may turn dead. */
 static enum err mark_failed(struct relay *r, struct db *db, PGresult *res, const struct broker_out *m, int n,
                             int *count, const char **first_err)
@@ -168,7 +170,7 @@ static enum err mark_failed(struct relay *r, struct db *db, PGresult *res, const
         buf_printf(&ids, "%s%s", sep, PQgetvalue(res, i, 0));
         buf_pg_array_elem(&errs, m[i].err[0] ? m[i].err : "unknown publish failure");
         buf_printf(&delays, "%s%lld", sep, (long long)backoff_delay_ms(
-                   attempt, RETRY_BASE_MS, RETRY_CAP_MS, backoff_rand01()));
+                   attempt, RETRY_BASE_MS, retry_cap_ms(r->cfg), backoff_rand01()));
         buf_printf(&perm, "%s%s", sep, m[i].permanent ? "t" : "f");
         if (!*first_err)
             *first_err = m[i].err;
@@ -319,11 +321,6 @@ static void housekeeping(struct relay *r)
     if (now >= r->next_stats_ms) {
         update_stats(r);
         r->next_stats_ms = now + STATS_EVERY_MS;
-    }
-    if (now >= r->next_prune_ms) {
-        /* bounded: at most 100 chunks of 1000 rows per tick */
-        db_delete_older(r->db[0], "prune", r->cfg->outbox_retention_ms, 1000, 100);
-        r->next_prune_ms = now + RETENTION_EVERY_MS;
     }
 }
 

@@ -21,15 +21,20 @@
     "FROM jsonb_to_recordset($1::jsonb) AS x(event_id uuid, subject text, "               \
     "event_type text, payload text, aggregate_id uuid, traceparent text)"
 
-/* Sends the published events about some aggregates again ($1: uuid[]; $2:
- * event types, text[]; $3: only rows published at least this many ms ago). For an
- * event the other side may never have received: the event keeps its id, so
- * a receiver that has it already ignores it. Returns the rows re-queued. */
+/* Queues events to be sent again, rebuilt by the caller from its own records
+ * ($1: a JSON array as for OUTBOX_INSERT_MANY_SQL). An event whose row is
+ * gone (retention) is written again under its own id; a row still there is
+ * re-queued if it was published at least $2 ms ago; a pending or dead row
+ * is left alone. The event keeps its id, so a receiver that has it already
+ * ignores it. Returns the event ids queued. */
 #define OUTBOX_RESEND_SQL                                                               \
-    "UPDATE outbox SET status = 'pending', next_attempt_at = now(), attempts = 0 "     \
-    "WHERE aggregate_id = ANY($1::uuid[]) AND event_type = ANY($2::text[]) "            \
-    "AND status = 'published' "                                                        \
-    "AND published_at < now() - $3::bigint * interval '1 millisecond' RETURNING event_id"
+    "INSERT INTO outbox AS o (event_id, subject, event_type, payload, aggregate_id, "     \
+    "traceparent) SELECT DISTINCT ON (event_id) event_id, subject, event_type, payload, " \
+    "aggregate_id, traceparent FROM jsonb_to_recordset($1::jsonb) AS x(event_id uuid, "   \
+    "subject text, event_type text, payload text, aggregate_id uuid, traceparent text) "  \
+    "ON CONFLICT (event_id) DO UPDATE SET status = 'pending', next_attempt_at = now(), "  \
+    "attempts = 0 WHERE o.status = 'published' "                                         \
+    "AND o.published_at < now() - $2::bigint * interval '1 millisecond' RETURNING event_id"
 
 struct relay;
 

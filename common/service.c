@@ -7,6 +7,7 @@
 #include "metrics.h"
 #include "migrate.h"
 #include "ready.h"
+#include "retention.h"
 #include "util.h"
 
 #include <signal.h>
@@ -153,7 +154,8 @@ static enum err start_parts(struct service *svc, struct http_route *routes, size
 {
     char msg[256];
     const struct config *c = &svc->cfg;
-    struct broker_settings bs = {c->nats_url, c->js_replicas, c->stream_max_age_ms};
+    struct broker_settings bs = {c->nats_url, c->js_replicas, c->stream_max_age_ms,
+                                 c->stream_duplicate_window_ms};
     db_pool_new(c->database_url, svc->def->stmts, svc->def->nstmts, c->http_threads, &svc->pool);
     if (broker_new(&bs, &svc->broker, msg, sizeof msg) != ERR_OK) {
         log_error("NATS_URL: %s", msg);
@@ -195,6 +197,7 @@ static int run(struct service *svc)
         goto out;
     }
     relay_start(&svc->cfg, svc->broker, &svc->relay);
+    retention_start(&svc->cfg, &svc->retention);
     if (svc->def->inbox)
         inbox_start(&svc->cfg, svc->broker, &ih, &svc->inbox);
     if (svc->def->app_start)
@@ -213,6 +216,7 @@ out:
     relay_stop(svc->relay);
     ready_stop(svc->ready);
     db_free(svc->ready_db);
+    retention_stop(svc->retention);
     broker_free(svc->broker);
     db_pool_free(svc->pool);
     free(routes);

@@ -1,7 +1,7 @@
 /* service.h - what both services share around their own routes and
  * handlers: configuration, logging, migrations, the HTTP server with
  * /healthz /readyz /metrics, the Postgres pool, the broker, the outbox
- * relay, the inbox consumer, and SIGTERM handling.
+ * relay, the inbox consumer, the retention thread, and SIGTERM handling.
  *
  * A service is a `struct service_def`; main() is one service_main() call. */
 #ifndef COMMON_SERVICE_H
@@ -14,6 +14,7 @@
 #include "http.h"
 #include "inbox.h"
 #include "outbox.h"
+#include "retention.h"
 
 struct service;
 
@@ -40,6 +41,7 @@ struct service {
     struct broker *broker;
     struct relay *relay;
     struct inbox *inbox;
+    struct retention *retention;       /* pruning, on its own thread */
     atomic_int schema_ready;           /* migrations applied */
     struct ready *ready;               /* /readyz probers */
     struct db *ready_db;               /* the Postgres prober's connection */

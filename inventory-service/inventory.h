@@ -3,11 +3,12 @@
 #define INVENTORY_INVENTORY_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include "event.h"
 
 struct stock_level {
     const char *sku;
-    long available;
+    int64_t available;
 };
 
 /* Several orders are decided in one transaction: decide each in turn against

@@ -15,6 +15,7 @@ static enum err apply_orders(struct db *db, struct inbox_item *items, size_t n, 
     const struct order_created **valid = xcalloc(n, sizeof *valid);
     size_t *at = xcalloc(n, sizeof *at);
     enum reply_kind *kinds = xcalloc(n, sizeof *kinds);
+    enum decision *dec = xcalloc(n, sizeof *dec);
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         struct field_error fe = {"", ""};
@@ -28,11 +29,13 @@ static enum err apply_orders(struct db *db, struct inbox_item *items, size_t n, 
                      fe.field, fe.message);
         }
     }
-    enum err e = k ? inventory_store_reserve(db, valid, k, kinds) : ERR_OK;
+    enum err e = k ? inventory_store_apply(db, valid, k, dec, kinds) : ERR_OK;
     for (size_t j = 0; j < k; j++)
-        items[at[j]].result = kinds[j] == REPLY_RESERVED ? "reserved" : "rejected";
+        items[at[j]].result = dec[j] == DECISION_BEFORE ? "duplicate"
+                              : kinds[j] == REPLY_RESERVED ? "reserved" : "rejected";
     for (size_t i = 0; i < n; i++)
         event_order_created_cleanup(&ev[i]);
+    free(dec);
     free(kinds);
     free(at);
     free(valid);
@@ -41,7 +44,7 @@ static enum err apply_orders(struct db *db, struct inbox_item *items, size_t n, 
 }
 
 /* An OrderCreated seen before: the order service may be asking again because
- * our reply never reached it. Send the reply again. */
+ * our reply never reached it. Send the stored reply again. */
 static enum err resend_replies(struct db *db, struct inbox_item *items, size_t n, void *ctx)
 {
     (void)ctx;
@@ -53,7 +56,7 @@ static enum err resend_replies(struct db *db, struct inbox_item *items, size_t n
         if (event_order_created_decode(m->data, (size_t)m->len, &ev[i], NULL) == ERR_OK)
             ids[k++] = ev[i].order_id;
     }
-    enum err e = k ? inventory_store_resend_replies(db, ids, k) : ERR_OK;
+    enum err e = k ? inventory_store_resend_replies(db, ids, k, REPLY_RESEND_MIN_AGE_MS) : ERR_OK;
     for (size_t i = 0; i < n; i++)
         event_order_created_cleanup(&ev[i]);
     free(ids);

@@ -6,7 +6,7 @@
 #include "service.h"
 #include "util.h"
 
-#include <limits.h>
+#include <stdint.h>
 
 static int sku_ok(const struct http_req *req, struct http_resp *resp)
 {
@@ -17,22 +17,51 @@ static int sku_ok(const struct http_req *req, struct http_resp *resp)
     return 0;
 }
 
-/* {"available": N}, N an integer from 0 to INT_MAX. */
-static int parse_available(const struct http_req *req, struct http_resp *resp, long *out)
+/* The largest integer a JSON client keeps exactly (2^53 - 1). */
+#define AVAILABLE_MAX 9007199254740991LL
+
+/* The value of "available" if it is an integer from 0 to AVAILABLE_MAX.
+ * as_reals: the body was read with every integer as a double (exact up to
+ * 2^53, so still exact in range). */
+static int available_of(const json_t *o, int as_reals, int64_t *out)
+{
+    const json_t *a = json_object_get(o, "available");
+    double d = as_reals && json_is_real(a) ? json_real_value(a) : -1;
+    if (as_reals && (d < 0 || d > (double)AVAILABLE_MAX || d != (double)(int64_t)d))
+        return 0;
+    if (as_reals) {
+        *out = (int64_t)d;
+        return 1;
+    }
+    if (!json_is_integer(a) || json_integer_value(a) < 0 || json_integer_value(a) > AVAILABLE_MAX)
+        return 0;
+    *out = (int64_t)json_integer_value(a);
+    return 1;
+}
+
+/* {"available": N}, N an integer from 0 to AVAILABLE_MAX. A body jansson
+ * refuses only for an integer beyond 64 bits is valid JSON with a number
+ * out of range: read again with integers as doubles, it gets
+ * validation_failed, not invalid_json. */
+static int parse_available(const struct http_req *req, struct http_resp *resp, int64_t *out)
 {
     struct field_error fe = {"", ""};
+    int as_reals = 0;
     json_t *o = event_load_object(req->body, req->body_len, &fe);
     if (!o) {
+        o = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL,
+                       NULL);
+        as_reals = 1;
+    }
+    if (!json_is_object(o)) {
+        json_decref(o);
         http_resp_error(resp, 400, "invalid_json", fe.message, NULL);
         return 0;
     }
-    const json_t *a = json_object_get(o, "available");
-    int ok = json_is_integer(a) && json_integer_value(a) >= 0 && json_integer_value(a) <= INT_MAX;
-    if (ok)
-        *out = (long)json_integer_value(a);
-    else
+    int ok = available_of(o, as_reals, out);
+    if (!ok)
         http_resp_error(resp, 400, "validation_failed",
-                        "available must be an integer from 0 to 2147483647", "available");
+                        "available must be an integer from 0 to 9007199254740991", "available");
     json_decref(o);
     return ok;
 }
@@ -51,7 +80,7 @@ static void reply(struct service *svc, struct db *db, enum err e, json_t *doc,
 static void put_stock(const struct http_req *req, struct http_resp *resp, void *ctx)
 {
     struct service *svc = ctx;
-    long available = 0;
+    int64_t available = 0;
     if (!sku_ok(req, resp) || !parse_available(req, resp, &available))
         return;
     struct db *db = service_db_acquire(svc, resp);

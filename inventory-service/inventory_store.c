@@ -1,6 +1,6 @@
-/* inventory_store.c - SQL of the stock, reservations and (for replies)
- * outbox tables. Owns the statements and the lock order; the decision
- * itself is inventory_decide(). */
+/* inventory_store.c - SQL of the stock, reservations, order_decisions and
+ * (for replies) outbox tables. Owns the statements, the lock order and the
+ * one-decision-per-order rule; the decision itself is inventory_decide(). */
 #include "inventory_store.h"
 #include "inventory.h"
 #include "outbox.h"
@@ -10,9 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define RFC3339(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+
 const struct db_stmt inventory_store_stmts[] = {
     {"stock_put",
-     "INSERT INTO stock (sku, available) VALUES ($1, $2::int) ON CONFLICT (sku) DO UPDATE "
+     "INSERT INTO stock (sku, available) VALUES ($1, $2::bigint) ON CONFLICT (sku) DO UPDATE "
      "SET available = EXCLUDED.available, updated_at = now() RETURNING sku, available, reserved"},
     {"stock_get", "SELECT sku, available, reserved FROM stock WHERE sku = $1"},
     /* One statement, rows locked in sku order: concurrent batches cannot deadlock. */
@@ -22,10 +24,25 @@ const struct db_stmt inventory_store_stmts[] = {
     {"stock_take",
      "WITH x AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(order_id uuid, sku text, qty int)), "
      "t AS (UPDATE stock s SET available = s.available - d.qty, reserved = s.reserved + d.qty, "
-     "  updated_at = now() FROM (SELECT sku, sum(qty)::int AS qty FROM x GROUP BY sku) d "
+     "  updated_at = now() FROM (SELECT sku, sum(qty)::bigint AS qty FROM x GROUP BY sku) d "
      "  WHERE s.sku = d.sku) "
      "INSERT INTO reservations (order_id, sku, qty) SELECT order_id, sku, qty FROM x"},
-    {"outbox_add", OUTBOX_INSERT_MANY_SQL},
+    /* The orders of $1 (uuid[]) decided already, with what was decided. */
+    {"decisions_of",
+     "SELECT order_id, outcome, coalesce(reason, ''), reply_event_id, " RFC3339("decided_at")
+     " FROM order_decisions WHERE order_id = ANY($1::uuid[])"},
+    /* $1: one outbox row per order, plus outcome/reason/occurred_at: the
+     * decision and its reply, together. A decision taken meanwhile by
+     * another consumer for one of these orders makes this fail (primary
+     * key): the batch is retried and then finds it. */
+    {"decide",
+     "WITH x AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(event_id uuid, subject text, "
+     "  event_type text, payload text, aggregate_id uuid, outcome text, reason text, "
+     "  occurred_at timestamptz)), "
+     "d AS (INSERT INTO order_decisions (order_id, outcome, reason, reply_event_id, decided_at) "
+     "  SELECT aggregate_id, outcome, reason, event_id, occurred_at FROM x) "
+     "INSERT INTO outbox (event_id, subject, event_type, payload, aggregate_id) "
+     "SELECT event_id, subject, event_type, payload, aggregate_id FROM x"},
     {"outbox_resend", OUTBOX_RESEND_SQL},
 };
 const size_t inventory_store_nstmts = ARRAY_LEN(inventory_store_stmts);
@@ -50,10 +67,10 @@ static enum err one_row(struct db *db, const char *stmt, int n, const char *cons
     return e;
 }
 
-enum err inventory_store_put(struct db *db, const char *sku, long available, json_t **doc)
+enum err inventory_store_put(struct db *db, const char *sku, int64_t available, json_t **doc)
 {
     char n[32];
-    snprintf(n, sizeof n, "%ld", available);
+    snprintf(n, sizeof n, "%lld", (long long)available);
     const char *params[] = {sku, n};
     return one_row(db, "stock_put", 2, params, doc);
 }
@@ -89,7 +106,7 @@ static void decide_all(PGresult *locked, const struct order_created *const *orde
     struct stock_level *lv = xcalloc(nlv, sizeof *lv);
     for (size_t i = 0; i < nlv; i++)
         lv[i] = (struct stock_level){PQgetvalue(locked, (int)i, 0),
-                                     strtol(PQgetvalue(locked, (int)i, 1), NULL, 10)};
+                                     strtoll(PQgetvalue(locked, (int)i, 1), NULL, 10)};
     for (size_t i = 0; i < n; i++) {
         kinds[i] = inventory_decide(orders[i]->items, orders[i]->nitems, lv, nlv, &reasons[i]);
         if (kinds[i] == REPLY_RESERVED)
@@ -98,33 +115,47 @@ static void decide_all(PGresult *locked, const struct order_created *const *orde
     free(lv);
 }
 
-static json_t *reply_row(const struct order_created *o, enum reply_kind kind, const char *reason)
+/* The outbox row of a reply, with its decision's columns (for "decide"). */
+static json_t *reply_row(const struct inventory_reply *rep)
+{
+    char *payload = event_reply_encode(rep);
+    json_t *row = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s?, s:s}", "event_id",
+                            rep->event_id, "subject", event_reply_subject(rep->kind),
+                            "event_type", event_reply_type(rep->kind), "payload", payload,
+                            "aggregate_id", rep->order_id, "outcome",
+                            rep->kind == REPLY_RESERVED ? "reserved" : "rejected", "reason",
+                            rep->kind == REPLY_REJECTED ? rep->reason : NULL, "occurred_at",
+                            rep->occurred_at);
+    free(payload);
+    return row;
+}
+
+/* A new decision's reply: a fresh event id, now. */
+static json_t *new_reply_row(const struct order_created *o, enum reply_kind kind,
+                             const char *reason)
 {
     struct inventory_reply rep = {.kind = kind};
     uuid_v4(rep.event_id);
     memcpy(rep.order_id, o->order_id, sizeof rep.order_id);
     snprintf(rep.reason, sizeof rep.reason, "%s", reason ? reason : "");
     time_rfc3339(rep.occurred_at);
-    char *payload = event_reply_encode(&rep);
-    json_t *row = json_pack("{s:s, s:s, s:s, s:s, s:s}", "event_id", rep.event_id, "subject",
-                            event_reply_subject(kind), "event_type", event_reply_type(kind),
-                            "payload", payload, "aggregate_id", o->order_id);
-    free(payload);
-    return row;
+    return reply_row(&rep);
 }
 
-static enum err exec_json(struct db *db, const char *stmt, json_t *rows)
+static enum err exec_json(struct db *db, const char *stmt, json_t *rows, const char *arg2)
 {
     char *text = json_dumps(rows, JSON_COMPACT);
-    const char *params[] = {text};
-    enum err e = json_array_size(rows) ? db_exec(db, stmt, 1, params, NULL) : ERR_OK;
+    const char *params[] = {text, arg2};
+    enum err e = json_array_size(rows) ? db_exec(db, stmt, arg2 ? 2 : 1, params, NULL) : ERR_OK;
     free(text);
     json_decref(rows);
     return e;
 }
 
-enum err inventory_store_reserve(struct db *db, const struct order_created *const *orders,
-                                 size_t n, enum reply_kind *kinds)
+/* Decides orders[0..n) (none decided before), takes their stock, and writes
+ * each decision with its reply. */
+static enum err reserve(struct db *db, const struct order_created *const *orders, size_t n,
+                        enum reply_kind *kinds)
 {
     PGresult *locked = NULL;
     const char **reasons = xcalloc(n, sizeof *reasons);
@@ -134,16 +165,16 @@ enum err inventory_store_reserve(struct db *db, const struct order_created *cons
     decide_all(locked, orders, n, kinds, reasons);
     json_t *taken = json_array(), *replies = json_array();
     for (size_t i = 0; i < n; i++) {
-        json_array_append_new(replies, reply_row(orders[i], kinds[i], reasons[i]));
+        json_array_append_new(replies, new_reply_row(orders[i], kinds[i], reasons[i]));
         for (size_t j = 0; kinds[i] == REPLY_RESERVED && j < orders[i]->nitems; j++)
             json_array_append_new(taken, json_pack("{s:s, s:s, s:i}", "order_id",
                                                    orders[i]->order_id, "sku",
                                                    orders[i]->items[j].sku, "qty",
                                                    orders[i]->items[j].qty));
     }
-    e = exec_json(db, "stock_take", taken);
+    e = exec_json(db, "stock_take", taken, NULL);
     if (e == ERR_OK)
-        e = exec_json(db, "outbox_add", replies);
+        e = exec_json(db, "decide", replies, NULL);
     else
         json_decref(replies);
 out:
@@ -152,18 +183,116 @@ out:
     return e;
 }
 
-enum err inventory_store_resend_replies(struct db *db, const char *const *order_ids, size_t n)
+static void ids_array(struct buf *b, const char *const *ids, size_t n)
+{
+    buf_init(b);
+    buf_append(b, "{", 1);
+    for (size_t i = 0; i < n; i++)
+        buf_pg_array_elem(b, ids[i]);
+    buf_append(b, "}", 1);
+}
+
+/* The decisions taken for these orders (columns as "decisions_of"). */
+static enum err decisions_of(struct db *db, const char *const *order_ids, size_t n,
+                             PGresult **res)
 {
     struct buf ids;
-    buf_init(&ids);
-    buf_append(&ids, "{", 1);
-    for (size_t i = 0; i < n; i++)
-        buf_pg_array_elem(&ids, order_ids[i]);
-    buf_append(&ids, "}", 1);
-    char min_age[32];
-    snprintf(min_age, sizeof min_age, "%d", REPLY_RESEND_MIN_AGE_MS);
-    const char *params[] = {ids.data, "{InventoryReserved,InventoryRejected}", min_age};
-    enum err e = db_exec(db, "outbox_resend", 3, params, NULL);
+    ids_array(&ids, order_ids, n);
+    const char *params[] = {ids.data};
+    enum err e = db_exec(db, "decisions_of", 1, params, res);
     buf_cleanup(&ids);
+    return e;
+}
+
+/* The reply stored for each decided order, rebuilt: same event id, same
+ * body as when it was decided. */
+static json_t *stored_replies(PGresult *res)
+{
+    json_t *rows = json_array();
+    for (int r = 0; r < PQntuples(res); r++) {
+        struct inventory_reply rep = {
+            .kind = strcmp(PQgetvalue(res, r, 1), "reserved") == 0 ? REPLY_RESERVED
+                                                                   : REPLY_REJECTED};
+        snprintf(rep.order_id, sizeof rep.order_id, "%s", PQgetvalue(res, r, 0));
+        snprintf(rep.reason, sizeof rep.reason, "%s", PQgetvalue(res, r, 2));
+        snprintf(rep.event_id, sizeof rep.event_id, "%s", PQgetvalue(res, r, 3));
+        snprintf(rep.occurred_at, sizeof rep.occurred_at, "%s", PQgetvalue(res, r, 4));
+        json_array_append_new(rows, reply_row(&rep));
+    }
+    return rows;
+}
+
+enum err inventory_store_resend_replies(struct db *db, const char *const *order_ids, size_t n,
+                                        int64_t min_age_ms)
+{
+    PGresult *res = NULL;
+    enum err e = decisions_of(db, order_ids, n, &res);
+    if (e == ERR_OK) {
+        char age[32];
+        snprintf(age, sizeof age, "%lld", (long long)min_age_ms);
+        e = exec_json(db, "outbox_resend", stored_replies(res), age);
+    }
+    PQclear(res);
+    return e;
+}
+
+/* Marks DECISION_BEFORE the orders decided already, and the second copy of
+ * an order within the batch. Returns how many are left to decide. */
+static size_t mark_decided(PGresult *res, const struct order_created *const *orders, size_t n,
+                           enum decision *out)
+{
+    size_t left = 0;
+    for (size_t i = 0; i < n; i++) {
+        out[i] = DECISION_NEW;
+        for (int r = 0; r < PQntuples(res) && out[i] == DECISION_NEW; r++)
+            if (strcmp(PQgetvalue(res, r, 0), orders[i]->order_id) == 0)
+                out[i] = DECISION_BEFORE;
+        for (size_t j = 0; j < i && out[i] == DECISION_NEW; j++)
+            if (out[j] == DECISION_NEW && strcmp(orders[j]->order_id, orders[i]->order_id) == 0)
+                out[i] = DECISION_BEFORE;
+        left += out[i] == DECISION_NEW;
+    }
+    return left;
+}
+
+/* Decides the orders marked DECISION_NEW; sets each one's reply kind. */
+static enum err decide_new(struct db *db, const struct order_created *const *orders, size_t n,
+                           enum decision *out, enum reply_kind *kinds)
+{
+    const struct order_created **todo = xcalloc(n, sizeof *todo);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (out[i] == DECISION_NEW)
+            todo[k++] = orders[i];
+    enum reply_kind *got = xcalloc(k ? k : 1, sizeof *got);
+    enum err e = k ? reserve(db, todo, k, got) : ERR_OK;
+    for (size_t i = 0, j = 0; i < n; i++)
+        if (out[i] == DECISION_NEW)
+            kinds[i] = got[j++];
+    free(got);
+    free(todo);
+    return e;
+}
+
+enum err inventory_store_apply(struct db *db, const struct order_created *const *orders,
+                               size_t n, enum decision *out, enum reply_kind *kinds)
+{
+    const char **ids = xcalloc(n, sizeof *ids);
+    for (size_t i = 0; i < n; i++)
+        ids[i] = orders[i]->order_id;
+    PGresult *res = NULL;
+    enum err e = decisions_of(db, ids, n, &res);
+    size_t fresh = e == ERR_OK ? mark_decided(res, orders, n, out) : 0;
+    if (e == ERR_OK)
+        e = decide_new(db, orders, n, out, kinds);
+    if (e == ERR_OK && fresh < n) {
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++)
+            if (out[i] == DECISION_BEFORE)
+                ids[k++] = orders[i]->order_id;
+        e = inventory_store_resend_replies(db, ids, k, REPLY_RESEND_MIN_AGE_MS);
+    }
+    PQclear(res);
+    free(ids);
     return e;
 }

@@ -1,8 +1,11 @@
-/* order_redrive.c - the sweep thread that re-queues OrderCreated events of
- * orders that stay PENDING. Owns its thread and connection; the relay does
- * the publishing. */
+/* order_redrive.c - the sweep thread that sends again the OrderCreated of
+ * orders that stay PENDING. Pages through ALL of them by (created_at, id)
+ * and comes back round; rebuilds each event from the order itself (its
+ * stored event id), so no outbox row needs to be retained for it. Owns its
+ * thread, connection and cursor; the relay does the publishing. */
 #include "order_redrive.h"
 #include "db.h"
+#include "event.h"
 #include "log.h"
 #include "metrics.h"
 #include "util.h"
@@ -11,15 +14,30 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define PERIOD_MAX_MS 30000
 #define PERIOD_MIN_MS 500
+#define PAGE_SIZE 500       /* orders read per statement */
+#define PAGES_PER_PASS 10   /* bounds one wake-up's work */
+#define CURSOR_START_AT "-infinity"
+#define CURSOR_START_ID "00000000-0000-0000-0000-000000000000"
 
+/* $1: REDRIVE_AFTER in ms; ($2, $3): the cursor; $4: page size. `due`: not
+ * re-driven within REDRIVE_AFTER (at most one re-send per order per period,
+ * whatever the retention of its outbox row). */
 static const struct db_stmt redrive_stmts[] = {
-    {"stuck_orders",
-     "SELECT id FROM orders WHERE status = 'PENDING' "
-     "AND created_at < now() - $1::bigint * interval '1 millisecond' "
-     "ORDER BY created_at LIMIT 1000"},
+    {"redrive_page",
+     "SELECT o.id, o.created_at::text, o.event_id, o.customer_id, "
+     "to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
+     "(SELECT json_agg(json_build_object('sku', sku, 'qty', qty) ORDER BY line) "
+     " FROM order_items WHERE order_id = o.id)::text, "
+     "o.redriven_at IS NULL OR o.redriven_at < now() - $1::bigint * interval '1 millisecond' "
+     "FROM orders o WHERE o.status = 'PENDING' "
+     "AND o.created_at < now() - $1::bigint * interval '1 millisecond' "
+     "AND (o.created_at, o.id) > ($2::timestamptz, $3::uuid) "
+     "ORDER BY o.created_at, o.id LIMIT $4"},
+    {"redrive_mark", "UPDATE orders SET redriven_at = now() WHERE id = ANY($1::uuid[])"},
     {"resend", OUTBOX_RESEND_SQL},
 };
 
@@ -30,31 +48,103 @@ struct redrive {
     struct metric *m_redriven;
     pthread_t thread;
     struct waker waker;
+    char cursor_at[64], cursor_id[UUID_STR_LEN]; /* the last order looked at */
 };
 
-/* One sweep: returns how many events were queued again. */
-static long sweep(struct redrive *r)
+/* The OrderCreated of one page row, as an outbox row (NULL if unreadable). */
+static json_t *rebuild_event(PGresult *res, int row)
 {
-    char after[32];
-    snprintf(after, sizeof after, "%lld", (long long)r->cfg->redrive_after_ms);
-    const char *p1[] = {after};
-    PGresult *stuck = NULL, *sent = NULL;
+    struct order_created ev = {0};
+    snprintf(ev.order_id, sizeof ev.order_id, "%s", PQgetvalue(res, row, 0));
+    snprintf(ev.event_id, sizeof ev.event_id, "%s", PQgetvalue(res, row, 2));
+    snprintf(ev.customer_id, sizeof ev.customer_id, "%s", PQgetvalue(res, row, 3));
+    snprintf(ev.occurred_at, sizeof ev.occurred_at, "%s", PQgetvalue(res, row, 4));
+    json_t *items = json_loads(PQgetvalue(res, row, 5), 0, NULL);
+    json_t *out = NULL;
+    if (event_items_parse(items, &ev.items, &ev.nitems, NULL) == ERR_OK) {
+        char *payload = event_order_created_encode(&ev);
+        out = json_pack("{s:s, s:s, s:s, s:s, s:s}", "event_id", ev.event_id, "subject",
+                        "orders.created", "event_type", "OrderCreated", "payload", payload,
+                        "aggregate_id", ev.order_id);
+        free(payload);
+    }
+    event_order_created_cleanup(&ev);
+    json_decref(items);
+    return out;
+}
+
+/* Queues the due orders of a page again; returns how many were queued. */
+static long resend_due(struct redrive *r, PGresult *page, const char *after)
+{
+    json_t *rows = json_array();
+    struct buf ids;
+    buf_init(&ids);
+    buf_append(&ids, "{", 1);
+    for (int i = 0; i < PQntuples(page); i++) {
+        json_t *ev = PQgetvalue(page, i, 6)[0] == 't' ? rebuild_event(page, i) : NULL;
+        if (!ev)
+            continue;
+        json_array_append_new(rows, ev);
+        buf_pg_array_elem(&ids, PQgetvalue(page, i, 0));
+    }
+    buf_append(&ids, "}", 1);
+    char *text = json_dumps(rows, JSON_COMPACT);
+    const char *p2[] = {text, after}, *p1[] = {ids.data};
+    PGresult *sent = NULL;
     long n = 0;
-    if (db_exec(r->db, "stuck_orders", 1, p1, &stuck) == ERR_OK && PQntuples(stuck) > 0) {
-        struct buf ids;
-        buf_init(&ids);
-        buf_append(&ids, "{", 1);
-        for (int i = 0; i < PQntuples(stuck); i++)
-            buf_pg_array_elem(&ids, PQgetvalue(stuck, i, 0));
-        buf_append(&ids, "}", 1);
-        const char *p3[] = {ids.data, "{OrderCreated}", after};
-        if (db_exec(r->db, "resend", 3, p3, &sent) == ERR_OK)
-            n = PQntuples(sent);
-        buf_cleanup(&ids);
+    if (json_array_size(rows) && db_exec(r->db, "resend", 2, p2, &sent) == ERR_OK) {
+        n = PQntuples(sent);
+        db_exec(r->db, "redrive_mark", 1, p1, NULL);
     }
     PQclear(sent);
-    PQclear(stuck);
+    free(text);
+    buf_cleanup(&ids);
+    json_decref(rows);
     return n;
+}
+
+/* One page from the cursor on. Returns the orders read (-1 on error) and
+ * adds those queued again to *sent. */
+static int page(struct redrive *r, long *sent)
+{
+    char after[32], size[16];
+    snprintf(after, sizeof after, "%lld", (long long)r->cfg->redrive_after_ms);
+    snprintf(size, sizeof size, "%d", PAGE_SIZE);
+    const char *params[] = {after, r->cursor_at, r->cursor_id, size};
+    PGresult *res = NULL;
+    if (db_exec(r->db, "redrive_page", 4, params, &res) != ERR_OK)
+        return -1;
+    int n = PQntuples(res);
+    if (n > 0) {
+        *sent += resend_due(r, res, after);
+        snprintf(r->cursor_at, sizeof r->cursor_at, "%s", PQgetvalue(res, n - 1, 1));
+        snprintf(r->cursor_id, sizeof r->cursor_id, "%s", PQgetvalue(res, n - 1, 0));
+    }
+    PQclear(res);
+    return n;
+}
+
+static void rewind_cursor(struct redrive *r)
+{
+    snprintf(r->cursor_at, sizeof r->cursor_at, "%s", CURSOR_START_AT);
+    snprintf(r->cursor_id, sizeof r->cursor_id, "%s", CURSOR_START_ID);
+}
+
+/* One pass: at most PAGES_PER_PASS pages; a short page means the end was
+ * reached, and the next page starts from the oldest again. */
+static long sweep(struct redrive *r)
+{
+    long sent = 0;
+    for (int i = 0; i < PAGES_PER_PASS && !waker_stopping(&r->waker); i++) {
+        int n = page(r, &sent);
+        if (n < 0)
+            break; /* the cursor stays: the next pass goes on from there */
+        if (n < PAGE_SIZE) {
+            rewind_cursor(r);
+            break;
+        }
+    }
+    return sent;
 }
 
 /* The sweep's period: half the re-drive delay, within bounds. */
@@ -84,6 +174,7 @@ void redrive_start(const struct config *cfg, struct relay *relay, struct redrive
     struct redrive *r = xcalloc(1, sizeof *r);
     r->cfg = cfg;
     r->relay = relay;
+    rewind_cursor(r);
     r->m_redriven = metrics_register("orders_redriven_total",
                                      "OrderCreated events published again for orders still PENDING.",
                                      METRIC_COUNTER, NULL, 0);

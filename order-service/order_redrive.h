@@ -1,5 +1,7 @@
 /* order_redrive.h - the re-drive sweep: orders still PENDING long after
- * their OrderCreated was published get it published again.
+ * they were created get their OrderCreated published again, rebuilt from
+ * the order (same event id) whether or not its outbox row is still there.
+ * Every PENDING order is reached: the sweep pages through them all.
  *
  * JetStream may lose what it had acknowledged (a server restarted on an
  * empty store, a message past the stream's max age while a consumer was
@@ -13,7 +15,9 @@
 
 struct redrive;
 
-/* Starts the sweep thread (every REDRIVE_AFTER / 2, at most every 30 s). */
+/* Starts the sweep thread (every REDRIVE_AFTER / 2, at most every 30 s,
+ * at most 5,000 orders looked at per pass; an order is re-sent at most once
+ * per REDRIVE_AFTER). */
 void redrive_start(const struct config *cfg, struct relay *relay, struct redrive **out);
 /* Stops and frees. NULL is a no-op. */
 void redrive_stop(struct redrive *r);

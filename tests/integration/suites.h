@@ -11,5 +11,6 @@ Suite *relay_suite(void);
 Suite *inventory_suite(void);
 Suite *status_suite(void);
 Suite *bounds_suite(void);
+Suite *recovery_suite(void);
 
 #endif

@@ -296,6 +296,113 @@ START_TEST(a_message_the_database_refuses_blocks_nothing)
 }
 END_TEST
 
+static long processed(void)
+{
+    return pg_long("inventory", "SELECT count(*) FROM processed_messages");
+}
+
+static int ids_pruned(void *arg)
+{
+    (void)arg;
+    return processed() == 0;
+}
+
+static int two_duplicates(void *arg)
+{
+    (void)arg;
+    return metric("inventory_messages_total{result=\"duplicate\"}") == 2;
+}
+
+START_TEST(an_order_decided_once_is_never_decided_again)
+{
+    /* processed ids really pruned by the service, after 2 s */
+    static const char *const env[] = {"PROCESSED_RETENTION=2s", "STREAM_MAX_AGE=1s",
+                                      "STREAM_DUPLICATE_WINDOW=1s", NULL};
+    svc_stop(&inv, SIGTERM);
+    svc_start(&inv, "inventory-service", nats.url, env);
+    put_stock("SKU-1", 10);
+    char ev1[UUID_STR_LEN], ev2[UUID_STR_LEN], o1[UUID_STR_LEN], o2[UUID_STR_LEN];
+    uuid_v4(ev1), uuid_v4(ev2), uuid_v4(o1), uuid_v4(o2);
+    char *reserved = order_event(ev1, o1, "[{\"sku\":\"SKU-1\",\"qty\":2}]");
+    char *rejected = order_event(ev2, o2, "[{\"sku\":\"SKU-1\",\"qty\":50}]");
+    publish(reserved);
+    publish(rejected);
+    target = 2;
+    ck_assert(wait_until(replies_reach, NULL, 10000));
+    ck_assert(wait_until(ids_pruned, NULL, 20000));
+    put_stock("SKU-1", 1000); /* deciding the rejected order again would now reserve it */
+    publish(reserved);        /* the same events, their processed ids gone */
+    publish(rejected);
+    ck_assert(wait_until(two_duplicates, NULL, 10000));
+    ck_assert_int_eq(stock("SKU-1", "reserved"), 2);
+    ck_assert_int_eq(stock("SKU-1", "available"), 1000);
+    ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM reservations"), 1);
+    ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM order_decisions"), 2);
+    ck_assert_int_eq(replies(), 2); /* no second reply: the stored one, if anything */
+    ck_assert_double_eq(metric("inventory_messages_total{result=\"reserved\"}"), 1);
+    ck_assert_double_eq(metric("inventory_messages_total{result=\"rejected\"}"), 1);
+    ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM dead_letters"), 0);
+    free(rejected);
+    free(reserved);
+}
+END_TEST
+
+START_TEST(a_pruned_reply_is_rebuilt_with_its_event_id)
+{
+    put_stock("SKU-1", 10);
+    char ev[UUID_STR_LEN], order[UUID_STR_LEN];
+    uuid_v4(ev), uuid_v4(order);
+    char *body = order_event(ev, order, "[{\"sku\":\"SKU-1\",\"qty\":2}]");
+    publish(body);
+    ck_assert(wait_until(reply_published, NULL, 10000));
+    char *first = pg_text("inventory", "SELECT event_id || ' ' || payload FROM outbox");
+    ck_assert_int_eq(pg_exec("inventory", "DELETE FROM outbox"), 0); /* retention took it */
+    publish(body); /* the order service re-drives its OrderCreated */
+    ck_assert(wait_until(reply_published, NULL, 10000));
+    char *again = pg_text("inventory", "SELECT event_id || ' ' || payload FROM outbox");
+    ck_assert_str_eq(again, first); /* the same reply: same event id, same body */
+    ck_assert_int_eq(stock("SKU-1", "reserved"), 2);
+    free(again);
+    free(first);
+    free(body);
+}
+END_TEST
+
+START_TEST(quantities_are_64_bit)
+{
+    put_stock("SKU-1", 100);
+    ck_assert_int_eq(pg_exec("inventory", "UPDATE stock SET reserved = 2147483600"), 0);
+    publish_order("[{\"sku\":\"SKU-1\",\"qty\":100}]");
+    target = 1;
+    ck_assert(wait_until(replies_reach, NULL, 10000));
+    struct http_result r;
+    ck_assert_int_eq(http_get(inv.port, "/inventory/SKU-1", &r), 200);
+    ck_assert_str_eq(r.body, "{\"sku\":\"SKU-1\",\"available\":0,\"reserved\":2147483700}");
+    http_result_free(&r);
+    ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM dead_letters"), 0);
+
+    static const char *const h[] = {"Content-Type: application/json", NULL};
+    static const char *const huge[] = {"{\"available\":9007199254740992}",
+                                       "{\"available\":18446744073709551616}",
+                                       "{\"available\":1e300}"};
+    for (size_t i = 0; i < ARRAY_LEN(huge); i++) {
+        ck_assert_int_eq(http_do(inv.port, "PUT", "/inventory/SKU-1", h, huge[i], strlen(huge[i]),
+                                 &r), 0);
+        ck_assert_msg(r.status == 400 && strstr(r.body, "validation_failed"), "%s: %d %s",
+                      huge[i], r.status, r.body);
+        http_result_free(&r);
+    }
+    put_stock("SKU-2", 0);
+    const char *max = "{\"available\":9007199254740991}";
+    ck_assert_int_eq(http_do(inv.port, "PUT", "/inventory/SKU-2", h, max, strlen(max), &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    http_result_free(&r);
+    ck_assert_int_eq(http_get(inv.port, "/inventory/SKU-2", &r), 200);
+    ck_assert_str_eq(r.body, "{\"sku\":\"SKU-2\",\"available\":9007199254740991,\"reserved\":0}");
+    http_result_free(&r);
+}
+END_TEST
+
 Suite *inventory_suite(void)
 {
     Suite *s = suite_create("inventory");
@@ -311,6 +418,9 @@ Suite *inventory_suite(void)
     tcase_add_test(tc, poison_is_dead_lettered_and_the_next_message_processed);
     tcase_add_test(tc, postgres_outage_acks_nothing_and_loses_nothing);
     tcase_add_test(tc, a_message_the_database_refuses_blocks_nothing);
+    tcase_add_test(tc, an_order_decided_once_is_never_decided_again);
+    tcase_add_test(tc, a_pruned_reply_is_rebuilt_with_its_event_id);
+    tcase_add_test(tc, quantities_are_64_bit);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -251,7 +251,7 @@ static int broker_up(void *arg)
 
 int natsd_publish(struct natsd *n, const char *subject, const char *msg_id, const char *body)
 {
-    struct broker_settings set = {n->url, 1, 3LL * 24 * 3600 * 1000};
+    struct broker_settings set = {n->url, 1, 3LL * 24 * 3600 * 1000, 0};
     struct broker *b = NULL;
     char msg[256];
     if (broker_new(&set, &b, msg, sizeof msg) != ERR_OK)
@@ -568,4 +568,36 @@ int http_raw(const char *src_ip, int port, const char *raw, size_t len, int time
     struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     return exchange(fd, raw, len, mono_ms() + timeout_ms, out);
+}
+
+/* ---- JetStream admin over the plain NATS protocol ---- */
+
+int natsd_purge(struct natsd *n, const char *stream)
+{
+    int fd = connect_to(n->port);
+    if (fd < 0)
+        return -1;
+    char *req = xasprintf("CONNECT {\"verbose\":false,\"pedantic\":false}\r\n"
+                          "SUB _INBOX.harness_purge 1\r\n"
+                          "PUB $JS.API.STREAM.PURGE.%s _INBOX.harness_purge 0\r\n\r\n",
+                          stream);
+    int rc = write(fd, req, strlen(req)) == (ssize_t)strlen(req) ? -1 : -2;
+    struct buf got;
+    buf_init(&got);
+    char chunk[1024];
+    /* until the API's answer; reads are bounded by the socket's timeout */
+    while (rc == -1 && !strstr(got.data, "\"error\"") && !strstr(got.data, "-ERR")) {
+        ssize_t k = read(fd, chunk, sizeof chunk);
+        if (k <= 0)
+            break;
+        buf_append(&got, chunk, (size_t)k);
+        if (strstr(got.data, "\"success\":true"))
+            rc = 0;
+    }
+    if (rc != 0)
+        fprintf(stderr, "harness: purge of %s failed: %.600s\n", stream, got.data);
+    buf_cleanup(&got);
+    free(req);
+    close(fd);
+    return rc;
 }

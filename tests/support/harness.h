@@ -38,6 +38,10 @@ void natsd_cleanup(struct natsd *n);      /* kill and remove the store */
 /* Messages stored in a stream (from the monitoring endpoint), -1 if none. */
 long natsd_stream_msgs(struct natsd *n, const char *stream);
 
+/* Purges every message of a stream (JetStream API over the plain NATS
+ * protocol: the stream and its consumers stay). Returns 0 on success. */
+int natsd_purge(struct natsd *n, const char *stream);
+
 /* Publishes body on subject with Nats-Msg-Id msg_id (a test-side publisher
  * through common/broker.c). Returns 0 when JetStream acknowledged it. */
 int natsd_publish(struct natsd *n, const char *subject, const char *msg_id, const char *body);

@@ -17,6 +17,7 @@ static const char *const vars[] = {
     "PROCESSED_RETENTION", "STREAM_MAX_AGE", "CONSUMER_BATCH", "FAILPOINTS",
     "DB_REQUEST_TIMEOUT", "DB_WORK_TIMEOUT", "DB_IDLE_TX_TIMEOUT", "DB_TCP_TIMEOUT",
     "HTTP_MAX_CONNECTIONS", "HTTP_MAX_CONNECTIONS_PER_IP", "HTTP_REQUEST_TIMEOUT",
+    "STREAM_DUPLICATE_WINDOW", "REDRIVE_AFTER",
 };
 #define NVARS (sizeof vars / sizeof vars[0])
 static char *saved[NVARS];
@@ -124,6 +125,8 @@ static const struct override {
     {"PROCESSED_RETENTION", "30d", K_I64, offsetof(struct config, processed_retention_ms),
      30 * DAY_MS, NULL},
     {"STREAM_MAX_AGE", "1d", K_I64, offsetof(struct config, stream_max_age_ms), DAY_MS, NULL},
+    {"STREAM_DUPLICATE_WINDOW", "90s", K_I64, offsetof(struct config, stream_duplicate_window_ms),
+     90000, NULL},
     {"CONSUMER_BATCH", "10", K_INT, offsetof(struct config, consumer_batch), 10, NULL},
     {"DB_REQUEST_TIMEOUT", "500ms", K_I64, offsetof(struct config, db_request_timeout_ms), 500, NULL},
     {"DB_WORK_TIMEOUT", "2m", K_I64, offsetof(struct config, db_work_timeout_ms), 120000, NULL},
@@ -209,6 +212,7 @@ static const struct { const char *name, *value; } bad_values[] = {
     {"STREAM_MAX_AGE", "1w"}, {"DB_REQUEST_TIMEOUT", "0"}, {"DB_REQUEST_TIMEOUT", "30d"},
     {"DB_TCP_TIMEOUT", "1ms"}, {"HTTP_MAX_CONNECTIONS", "1"}, {"HTTP_MAX_CONNECTIONS_PER_IP", "0"},
     {"HTTP_REQUEST_TIMEOUT", "abc"},
+    {"STREAM_DUPLICATE_WINDOW", "500ms"},
 };
 #define NBAD ((int)(sizeof bad_values / sizeof bad_values[0]))
 
@@ -242,6 +246,22 @@ START_TEST(processed_retention_must_outlive_stream_max_age)
 
     setenv("STREAM_MAX_AGE", "1h", 1);
     ck_assert_int_eq(config_load(&order_defaults, &c, msg, sizeof msg), ERR_OK);
+    config_cleanup(&c);
+}
+END_TEST
+
+START_TEST(stream_max_age_must_cover_the_duplicate_window)
+{
+    struct config c;
+    char msg[256] = "";
+    setenv("STREAM_MAX_AGE", "1m", 1); /* the window defaults to 2m: JetStream would refuse */
+    ck_assert_int_eq(config_load(&order_defaults, &c, msg, sizeof msg), ERR_CONFIG);
+    ck_assert_msg(strstr(msg, "STREAM_MAX_AGE") != NULL, "message \"%s\"", msg);
+    ck_assert_ptr_null(strchr(msg, '\n'));
+
+    setenv("STREAM_DUPLICATE_WINDOW", "1m", 1);
+    ck_assert_int_eq(config_load(&order_defaults, &c, msg, sizeof msg), ERR_OK);
+    ck_assert_int_eq(c.stream_duplicate_window_ms, 60000);
     config_cleanup(&c);
 }
 END_TEST
@@ -287,6 +307,7 @@ Suite *config_suite(void)
     tcase_add_test(tc, database_url_accepts_libpq_multi_host);
     tcase_add_loop_test(tc, bad_value_is_rejected_naming_the_variable, 0, NBAD);
     tcase_add_test(tc, processed_retention_must_outlive_stream_max_age);
+    tcase_add_test(tc, stream_max_age_must_cover_the_duplicate_window);
     suite_add_tcase(s, tc);
     tc = tcase_create("duration");
     tcase_add_test(tc, duration_units);

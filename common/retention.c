@@ -1,0 +1,84 @@
+/* retention.c - the pruning thread: expired processed ids, refusal counts
+ * and published outbox rows, by bounded chunks on its own connection.
+ * Owns the deletes and their pace; not what the rows mean. */
+#include "retention.h"
+#include "db.h"
+#include "util.h"
+#include "waker.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+
+#define EVERY_MS 1000
+#define CHUNK 10000          /* rows per DELETE: one short transaction */
+#define CHUNKS_PER_PASS 20   /* per table: a pass ends soon after a stop */
+#define CHUNK_SQL "10000"
+
+/* ctid = ANY(...) deletes by tuple address: no second index lookup per row.
+ * A row updated meanwhile has a new address and is not deleted (a
+ * published outbox row queued again). */
+#define PRUNE(table, where)                                                             \
+    "DELETE FROM " table " WHERE ctid = ANY(ARRAY(SELECT ctid FROM " table " WHERE "     \
+    where " < now() - $1::bigint * interval '1 millisecond' LIMIT " CHUNK_SQL "))"
+
+static const struct db_stmt retention_stmts[] = {
+    {"prune_processed", PRUNE("processed_messages", "processed_at")},
+    {"prune_refusals", PRUNE("inbox_refusals", "updated_at")},
+    {"prune_outbox", PRUNE("outbox", "status = 'published' AND published_at")},
+};
+
+struct retention {
+    const struct config *cfg;
+    struct db *db;
+    pthread_t thread;
+    struct waker waker;
+};
+
+/* One pass over every table. Returns 1 if rows were left behind. */
+static int pass(struct retention *r)
+{
+    const int64_t ages[] = {r->cfg->processed_retention_ms, r->cfg->processed_retention_ms,
+                            r->cfg->outbox_retention_ms};
+    int more = 0;
+    for (size_t i = 0; i < ARRAY_LEN(retention_stmts) && !waker_stopping(&r->waker); i++) {
+        long n = db_delete_older(r->db, retention_stmts[i].name, ages[i], CHUNK, CHUNKS_PER_PASS);
+        more |= n >= (long)CHUNK * CHUNKS_PER_PASS;
+    }
+    return more;
+}
+
+static void *retention_main(void *arg)
+{
+    struct retention *r = arg;
+    int more = 0;
+    while (waker_wait(&r->waker, more ? 0 : EVERY_MS)) {
+        if (db_connect(r->db) != ERR_OK) {
+            more = 0;
+            continue; /* Postgres is away: try again next period */
+        }
+        more = pass(r);
+    }
+    return NULL;
+}
+
+void retention_start(const struct config *cfg, struct retention **out)
+{
+    struct retention *r = xcalloc(1, sizeof *r);
+    r->cfg = cfg;
+    db_new(cfg->database_url, retention_stmts, ARRAY_LEN(retention_stmts), &r->db);
+    waker_init(&r->waker);
+    if (pthread_create(&r->thread, NULL, retention_main, r) != 0)
+        abort(); /* cannot run without it: nothing to unwind */
+    *out = r;
+}
+
+void retention_stop(struct retention *r)
+{
+    if (!r)
+        return;
+    waker_stop(&r->waker);
+    pthread_join(r->thread, NULL);
+    db_free(r->db);
+    waker_cleanup(&r->waker);
+    free(r);
+}
