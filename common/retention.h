@@ -6,7 +6,7 @@
  * as old, and published outbox rows older than OUTBOX_RETENTION. Nothing
  * that recovery needs is among them: a re-sent event is rebuilt from the
  * order or from the inventory's decision, never read from a retained row.
- * Deletes go by chunks of 10,000 rows (short transactions) and are sized to
+ * Deletes go by chunks of 50,000 rows (short transactions) and are sized to
  * the backlog: while a pass leaves rows behind, the next one starts at once. */
 #ifndef COMMON_RETENTION_H
 #define COMMON_RETENTION_H
