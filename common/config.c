@@ -110,6 +110,16 @@ static int parse_string(const struct setting *s, const char *v, struct config *c
     return 0;
 }
 
+/* A secret: at least range.min characters (or empty = off), no blanks. */
+static int parse_secret(const struct setting *s, const char *v, struct config *c)
+{
+    size_t n = strlen(v);
+    if ((n > 0 && n < (size_t)s->range.min) || strpbrk(v, " \t\r\n"))
+        return -1;
+    *AT(c, s, char *) = xstrdup(v);
+    return 0;
+}
+
 static int parse_level(const struct setting *s, const char *v, struct config *c)
 {
     return log_level_parse(v, AT(c, s, enum log_level));
@@ -143,6 +153,8 @@ static const struct setting settings[] = {
     {"HTTP_MAX_CONNECTIONS_PER_IP", parse_int, "256", FIELD(http_max_per_ip), {1, 1000000}, NULL},
     {"HTTP_REQUEST_TIMEOUT", parse_duration, "10s", FIELD(http_request_timeout_ms), {1000, INT32_MAX}, NULL},
     {"FAILPOINTS", parse_string, "", FIELD(failpoints), {0, 0}, NULL},
+    {"ADMIN_TOKEN", parse_secret, "", FIELD(admin_token), {16, 0}, NULL},
+    {"ADMIN_PORT", parse_int, "0", FIELD(admin_port), {0, 65535}, NULL},
 };
 
 static const char *default_for(const struct setting *s, const struct config_defaults *d)
@@ -185,6 +197,9 @@ enum err config_load(const struct config_defaults *d, struct config *out,
             if (s->parse == parse_url) /* may hold a password: do not echo it */
                 snprintf(msg, msglen, "invalid value for %s: expected %s...", s->name,
                          s->schemes[0]);
+            else if (s->parse == parse_secret) /* never echoed */
+                snprintf(msg, msglen, "invalid value for %s: at least %ld characters, "
+                         "no blanks", s->name, s->range.min);
             else
                 snprintf(msg, msglen, "invalid value for %s: \"%s\"", s->name, use);
             config_cleanup(out);
@@ -204,5 +219,6 @@ void config_cleanup(struct config *c)
     free(c->nats_url);
     free(c->migrations_dir);
     free(c->failpoints);
+    free(c->admin_token);
     memset(c, 0, sizeof *c);
 }

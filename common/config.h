@@ -35,6 +35,8 @@ struct config {
     int http_max_per_ip;           /* per client address */
     int64_t http_request_timeout_ms; /* to receive a whole request, and to answer it */
     char *failpoints;          /* test-only crash points, see failpoint.h */
+    char *admin_token;         /* "" = the admin API is disabled (404) */
+    int admin_port;            /* 0 = the admin API is on PORT */
 };
 
 /* Per-service defaults for the variables whose default differs. */

@@ -12,6 +12,9 @@
 #include <stdint.h>
 #include "err.h"
 
+/* SQL text of a timestamptz column as RFC 3339 UTC with microseconds. */
+#define DB_RFC3339(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+
 struct db_stmt {
     const char *name;
     const char *sql;

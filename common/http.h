@@ -61,6 +61,11 @@ void http_stop(struct http_server *s);
 /* Value of a request header (case-insensitive), or NULL. */
 const char *http_req_header(const struct http_req *req, const char *name);
 
+/* Value of a query-string argument, or NULL. */
+const char *http_req_query(const struct http_req *req, const char *name);
+/* The client's address as numeric text (e.g. "127.0.0.1"), "?" if unknown. */
+void http_req_peer(const struct http_req *req, char *out, size_t n);
+
 /* Sets a JSON body (stolen) and status. */
 void http_resp_json(struct http_resp *resp, int status, json_t *body);
 /* Sets the contract's error body {"error":{"code","message"[,"field"]}}. */

@@ -23,7 +23,7 @@
 #define DB_REFUSALS_MAX 10 /* an event the database refused this often becomes poison */
 #define CHECK_AFTER_EMPTY 10      /* empty fetches (~10 s) before asking if the consumer exists */
 
-static const struct db_stmt inbox_stmts[] = {
+const struct db_stmt inbox_stmts[] = {
     /* Duplicates within one batch are fine too: DO NOTHING skips the second. */
     {"inbox_record",
      "INSERT INTO processed_messages (event_id, subject) "
@@ -38,6 +38,8 @@ static const struct db_stmt inbox_stmts[] = {
      "INSERT INTO dead_letters (subject, event_id, body, error, subject_raw, headers) "
      "VALUES ($1, $2::uuid, $3::bytea, $4, $5::bytea, $6::bytea)"},
 };
+
+const size_t inbox_nstmts = ARRAY_LEN(inbox_stmts);
 
 enum settle { SETTLE_ACK, SETTLE_TERM, SETTLE_NAK };
 
@@ -220,6 +222,26 @@ static enum err apply_batch(struct inbox *in, const struct broker_in *msgs, stru
     for (int i = 0; e == ERR_OK && i < n; i++)
         if (sl[i].settle == SETTLE_TERM)
             e = dead_letter(in, &msgs[i], &sl[i]);
+    return e;
+}
+
+enum err inbox_apply_one(struct db *db, const struct inbox_handler *h, const char *subject,
+                         const char *body, size_t len, const char **result,
+                         char *why, size_t whylen)
+{
+    /* a stack inbox lends the batch path its connection and handler */
+    struct inbox in = {.db = db, .h = h};
+    struct broker_in m = {.subject = subject, .data = body, .len = (int)len, .delivered = 1};
+    struct slot sl = {.settle = SETTLE_ACK};
+    if (event_peek_id(body, len, sl.id) != ERR_OK) {
+        sl.id[0] = '\0';
+        mark_poison(&sl, "body is not a JSON object with a UUID event_id");
+    }
+    enum err e = sl.id[0] ? record_ids(&in, &m, &sl, 1) : ERR_OK;
+    if (e == ERR_OK && sl.id[0])
+        e = apply_fresh(&in, &m, &sl, 1);
+    *result = sl.result ? sl.result : "duplicate";
+    snprintf(why, whylen, "%s", sl.why);
     return e;
 }
 

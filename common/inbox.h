@@ -48,6 +48,20 @@ struct inbox_handler {
 
 struct inbox;
 
+/* The inbox's own statements (for a connection that runs inbox_apply_one). */
+extern const struct db_stmt inbox_stmts[];
+extern const size_t inbox_nstmts;
+
+/* Runs one message through the path of a fetched one, inside the caller's
+ * open transaction on db (prepared with inbox_stmts and h's statements):
+ * its event id is recorded (already there: "duplicate", no effect), then the
+ * handler applies it. Sets *result to the metric label, or "poison" with the
+ * reason in why (the caller then rolls back). ERR_UNAVAILABLE / ERR_DB as
+ * for the handler. For re-applying a dead letter. */
+enum err inbox_apply_one(struct db *db, const struct inbox_handler *h, const char *subject,
+                         const char *body, size_t len, const char **result,
+                         char *why, size_t whylen);
+
 /* Starts the consumer thread. cfg, broker and handler must outlive it. */
 void inbox_start(const struct config *cfg, struct broker *b, const struct inbox_handler *h,
                  struct inbox **out);

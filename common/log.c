@@ -32,21 +32,25 @@ int log_level_parse(const char *s, enum log_level *out)
     return -1;
 }
 
-void log_msg(enum log_level lvl, const char *fmt, ...)
+int log_enabled(enum log_level lvl)
 {
-    if (lvl < log_min)
-        return;
+    return lvl >= log_min;
+}
+
+static void log_write(enum log_level lvl, json_t *fields, const char *fmt, va_list ap)
+{
     char *msg = NULL;
-    va_list ap;
-    va_start(ap, fmt);
     if (vasprintf(&msg, fmt, ap) < 0)
         msg = NULL;
-    va_end(ap);
-
     char ts[32];
     time_rfc3339(ts);
     json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "ts", ts, "level", level_names[lvl],
                           "service", log_service, "msg", msg ? msg : fmt);
+    const char *k;
+    json_t *v;
+    json_object_foreach(fields, k, v)
+        if (o && !json_object_get(o, k))
+            json_object_set(o, k, v);
     char *line = o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
     if (line) {
         size_t n = strlen(line);
@@ -57,4 +61,25 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
     free(line);
     json_decref(o);
     free(msg);
+}
+
+void log_msg(enum log_level lvl, const char *fmt, ...)
+{
+    if (lvl < log_min)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    log_write(lvl, NULL, fmt, ap);
+    va_end(ap);
+}
+
+void log_with(enum log_level lvl, json_t *fields, const char *fmt, ...)
+{
+    if (lvl >= log_min) {
+        va_list ap;
+        va_start(ap, fmt);
+        log_write(lvl, fields, fmt, ap);
+        va_end(ap);
+    }
+    json_decref(fields);
 }

@@ -149,8 +149,32 @@ static void after_commit(void *ctx)
     relay_notify(svc->relay);
 }
 
-static enum err start_parts(struct service *svc, struct http_route *routes, size_t nroutes,
-                            struct http_server **http, struct inbox_handler *ih)
+/* The HTTP servers: PORT, and ADMIN_PORT for /admin/ when it is set. */
+static enum err start_http(struct service *svc, const struct http_route *routes, size_t nroutes,
+                           struct http_server **http, struct http_server **admin_http)
+{
+    const struct config *c = &svc->cfg;
+    struct http_limits lim = {c->http_threads, c->http_max_connections, c->http_max_per_ip,
+                              c->http_request_timeout_ms};
+    if (http_start(c->port, &lim, routes, nroutes, svc, http) != ERR_OK) {
+        log_error("PORT: cannot listen on port %d", c->port);
+        return ERR_IO;
+    }
+    log_info("listening on port %d", c->port);
+    ready_start(ready_checks, ARRAY_LEN(ready_checks), svc, &svc->ready);
+    if (c->admin_port == 0)
+        return ERR_OK;
+    struct http_limits alim = {2, 64, 16, c->http_request_timeout_ms};
+    if (http_start(c->admin_port, &alim, admin_routes, admin_nroutes, svc, admin_http) != ERR_OK) {
+        log_error("ADMIN_PORT: cannot listen on port %d", c->admin_port);
+        return ERR_IO;
+    }
+    log_info("admin API listening on port %d", c->admin_port);
+    return ERR_OK;
+}
+
+static enum err start_parts(struct service *svc, const struct http_route *routes, size_t nroutes,
+                            struct http_server **http, struct http_server **admin_http)
 {
     char msg[256];
     const struct config *c = &svc->cfg;
@@ -161,35 +185,39 @@ static enum err start_parts(struct service *svc, struct http_route *routes, size
         log_error("NATS_URL: %s", msg);
         return ERR_BROKER;
     }
-    struct http_limits lim = {c->http_threads, c->http_max_connections, c->http_max_per_ip,
-                              c->http_request_timeout_ms};
-    if (http_start(c->port, &lim, routes, nroutes, svc, http) != ERR_OK) {
-        log_error("PORT: cannot listen on port %d", c->port);
-        return ERR_IO;
-    }
-    log_info("listening on port %d", c->port);
-    ready_start(ready_checks, ARRAY_LEN(ready_checks), svc, &svc->ready);
     if (svc->def->inbox) {
+        struct inbox_handler *ih = &svc->inbox_handler;
         *ih = *svc->def->inbox;
         ih->stmts = svc->def->stmts; /* the handler runs the service's own statements */
         ih->nstmts = svc->def->nstmts;
         ih->ctx = svc;
         ih->after_commit = after_commit;
     }
-    return ERR_OK;
+    admin_new(c->database_url, svc->def->stmts, svc->def->nstmts, &svc->admin);
+    return start_http(svc, routes, nroutes, http, admin_http);
+}
+
+/* Common routes, the service's own, and /admin/ unless it has its own port. */
+static struct http_route *route_table(const struct service *svc, size_t *n)
+{
+    size_t nadmin = svc->cfg.admin_port ? 0 : admin_nroutes;
+    *n = ARRAY_LEN(common_routes) + svc->def->nroutes + nadmin;
+    struct http_route *routes = xcalloc(*n, sizeof *routes);
+    memcpy(routes, common_routes, sizeof common_routes);
+    memcpy(routes + ARRAY_LEN(common_routes), svc->def->routes,
+           svc->def->nroutes * sizeof *routes);
+    memcpy(routes + ARRAY_LEN(common_routes) + svc->def->nroutes, admin_routes,
+           nadmin * sizeof *routes);
+    return routes;
 }
 
 static int run(struct service *svc)
 {
-    size_t nroutes = ARRAY_LEN(common_routes) + svc->def->nroutes;
-    struct http_route *routes = xcalloc(nroutes, sizeof *routes);
-    memcpy(routes, common_routes, sizeof common_routes);
-    memcpy(routes + ARRAY_LEN(common_routes), svc->def->routes,
-           svc->def->nroutes * sizeof *routes);
-    struct http_server *http = NULL;
-    struct inbox_handler ih = {0};
+    size_t nroutes = 0;
+    struct http_route *routes = route_table(svc, &nroutes);
+    struct http_server *http = NULL, *admin_http = NULL;
     int code = 1;
-    if (start_parts(svc, routes, nroutes, &http, &ih) != ERR_OK)
+    if (start_parts(svc, routes, nroutes, &http, &admin_http) != ERR_OK)
         goto out;
     code = migrate(&svc->cfg, 0);
     if (code != 0) {
@@ -199,7 +227,7 @@ static int run(struct service *svc)
     relay_start(&svc->cfg, svc->broker, &svc->relay);
     retention_start(&svc->cfg, &svc->retention);
     if (svc->def->inbox)
-        inbox_start(&svc->cfg, svc->broker, &ih, &svc->inbox);
+        inbox_start(&svc->cfg, svc->broker, &svc->inbox_handler, &svc->inbox);
     if (svc->def->app_start)
         svc->def->app_start(svc);
     atomic_store(&svc->schema_ready, 1); /* publishes relay and app to request threads */
@@ -209,6 +237,7 @@ static int run(struct service *svc)
 out:
     inbox_request_stop(svc->inbox); /* both loops finish their batch meanwhile */
     relay_request_stop(svc->relay);
+    http_stop(admin_http);
     http_stop(http); /* no new requests; in-flight ones are answered */
     if (svc->def->app_stop && atomic_load(&svc->schema_ready))
         svc->def->app_stop(svc);
@@ -217,6 +246,7 @@ out:
     ready_stop(svc->ready);
     db_free(svc->ready_db);
     retention_stop(svc->retention);
+    admin_free(svc->admin);
     broker_free(svc->broker);
     db_pool_free(svc->pool);
     free(routes);

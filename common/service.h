@@ -8,6 +8,7 @@
 #define COMMON_SERVICE_H
 
 #include <stdatomic.h>
+#include "admin.h"
 #include "broker.h"
 #include "config.h"
 #include "db.h"
@@ -26,6 +27,7 @@ struct service_def {
     const struct db_stmt *stmts;       /* prepared on every pool connection */
     size_t nstmts;
     const struct inbox_handler *inbox; /* ctx and after_commit are set by service.c */
+    struct admin_def admin;            /* the per-service part of /admin/ */
     void (*register_metrics)(void);
     /* The service's own parts: started once the schema is there, stopped
      * after the last request was answered. May be NULL. */
@@ -42,6 +44,8 @@ struct service {
     struct relay *relay;
     struct inbox *inbox;
     struct retention *retention;       /* pruning, on its own thread */
+    struct inbox_handler inbox_handler; /* def->inbox with ctx and statements set */
+    struct admin *admin;
     atomic_int schema_ready;           /* migrations applied */
     struct ready *ready;               /* /readyz probers */
     struct db *ready_db;               /* the Postgres prober's connection */

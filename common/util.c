@@ -60,17 +60,23 @@ char *xasprintf(const char *fmt, ...)
     return s;
 }
 
-void uuid_v4(char out[UUID_STR_LEN])
+void random_bytes(void *p, size_t len)
 {
-    unsigned char b[16];
+    unsigned char *b = p;
     size_t got = 0;
-    while (got < sizeof b) {
-        ssize_t n = getrandom(b + got, sizeof b - got, 0);
+    while (got < len) {
+        ssize_t n = getrandom(b + got, len - got, 0);
         if (n > 0)
             got += (size_t)n;
         else if (errno != EINTR)
             abort(); /* the kernel's CSPRNG cannot fail on Linux >= 3.17 */
     }
+}
+
+void uuid_v4(char out[UUID_STR_LEN])
+{
+    unsigned char b[16];
+    random_bytes(b, sizeof b);
     b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
     b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
     snprintf(out, UUID_STR_LEN,
@@ -254,4 +260,60 @@ void buf_escape_bytes(struct buf *b, const char *s, size_t n)
         } else
             buf_append(b, p + i, k);
     }
+}
+
+void buf_base64(struct buf *b, const void *p, size_t n)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const unsigned char *s = p;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)s[i] << 16;
+        if (i + 1 < n) v |= (uint32_t)s[i + 1] << 8;
+        if (i + 2 < n) v |= s[i + 2];
+        char q[4] = {tab[v >> 18], tab[(v >> 12) & 63], i + 1 < n ? tab[(v >> 6) & 63] : '=',
+                     i + 2 < n ? tab[v & 63] : '='};
+        buf_append(b, q, 4);
+    }
+}
+
+void buf_utf8_preview(struct buf *b, const void *p, size_t n, size_t max_chars)
+{
+    const unsigned char *s = p;
+    size_t i = 0, chars = 0;
+    for (; i < n && chars < max_chars; chars++) {
+        size_t len = utf8_seq(s + i, n - i);
+        if (len)
+            buf_append(b, s + i, len);
+        else
+            buf_append(b, "\xef\xbf\xbd", 3); /* U+FFFD */
+        i += len ? len : 1;
+    }
+    if (i < n)
+        buf_append(b, "...", 3);
+}
+
+static int hex_val(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+         : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+int hex_decode(const char *hex, unsigned char **out, size_t *n)
+{
+    size_t len = strlen(hex);
+    if (len % 2)
+        return -1;
+    unsigned char *p = xmalloc(len / 2 + 1);
+    for (size_t i = 0; i < len / 2; i++) {
+        int hi = hex_val(hex[2 * i]), lo = hex_val(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0) {
+            free(p);
+            return -1;
+        }
+        p[i] = (unsigned char)(hi << 4 | lo);
+    }
+    p[len / 2] = '\0';
+    *out = p;
+    *n = len / 2;
+    return 0;
 }

@@ -58,4 +58,16 @@ void buf_escape_bytes(struct buf *b, const char *s, size_t n);
 /* Appends s as one element of a Postgres array literal (quoted, escaped). */
 void buf_pg_array_elem(struct buf *b, const char *s);
 
+/* Fills p with n random bytes from the kernel's CSPRNG. */
+void random_bytes(void *p, size_t n);
+/* Appends the standard base64 (with padding) of n bytes. */
+void buf_base64(struct buf *b, const void *p, size_t n);
+/* Appends at most max_chars characters of n bytes as valid UTF-8 whatever
+ * the bytes are: invalid sequences and NULs become U+FFFD, and "..." marks a
+ * cut. The result is always safe to put in a JSON string. */
+void buf_utf8_preview(struct buf *b, const void *p, size_t n, size_t max_chars);
+/* Decodes hex text (as Postgres encode(x, 'hex') gives) into a heap buffer
+ * (NUL-terminated, caller frees). Returns 0, or -1 on a bad digit. */
+int hex_decode(const char *hex, unsigned char **out, size_t *n);
+
 #endif

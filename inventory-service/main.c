@@ -6,6 +6,9 @@
 #include "inventory_store.h"
 #include "service.h"
 
+/* /admin/orders/resend sends these events of the order again */
+static const char *const resend_types[] = {"InventoryReserved", "InventoryRejected", NULL};
+
 int main(int argc, char **argv)
 {
     const struct service_def def = {
@@ -17,6 +20,7 @@ int main(int argc, char **argv)
         .stmts = inventory_store_stmts,
         .nstmts = inventory_store_nstmts,
         .inbox = &inventory_orders_handler,
+        .admin = {resend_types},
     };
     return service_main(&def, argc, argv);
 }

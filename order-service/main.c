@@ -6,6 +6,9 @@
 #include "order_store.h"
 #include "service.h"
 
+/* /admin/orders/resend sends these events of the order again */
+static const char *const resend_types[] = {"OrderCreated", NULL};
+
 int main(int argc, char **argv)
 {
     const struct service_def def = {
@@ -16,6 +19,7 @@ int main(int argc, char **argv)
         .stmts = order_store_stmts,
         .nstmts = order_store_nstmts,
         .inbox = &order_replies_handler,
+        .admin = {resend_types},
         .register_metrics = order_http_register_metrics,
         .app_start = order_app_start,
         .app_stop = order_app_stop,

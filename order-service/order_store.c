@@ -8,9 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define RFC3339(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
-#define ORDER_COLS "o.id, o.customer_id, o.status, o.reason, " RFC3339("o.created_at") ", " \
-                   RFC3339("o.updated_at")
+#define ORDER_COLS "o.id, o.customer_id, o.status, o.reason, " DB_RFC3339("o.created_at") ", " \
+                   DB_RFC3339("o.updated_at")
 #define ITEMS_OF_O "(SELECT json_agg(json_build_object('sku', sku, 'qty', qty) ORDER BY line) " \
                    "FROM order_items WHERE order_id = o.id)::text"
 

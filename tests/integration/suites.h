@@ -12,5 +12,6 @@ Suite *inventory_suite(void);
 Suite *status_suite(void);
 Suite *bounds_suite(void);
 Suite *recovery_suite(void);
+Suite *admin_suite(void);
 
 #endif

@@ -168,14 +168,14 @@ static void natsd_spawn(struct natsd *n)
     snprintf(port, sizeof port, "%d", n->port);
     snprintf(mport, sizeof mport, "%d", n->monitor_port);
     const char *argv[] = {"nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-m", mport,
-                    "-sd", n->store, NULL};
+                    "-sd", n->store, n->conf[0] ? "-c" : NULL, n->conf, NULL};
     const char *env[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
     proc_start(&n->proc, argv, env);
     if (!wait_until(port_open_cb, &n->port, 10000))
         die("nats-server did not start");
 }
 
-void natsd_start(struct natsd *n)
+static void natsd_prepare(struct natsd *n)
 {
     memset(n, 0, sizeof *n);
     n->port = free_port();
@@ -184,6 +184,23 @@ void natsd_start(struct natsd *n)
     if (!mkdtemp(n->store))
         die("mkdtemp");
     snprintf(n->url, sizeof n->url, "nats://127.0.0.1:%d", n->port);
+}
+
+void natsd_start(struct natsd *n)
+{
+    natsd_prepare(n);
+    natsd_spawn(n);
+}
+
+void natsd_start_conf(struct natsd *n, const char *conf)
+{
+    char path[300];
+    snprintf(path, sizeof path, "%s/natsd-%d.conf", itest_tmp(), free_port());
+    FILE *f = fopen(path, "w");
+    if (!f || fprintf(f, "%s\n", conf) < 0 || fclose(f) != 0)
+        die("cannot write a nats-server config");
+    natsd_prepare(n);
+    snprintf(n->conf, sizeof n->conf, "%s", path);
     natsd_spawn(n);
 }
 

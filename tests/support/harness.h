@@ -29,8 +29,13 @@ struct natsd {
     int port, monitor_port;
     char store[256];
     char url[64];
+    char conf[300];   /* a config file for nats-server, or "" */
 };
 void natsd_start(struct natsd *n);        /* new store, free ports */
+/* As natsd_start, with lines of nats-server configuration (e.g.
+ * "max_payload: 1024"); natsd_restart() keeps them unless n->conf is
+ * cleared first. */
+void natsd_start_conf(struct natsd *n, const char *conf);
 void natsd_kill(struct natsd *n);         /* kill -9 */
 void natsd_restart(struct natsd *n);      /* same ports, same store */
 void natsd_restart_empty(struct natsd *n); /* kill -9, lose the store, restart */

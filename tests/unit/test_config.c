@@ -18,6 +18,7 @@ static const char *const vars[] = {
     "DB_REQUEST_TIMEOUT", "DB_WORK_TIMEOUT", "DB_IDLE_TX_TIMEOUT", "DB_TCP_TIMEOUT",
     "HTTP_MAX_CONNECTIONS", "HTTP_MAX_CONNECTIONS_PER_IP", "HTTP_REQUEST_TIMEOUT",
     "STREAM_DUPLICATE_WINDOW", "REDRIVE_AFTER",
+    "ADMIN_TOKEN", "ADMIN_PORT",
 };
 #define NVARS (sizeof vars / sizeof vars[0])
 static char *saved[NVARS];
@@ -213,6 +214,8 @@ static const struct { const char *name, *value; } bad_values[] = {
     {"DB_TCP_TIMEOUT", "1ms"}, {"HTTP_MAX_CONNECTIONS", "1"}, {"HTTP_MAX_CONNECTIONS_PER_IP", "0"},
     {"HTTP_REQUEST_TIMEOUT", "abc"},
     {"STREAM_DUPLICATE_WINDOW", "500ms"},
+    {"ADMIN_TOKEN", "short"}, {"ADMIN_TOKEN", "has a blank in it!!"},
+    {"ADMIN_PORT", "-1"}, {"ADMIN_PORT", "65536"},
 };
 #define NBAD ((int)(sizeof bad_values / sizeof bad_values[0]))
 
@@ -229,6 +232,17 @@ START_TEST(bad_value_is_rejected_naming_the_variable)
     /* nothing left to free after a failed load */
     ck_assert_ptr_null(c.database_url);
     ck_assert_ptr_null(c.nats_url);
+}
+END_TEST
+
+START_TEST(admin_token_is_never_echoed)
+{
+    struct config c;
+    char msg[256] = "";
+    setenv("ADMIN_TOKEN", "tiny-secret", 1);
+    ck_assert_int_eq(config_load(&order_defaults, &c, msg, sizeof msg), ERR_CONFIG);
+    ck_assert_ptr_nonnull(strstr(msg, "ADMIN_TOKEN"));
+    ck_assert_ptr_null(strstr(msg, "tiny-secret"));
 }
 END_TEST
 
@@ -308,6 +322,7 @@ Suite *config_suite(void)
     tcase_add_loop_test(tc, bad_value_is_rejected_naming_the_variable, 0, NBAD);
     tcase_add_test(tc, processed_retention_must_outlive_stream_max_age);
     tcase_add_test(tc, stream_max_age_must_cover_the_duplicate_window);
+    tcase_add_test(tc, admin_token_is_never_echoed);
     suite_add_tcase(s, tc);
     tc = tcase_create("duration");
     tcase_add_test(tc, duration_units);

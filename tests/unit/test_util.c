@@ -8,6 +8,8 @@
 #include "suites.h"
 #include "util.h"
 
+#include <jansson.h>
+
 /* 'd' = digit, 'x' = lower-case hex, anything else literal. */
 static int shape_is(const char *s, const char *shape)
 {
@@ -205,6 +207,60 @@ START_TEST(buf_escape_bytes_keeps_utf8_and_escapes_the_rest)
 }
 END_TEST
 
+START_TEST(base64_pads_and_encodes_any_bytes)
+{
+    static const struct { const char *in; size_t n; const char *out; } cases[] = {
+        {"", 0, ""}, {"f", 1, "Zg=="}, {"fo", 2, "Zm8="}, {"foo", 3, "Zm9v"},
+        {"\xff\xfe{junk", 7, "//57anVuaw=="}, {"a\0b", 3, "YQBi"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct buf b;
+        buf_init(&b);
+        buf_base64(&b, cases[i].in, cases[i].n);
+        ck_assert_str_eq(b.data, cases[i].out);
+        buf_cleanup(&b);
+    }
+}
+END_TEST
+
+START_TEST(utf8_preview_keeps_valid_text_and_replaces_the_rest)
+{
+    static const struct { const char *in; size_t n, max; const char *out; } cases[] = {
+        {"plain", 5, 100, "plain"},
+        {"caf\xc3\xa9 \xe2\x82\xac", 9, 100, "caf\xc3\xa9 \xe2\x82\xac"},
+        {"\xff{", 2, 100, "\xef\xbf\xbd{"},
+        {"a\0b", 3, 100, "a\xef\xbf\xbd" "b"},
+        {"\xc0\xaf", 2, 100, "\xef\xbf\xbd\xef\xbf\xbd"},           /* overlong '/' */
+        {"\xed\xa0\x80", 3, 100, "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"}, /* surrogate */
+        {"\xe2\x82", 2, 100, "\xef\xbf\xbd\xef\xbf\xbd"},           /* cut sequence */
+        {"abcdef", 6, 3, "abc..."},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct buf b;
+        buf_init(&b);
+        buf_utf8_preview(&b, cases[i].in, cases[i].n, cases[i].max);
+        ck_assert_msg(strcmp(b.data, cases[i].out) == 0, "case %zu: %s", i, b.data);
+        json_t *j = json_string(b.data); /* what the admin API does with it */
+        ck_assert_ptr_nonnull(j);
+        json_decref(j);
+        buf_cleanup(&b);
+    }
+}
+END_TEST
+
+START_TEST(hex_decode_round_trips_and_rejects_bad_digits)
+{
+    unsigned char *p = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(hex_decode("ff00Ab", &p, &n), 0);
+    ck_assert_uint_eq(n, 3);
+    ck_assert(p[0] == 0xff && p[1] == 0 && p[2] == 0xab);
+    free(p);
+    ck_assert_int_eq(hex_decode("abc", &p, &n), -1);
+    ck_assert_int_eq(hex_decode("zz", &p, &n), -1);
+}
+END_TEST
+
 Suite *util_suite(void)
 {
     Suite *s = suite_create("util");
@@ -228,6 +284,11 @@ Suite *util_suite(void)
     tcase_add_test(tc, utf8_valid_accepts_well_formed);
     tcase_add_test(tc, utf8_valid_rejects_malformed);
     tcase_add_test(tc, buf_escape_bytes_keeps_utf8_and_escapes_the_rest);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("bytes");
+    tcase_add_test(tc, base64_pads_and_encodes_any_bytes);
+    tcase_add_test(tc, utf8_preview_keeps_valid_text_and_replaces_the_rest);
+    tcase_add_test(tc, hex_decode_round_trips_and_rejects_bad_digits);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1,0 +1,430 @@
+/* admin.c - the /admin/ routes: token guard, input checks, one mutex-held
+ * connection for operator actions, the audit log line and metric of each.
+ * Owns authorization and the mapping of outcomes to replies; the SQL is
+ * admin_store.c, re-applying a message is the inbox's own path. */
+#include "admin.h"
+#include "admin_store.h"
+#include "inbox.h"
+#include "log.h"
+#include "metrics.h"
+#include "service.h"
+#include "util.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define PAGE_DEFAULT 50
+#define PAGE_MAX 500
+#define ACTOR_MAX 64
+
+struct admin {
+    pthread_mutex_t mu;       /* one operator action at a time on db */
+    struct db *db;
+    struct db_stmt *stmts;
+};
+
+static struct metric *m_actions, *m_denied;
+
+void admin_new(const char *database_url, const struct db_stmt *svc_stmts, size_t nsvc,
+               struct admin **out)
+{
+    struct admin *a = xcalloc(1, sizeof *a);
+    size_t n = admin_store_nstmts + inbox_nstmts + nsvc;
+    a->stmts = xcalloc(n, sizeof *a->stmts);
+    memcpy(a->stmts, admin_store_stmts, admin_store_nstmts * sizeof *a->stmts);
+    memcpy(a->stmts + admin_store_nstmts, inbox_stmts, inbox_nstmts * sizeof *a->stmts);
+    memcpy(a->stmts + admin_store_nstmts + inbox_nstmts, svc_stmts, nsvc * sizeof *a->stmts);
+    db_new(database_url, a->stmts, n, &a->db);
+    pthread_mutex_init(&a->mu, NULL);
+    m_actions = metrics_register("admin_actions_total", "Admin API actions, by action and result.",
+                                 METRIC_COUNTER, NULL, 0);
+    m_denied = metrics_register("admin_denied_total",
+                                "Admin API requests refused: no token (401) or a wrong one (403).",
+                                METRIC_COUNTER, NULL, 0);
+    metric_add(m_denied, "reason=\"missing\"", 0);
+    metric_add(m_denied, "reason=\"wrong\"", 0);
+    *out = a;
+}
+
+void admin_free(struct admin *a)
+{
+    if (!a)
+        return;
+    db_free(a->db);
+    free(a->stmts);
+    pthread_mutex_destroy(&a->mu);
+    free(a);
+}
+
+int admin_token_equal(const char *given, const char *expected)
+{
+    size_t lg = strlen(given), le = strlen(expected);
+    volatile unsigned char diff = lg != le;
+    for (size_t i = 0; i < le; i++) /* every byte of the secret, whatever matched */
+        diff |= (unsigned char)((i < lg ? given[i] : 0) ^ expected[i]);
+    return diff == 0;
+}
+
+/* Who asked: the client's address and an optional X-Admin-Actor name. */
+static json_t *who(const struct http_req *req)
+{
+    char peer[64], actor[ACTOR_MAX + 1] = "";
+    http_req_peer(req, peer, sizeof peer);
+    const char *a = http_req_header(req, "X-Admin-Actor");
+    size_t n = 0;
+    for (; a && a[n] && n < ACTOR_MAX; n++)
+        actor[n] = a[n] > 0x20 && a[n] < 0x7f ? a[n] : '_';
+    actor[n] = '\0';
+    return json_pack("{s:s, s:s}", "remote", peer, "actor", n ? actor : "-");
+}
+
+static void deny(const struct http_req *req, struct http_resp *resp, int status)
+{
+    const char *reason = status == 401 ? "missing" : "wrong";
+    char lbl[32];
+    snprintf(lbl, sizeof lbl, "reason=\"%s\"", reason);
+    metric_add(m_denied, lbl, 1);
+    json_t *f = who(req);
+    json_object_set_new(f, "path", json_string(req->path));
+    log_with(LOG_WARN, f, "admin: request refused (%s token)", reason); /* never the token */
+    if (status == 401)
+        http_resp_error(resp, 401, "unauthorized", "Authorization: Bearer <token> required", NULL);
+    else
+        http_resp_error(resp, 403, "forbidden", "the token is not valid", NULL);
+}
+
+/* The admin state when the request may proceed; else the reply is set. */
+static struct admin *guard(const struct http_req *req, struct http_resp *resp,
+                           struct service *svc)
+{
+    const char *token = svc->cfg.admin_token;
+    if (!token || !token[0]) {
+        http_resp_error(resp, 404, "not_found", "no such resource", NULL);
+        return NULL;
+    }
+    const char *auth = http_req_header(req, "Authorization");
+    if (!auth || strncasecmp(auth, "Bearer ", 7) != 0) {
+        deny(req, resp, 401);
+        return NULL;
+    }
+    if (!admin_token_equal(auth + 7, token)) {
+        deny(req, resp, 403);
+        return NULL;
+    }
+    if (!atomic_load(&svc->schema_ready) || !svc->admin) {
+        http_resp_error(resp, 503, "unavailable", "the service is starting; retry later", NULL);
+        return NULL;
+    }
+    return svc->admin;
+}
+
+/* The audit trail: one line and one count per action. details is stolen. */
+static void audit(const struct http_req *req, const char *action, const char *result,
+                  json_t *details)
+{
+    char lbl[96];
+    snprintf(lbl, sizeof lbl, "action=\"%s\",result=\"%s\"", action, result);
+    metric_add(m_actions, lbl, 1);
+    json_t *f = who(req);
+    json_object_set_new(f, "action", json_string(action));
+    json_object_set_new(f, "result", json_string(result));
+    if (details)
+        json_object_update(f, details);
+    json_decref(details);
+    log_with(LOG_INFO, f, "admin: %s: %s", action, result);
+}
+
+/* Locks the admin connection; NULL with a 503 set when Postgres is away. */
+static struct db *db_take(struct admin *a, struct http_resp *resp)
+{
+    pthread_mutex_lock(&a->mu);
+    if (db_connect(a->db) == ERR_OK)
+        return a->db;
+    pthread_mutex_unlock(&a->mu);
+    http_resp_error(resp, 503, "unavailable", "the database cannot be reached; retry later", NULL);
+    return NULL;
+}
+
+static void db_give(struct admin *a)
+{
+    db_rollback(a->db); /* whatever a failed action left open */
+    pthread_mutex_unlock(&a->mu);
+}
+
+/* Maps a storage failure to the reply; returns the audit result label. */
+static const char *fail(struct service *svc, struct admin *a, enum err e, struct http_resp *resp)
+{
+    service_db_error(svc, a->db, e, resp);
+    return e == ERR_UNAVAILABLE || e == ERR_RETRY ? "unavailable" : "error";
+}
+
+/* ---- input ---- */
+
+/* A query argument as an integer in [min, max] (absent: def). 0 on success,
+ * else the 400 reply is set. */
+static int query_int(const struct http_req *req, struct http_resp *resp, const char *name,
+                     long long min, long long max, long long def, long long *out)
+{
+    const char *v = http_req_query(req, name);
+    *out = def;
+    if (!v)
+        return 0;
+    char *end = NULL;
+    long long n = strtoll(v, &end, 10);
+    if (*v && *end == '\0' && n >= min && n <= max) {
+        *out = n;
+        return 0;
+    }
+    char msg[128];
+    snprintf(msg, sizeof msg, "%s must be an integer from %lld to %lld", name, min, max);
+    http_resp_error(resp, 400, "validation_failed", msg, name);
+    return -1;
+}
+
+static int query_page(const struct http_req *req, struct http_resp *resp, struct admin_page *pg)
+{
+    long long limit = 0;
+    if (query_int(req, resp, "limit", 1, PAGE_MAX, PAGE_DEFAULT, &limit) < 0 ||
+        query_int(req, resp, "after", 0, INT64_MAX, 0, &pg->after) < 0)
+        return -1;
+    pg->limit = (int)limit;
+    return 0;
+}
+
+/* The body as a JSON object, or NULL with a 400 invalid_json set. */
+static json_t *body_object(const struct http_req *req, struct http_resp *resp)
+{
+    json_error_t je;
+    json_t *o = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES, &je);
+    if (json_is_object(o))
+        return o;
+    json_decref(o);
+    http_resp_error(resp, 400, "invalid_json", "the body must be a JSON object", NULL);
+    return NULL;
+}
+
+/* A UUID member of o, or NULL with a 400 set. */
+static const char *body_uuid(json_t *o, const char *name, struct http_resp *resp)
+{
+    const char *v = json_string_value(json_object_get(o, name));
+    if (v && uuid_valid(v))
+        return v;
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s must be a UUID", name);
+    http_resp_error(resp, 400, "validation_failed", msg, name);
+    return NULL;
+}
+
+/* ---- listings ---- */
+
+typedef enum err (*list_fn)(struct db *db, const char *state, const struct admin_page *pg,
+                            json_t **doc);
+
+/* A paged listing whose optional ?state= is one of two words. */
+static void list(const struct http_req *req, struct http_resp *resp, struct service *svc,
+                 const char *const states[2], list_fn fetch)
+{
+    struct admin *a = guard(req, resp, svc);
+    struct admin_page pg;
+    if (!a || query_page(req, resp, &pg) < 0)
+        return;
+    const char *state = http_req_query(req, "state");
+    if (state && strcmp(state, states[0]) != 0 && strcmp(state, states[1]) != 0) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "state must be %s or %s", states[0], states[1]);
+        http_resp_error(resp, 400, "validation_failed", msg, "state");
+        return;
+    }
+    struct db *db = db_take(a, resp);
+    if (!db)
+        return;
+    json_t *doc = NULL;
+    enum err e = fetch(db, state ? state : "", &pg, &doc);
+    if (e == ERR_OK)
+        http_resp_json(resp, 200, doc);
+    else
+        fail(svc, a, e, resp);
+    db_give(a);
+}
+
+static void get_outbox(const struct http_req *req, struct http_resp *resp, void *ctx)
+{
+    static const char *const states[] = {"dead", "failing"};
+    list(req, resp, ctx, states, admin_store_outbox);
+}
+
+static void get_dead_letters(const struct http_req *req, struct http_resp *resp, void *ctx)
+{
+    static const char *const states[] = {"open", "all"};
+    list(req, resp, ctx, states, admin_store_dead_letters);
+}
+
+/* ---- outbox ---- */
+
+static const char *requeue(struct service *svc, struct admin *a, const char *event_id,
+                           struct http_resp *resp, long *n)
+{
+    struct db *db = db_take(a, resp);
+    if (!db)
+        return "unavailable";
+    const char *result = "ok";
+    enum err e = admin_store_requeue(db, event_id, n);
+    if (e == ERR_OK) {
+        http_resp_json(resp, 200, json_pack("{s:i}", "requeued", (int)*n));
+        relay_notify(svc->relay);
+    } else if (e == ERR_NOT_FOUND) {
+        http_resp_error(resp, 404, "not_found", "no outbox event with this id", NULL);
+        result = "not_found";
+    } else if (e == ERR_CONFLICT) {
+        http_resp_error(resp, 409, "already_published",
+                        "this event was published; POST /admin/orders/resend sends it again", NULL);
+        result = "conflict";
+    } else {
+        result = fail(svc, a, e, resp);
+    }
+    db_give(a);
+    return result;
+}
+
+/* {"event_id":"<uuid>"} requeues that row; {"all":true} every dead row. */
+static void post_requeue(const struct http_req *req, struct http_resp *resp, void *ctx)
+{
+    struct service *svc = ctx;
+    struct admin *a = guard(req, resp, svc);
+    json_t *o = a ? body_object(req, resp) : NULL;
+    if (!o)
+        return;
+    int all = json_is_true(json_object_get(o, "all"));
+    const char *id = all ? NULL : body_uuid(o, "event_id", resp);
+    if (all || id) {
+        long n = 0;
+        const char *result = requeue(svc, a, id, resp, &n);
+        audit(req, all ? "requeue_all_dead" : "requeue", result,
+              json_pack("{s:s?, s:i}", "event_id", id, "requeued", (int)n));
+    }
+    json_decref(o);
+}
+
+/* ---- dead letters ---- */
+
+/* In one transaction: the dead letter, its poisoned id forgotten, the
+ * inbox's path, the bookkeeping. "poison" rolls everything back. */
+static enum err reapply_tx(struct service *svc, struct db *db, long long id, const char **result,
+                           char *why, size_t whylen)
+{
+    struct dead_letter d;
+    enum err e = db_exec_sql(db, "BEGIN");
+    if (e == ERR_OK)
+        e = admin_store_dead_letter(db, id, &d);
+    if (e != ERR_OK)
+        return e;
+    e = admin_store_forget_poisoned(db, id);
+    if (e == ERR_OK)
+        e = inbox_apply_one(db, &svc->inbox_handler, d.subject, (const char *)d.body, d.len,
+                            result, why, whylen);
+    if (e == ERR_OK && strcmp(*result, "poison") != 0)
+        e = admin_store_dead_letter_done(db, id, *result);
+    if (e == ERR_OK && strcmp(*result, "poison") != 0)
+        e = db_exec_sql(db, "COMMIT");
+    admin_dead_letter_cleanup(&d);
+    return e;
+}
+
+static const char *reapply(struct service *svc, struct admin *a, long long id,
+                           struct http_resp *resp, const char **applied)
+{
+    struct db *db = db_take(a, resp);
+    if (!db)
+        return "unavailable";
+    char why[256] = "";
+    const char *result = "ok";
+    enum err e = reapply_tx(svc, db, id, applied, why, sizeof why);
+    if (e == ERR_OK && strcmp(*applied, "poison") == 0) {
+        http_resp_error(resp, 409, "still_poison", why, NULL);
+        result = "still_poison";
+    } else if (e == ERR_OK) {
+        http_resp_json(resp, 200, json_pack("{s:I, s:s}", "id", (json_int_t)id, "result", *applied));
+        relay_notify(svc->relay); /* a reply may have been written */
+    } else if (e == ERR_NOT_FOUND) {
+        http_resp_error(resp, 404, "not_found", "no dead letter with this id", NULL);
+        result = "not_found";
+    } else {
+        result = fail(svc, a, e, resp);
+    }
+    db_give(a);
+    return result;
+}
+
+/* {"id":<dead letter id>}: through the normal idempotent path, same event id. */
+static void post_reapply(const struct http_req *req, struct http_resp *resp, void *ctx)
+{
+    struct service *svc = ctx;
+    struct admin *a = guard(req, resp, svc);
+    json_t *o = a ? body_object(req, resp) : NULL;
+    if (!o)
+        return;
+    json_t *jid = json_object_get(o, "id");
+    if (!json_is_integer(jid) || json_integer_value(jid) < 1) {
+        http_resp_error(resp, 400, "validation_failed", "id must be a positive integer", "id");
+    } else {
+        long long id = json_integer_value(jid);
+        const char *applied = "";
+        const char *result = reapply(svc, a, id, resp, &applied);
+        audit(req, "reapply_dead_letter", result,
+              json_pack("{s:I, s:s}", "dead_letter_id", (json_int_t)id, "applied", applied));
+    }
+    json_decref(o);
+}
+
+/* ---- one order's events ---- */
+
+static const char *resend(struct service *svc, struct admin *a, const char *order_id,
+                          struct http_resp *resp, json_t **ids)
+{
+    struct db *db = db_take(a, resp);
+    if (!db)
+        return "unavailable";
+    const char *result = "ok";
+    enum err e = admin_store_resend(db, order_id, svc->def->admin.resend_types, ids);
+    if (e == ERR_OK && json_array_size(*ids) == 0) {
+        http_resp_error(resp, 404, "not_found", "no outbox event is kept for this order", NULL);
+        result = "not_found";
+    } else if (e == ERR_OK) {
+        http_resp_json(resp, 200, json_pack("{s:s, s:O}", "order_id", order_id, "event_ids", *ids));
+        relay_notify(svc->relay);
+    } else {
+        result = fail(svc, a, e, resp);
+    }
+    db_give(a);
+    return result;
+}
+
+/* {"order_id":"<uuid>"}: its events through the outbox again, same ids. */
+static void post_resend(const struct http_req *req, struct http_resp *resp, void *ctx)
+{
+    struct service *svc = ctx;
+    struct admin *a = guard(req, resp, svc);
+    json_t *o = a ? body_object(req, resp) : NULL;
+    const char *order_id = o ? body_uuid(o, "order_id", resp) : NULL;
+    if (order_id) {
+        json_t *ids = NULL;
+        const char *result = resend(svc, a, order_id, resp, &ids);
+        audit(req, "resend_order", result,
+              json_pack("{s:s, s:o}", "order_id", order_id, "event_ids", ids ? ids : json_array()));
+    }
+    json_decref(o);
+}
+
+const struct http_route admin_routes[] = {
+    {"GET", "/admin/outbox", "/admin/outbox", get_outbox, 0},
+    {"POST", "/admin/outbox/requeue", "/admin/outbox/requeue", post_requeue, 0},
+    {"GET", "/admin/dead-letters", "/admin/dead-letters", get_dead_letters, 0},
+    {"POST", "/admin/dead-letters/reapply", "/admin/dead-letters/reapply", post_reapply, 0},
+    {"POST", "/admin/orders/resend", "/admin/orders/resend", post_resend, 0},
+};
+const size_t admin_nroutes = ARRAY_LEN(admin_routes);

@@ -1,0 +1,297 @@
+/* test_admin.c - the admin API against real servers: the token guard, a
+ * dead outbox row listed, requeued and published once, a poison message
+ * listed and re-applied once its cause is fixed, one order's event sent
+ * again with its own id. */
+#include "support/harness.h"
+#include "suites.h"
+#include "util.h"
+
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TOKEN "s3cret-admin-token-0123456789"
+#define ORDER "{\"customer_id\":\"c-1\",\"items\":[{\"sku\":\"SKU-1\",\"qty\":1}]}"
+
+static struct natsd nats;
+
+static void setup(void)
+{
+    pg_reset("orders");
+    pg_reset("inventory");
+}
+
+static void teardown(void)
+{
+    natsd_cleanup(&nats);
+}
+
+/* An admin request with the given Authorization value (NULL: none). */
+static int admin_do(int port, const char *method, const char *path, const char *auth,
+                    const char *body, struct http_result *out)
+{
+    char hauth[256];
+    snprintf(hauth, sizeof hauth, "Authorization: %s", auth ? auth : "");
+    const char *h[] = {"Content-Type: application/json", "X-Admin-Actor: test-operator",
+                       auth ? hauth : NULL, NULL};
+    struct http_result local;
+    struct http_result *r = out ? out : &local;
+    if (http_do(port, method, path, h, body, body ? strlen(body) : 0, r) != 0)
+        return -1;
+    int st = r->status;
+    if (!out)
+        http_result_free(r);
+    return st;
+}
+
+static int admin(struct svc *s, const char *method, const char *path, const char *body,
+                 struct http_result *out)
+{
+    return admin_do(s->port, method, path, "Bearer " TOKEN, body, out);
+}
+
+static const char *error_code(const char *body)
+{
+    static char code[64];
+    json_t *o = json_loads(body, 0, NULL);
+    snprintf(code, sizeof code, "%s",
+             json_string_value(json_object_get(json_object_get(o, "error"), "code")) ?: "");
+    json_decref(o);
+    return code;
+}
+
+static int file_contains(const char *path, const char *needle)
+{
+    char *cmd = xasprintf("grep -qF -- '%s' '%s'", needle, path);
+    int found = system(cmd) == 0;
+    free(cmd);
+    return found;
+}
+
+START_TEST(token_guard_401_403_200_and_never_logged)
+{
+    natsd_start(&nats);
+    struct svc s;
+    const char *env[] = {"ADMIN_TOKEN=" TOKEN, NULL};
+    svc_start(&s, "order-service", nats.url, env);
+    struct http_result r;
+    ck_assert_int_eq(admin_do(s.port, "GET", "/admin/outbox", NULL, NULL, &r), 401);
+    ck_assert_str_eq(error_code(r.body), "unauthorized");
+    http_result_free(&r);
+    ck_assert_int_eq(admin_do(s.port, "GET", "/admin/outbox", "Bearer wrong-token-wrong-token",
+                              NULL, &r), 403);
+    ck_assert_str_eq(error_code(r.body), "forbidden");
+    http_result_free(&r);
+    ck_assert_int_eq(admin(&s, "GET", "/admin/outbox", NULL, &r), 200);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"rows\":[]"));
+    http_result_free(&r);
+    ck_assert_int_eq(admin(&s, "GET", "/admin/outbox?limit=0", NULL, &r), 400);
+    ck_assert_str_eq(error_code(r.body), "validation_failed");
+    http_result_free(&r);
+    ck_assert_int_eq(admin(&s, "POST", "/admin/outbox/requeue", "not json", NULL), 400);
+    ck_assert_double_eq(svc_metric(&s, "admin_denied_total{reason=\"wrong\"}"), 1);
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+    ck_assert(!file_contains(s.proc.log, TOKEN));
+    ck_assert(!file_contains(s.proc.log, "wrong-token"));
+    ck_assert(file_contains(s.proc.log, "test-operator"));
+}
+END_TEST
+
+START_TEST(disabled_without_token_and_on_its_own_port)
+{
+    natsd_start(&nats);
+    struct svc s, inv;
+    svc_start(&s, "order-service", nats.url, NULL);
+    ck_assert_int_eq(admin(&s, "GET", "/admin/outbox", NULL, NULL), 404);
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+    char port_env[32];
+    int aport = free_port();
+    snprintf(port_env, sizeof port_env, "ADMIN_PORT=%d", aport);
+    const char *env[] = {"ADMIN_TOKEN=" TOKEN, port_env, NULL};
+    svc_start(&inv, "inventory-service", nats.url, env);
+    ck_assert_int_eq(admin(&inv, "GET", "/admin/dead-letters", NULL, NULL), 404);
+    ck_assert_int_eq(admin_do(aport, "GET", "/admin/dead-letters", "Bearer " TOKEN, NULL, NULL), 200);
+    ck_assert_int_eq(admin_do(aport, "GET", "/admin/dead-letters", NULL, NULL, NULL), 401);
+    ck_assert_int_eq(svc_stop(&inv, SIGTERM), 0);
+}
+END_TEST
+
+static int row_dead(void *arg)
+{
+    (void)arg;
+    return pg_long("orders", "SELECT count(*) FROM outbox WHERE status = 'dead'") == 1;
+}
+
+static int all_published(void *arg)
+{
+    (void)arg;
+    return pg_long("orders", "SELECT count(*) FROM outbox WHERE status <> 'published'") == 0;
+}
+
+START_TEST(dead_row_listed_requeued_published_once)
+{
+    natsd_start_conf(&nats, "max_payload: 1024"); /* the cause: too small a limit */
+    struct svc s;
+    const char *env[] = {"ADMIN_TOKEN=" TOKEN, "RELAY_MAX_ATTEMPTS=2", NULL};
+    svc_start(&s, "order-service", nats.url, env);
+    ck_assert_int_eq(pg_exec("orders",
+        "INSERT INTO outbox (event_id, subject, event_type, payload) VALUES "
+        "('11111111-2222-4333-8444-555555555555', 'orders.created', 'OrderCreated', "
+        "repeat('x', 2000))"), 0);
+    ck_assert(wait_until(row_dead, NULL, 20000));
+    struct http_result r;
+    ck_assert_int_eq(admin(&s, "GET", "/admin/outbox?state=dead", NULL, &r), 200);
+    ck_assert_ptr_nonnull(strstr(r.body, "11111111-2222-4333-8444-555555555555"));
+    ck_assert_ptr_nonnull(strstr(r.body, "\"attempts\":2"));
+    ck_assert_ptr_nonnull(strstr(r.body, "\"last_error\":\""));
+    http_result_free(&r);
+    /* the cause is fixed: the default limit again */
+    natsd_kill(&nats);
+    nats.conf[0] = '\0';
+    natsd_restart(&nats);
+    ck_assert_int_eq(admin(&s, "POST", "/admin/outbox/requeue",
+                           "{\"event_id\":\"11111111-2222-4333-8444-555555555555\"}", &r), 200);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"requeued\":1"));
+    http_result_free(&r);
+    ck_assert(wait_until(all_published, NULL, 20000));
+    ck_assert_int_eq(natsd_stream_msgs(&nats, "ORDERS"), 1);
+    ck_assert_int_eq(admin(&s, "POST", "/admin/outbox/requeue",
+                           "{\"event_id\":\"11111111-2222-4333-8444-555555555555\"}", &r), 409);
+    ck_assert_str_eq(error_code(r.body), "already_published");
+    http_result_free(&r);
+    ck_assert_int_eq(admin(&s, "POST", "/admin/outbox/requeue",
+                           "{\"event_id\":\"00000000-2222-4333-8444-555555555555\"}", NULL), 404);
+    ck_assert_int_eq(admin(&s, "POST", "/admin/outbox/requeue", "{\"event_id\":\"x\"}", NULL), 400);
+    ck_assert_int_eq(admin(&s, "POST", "/admin/outbox/requeue", "{\"all\":true}", &r), 200);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"requeued\":0"));
+    http_result_free(&r);
+    ck_assert_double_eq(svc_metric(&s, "admin_actions_total{action=\"requeue\",result=\"ok\"}"), 1);
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+}
+END_TEST
+
+#define GHOST "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"
+#define REPLY_ID "12345678-1234-4234-8234-123456789abc"
+
+static int dead_letters(void *arg)
+{
+    return pg_long("orders", "SELECT count(*) FROM dead_letters") == *(long *)arg;
+}
+
+/* The id of the dead letter with that event id (or of the one without). */
+static long dead_letter_id(const char *event_id)
+{
+    char *sql = event_id ? xasprintf("SELECT id FROM dead_letters WHERE event_id = '%s'", event_id)
+                         : xasprintf("SELECT id FROM dead_letters WHERE event_id IS NULL");
+    long id = pg_long("orders", sql);
+    free(sql);
+    return id;
+}
+
+static int reapply(struct svc *s, long id, struct http_result *r)
+{
+    char body[64];
+    snprintf(body, sizeof body, "{\"id\":%ld}", id);
+    return admin(s, "POST", "/admin/dead-letters/reapply", body, r);
+}
+
+START_TEST(poison_listed_and_reapplied_once_its_cause_is_fixed)
+{
+    natsd_start(&nats);
+    struct svc s;
+    const char *env[] = {"ADMIN_TOKEN=" TOKEN, NULL};
+    svc_start(&s, "order-service", nats.url, env);
+    /* a reply for an order this database does not have, and bytes that are no JSON */
+    ck_assert_int_eq(natsd_publish(&nats, "inventory.reserved", REPLY_ID,
+        "{\"event_id\":\"" REPLY_ID "\",\"type\":\"InventoryReserved\",\"order_id\":\"" GHOST
+        "\",\"occurred_at\":\"2026-01-01T00:00:00Z\"}"), 0);
+    ck_assert_int_eq(natsd_publish(&nats, "inventory.reserved", "junk-1", "\xff\xfe{junk"), 0);
+    long two = 2;
+    ck_assert(wait_until(dead_letters, &two, 15000));
+    struct http_result r;
+    ck_assert_int_eq(admin(&s, "GET", "/admin/dead-letters", NULL, &r), 200);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"event_id\":\"" REPLY_ID "\""));
+    ck_assert_ptr_nonnull(strstr(r.body, "unknown order"));
+    ck_assert_ptr_nonnull(strstr(r.body, "\"body_base64\":\"//57anVuaw==\""));
+    ck_assert_ptr_nonnull(strstr(r.body, "\"body_preview\":\"\xef\xbf\xbd\xef\xbf\xbd{junk\""));
+    http_result_free(&r);
+    long junk = dead_letter_id(NULL), ghost = dead_letter_id(REPLY_ID);
+    ck_assert_int_eq(reapply(&s, junk, &r), 409); /* nothing can fix bytes like these */
+    ck_assert_str_eq(error_code(r.body), "still_poison");
+    http_result_free(&r);
+    /* the cause is fixed: the order exists (restored, say) */
+    ck_assert_int_eq(pg_exec("orders", "INSERT INTO orders (id, customer_id) VALUES ('" GHOST
+                             "', 'c-1')"), 0);
+    ck_assert_int_eq(reapply(&s, ghost, &r), 200);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"result\":\"confirmed\""));
+    http_result_free(&r);
+    char *updated = pg_text("orders", "SELECT updated_at FROM orders WHERE id = '" GHOST "'");
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM orders WHERE status = 'CONFIRMED'"), 1);
+    /* again: the same event id, a duplicate, nothing changes */
+    ck_assert_int_eq(reapply(&s, ghost, &r), 200);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"result\":\"duplicate\""));
+    http_result_free(&r);
+    char *after = pg_text("orders", "SELECT updated_at FROM orders WHERE id = '" GHOST "'");
+    ck_assert_str_eq(updated, after);
+    free(updated);
+    free(after);
+    ck_assert_int_eq(reapply(&s, 999999, NULL), 404);
+    ck_assert_int_eq(admin(&s, "POST", "/admin/dead-letters/reapply", "{\"id\":\"1\"}", NULL), 400);
+    /* the open ones: only the junk is left */
+    ck_assert_int_eq(admin(&s, "GET", "/admin/dead-letters?state=open", NULL, &r), 200);
+    ck_assert_ptr_null(strstr(r.body, REPLY_ID));
+    http_result_free(&r);
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+}
+END_TEST
+
+static int stream_has_one(void *arg)
+{
+    (void)arg;
+    return all_published(NULL) && natsd_stream_msgs(&nats, "ORDERS") == 1;
+}
+
+START_TEST(resend_sends_one_orders_event_again_with_its_id)
+{
+    natsd_start(&nats);
+    struct svc s;
+    const char *env[] = {"ADMIN_TOKEN=" TOKEN, NULL};
+    svc_start(&s, "order-service", nats.url, env);
+    struct http_result r;
+    ck_assert_int_eq(http_post_json(s.port, "/orders", ORDER, &r), 201);
+    char *body = xasprintf("{\"order_id\":\"%s\"}", json_field(r.body, "id"));
+    http_result_free(&r);
+    ck_assert(wait_until(stream_has_one, NULL, 10000));
+    char *event_id = pg_text("orders", "SELECT event_id FROM outbox");
+    ck_assert_int_eq(admin(&s, "POST", "/admin/orders/resend", body, &r), 200);
+    ck_assert_ptr_nonnull(strstr(r.body, event_id));
+    http_result_free(&r);
+    int resent = 0; /* JetStream dropped it: the same Nats-Msg-Id, inside the window */
+    for (int i = 0; i < 100 && !resent; i++, sleep_ms(50))
+        resent = svc_metric(&s, "outbox_duplicates_total") == 1;
+    ck_assert(resent);
+    ck_assert_int_eq(natsd_stream_msgs(&nats, "ORDERS"), 1);
+    ck_assert_int_eq(admin(&s, "POST", "/admin/orders/resend",
+                           "{\"order_id\":\"" GHOST "\"}", NULL), 404);
+    free(event_id);
+    free(body);
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+}
+END_TEST
+
+Suite *admin_suite(void)
+{
+    Suite *s = suite_create("admin");
+    TCase *tc = tcase_create("admin");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, token_guard_401_403_200_and_never_logged);
+    tcase_add_test(tc, disabled_without_token_and_on_its_own_port);
+    tcase_add_test(tc, dead_row_listed_requeued_published_once);
+    tcase_add_test(tc, poison_listed_and_reapplied_once_its_cause_is_fixed);
+    tcase_add_test(tc, resend_sends_one_orders_event_again_with_its_id);
+    suite_add_tcase(s, tc);
+    return s;
+}
