@@ -222,8 +222,8 @@ START_TEST(poison_listed_and_reapplied_once_its_cause_is_fixed)
     ck_assert_str_eq(error_code(r.body), "still_poison");
     http_result_free(&r);
     /* the cause is fixed: the order exists (restored, say) */
-    ck_assert_int_eq(pg_exec("orders", "INSERT INTO orders (id, customer_id) VALUES ('" GHOST
-                             "', 'c-1')"), 0);
+    ck_assert_int_eq(pg_exec("orders", "INSERT INTO orders (id, customer_id, event_id) VALUES ('" GHOST
+                             "', 'c-1', gen_random_uuid())"), 0);
     ck_assert_int_eq(reapply(&s, ghost, &r), 200);
     ck_assert_ptr_nonnull(strstr(r.body, "\"result\":\"confirmed\""));
     http_result_free(&r);
