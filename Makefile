@@ -2,6 +2,7 @@
 #   make           build bin/order-service and bin/inventory-service
 #   make test      install what is missing, build with ASan/UBSan, run every suite
 #   make demo      run the system on a local Postgres + nats-server
+#                  (HA=1: a 3-node JetStream cluster and 2 instances of each service)
 #   make bench     benchmarks against raw pgbench / raw JetStream publish
 #   make fuzz      each libFuzzer harness for FUZZ_SECS (60) seconds
 #   make deps      install the Debian packages the above need
@@ -100,7 +101,7 @@ test: deps
 
 demo: deps
 	@$(MAKE) --no-print-directory all
-	@scripts/demo
+	@HA=$(HA) scripts/demo
 
 demo-stop:
 	@scripts/demo stop

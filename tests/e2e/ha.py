@@ -104,9 +104,11 @@ def main(argv):
     work = tempfile.mkdtemp(prefix="e2e-ha.", dir=base)
     os.chmod(work, 0o755)
     seed = int(os.environ.get("E2E_SEED") or int(time.time()) % 100000)
-    cfg = Settings(orders=int(os.environ.get("HA_ORDERS", "160")), seed=seed,
+    # 2 posters pausing 0.25 s: about 8 orders/s, so that the orders posted
+    # between the fault and recovery span its first 10 s or so.
+    cfg = Settings(orders=int(os.environ.get("HA_ORDERS", "160")), seed=seed, parallel=2, pace=0.25,
                    settle_secs=int(os.environ.get("E2E_SETTLE_SECS", "90")),
-                   env={"JS_REPLICAS": "3"})
+                   env={"JS_REPLICAS": "3"}, label="e2e HA scenario")
     stack = Stack(os.environ.get("HA_STACK_DIR") or os.path.join(work, "stack"))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     t0 = proc.now()

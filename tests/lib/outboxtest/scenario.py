@@ -6,7 +6,10 @@ everything settled, then every check of checks.py and a report.
 
 A fault is a function of the scenario: it calls s.fault_begins() when it
 strikes, s.fault_ends() when it is undone (the node restarted, thawed...),
-and returns; the scenario then waits for every live instance's /readyz."""
+and returns; the scenario then waits for every live instance's /readyz.
+A fault function may carry two attributes: prepare(s), run before the
+instances start (e.g. to set their FAILPOINTS in s.env_of), and
+at_start = True to strike as the load begins rather than a quarter in."""
 import os
 import threading
 import traceback
@@ -21,6 +24,7 @@ class Settings:
         self.parallel = 8        # posts at a time
         self.pace = 0.1          # each poster's pause between two posts (s)
         self.settle_secs = 90    # settled within this after recovery
+        self.label = "e2e scenario"
         self.seed = 1
         self.instances = 2       # of each service
         self.env = {}            # for every instance (JS_REPLICAS...)
@@ -39,6 +43,8 @@ class Scenario:
         self.fault_to_settled = self.undone_to_settled = None
         self.settle_bound = None  # if set: settled within this many s of the fault's end
         self.recovered_ev = threading.Event()
+        self.env_of = {"order": {}, "inventory": {}}  # per kind, on top of settings.env
+        self.orders = []
 
     # ------------------------------------------------------------ helpers for faults
     def say(self, text):
@@ -84,6 +90,22 @@ class Scenario:
             return None
         return target
 
+    def expect_unready(self, dep, within=5):
+        """order-service's /readyz says 503 with DEP down within WITHIN seconds."""
+        last = [None, ""]
+
+        def down():
+            last[:] = http("GET", self.orders_svc[0].url + "/readyz", timeout=3)
+            return last[0] == 503 and '"%s":"down"' % dep in last[1]
+        if not proc.wait_until(down, within, 0.1):
+            self.problems.append("%s /readyz did not say 503 with %s down within %d s (last: %s %s)"
+                                 % (self.orders_svc[0].name, dep, within, last[0], last[1][:200]))
+
+    def answered_during(self, code):
+        """How many posts ended with CODE while the fault lasted."""
+        return sum(1 for o in self.orders if o.code == code and o.t1 is not None
+                   and self.t_fault <= o.t1 <= (self.t_undone or proc.now()))
+
     def sleep_since_fault(self, secs):
         proc.wait_until(lambda: proc.now() - self.t_fault >= secs, secs + 1, 0.1)
 
@@ -92,11 +114,18 @@ class Scenario:
         return self.orders_svc + self.inventory_svc
 
     # ------------------------------------------------------------ set-up
-    def wait_cluster_healthy(self, timeout=60):
-        """Every node answers /healthz 200 (JetStream current) and a meta leader exists."""
+    def wait_cluster_healthy(self, timeout=120):
+        """Every node has JetStream enabled and knows the same meta leader (the
+        streams are deleted next: whether a replica caught up does not matter)."""
         def healthy():
-            return all(http("GET", self.stack.node_monitor_url(i) + "/healthz", timeout=2)[0] == 200
-                       for i in self.stack.nodes) and (self.stack.nodes == [0] or self.leaders()["meta"])
+            if not all(http("GET", self.stack.node_monitor_url(i) + "/healthz?js-enabled-only=true",
+                            timeout=2)[0] == 200 for i in self.stack.nodes):
+                return False
+            if self.stack.nodes == [0]:
+                return True
+            metas = {((cluster.jsz(self.stack, i) or {}).get("meta_cluster") or {}).get("leader")
+                     for i in self.stack.nodes}
+            return len(metas) == 1 and None not in metas and "" not in metas
         if not proc.wait_until(healthy, timeout, 0.5):
             self.problems.append("the NATS cluster was not healthy within %ds" % timeout)
             return False
@@ -124,8 +153,8 @@ class Scenario:
         for kind, group in (("order", self.orders_svc), ("inventory", self.inventory_svc)):
             for k in range(1, self.cfg.instances + 1):
                 svc = Service(kind, "%s-%d" % (kind, k), self.dir,
-                              dict(env, DATABASE_URL=self.stack.pg_url("orders" if kind == "order" else "inventory")),
-                              self.problems)
+                              dict(env, DATABASE_URL=self.stack.pg_url("orders" if kind == "order" else "inventory"),
+                                   **self.env_of[kind]), self.problems)
                 group.append(svc)
                 if not svc.start(taken):
                     return False
@@ -153,20 +182,23 @@ class Scenario:
 
     # ------------------------------------------------------------ the run
     def run(self, fault):
-        print("\n=== e2e HA scenario %d: %s" % (self.index, self.name), flush=True)
+        print("\n=== %s %d: %s" % (self.cfg.label, self.index, self.name), flush=True)
         t0 = proc.now()
         cfg = self.cfg
-        orders = load.gen_orders(cfg.orders, cfg.seed + self.index)
+        orders = self.orders = load.gen_orders(cfg.orders, cfg.seed + self.index)
         ck = checks.Checks(self.stack, orders, self.problems, self.notes)
         settled_in = None
         try:
+            if getattr(fault, "prepare", None):
+                fault.prepare(self)
             if (self.wait_cluster_healthy() and self.reset() is None and self.start_services()
                     and self.seed_stock()):
                 self.say("instances: " + ", ".join("%s :%d" % (s.name, s.port) for s in self.services))
                 quarter, gate = cfg.orders // 4, cfg.orders - cfg.orders // 4
                 poster = load.Poster(orders, self.live_order_urls, cfg.parallel, gate, cfg.pace,
                                      self.recovered_ev).start()
-                poster.wait_done(quarter, 60)
+                if not getattr(fault, "at_start", False):
+                    poster.wait_done(quarter, 60)
                 fault(self)
                 if self.t_undone is None:
                     self.t_undone = proc.now()
@@ -181,6 +213,8 @@ class Scenario:
                 ck.stock(live_i[0].url)
                 ck.databases()
                 ck.jetstream([s.log for s in self.orders_svc])
+                if getattr(fault, "after", None):
+                    fault.after(self)
                 self.report_times(ck, orders, settled_in)
         except Exception:  # a bug of the test itself: reported, the next scenario runs
             self.problems.append("the scenario raised:\n" + traceback.format_exc())

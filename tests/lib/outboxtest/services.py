@@ -56,6 +56,7 @@ class Service:
         self.port = None
         self.popen = None
         self.lives = 0
+        self.life_offset = 0
         self.problems = problems  # a list shared with the scenario
 
     @property
@@ -78,6 +79,10 @@ class Service:
         except OSError:
             return ""
 
+    def life_log(self):
+        """The log lines of the current (or last) life."""
+        return self._log_since(self.life_offset)
+
     def alive(self):
         return self.popen is not None and self.popen.poll() is None
 
@@ -89,7 +94,7 @@ class Service:
                 self.port = proc.free_port(exclude_ports)
             self.lives += 1
             self._note("start %s, life %d, port %d" % (self.name, self.lives, self.port))
-            offset = os.path.getsize(self.log)
+            offset = self.life_offset = os.path.getsize(self.log)
             env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARS}
             env.update(self.env, PORT=str(self.port))
             with open(self.log, "ab") as out:

@@ -3,7 +3,11 @@ JetStream cluster. Every action goes through scripts/stack, which keeps the
 PIDs and ports; this reads its env file."""
 import os
 import shlex
+import signal
 import subprocess
+import time
+
+from . import proc
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 STACK = os.path.join(REPO, "scripts", "stack")
@@ -92,13 +96,47 @@ class Stack:
     def node_name(self, i):
         return "n%d" % i if i else "nats"
 
-    # --- faults, all by PID through scripts/stack
+    # --- faults, by PID
+    def node_pid(self, i):
+        """The PID of node i's nats-server if it runs (checked against its
+        command line: PIDs are recycled), else None."""
+        if i == 0:
+            pid_file, mark = os.path.join(self.dir, "nats.pid"), self.env["STACK_NATS_STORE"]
+        else:
+            pid_file, mark = self.node_var(i, "PID_FILE"), self.node_var(i, "CONF")
+        try:
+            with open(pid_file) as f:
+                pid = int(f.read().split()[0])
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                ok = mark.encode() in f.read()
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if ok and proc.alive(pid) else None
+
+    def _signal(self, nodes, sig):
+        """Sends SIG to every running node of NODES at once; with SIGKILL, waits until they are gone."""
+        pids = [p for p in (self.node_pid(i) for i in nodes) if p]
+        for pid in pids:
+            os.kill(pid, sig)
+        if sig == signal.SIGKILL:
+            deadline = time.monotonic() + 30
+            while any(proc.alive(p) for p in pids) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        return pids
+
     def node(self, what, i):
-        """what: kill (-9), start, freeze (SIGSTOP), thaw (SIGCONT), wipe, pid."""
+        """what: kill (-9), freeze (SIGSTOP), thaw (SIGCONT) are signals sent
+        here at once; start, wipe and pid go through scripts/stack."""
+        sig = {"kill": signal.SIGKILL, "freeze": signal.SIGSTOP, "thaw": signal.SIGCONT}.get(what)
+        if sig is not None:
+            if not self._signal([i], sig):
+                raise StackError("node %d is not running" % i)
+            return ""
         return self._run("node-" + what, str(i)).stdout.strip()
 
     def nats_kill(self):
-        self._run("nats-kill")
+        """kill -9 every nats-server of the stack at once."""
+        self._signal(self.nodes, signal.SIGKILL)
 
     def nats_start(self):
         self._run("nats-start")
