@@ -10,7 +10,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from outboxtest import cluster, proc, services  # noqa: E402
-from outboxtest.scenario import Scenario, Settings  # noqa: E402
+from outboxtest.scenario import Scenario, Settings, pick  # noqa: E402
 from outboxtest.stack import Stack  # noqa: E402
 
 DOWN_SECS = 30     # the meta leader stays down, the frozen node stays frozen
@@ -91,15 +91,9 @@ DEFAULT = ["ha-stream-leader", "ha-meta-leader", "ha-instances"]
 
 
 def main(argv):
-    names = argv[1:] or DEFAULT
-    unknown = [n for n in names if n not in SCENARIOS]
-    if unknown:
-        print("e2e HA: unknown scenario(s) %s (known: %s)" % (" ".join(unknown), " ".join(SCENARIOS)))
+    names = pick(argv, SCENARIOS, DEFAULT, "e2e HA")
+    if names is None:
         return 2
-    for b in ("order", "inventory"):
-        if not os.access(os.path.join(os.path.dirname(__file__), "..", "..", "bin", b + "-service"), os.X_OK):
-            print("e2e HA: bin/%s-service missing: run make all" % b)
-            return 1
     base = os.environ.get("ITEST_TMP") or tempfile.gettempdir()
     work = tempfile.mkdtemp(prefix="e2e-ha.", dir=base)
     os.chmod(work, 0o755)

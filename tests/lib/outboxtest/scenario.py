@@ -16,6 +16,22 @@ import traceback
 
 from . import checks, cluster, jsapi, load, proc
 from .services import Service, http
+from .stack import REPO
+
+
+def pick(argv, scenarios, default, label):
+    """The scenario names asked for (DEFAULT if none), or None after printing
+    why not (an unknown name, or the release binaries missing)."""
+    names = argv[1:] or default
+    unknown = [n for n in names if n not in scenarios]
+    if unknown:
+        print("%s: unknown scenario(s) %s (known: %s)" % (label, " ".join(unknown), " ".join(scenarios)))
+        return None
+    for kind in ("order", "inventory"):
+        if not os.access(os.path.join(REPO, "bin", kind + "-service"), os.X_OK):
+            print("%s: bin/%s-service missing: run make all" % (label, kind))
+            return None
+    return names
 
 
 class Settings:
