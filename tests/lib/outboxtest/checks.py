@@ -41,9 +41,8 @@ class Checks:
     def js_pending(self):
         """'ORDERS:0/0, INVENTORY:0/0' (unacked/undelivered per consumer), or an error text."""
         try:
-            with jsapi.Nats(self.stack.nats_url, timeout=3) as n:
-                return ", ".join("%s:%d/%d" % ((s,) + jsapi.consumer_state(n, s, d)[:2])
-                                 for s, d in CONSUMERS)
+            return jsapi.ask_any(self.stack.nats_url, lambda n: ", ".join(
+                "%s:%d/%d" % ((s,) + jsapi.consumer_state(n, s, d)[:2]) for s, d in CONSUMERS), 3)
         except (OSError, jsapi.NatsError, ValueError) as e:
             return "JetStream not answering (%s)" % e
 
@@ -216,23 +215,26 @@ class Checks:
                   "INVENTORY": sql(self.inventory_db, "SELECT count(*) FROM outbox")[0][0]}
         redriven = sum(1 for log in order_logs for line in open(log, errors="replace")
                        if REDRIVE_LOG in line)
+
+        def state(n):
+            return {s: (jsapi.stream_state(n, s)["messages"],) + jsapi.consumer_state(n, s, d)
+                    for s, d in CONSUMERS}
         try:
-            with jsapi.Nats(self.stack.nats_url, timeout=5) as n:
-                for stream, durable in CONSUMERS:
-                    msgs = jsapi.stream_state(n, stream)["messages"]
-                    ackp, pend, redl = jsapi.consumer_state(n, stream, durable)
-                    want = int(events[stream])
-                    if msgs < want:
-                        self.problems.append("stream %s holds %d messages for %d events (lost)" % (stream, msgs, want))
-                    elif msgs > want and redriven:
-                        self.notes.append("stream %s holds %d messages for %d events: the broker lost some and "
-                                          "%d re-drive sweep(s) re-sent them" % (stream, msgs, want, redriven))
-                    elif msgs > want:
-                        self.problems.append("stream %s holds %d messages for %d events, and nothing was re-driven"
-                                             % (stream, msgs, want))
-                    if ackp or pend:
-                        self.problems.append("the durable consumer %s of %s has %d unacknowledged and %d "
-                                             "undelivered messages" % (durable, stream, ackp, pend))
+            got = jsapi.ask_any(self.stack.nats_url, state)
+            for stream, durable in CONSUMERS:
+                msgs, ackp, pend, redl = got[stream]
+                want = int(events[stream])
+                if msgs < want:
+                    self.problems.append("stream %s holds %d messages for %d events (lost)" % (stream, msgs, want))
+                elif msgs > want and redriven:
+                    self.notes.append("stream %s holds %d messages for %d events: the broker lost some and "
+                                      "%d re-drive sweep(s) re-sent them" % (stream, msgs, want, redriven))
+                elif msgs > want:
+                    self.problems.append("stream %s holds %d messages for %d events, and nothing was re-driven"
+                                         % (stream, msgs, want))
+                if ackp or pend:
+                    self.problems.append("the durable consumer %s of %s has %d unacknowledged and %d "
+                                         "undelivered messages" % (durable, stream, ackp, pend))
         except (OSError, jsapi.NatsError, ValueError) as e:
             self.problems.append("JetStream did not answer the checks: %s" % e)
         if redriven:

@@ -112,6 +112,20 @@ class Nats:
         return reply
 
 
+def ask_any(urls, fn, timeout=5.0):
+    """FN(Nats) on the first node of URLS (comma-separated) that answers it: a
+    node still catching up after a restart says "temporarily unavailable"
+    while the others know. Raises the last error when none does."""
+    last = None
+    for url in urls.split(","):
+        try:
+            with Nats(url, timeout=timeout) as n:
+                return fn(n)
+        except (OSError, NatsError, ValueError) as e:
+            last = e
+    raise NatsError(str(last))
+
+
 def stream_state(nats, stream):
     """{"messages", "first_seq", "last_seq", ...} of STREAM, from its leader."""
     return nats.js("STREAM.INFO." + stream)["state"]
