@@ -429,12 +429,55 @@ enum err broker_sub_check(struct broker_sub *sub)
     return s == NATS_OK ? ERR_OK : ERR_UNAVAILABLE;
 }
 
+enum err broker_sub_pending(struct broker_sub *sub, uint64_t *pending)
+{
+    jsConsumerInfo *ci = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetConsumerInfo(&ci, sub->b->js_admin, sub->stream, sub->durable, NULL,
+                                      &jerr);
+    if (s == NATS_OK)
+        *pending = ci->NumPending + (uint64_t)ci->NumAckPending;
+    jsConsumerInfo_Destroy(ci);
+    return s == NATS_OK ? ERR_OK : ERR_UNAVAILABLE;
+}
+
+enum err broker_stream_msg_id(struct broker *b, const char *stream, uint64_t seq,
+                              char *id, size_t idlen)
+{
+    natsMsg *m = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetMsg(&m, b->js_admin, stream, seq, NULL, &jerr);
+    const char *v = NULL;
+    if (s == NATS_OK && natsMsgHeader_Get(m, "Nats-Msg-Id", &v) != NATS_OK)
+        v = NULL;
+    if (s == NATS_OK)
+        snprintf(id, idlen, "%s", v ? v : "");
+    natsMsg_Destroy(m);
+    if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr)
+        return ERR_NOT_FOUND;
+    return s == NATS_OK ? ERR_OK : ERR_UNAVAILABLE;
+}
+
+enum err broker_consumer_ack_floor(struct broker *b, const char *stream, const char *durable,
+                                   uint64_t *seq)
+{
+    jsConsumerInfo *ci = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetConsumerInfo(&ci, b->js_admin, stream, durable, NULL, &jerr);
+    if (s == NATS_OK)
+        *seq = ci->AckFloor.Stream;
+    jsConsumerInfo_Destroy(ci);
+    return s == NATS_OK ? ERR_OK : ERR_UNAVAILABLE;
+}
+
 static void fill_in(struct broker_in *in, natsMsg *m)
 {
     in->subject = natsMsg_GetSubject(m);
     in->data = natsMsg_GetData(m);
     in->len = natsMsg_GetDataLength(m);
     in->handle = m;
+    if (natsMsgHeader_Get(m, "traceparent", &in->traceparent) != NATS_OK)
+        in->traceparent = NULL;
     jsMsgMetaData *meta = NULL;
     in->delivered = natsMsg_GetMetaData(&meta, m) == NATS_OK ? meta->NumDelivered : 1;
     jsMsgMetaData_Destroy(meta);

@@ -34,6 +34,7 @@ struct broker_out {
 /* One fetched message. */
 struct broker_in {
     const char *subject, *data;
+    const char *traceparent; /* the header as sent (unchecked), or NULL */
     int len;
     uint64_t delivered;      /* delivery count for this message */
     void *handle;
@@ -73,6 +74,21 @@ enum err broker_sub_refresh(struct broker_sub *sub, char *msg, size_t msglen);
 /* Asks the server whether the durable consumer still exists: ERR_BROKER if
  * it (or its stream) is gone, ERR_UNAVAILABLE if it cannot tell. */
 enum err broker_sub_check(struct broker_sub *sub);
+
+/* How far the durable consumer is behind: messages not yet delivered plus
+ * delivered ones not yet acknowledged. ERR_UNAVAILABLE if the server cannot
+ * tell now. */
+enum err broker_sub_pending(struct broker_sub *sub, uint64_t *pending);
+
+/* The Nats-Msg-Id of the message stored at seq in stream (msg get API),
+ * "" if it has none. ERR_NOT_FOUND when the stream holds no message there
+ * (deleted, or never written); ERR_UNAVAILABLE when the server cannot tell. */
+enum err broker_stream_msg_id(struct broker *b, const char *stream, uint64_t seq,
+                              char *id, size_t idlen);
+/* The durable consumer's ack floor: every message of the stream up to this
+ * sequence is acknowledged. ERR_UNAVAILABLE when the server cannot tell. */
+enum err broker_consumer_ack_floor(struct broker *b, const char *stream, const char *durable,
+                                   uint64_t *seq);
 
 /* Fetches up to max messages, waiting up to timeout_ms. ERR_TIMEOUT when
  * none came; ERR_BROKER when the consumer must be subscribed again.

@@ -9,6 +9,7 @@
 #include "failpoint.h"
 #include "log.h"
 #include "metrics.h"
+#include "trace.h"
 #include "util.h"
 
 #include <pthread.h>
@@ -21,6 +22,7 @@
 #define NAK_DELAY_MS 1000
 #define RESUBSCRIBE_MS 500
 #define DB_REFUSALS_MAX 10 /* an event the database refused this often becomes poison */
+#define GAUGES_EVERY_MS 5000
 #define CHECK_AFTER_EMPTY 10      /* empty fetches (~10 s) before asking if the consumer exists */
 
 const struct db_stmt inbox_stmts[] = {
@@ -37,6 +39,7 @@ const struct db_stmt inbox_stmts[] = {
     {"inbox_dead",
      "INSERT INTO dead_letters (subject, event_id, body, error, subject_raw, headers) "
      "VALUES ($1, $2::uuid, $3::bytea, $4, $5::bytea, $6::bytea)"},
+    {"inbox_dead_open", "SELECT count(*) FROM dead_letters WHERE reapplied_at IS NULL"},
 };
 
 const size_t inbox_nstmts = ARRAY_LEN(inbox_stmts);
@@ -50,10 +53,12 @@ struct inbox {
     struct db *db;
     struct db_stmt *stmts;
     struct broker_sub *sub;
-    struct metric *m_results;
+    struct metric *m_results, *m_dead_open, *m_lag;
     pthread_t thread, fetcher;
     atomic_int stopping;
     atomic_int db_up;       /* the consumer thread's connection is up: fetching makes sense */
+    int64_t next_gauges_ms; /* consumer thread's */
+    int64_t next_lag_ms;    /* fetcher's */
     int empty_fetches;      /* in a row: a deleted consumer also looks like this (fetcher) */
     /* The next batch, handed from the fetcher to the consumer thread. */
     pthread_mutex_t mu;
@@ -69,6 +74,9 @@ struct slot {
     const char *result;     /* metric label, or NULL */
     int fresh;              /* first time this event id is recorded */
     char why[256];          /* poison reason */
+    char trace[TRACEPARENT_LEN + 1]; /* child of the message's traceparent (or a new trace) */
+    int sampled;            /* the sender asked to record this trace: log at info */
+    char order_id[UUID_STR_LEN];
 };
 
 static void label(char *out, size_t n, const char *result)
@@ -91,6 +99,21 @@ static void bytea_hex(struct buf *b, const char *data, size_t n)
         buf_printf(b, "%02x", (unsigned char)data[i]);
 }
 
+/* The log fields of one message: event_id, order_id, trace_id, result. */
+static json_t *msg_fields(const struct slot *sl)
+{
+    json_t *f = json_object();
+    if (sl->trace[0])
+        json_object_set_new(f, "trace_id", json_stringn(sl->trace + 3, 32));
+    if (sl->id[0])
+        json_object_set_new(f, "event_id", json_string(sl->id));
+    if (sl->order_id[0])
+        json_object_set_new(f, "order_id", json_string(sl->order_id));
+    if (sl->result)
+        json_object_set_new(f, "result", json_string(sl->result));
+    return f;
+}
+
 /* Keeps the message as it came: body, exact subject and headers as bytes,
  * and the subject as text (escaped where it is not UTF-8). */
 static enum err dead_letter(struct inbox *in, const struct broker_in *m, const struct slot *sl)
@@ -110,8 +133,8 @@ static enum err dead_letter(struct inbox *in, const struct broker_in *m, const s
                             raw_subject.data, headers.data};
     enum err e = db_exec(in->db, "inbox_dead", 6, params, NULL);
     if (e == ERR_OK)
-        log_warn("poison message on %s (event %s) kept in dead_letters: %s", subject.data,
-                 sl->id[0] ? sl->id : "?", sl->why);
+        log_with(LOG_WARN, msg_fields(sl), "poison message on %s (event %s) kept in "
+                 "dead_letters: %s", subject.data, sl->id[0] ? sl->id : "?", sl->why);
     buf_cleanup(&body);
     buf_cleanup(&subject);
     buf_cleanup(&raw_subject);
@@ -167,7 +190,8 @@ static enum err tell_duplicates(struct inbox *in, const struct broker_in *msgs, 
         if (sl[i].fresh || !sl[i].id[0])
             continue;
         sl[i].result = "duplicate";
-        dups[k++] = (struct inbox_item){.msg = &msgs[i], .event_id = sl[i].id};
+        dups[k++] = (struct inbox_item){.msg = &msgs[i], .event_id = sl[i].id,
+                                        .traceparent = sl[i].trace};
     }
     enum err e = k && in->h->on_duplicates ? in->h->on_duplicates(in->db, dups, k, in->h->ctx)
                                            : ERR_OK;
@@ -183,7 +207,8 @@ static enum err apply_fresh(struct inbox *in, const struct broker_in *msgs, stru
     size_t k = 0;
     for (int i = 0; i < n; i++) {
         if (sl[i].fresh) {
-            items[k] = (struct inbox_item){.msg = &msgs[i], .event_id = sl[i].id};
+            items[k] = (struct inbox_item){.msg = &msgs[i], .event_id = sl[i].id,
+                                           .traceparent = sl[i].trace};
             at[k++] = i;
         }
     }
@@ -191,6 +216,7 @@ static enum err apply_fresh(struct inbox *in, const struct broker_in *msgs, stru
     if (e == ERR_OK && k)
         e = in->h->apply(in->db, items, k, in->h->ctx);
     for (size_t j = 0; e == ERR_OK && j < k; j++) {
+        memcpy(sl[at[j]].order_id, items[j].order_id, sizeof sl[at[j]].order_id);
         if (items[j].poison)
             mark_poison(&sl[at[j]], items[j].why);
         else
@@ -204,6 +230,8 @@ static enum err apply_fresh(struct inbox *in, const struct broker_in *msgs, stru
 /* The whole batch inside the caller's transaction. */
 static enum err apply_batch(struct inbox *in, const struct broker_in *msgs, struct slot *sl, int n)
 {
+    for (int i = 0; i < n; i++)
+        sl[i].sampled = trace_continue(msgs[i].traceparent, sl[i].trace);
     for (int i = 0; i < n; i++) {
         /* text columns refuse such bytes: poison at once, never recorded or retried */
         if (!utf8_valid(msgs[i].subject, strlen(msgs[i].subject)))
@@ -233,6 +261,7 @@ enum err inbox_apply_one(struct db *db, const struct inbox_handler *h, const cha
     struct inbox in = {.db = db, .h = h};
     struct broker_in m = {.subject = subject, .data = body, .len = (int)len, .delivered = 1};
     struct slot sl = {.settle = SETTLE_ACK};
+    trace_continue(NULL, sl.trace);
     if (event_peek_id(body, len, sl.id) != ERR_OK) {
         sl.id[0] = '\0';
         mark_poison(&sl, "body is not a JSON object with a UUID event_id");
@@ -243,6 +272,16 @@ enum err inbox_apply_one(struct db *db, const struct inbox_handler *h, const cha
     *result = sl.result ? sl.result : "duplicate";
     snprintf(why, whylen, "%s", sl.why);
     return e;
+}
+
+/* One line per message about an order: its ids and its trace. At info when
+ * the sender asked to record the trace (sampled), else debug. */
+static void log_consumed(const struct broker_in *m, const struct slot *sl)
+{
+    enum log_level lvl = sl->sampled ? LOG_INFO : LOG_DEBUG;
+    if (log_enabled(lvl))
+        log_with(lvl, msg_fields(sl), "consumed a message from %.200s: %s", m->subject,
+                 sl->result);
 }
 
 static void settle_all(struct inbox *in, struct broker_in *msgs, const struct slot *sl,
@@ -260,6 +299,7 @@ static void settle_all(struct inbox *in, struct broker_in *msgs, const struct sl
         if (committed && sl[i].result) {
             label(lbl, sizeof lbl, sl[i].result);
             metric_add(in->m_results, lbl, 1);
+            log_consumed(&msgs[i], &sl[i]);
         }
     }
 }
@@ -321,6 +361,31 @@ static void process_batch(struct inbox *in, struct broker_in *msgs, int n)
             settle_all(in, msgs, sl, n, 0); /* nak: redelivered after NAK_DELAY_MS */
     }
     free(sl);
+}
+
+/* The gauge behind the dead-letter alert (consumer thread: its connection). */
+static void update_dead_gauge(struct inbox *in)
+{
+    int64_t now = mono_ms();
+    if (now < in->next_gauges_ms)
+        return;
+    in->next_gauges_ms = now + GAUGES_EVERY_MS;
+    PGresult *res = NULL;
+    if (db_exec(in->db, "inbox_dead_open", 0, NULL, &res) == ERR_OK)
+        metric_set(in->m_dead_open, "", strtod(PQgetvalue(res, 0, 0), NULL));
+    PQclear(res);
+}
+
+/* The gauge behind the consumer-lag alert (fetcher thread: its subscription). */
+static void update_lag_gauge(struct inbox *in)
+{
+    int64_t now = mono_ms();
+    if (now < in->next_lag_ms)
+        return;
+    in->next_lag_ms = now + GAUGES_EVERY_MS;
+    uint64_t pending = 0;
+    if (broker_sub_pending(in->sub, &pending) == ERR_OK)
+        metric_set(in->m_lag, "", (double)pending);
 }
 
 /* Subscribes once; after a reconnect, or when the server said the consumer
@@ -417,6 +482,7 @@ static void *fetch_main(void *arg)
         }
         if (!ensure_sub(in))
             continue;
+        update_lag_gauge(in);
         struct broker_in *msgs = NULL;
         int n = 0;
         enum err e = broker_fetch(in->sub, in->cfg->consumer_batch, FETCH_WAIT_MS, &msgs, &n);
@@ -446,6 +512,7 @@ static void *inbox_main(void *arg)
             sleep_ms(RESUBSCRIBE_MS);
             continue;
         }
+        update_dead_gauge(in);
         struct broker_in *msgs = NULL;
         int n = 0;
         if (!take_batch(in, FETCH_WAIT_MS, &msgs, &n))
@@ -487,6 +554,14 @@ void inbox_start(const struct config *cfg, struct broker *b, const struct inbox_
     declare_results(in, h->results);
     static const char *const common_results[] = {"duplicate", "poison", NULL};
     declare_results(in, common_results);
+    in->m_dead_open = metrics_register("inbox_dead_letters",
+                                       "Dead letters not yet re-applied (GET /admin/dead-letters).",
+                                       METRIC_GAUGE, NULL, 0);
+    in->m_lag = metrics_register("inbox_consumer_pending",
+                                 "Messages the durable consumer has not yet acknowledged "
+                                 "(undelivered + unacknowledged).", METRIC_GAUGE, NULL, 0);
+    metric_set(in->m_dead_open, "", 0);
+    metric_set(in->m_lag, "", 0);
     pthread_mutex_init(&in->mu, NULL);
     cond_init_monotonic(&in->cv);
     if (pthread_create(&in->thread, NULL, inbox_main, in) != 0 ||

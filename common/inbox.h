@@ -14,11 +14,14 @@
 #include "broker.h"
 #include "config.h"
 #include "db.h"
+#include "util.h"
 
 /* One fresh message handed to a handler. */
 struct inbox_item {
     const struct broker_in *msg;
     const char *event_id;
+    const char *traceparent; /* a child span of the message's trace: for what the handler writes */
+    char order_id[UUID_STR_LEN]; /* set by the handler when it knows it (for the log line) */
     const char *result;     /* set by the handler */
     int poison;             /* set by the handler, with why */
     char why[256];

@@ -10,6 +10,7 @@
 #include "failpoint.h"
 #include "log.h"
 #include "metrics.h"
+#include "trace.h"
 #include "util.h"
 #include "waker.h"
 
@@ -27,7 +28,7 @@
 static const struct db_stmt relay_stmts[] = {
     {"claim",
      "SELECT id, event_id, subject, event_type, payload, traceparent, "
-     "extract(epoch FROM created_at), attempts FROM outbox "
+     "extract(epoch FROM created_at), attempts, aggregate_id FROM outbox "
      "WHERE status = 'pending' AND next_attempt_at <= now() "
      "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"},
     {"mark_published",
@@ -40,7 +41,7 @@ static const struct db_stmt relay_stmts[] = {
      "status = CASE WHEN v.permanent AND attempts + 1 >= $5::int THEN 'dead' ELSE 'pending' END "
      "FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bool[]) "
      "AS v(id, err, delay_ms, permanent) WHERE outbox.id = v.id "
-     "RETURNING outbox.event_id, outbox.status = 'dead'"},
+     "RETURNING outbox.event_id, outbox.status = 'dead', outbox.aggregate_id"},
     /* Not yet acknowledged = pending, and dead (given up on; counted apart
      * too). Each part reads one partial index; the oldest row is the lowest
      * id, close enough to the oldest commit for an age gauge. */
@@ -186,12 +187,36 @@ static enum err mark_failed(struct relay *r, struct db *db, PGresult *res, const
     for (int i = 0; dead && i < PQntuples(dead); i++)
         if (PQgetvalue(dead, i, 1)[0] == 't') {
             metric_add(m_dead, "", 1);
-            log_error("outbox event %s is dead after permanent rejections", PQgetvalue(dead, i, 0));
+            log_with(LOG_ERROR, json_pack("{s:s, s:s?}", "event_id", PQgetvalue(dead, i, 0),
+                                          "order_id", PQgetisnull(dead, i, 2) ? NULL
+                                                                             : PQgetvalue(dead, i, 2)),
+                     "outbox event %s is dead after permanent rejections", PQgetvalue(dead, i, 0));
         }
     PQclear(dead);
     for (size_t k = 0; k < ARRAY_LEN(all); k++)
         buf_cleanup(all[k]);
     return e;
+}
+
+/* One line per published event, with its order and trace: at info when the
+ * trace is sampled (the client asked to record it), else debug. */
+static void log_published(PGresult *res, const struct broker_out *m, int n)
+{
+    for (int i = 0; i < n && log_enabled(LOG_DEBUG); i++) {
+        struct trace t = {.flags = 0};
+        int traced = trace_parse(m[i].traceparent, &t);
+        enum log_level lvl = t.flags & 1 ? LOG_INFO : LOG_DEBUG;
+        if (!m[i].acked || !log_enabled(lvl))
+            continue;
+        json_t *f = json_pack("{s:s, s:s, s:I}", "event_id", m[i].event_id, "event_type",
+                              m[i].event_type, "stream_seq", (json_int_t)m[i].seq);
+        if (!PQgetisnull(res, i, 8))
+            json_object_set_new(f, "order_id", json_string(PQgetvalue(res, i, 8)));
+        if (traced)
+            json_object_set_new(f, "trace_id", json_string(t.trace_id));
+        log_with(lvl, f, "published %s to %s%s", m[i].event_type, m[i].subject,
+                 m[i].duplicate ? " (JetStream had it already)" : "");
+    }
 }
 
 static void note_outcome(struct relay *r, int failed, const char *err)
@@ -252,6 +277,7 @@ static enum err mark_commit(struct relay *r, struct batch *b)
         metric_add(m_published, "", published);
         metric_add(m_failures, "", nfail);
         note_outcome(r, nfail > 0, first_err);
+        log_published(b->res, b->msgs, b->claimed);
     } else if (e != ERR_UNAVAILABLE || db_is_connected(b->db)) {
         log_warn("relay: marking a batch: %s", db_errmsg(b->db)); /* rows pending again */
     }

@@ -7,6 +7,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static enum err apply_orders(struct db *db, struct inbox_item *items, size_t n, void *ctx)
 {
@@ -16,12 +17,15 @@ static enum err apply_orders(struct db *db, struct inbox_item *items, size_t n, 
     size_t *at = xcalloc(n, sizeof *at);
     enum reply_kind *kinds = xcalloc(n, sizeof *kinds);
     enum decision *dec = xcalloc(n, sizeof *dec);
+    const char **traces = xcalloc(n, sizeof *traces);
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         struct field_error fe = {"", ""};
         const struct broker_in *m = items[i].msg;
         if (event_order_created_decode(m->data, (size_t)m->len, &ev[i], &fe) == ERR_OK) {
+            memcpy(items[i].order_id, ev[i].order_id, sizeof items[i].order_id);
             valid[k] = &ev[i];
+            traces[k] = items[i].traceparent; /* the reply continues the order's trace */
             at[k++] = i;
         } else {
             items[i].poison = 1;
@@ -29,13 +33,14 @@ static enum err apply_orders(struct db *db, struct inbox_item *items, size_t n, 
                      fe.field, fe.message);
         }
     }
-    enum err e = k ? inventory_store_apply(db, valid, k, dec, kinds) : ERR_OK;
+    enum err e = k ? inventory_store_apply(db, valid, traces, k, dec, kinds) : ERR_OK;
     for (size_t j = 0; j < k; j++)
         items[at[j]].result = dec[j] == DECISION_BEFORE ? "duplicate"
                               : kinds[j] == REPLY_RESERVED ? "reserved" : "rejected";
     for (size_t i = 0; i < n; i++)
         event_order_created_cleanup(&ev[i]);
     free(dec);
+    free(traces);
     free(kinds);
     free(at);
     free(valid);
@@ -53,8 +58,10 @@ static enum err resend_replies(struct db *db, struct inbox_item *items, size_t n
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         const struct broker_in *m = items[i].msg;
-        if (event_order_created_decode(m->data, (size_t)m->len, &ev[i], NULL) == ERR_OK)
+        if (event_order_created_decode(m->data, (size_t)m->len, &ev[i], NULL) == ERR_OK) {
+            memcpy(items[i].order_id, ev[i].order_id, sizeof items[i].order_id);
             ids[k++] = ev[i].order_id;
+        }
     }
     enum err e = k ? inventory_store_resend_replies(db, ids, k, REPLY_RESEND_MIN_AGE_MS) : ERR_OK;
     for (size_t i = 0; i < n; i++)

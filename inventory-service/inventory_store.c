@@ -38,11 +38,11 @@ const struct db_stmt inventory_store_stmts[] = {
     {"decide",
      "WITH x AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(event_id uuid, subject text, "
      "  event_type text, payload text, aggregate_id uuid, outcome text, reason text, "
-     "  occurred_at timestamptz)), "
+     "  occurred_at timestamptz, traceparent text)), "
      "d AS (INSERT INTO order_decisions (order_id, outcome, reason, reply_event_id, decided_at) "
      "  SELECT aggregate_id, outcome, reason, event_id, occurred_at FROM x) "
-     "INSERT INTO outbox (event_id, subject, event_type, payload, aggregate_id) "
-     "SELECT event_id, subject, event_type, payload, aggregate_id FROM x"},
+     "INSERT INTO outbox (event_id, subject, event_type, payload, aggregate_id, traceparent) "
+     "SELECT event_id, subject, event_type, payload, aggregate_id, traceparent FROM x"},
     {"outbox_resend", OUTBOX_RESEND_SQL},
 };
 const size_t inventory_store_nstmts = ARRAY_LEN(inventory_store_stmts);
@@ -115,31 +115,32 @@ static void decide_all(PGresult *locked, const struct order_created *const *orde
     free(lv);
 }
 
-/* The outbox row of a reply, with its decision's columns (for "decide"). */
-static json_t *reply_row(const struct inventory_reply *rep)
+/* The outbox row of a reply, with its decision's columns (for "decide");
+ * traceparent may be NULL. */
+static json_t *reply_row(const struct inventory_reply *rep, const char *traceparent)
 {
     char *payload = event_reply_encode(rep);
-    json_t *row = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s?, s:s}", "event_id",
+    json_t *row = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s?, s:s, s:s?}", "event_id",
                             rep->event_id, "subject", event_reply_subject(rep->kind),
                             "event_type", event_reply_type(rep->kind), "payload", payload,
                             "aggregate_id", rep->order_id, "outcome",
                             rep->kind == REPLY_RESERVED ? "reserved" : "rejected", "reason",
                             rep->kind == REPLY_REJECTED ? rep->reason : NULL, "occurred_at",
-                            rep->occurred_at);
+                            rep->occurred_at, "traceparent", traceparent);
     free(payload);
     return row;
 }
 
-/* A new decision's reply: a fresh event id, now. */
+/* A new decision's reply: a fresh event id, now, in the order's trace. */
 static json_t *new_reply_row(const struct order_created *o, enum reply_kind kind,
-                             const char *reason)
+                             const char *reason, const char *traceparent)
 {
     struct inventory_reply rep = {.kind = kind};
     uuid_v4(rep.event_id);
     memcpy(rep.order_id, o->order_id, sizeof rep.order_id);
     snprintf(rep.reason, sizeof rep.reason, "%s", reason ? reason : "");
     time_rfc3339(rep.occurred_at);
-    return reply_row(&rep);
+    return reply_row(&rep, traceparent);
 }
 
 static enum err exec_json(struct db *db, const char *stmt, json_t *rows, const char *arg2)
@@ -154,8 +155,8 @@ static enum err exec_json(struct db *db, const char *stmt, json_t *rows, const c
 
 /* Decides orders[0..n) (none decided before), takes their stock, and writes
  * each decision with its reply. */
-static enum err reserve(struct db *db, const struct order_created *const *orders, size_t n,
-                        enum reply_kind *kinds)
+static enum err reserve(struct db *db, const struct order_created *const *orders,
+                        const char *const *traceparents, size_t n, enum reply_kind *kinds)
 {
     PGresult *locked = NULL;
     const char **reasons = xcalloc(n, sizeof *reasons);
@@ -165,7 +166,8 @@ static enum err reserve(struct db *db, const struct order_created *const *orders
     decide_all(locked, orders, n, kinds, reasons);
     json_t *taken = json_array(), *replies = json_array();
     for (size_t i = 0; i < n; i++) {
-        json_array_append_new(replies, new_reply_row(orders[i], kinds[i], reasons[i]));
+        json_array_append_new(replies, new_reply_row(orders[i], kinds[i], reasons[i],
+                                                     traceparents[i]));
         for (size_t j = 0; kinds[i] == REPLY_RESERVED && j < orders[i]->nitems; j++)
             json_array_append_new(taken, json_pack("{s:s, s:s, s:i}", "order_id",
                                                    orders[i]->order_id, "sku",
@@ -217,7 +219,7 @@ static json_t *stored_replies(PGresult *res)
         snprintf(rep.reason, sizeof rep.reason, "%s", PQgetvalue(res, r, 2));
         snprintf(rep.event_id, sizeof rep.event_id, "%s", PQgetvalue(res, r, 3));
         snprintf(rep.occurred_at, sizeof rep.occurred_at, "%s", PQgetvalue(res, r, 4));
-        json_array_append_new(rows, reply_row(&rep));
+        json_array_append_new(rows, reply_row(&rep, NULL)); /* its trace is not kept */
     }
     return rows;
 }
@@ -256,26 +258,32 @@ static size_t mark_decided(PGresult *res, const struct order_created *const *ord
 }
 
 /* Decides the orders marked DECISION_NEW; sets each one's reply kind. */
-static enum err decide_new(struct db *db, const struct order_created *const *orders, size_t n,
-                           enum decision *out, enum reply_kind *kinds)
+static enum err decide_new(struct db *db, const struct order_created *const *orders,
+                           const char *const *traceparents, size_t n, enum decision *out,
+                           enum reply_kind *kinds)
 {
     const struct order_created **todo = xcalloc(n, sizeof *todo);
+    const char **traces = xcalloc(n, sizeof *traces);
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
-        if (out[i] == DECISION_NEW)
+        if (out[i] == DECISION_NEW) {
+            traces[k] = traceparents[i];
             todo[k++] = orders[i];
+        }
     enum reply_kind *got = xcalloc(k ? k : 1, sizeof *got);
-    enum err e = k ? reserve(db, todo, k, got) : ERR_OK;
+    enum err e = k ? reserve(db, todo, traces, k, got) : ERR_OK;
     for (size_t i = 0, j = 0; i < n; i++)
         if (out[i] == DECISION_NEW)
             kinds[i] = got[j++];
     free(got);
+    free(traces);
     free(todo);
     return e;
 }
 
 enum err inventory_store_apply(struct db *db, const struct order_created *const *orders,
-                               size_t n, enum decision *out, enum reply_kind *kinds)
+                               const char *const *traceparents, size_t n, enum decision *out,
+                               enum reply_kind *kinds)
 {
     const char **ids = xcalloc(n, sizeof *ids);
     for (size_t i = 0; i < n; i++)
@@ -284,7 +292,7 @@ enum err inventory_store_apply(struct db *db, const struct order_created *const 
     enum err e = decisions_of(db, ids, n, &res);
     size_t fresh = e == ERR_OK ? mark_decided(res, orders, n, out) : 0;
     if (e == ERR_OK)
-        e = decide_new(db, orders, n, out, kinds);
+        e = decide_new(db, orders, traceparents, n, out, kinds);
     if (e == ERR_OK && fresh < n) {
         size_t k = 0;
         for (size_t i = 0; i < n; i++)

@@ -29,9 +29,11 @@ enum decision {
  * together: their stock rows locked at once in sku order (so concurrent
  * batches cannot deadlock), each order decided in turn (all items or
  * none), the reservations applied, and each decision written with its
- * InventoryReserved/Rejected reply to the outbox. */
+ * InventoryReserved/Rejected reply to the outbox, carrying traceparents[i]
+ * (may be NULL): the reply continues the order's trace. */
 enum err inventory_store_apply(struct db *db, const struct order_created *const *orders,
-                               size_t n, enum decision *out, enum reply_kind *kinds);
+                               const char *const *traceparents, size_t n, enum decision *out,
+                               enum reply_kind *kinds);
 
 /* An order asked about again (its OrderCreated came back after the sender's
  * re-drive): its reply, published at least this long ago, may never have

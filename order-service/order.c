@@ -1,6 +1,7 @@
 /* order.c - POST /orders validation and the order's JSON shapes.
  * Pure functions; the field rules of items are shared with the event codec. */
 #include "order.h"
+#include "trace.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -57,32 +58,10 @@ int order_idempotency_key_valid(const char *key)
     return 1;
 }
 
-/* n lower-case hex digits, not all zero. */
-static int hex_field(const char *s, size_t n, int nonzero)
-{
-    int any = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-            return 0;
-        any |= s[i] != '0';
-    }
-    return any || !nonzero;
-}
-
 int order_traceparent_valid(const char *tp)
 {
-    /* 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags> */
-    enum { VERSION_00_LEN = 55 };
-    size_t n = tp ? strlen(tp) : 0;
-    if (n < VERSION_00_LEN || tp[2] != '-' || tp[35] != '-' || tp[52] != '-')
-        return 0;
-    if (!hex_field(tp, 2, 0) || strncmp(tp, "ff", 2) == 0 || !hex_field(tp + 3, 32, 1) ||
-        !hex_field(tp + 36, 16, 1) || !hex_field(tp + 53, 2, 0))
-        return 0;
-    if (strncmp(tp, "00", 2) == 0)
-        return n == VERSION_00_LEN;
-    return n == VERSION_00_LEN || (tp[VERSION_00_LEN] == '-' && n <= 256 &&
-                                   utf8_valid(tp, n)); /* a later version may add fields */
+    struct trace t;
+    return trace_parse(tp, &t); /* the one validator: common/trace.c */
 }
 
 static char *dump(json_t *o, size_t flags)

@@ -69,7 +69,7 @@ static void clear_results(struct order_result *res, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         json_decref(res[i].doc);
-        res[i] = (struct order_result){ERR_OK, NULL, 0};
+        res[i] = (struct order_result){.e = ERR_OK};
     }
 }
 
@@ -131,7 +131,7 @@ static void commit_jobs(struct db *db, struct job **jobs, size_t n)
         enum err ei = e;
         if (refused && n > 1)
             ei = write_orders(db, &orders[i], 1, &res[i]);
-        jobs[i]->res = ei == ERR_OK ? res[i] : (struct order_result){ei, NULL, 0};
+        jobs[i]->res = ei == ERR_OK ? res[i] : (struct order_result){.e = ei};
     }
     free(res);
     free(orders);

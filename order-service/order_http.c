@@ -9,6 +9,7 @@
 #include "order_redrive.h"
 #include "order_store.h"
 #include "service.h"
+#include "trace.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -71,6 +72,18 @@ void order_app_stop(struct service *svc)
     svc->app = NULL;
 }
 
+/* The order's first line: its ids and its trace (info when sampled). */
+static void log_created(const struct order_result *res, const char *traceparent, int sampled)
+{
+    enum log_level lvl = sampled ? LOG_INFO : LOG_DEBUG;
+    if (!log_enabled(lvl))
+        return;
+    log_with(lvl, json_pack("{s:s, s:s, s:s%}", "order_id",
+                            json_string_value(json_object_get(res->doc, "id")), "event_id",
+                            res->event_id, "trace_id", traceparent + 3, (size_t)32),
+             "order accepted");
+}
+
 static void reply_created(struct service *svc, json_t *doc, struct http_resp *resp)
 {
     resp->location = xasprintf("/orders/%s", json_string_value(json_object_get(doc, "id")));
@@ -86,13 +99,18 @@ static void post_orders(const struct http_req *req, struct http_resp *resp, void
     const char *key = NULL;
     if (!parse_request(req, resp, &r, &key))
         return;
-    const char *tp = http_req_header(req, "traceparent");
-    struct order_new o = {&r, key, order_traceparent_valid(tp) ? tp : NULL};
-    struct order_result res = {ERR_UNAVAILABLE, NULL, 0};
+    /* the order's span: a child of the caller's, or the root of a new trace
+     * (an invalid header is ignored, never an error) */
+    char tp[TRACEPARENT_LEN + 1];
+    int sampled = trace_continue(http_req_header(req, "traceparent"), tp);
+    struct order_new o = {&r, key, tp};
+    struct order_result res = {ERR_UNAVAILABLE, NULL, 0, ""};
     if (atomic_load(&svc->schema_ready))
         batcher_create(((struct order_app *)svc->app)->batcher, &o, &res);
-    if (res.e == ERR_OK)
+    if (res.e == ERR_OK) {
+        log_created(&res, tp, sampled);
         reply_created(svc, res.doc, resp);
+    }
     else if (res.e == ERR_CONFLICT && res.same)
         http_resp_json(resp, 200, res.doc);
     else if (res.e == ERR_CONFLICT)

@@ -8,6 +8,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static enum err apply_replies(struct db *db, struct inbox_item *items, size_t n, void *ctx)
 {
@@ -21,6 +22,7 @@ static enum err apply_replies(struct db *db, struct inbox_item *items, size_t n,
         struct field_error fe = {"", ""};
         const struct broker_in *m = items[i].msg;
         if (event_reply_decode(m->data, (size_t)m->len, &rep[i], &fe) == ERR_OK) {
+            memcpy(items[i].order_id, rep[i].order_id, sizeof items[i].order_id);
             valid[k] = &rep[i];
             at[k++] = i;
         } else {

@@ -74,6 +74,7 @@ static enum err by_key(struct db *db, const char *key, const char *fingerprint, 
 /* What one order of a batch sends to the database. */
 struct order_row {
     char id[UUID_STR_LEN];
+    char event_id[UUID_STR_LEN];
     char *items, *fingerprint;
     json_t *row;
 };
@@ -93,6 +94,7 @@ static void order_row_init(struct order_row *r, const struct order_new *o)
                        o->req->customer_id, "idempotency_key", o->idempotency_key, "fingerprint",
                        r->fingerprint, "items", event_items_to_json(o->req->items, o->req->nitems),
                        "event_id", ev.event_id, "payload", payload, "traceparent", o->traceparent);
+    memcpy(r->event_id, ev.event_id, sizeof r->event_id);
     free(payload);
 }
 
@@ -125,7 +127,7 @@ enum err order_store_create(struct db *db, const struct order_new *const *o, siz
     for (size_t i = 0; i < n; i++) {
         order_row_init(&rows[i], o[i]);
         json_array_append_new(all, rows[i].row);
-        out[i] = (struct order_result){ERR_OK, NULL, 0};
+        out[i] = (struct order_result){.e = ERR_OK};
     }
     char *text = json_dumps(all, JSON_COMPACT);
     const char *params[] = {text};
@@ -133,8 +135,10 @@ enum err order_store_create(struct db *db, const struct order_new *const *o, siz
     enum err e = db_exec(db, "order_create", 1, params, &r);
     for (int k = 0; e == ERR_OK && k < PQntuples(r); k++)
         for (size_t i = 0; i < n; i++)
-            if (strcmp(PQgetvalue(r, k, 0), rows[i].id) == 0)
+            if (strcmp(PQgetvalue(r, k, 0), rows[i].id) == 0) {
                 out[i].doc = row_doc(r, k, rows[i].items); /* the request's items, in its order */
+                memcpy(out[i].event_id, rows[i].event_id, sizeof out[i].event_id);
+            }
     PQclear(r);
     if (e == ERR_OK)
         resolve_keys(db, o, rows, n, out);

@@ -26,6 +26,7 @@ struct order_result {
     enum err e;
     json_t *doc;
     int same;
+    char event_id[UUID_STR_LEN]; /* the OrderCreated event's id, when created */
 };
 
 /* Creates n orders, each with its items and OrderCreated outbox row, in ONE

@@ -239,6 +239,10 @@ START_TEST(poison_listed_and_reapplied_once_its_cause_is_fixed)
     free(after);
     ck_assert_int_eq(reapply(&s, 999999, NULL), 404);
     ck_assert_int_eq(admin(&s, "POST", "/admin/dead-letters/reapply", "{\"id\":\"1\"}", NULL), 400);
+    int gauge = 0; /* the alert's gauge counts the open ones (updated every 5 s) */
+    for (int i = 0; i < 150 && !gauge; i++, sleep_ms(100))
+        gauge = svc_metric(&s, "inbox_dead_letters") == 1;
+    ck_assert(gauge);
     /* the open ones: only the junk is left */
     ck_assert_int_eq(admin(&s, "GET", "/admin/dead-letters?state=open", NULL, &r), 200);
     ck_assert_ptr_null(strstr(r.body, REPLY_ID));

@@ -274,8 +274,26 @@ START_TEST(traceparent_travels_with_the_event)
     ck_assert_int_eq(http_do(orders.port, "POST", "/orders", h, ORDER, strlen(ORDER), &r), 0);
     ck_assert_int_eq(r.status, 201);
     http_result_free(&r);
-    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox WHERE traceparent = "
-                     "'00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'"), 1);
+    /* the event continues the caller's trace with the order's own span */
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox WHERE traceparent "
+                     "~ '^00-4bf92f3577b34da6a3ce929d0e0e4736-[0-9a-f]{16}-01$' "
+                     "AND traceparent <> '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'"),
+                     1);
+}
+END_TEST
+
+START_TEST(invalid_traceparent_is_ignored_and_a_trace_started)
+{
+    const char *h[] = {"Content-Type: application/json",
+                       "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x\xff",
+                       NULL};
+    struct http_result r;
+    ck_assert_int_eq(http_do(orders.port, "POST", "/orders", h, ORDER, strlen(ORDER), &r), 0);
+    ck_assert_int_eq(r.status, 201);
+    http_result_free(&r);
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox WHERE traceparent "
+                     "~ '^00-[0-9a-f]{32}-[0-9a-f]{16}-00$' AND traceparent NOT LIKE '%4bf92f35%'"),
+                     1);
 }
 END_TEST
 
@@ -295,6 +313,7 @@ Suite *orders_suite(void)
     tcase_add_test(tc, one_bad_order_in_a_group_commit_fails_alone);
     tcase_add_test(tc, postgres_down_answers_503_then_recovers);
     tcase_add_test(tc, traceparent_travels_with_the_event);
+    tcase_add_test(tc, invalid_traceparent_is_ignored_and_a_trace_started);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -76,6 +76,55 @@ START_TEST(order_in_stock_becomes_confirmed)
 }
 END_TEST
 
+#define TRACE_ID "0af7651916cd43dd8448eb211c80319c"
+#define TRACEPARENT "00-" TRACE_ID "-b7ad6b7169203331-01"
+
+struct log_wait {
+    const char *path;
+    const char *needles[6];
+};
+
+static int logged(void *arg)
+{
+    struct log_wait *w = arg;
+    return file_lines_with(w->path, w->needles) >= 1;
+}
+
+START_TEST(one_trace_id_in_both_services_logs_for_both_hops)
+{
+    static const char *const h[] = {"Content-Type: application/json",
+                                    "traceparent: " TRACEPARENT, NULL};
+    const char *req = "{\"customer_id\":\"c-9\",\"items\":[{\"sku\":\"SKU-1\",\"qty\":1}]}";
+    struct http_result r;
+    ck_assert_int_eq(http_do(orders.port, "POST", "/orders", h, req, strlen(req), &r), 0);
+    ck_assert_int_eq(r.status, 201);
+    char oid[128], path[128];
+    snprintf(oid, sizeof oid, "\"order_id\":\"%s\"", json_field(r.body, "id"));
+    snprintf(path, sizeof path, "/orders/%s", json_field(r.body, "id"));
+    http_result_free(&r);
+    free(wait_settled(path));
+    const char *tid = "\"trace_id\":\"" TRACE_ID "\"";
+    /* hop 1: accepted and published by order-service, consumed by inventory-service;
+     * hop 2: the reply published by inventory-service, consumed by order-service */
+    struct log_wait waits[] = {
+        {orders.proc.log, {tid, oid, "\"event_id\":", "order accepted", NULL}},
+        {orders.proc.log, {tid, oid, "\"event_id\":", "published OrderCreated", NULL}},
+        {inv.proc.log, {tid, oid, "\"event_id\":", "\"result\":\"reserved\"", NULL}},
+        {inv.proc.log, {tid, oid, "\"event_id\":", "published InventoryReserved", NULL}},
+        {orders.proc.log, {tid, oid, "\"event_id\":", "\"result\":\"confirmed\"", NULL}},
+    };
+    for (size_t i = 0; i < sizeof waits / sizeof waits[0]; i++)
+        ck_assert_msg(wait_until(logged, &waits[i], 10000), "no line with %s %s in %s",
+                      waits[i].needles[2], waits[i].needles[3], waits[i].path);
+    /* the reply carries a child of the trace: same trace id, another span */
+    char *tp = pg_text("inventory", "SELECT traceparent FROM outbox");
+    ck_assert_ptr_nonnull(tp);
+    ck_assert(strncmp(tp, "00-" TRACE_ID "-", 36) == 0);
+    ck_assert_str_ne(tp, TRACEPARENT);
+    free(tp);
+}
+END_TEST
+
 START_TEST(insufficient_stock_becomes_rejected)
 {
     char id[64];
@@ -214,6 +263,7 @@ Suite *status_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 90);
     tcase_add_test(tc, order_in_stock_becomes_confirmed);
+    tcase_add_test(tc, one_trace_id_in_both_services_logs_for_both_hops);
     tcase_add_test(tc, insufficient_stock_becomes_rejected);
     tcase_add_test(tc, unknown_sku_becomes_rejected);
     tcase_add_test(tc, duplicated_or_contradicting_reply_changes_nothing);

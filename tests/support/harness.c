@@ -458,6 +458,9 @@ static void parse_response(const char *raw, struct http_result *out)
     const char *loc = strcasestr(raw, "\r\nLocation: ");
     if (loc)
         sscanf(loc + 12, "%255[^\r]", out->location);
+    const char *ct = strcasestr(raw, "\r\nContent-Type: ");
+    if (ct)
+        sscanf(ct + 16, "%127[^\r]", out->content_type);
     const char *body = strstr(raw, "\r\n\r\n");
     out->body = xstrdup(body ? body + 4 : "");
 }
@@ -482,6 +485,29 @@ static int exchange(int fd, const char *data, size_t len, int64_t end_ms, struct
     return rc;
 }
 
+/* With HTTP_RECORD=<file>, every exchange is appended to it as a JSON line
+ * {method, path, status, content_type, body} for tests/openapi/validate. */
+static void record(const char *method, const char *path, const struct http_result *out)
+{
+    const char *file = getenv("HTTP_RECORD");
+    if (!file || !*file)
+        return;
+    json_t *o = json_pack("{s:s, s:s, s:i, s:s, s:o}", "method", method, "path", path,
+                          "status", out->status, "content_type", out->content_type, "body",
+                          json_string(out->body) ?: json_null());
+    char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    int fd = line ? open(file, O_WRONLY | O_APPEND | O_CREAT, 0644) : -1;
+    if (fd >= 0) {
+        char *l = xasprintf("%s\n", line);
+        ssize_t w = write(fd, l, strlen(l)); /* one write: lines of parallel tests never mix */
+        (void)w;
+        free(l);
+        close(fd);
+    }
+    free(line);
+    json_decref(o);
+}
+
 int http_do(int port, const char *method, const char *path, const char *const *headers,
             const char *body, size_t body_len, struct http_result *out)
 {
@@ -500,6 +526,8 @@ int http_do(int port, const char *method, const char *path, const char *const *h
     if (body)
         buf_append(&req, body, body_len);
     int rc = exchange(fd, req.data, req.len, INT64_MAX, out);
+    if (rc == 0)
+        record(method, path, out);
     buf_cleanup(&req);
     return rc;
 }
@@ -533,6 +561,25 @@ int http_get(int port, const char *path, struct http_result *out)
     if (!out)
         http_result_free(r);
     return st;
+}
+
+long file_lines_with(const char *path, const char *const *needles)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    char *line = NULL;
+    size_t cap = 0;
+    long n = 0;
+    while (getline(&line, &cap, f) > 0) {
+        int all = 1;
+        for (size_t i = 0; all && needles[i]; i++)
+            all = strstr(line, needles[i]) != NULL;
+        n += all;
+    }
+    free(line);
+    fclose(f);
+    return n;
 }
 
 const char *json_field(const char *body, const char *field)

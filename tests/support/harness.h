@@ -82,6 +82,7 @@ struct http_result {
     int status;
     char *body;       /* heap, NUL-terminated; free with http_result_free */
     char location[256];
+    char content_type[128];
 };
 /* One request on a fresh connection to 127.0.0.1:port. headers is a
  * NUL-terminated list of "Name: value" strings or NULL. Returns 0 or -1. */
@@ -100,6 +101,9 @@ int http_raw(const char *src_ip, int port, const char *raw, size_t len, int time
              struct http_result *out);
 
 /* ---- misc ---- */
+/* Lines of the file at path that contain every string of needles
+ * (NULL-terminated); -1 if it cannot be read. */
+long file_lines_with(const char *path, const char *const *needles);
 /* Folder for this run's logs and stores ($ITEST_TMP, else /tmp). */
 const char *itest_tmp(void);
 int free_port(void);

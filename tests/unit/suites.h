@@ -13,6 +13,7 @@ Suite *event_suite(void);
 Suite *inventory_suite(void);
 Suite *metrics_suite(void);
 Suite *order_suite(void);
+Suite *trace_suite(void);
 Suite *util_suite(void);
 Suite *waker_suite(void);
 
