@@ -420,11 +420,37 @@ static void post_resend(const struct http_req *req, struct http_resp *resp, void
     json_decref(o);
 }
 
+/* ---- reconciliation ---- */
+
+/* Runs the check now; the report lists what it found. */
+static void get_reconcile(const struct http_req *req, struct http_resp *resp, void *ctx)
+{
+    struct service *svc = ctx;
+    if (!guard(req, resp, svc))
+        return;
+    json_t *rep = NULL;
+    enum err e = reconcile_run(svc->reconcile, &rep);
+    if (e == ERR_OK) {
+        json_t *p = json_object_get(rep, "produced"), *c = json_object_get(rep, "consumed");
+        audit(req, "reconcile", "ok", json_pack("{s:O?, s:O?, s:O?, s:O?}",
+              "missing", json_object_get(p, "missing_count"),
+              "duplicated", json_object_get(p, "duplicated_count"),
+              "orphaned", json_object_get(p, "orphaned_count"),
+              "unprocessed", json_object_get(c, "unprocessed_count")));
+        http_resp_json(resp, 200, rep);
+    } else {
+        audit(req, "reconcile", "unavailable", NULL);
+        http_resp_error(resp, 503, "unavailable",
+                        "postgres or jetstream did not answer; retry later", NULL);
+    }
+}
+
 const struct http_route admin_routes[] = {
     {"GET", "/admin/outbox", "/admin/outbox", get_outbox, 0},
     {"POST", "/admin/outbox/requeue", "/admin/outbox/requeue", post_requeue, 0},
     {"GET", "/admin/dead-letters", "/admin/dead-letters", get_dead_letters, 0},
     {"POST", "/admin/dead-letters/reapply", "/admin/dead-letters/reapply", post_reapply, 0},
     {"POST", "/admin/orders/resend", "/admin/orders/resend", post_resend, 0},
+    {"GET", "/admin/reconcile", "/admin/reconcile", get_reconcile, 0},
 };
 const size_t admin_nroutes = ARRAY_LEN(admin_routes);

@@ -18,6 +18,7 @@ struct admin;
 /* What differs per service: the event types re-sent for one order. */
 struct admin_def {
     const char *const *resend_types;   /* NULL-terminated */
+    const char *stream;                /* the stream its outbox relay writes (reconcile) */
 };
 
 /* Creates the admin state: one Postgres connection (lazy) prepared with the

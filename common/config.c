@@ -155,6 +155,9 @@ static const struct setting settings[] = {
     {"FAILPOINTS", parse_string, "", FIELD(failpoints), {0, 0}, NULL},
     {"ADMIN_TOKEN", parse_secret, "", FIELD(admin_token), {16, 0}, NULL},
     {"ADMIN_PORT", parse_int, "0", FIELD(admin_port), {0, 65535}, NULL},
+    {"RECONCILE_EVERY", parse_duration, "1m", FIELD(reconcile_every_ms), {1000, 0}, NULL},
+    {"RECONCILE_WINDOW", parse_duration, "15m", FIELD(reconcile_window_ms), {1000, 0}, NULL},
+    {"RECONCILE_SCAN", parse_int, "2000", FIELD(reconcile_scan), {1, 1000000}, NULL},
 };
 
 static const char *default_for(const struct setting *s, const struct config_defaults *d)

@@ -37,6 +37,9 @@ struct config {
     char *failpoints;          /* test-only crash points, see failpoint.h */
     char *admin_token;         /* "" = the admin API is disabled (404) */
     int admin_port;            /* 0 = the admin API is on PORT */
+    int64_t reconcile_every_ms;  /* period of the reconciliation check */
+    int64_t reconcile_window_ms; /* how far back it looks (capped by OUTBOX_RETENTION) */
+    int reconcile_scan;          /* stream sequences it reads per side, at most */
 };
 
 /* Per-service defaults for the variables whose default differs. */

@@ -228,6 +228,9 @@ static int run(struct service *svc)
     retention_start(&svc->cfg, &svc->retention);
     if (svc->def->inbox)
         inbox_start(&svc->cfg, svc->broker, &svc->inbox_handler, &svc->inbox);
+    struct reconcile_streams rs = {svc->def->admin.stream, svc->inbox_handler.stream,
+                                   svc->inbox_handler.durable};
+    reconcile_start(&svc->cfg, svc->broker, &rs, &svc->reconcile);
     if (svc->def->app_start)
         svc->def->app_start(svc);
     atomic_store(&svc->schema_ready, 1); /* publishes relay and app to request threads */
@@ -242,6 +245,7 @@ out:
     if (svc->def->app_stop && atomic_load(&svc->schema_ready))
         svc->def->app_stop(svc);
     inbox_stop(svc->inbox);
+    reconcile_stop(svc->reconcile);
     relay_stop(svc->relay);
     ready_stop(svc->ready);
     db_free(svc->ready_db);

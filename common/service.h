@@ -15,6 +15,7 @@
 #include "http.h"
 #include "inbox.h"
 #include "outbox.h"
+#include "reconcile.h"
 #include "retention.h"
 
 struct service;
@@ -46,6 +47,7 @@ struct service {
     struct retention *retention;       /* pruning, on its own thread */
     struct inbox_handler inbox_handler; /* def->inbox with ctx and statements set */
     struct admin *admin;
+    struct reconcile *reconcile;
     atomic_int schema_ready;           /* migrations applied */
     struct ready *ready;               /* /readyz probers */
     struct db *ready_db;               /* the Postgres prober's connection */

@@ -20,7 +20,7 @@ int main(int argc, char **argv)
         .stmts = inventory_store_stmts,
         .nstmts = inventory_store_nstmts,
         .inbox = &inventory_orders_handler,
-        .admin = {resend_types},
+        .admin = {resend_types, "INVENTORY"},
     };
     return service_main(&def, argc, argv);
 }

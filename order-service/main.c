@@ -19,7 +19,7 @@ int main(int argc, char **argv)
         .stmts = order_store_stmts,
         .nstmts = order_store_nstmts,
         .inbox = &order_replies_handler,
-        .admin = {resend_types},
+        .admin = {resend_types, "ORDERS"},
         .register_metrics = order_http_register_metrics,
         .app_start = order_app_start,
         .app_stop = order_app_stop,

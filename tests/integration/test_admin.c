@@ -285,6 +285,69 @@ START_TEST(resend_sends_one_orders_event_again_with_its_id)
 }
 END_TEST
 
+/* A member of the report's side ("produced" or "consumed") as an integer. */
+static long long report_int(const char *body, const char *side, const char *name)
+{
+    json_t *o = json_loads(body, 0, NULL);
+    json_t *v = json_object_get(json_object_get(o, side), name);
+    long long n = json_is_integer(v) ? json_integer_value(v) : -1;
+    json_decref(o);
+    return n;
+}
+
+static void assert_clean(struct svc *s, const char *side, int rows)
+{
+    struct http_result r;
+    ck_assert_int_eq(admin(s, "GET", "/admin/reconcile", NULL, &r), 200);
+    ck_assert_int_eq(report_int(r.body, "produced", "missing_count"), 0);
+    ck_assert_int_eq(report_int(r.body, "produced", "duplicated_count"), 0);
+    ck_assert_int_eq(report_int(r.body, "produced", "orphaned_count"), 0);
+    ck_assert_int_eq(report_int(r.body, "consumed", "unprocessed_count"), 0);
+    if (rows >= 0)
+        ck_assert_int_eq(report_int(r.body, side, "rows_checked"), rows);
+    http_result_free(&r);
+}
+
+static int settled(void *arg)
+{
+    (void)arg;
+    return pg_long("orders", "SELECT count(*) FROM orders WHERE status = 'CONFIRMED'") == 5 &&
+           pg_long("inventory", "SELECT count(*) FROM outbox WHERE status <> 'published'") == 0;
+}
+
+START_TEST(reconcile_reports_nothing_then_exactly_the_deleted_message)
+{
+    natsd_start(&nats);
+    struct svc s, inv;
+    const char *env[] = {"ADMIN_TOKEN=" TOKEN, NULL};
+    svc_start(&s, "order-service", nats.url, env);
+    svc_start(&inv, "inventory-service", nats.url, env);
+    static const char *const h[] = {"Content-Type: application/json", NULL};
+    struct http_result r;
+    ck_assert_int_eq(http_do(inv.port, "PUT", "/inventory/SKU-1", h, "{\"available\":50}", 16, &r), 0);
+    http_result_free(&r);
+    for (int i = 0; i < 5; i++)
+        ck_assert_int_eq(http_post_json(s.port, "/orders", ORDER, NULL), 201);
+    ck_assert(wait_until(settled, NULL, 20000));
+    assert_clean(&s, "produced", 5);
+    assert_clean(&inv, "produced", 5);
+    /* by hand: the third OrderCreated disappears from the stream */
+    ck_assert_int_eq(natsd_stream_msg_delete(&nats, "ORDERS", 3), 0);
+    char *lost = pg_text("orders", "SELECT event_id FROM outbox WHERE stream_seq = 3");
+    ck_assert_int_eq(admin(&s, "GET", "/admin/reconcile", NULL, &r), 200);
+    ck_assert_int_eq(report_int(r.body, "produced", "missing_count"), 1);
+    ck_assert_ptr_nonnull(strstr(r.body, lost));
+    ck_assert_int_eq(report_int(r.body, "produced", "duplicated_count"), 0);
+    ck_assert_int_eq(report_int(r.body, "produced", "orphaned_count"), 0);
+    http_result_free(&r);
+    ck_assert_double_eq(svc_metric(&s, "reconcile_missing_events{stream=\"ORDERS\"}"), 1);
+    assert_clean(&inv, "consumed", -1); /* what it consumed is all recorded */
+    free(lost);
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+    ck_assert_int_eq(svc_stop(&inv, SIGTERM), 0);
+}
+END_TEST
+
 Suite *admin_suite(void)
 {
     Suite *s = suite_create("admin");
@@ -296,6 +359,7 @@ Suite *admin_suite(void)
     tcase_add_test(tc, dead_row_listed_requeued_published_once);
     tcase_add_test(tc, poison_listed_and_reapplied_once_its_cause_is_fixed);
     tcase_add_test(tc, resend_sends_one_orders_event_again_with_its_id);
+    tcase_add_test(tc, reconcile_reports_nothing_then_exactly_the_deleted_message);
     suite_add_tcase(s, tc);
     return s;
 }

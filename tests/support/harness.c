@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <libpq-fe.h>
+#include <nats/nats.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -259,6 +260,23 @@ long natsd_stream_msgs(struct natsd *n, const char *stream)
     json_decref(o);
     http_result_free(&r);
     return count;
+}
+
+int natsd_stream_msg_delete(struct natsd *n, const char *stream, unsigned long long seq)
+{
+    natsConnection *nc = NULL;
+    natsMsg *reply = NULL;
+    char subject[128], body[64];
+    snprintf(subject, sizeof subject, "$JS.API.STREAM.MSG.DELETE.%s", stream);
+    snprintf(body, sizeof body, "{\"seq\":%llu}", seq);
+    int rc = -1;
+    if (natsConnection_ConnectTo(&nc, n->url) == NATS_OK &&
+        natsConnection_RequestString(&reply, nc, subject, body, 5000) == NATS_OK &&
+        strstr(natsMsg_GetData(reply), "\"success\":true"))
+        rc = 0;
+    natsMsg_Destroy(reply);
+    natsConnection_Destroy(nc);
+    return rc;
 }
 
 static int broker_up(void *arg)

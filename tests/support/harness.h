@@ -47,6 +47,10 @@ long natsd_stream_msgs(struct natsd *n, const char *stream);
  * protocol: the stream and its consumers stay). Returns 0 on success. */
 int natsd_purge(struct natsd *n, const char *stream);
 
+/* Deletes the message at seq from stream by hand, through the raw
+ * JetStream API (as `nats stream rmm` does). Returns 0 on success. */
+int natsd_stream_msg_delete(struct natsd *n, const char *stream, unsigned long long seq);
+
 /* Publishes body on subject with Nats-Msg-Id msg_id (a test-side publisher
  * through common/broker.c). Returns 0 when JetStream acknowledged it. */
 int natsd_publish(struct natsd *n, const char *subject, const char *msg_id, const char *body);

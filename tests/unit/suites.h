@@ -7,6 +7,7 @@
 
 #include <check.h>
 
+Suite *admin_suite(void);
 Suite *backoff_suite(void);
 Suite *config_suite(void);
 Suite *event_suite(void);

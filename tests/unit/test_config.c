@@ -18,7 +18,7 @@ static const char *const vars[] = {
     "DB_REQUEST_TIMEOUT", "DB_WORK_TIMEOUT", "DB_IDLE_TX_TIMEOUT", "DB_TCP_TIMEOUT",
     "HTTP_MAX_CONNECTIONS", "HTTP_MAX_CONNECTIONS_PER_IP", "HTTP_REQUEST_TIMEOUT",
     "STREAM_DUPLICATE_WINDOW", "REDRIVE_AFTER",
-    "ADMIN_TOKEN", "ADMIN_PORT",
+    "ADMIN_TOKEN", "ADMIN_PORT", "RECONCILE_EVERY", "RECONCILE_WINDOW", "RECONCILE_SCAN",
 };
 #define NVARS (sizeof vars / sizeof vars[0])
 static char *saved[NVARS];
@@ -216,6 +216,7 @@ static const struct { const char *name, *value; } bad_values[] = {
     {"STREAM_DUPLICATE_WINDOW", "500ms"},
     {"ADMIN_TOKEN", "short"}, {"ADMIN_TOKEN", "has a blank in it!!"},
     {"ADMIN_PORT", "-1"}, {"ADMIN_PORT", "65536"},
+    {"RECONCILE_EVERY", "10ms"}, {"RECONCILE_WINDOW", "x"}, {"RECONCILE_SCAN", "0"},
 };
 #define NBAD ((int)(sizeof bad_values / sizeof bad_values[0]))
 

@@ -1,0 +1,325 @@
+/* reconcile.c - compares the outbox, the streams and the processed ids over
+ * a recent window, periodically and on demand; sets the gauges and logs
+ * what it finds. Owns its thread and Postgres connection; reads the streams
+ * through broker.c (msg get by sequence, consumer ack floor). */
+#include "reconcile.h"
+#include "db.h"
+#include "log.h"
+#include "metrics.h"
+#include "util.h"
+#include "waker.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LIST_MAX 100   /* event ids named in a report list */
+#define LOG_MAX 20     /* warn lines per finding per run */
+
+static const struct db_stmt rc_stmts[] = {
+    {"rc_published",
+     "SELECT event_id, stream_seq, aggregate_id FROM outbox WHERE status = 'published' "
+     "AND stream_seq IS NOT NULL "
+     "AND published_at > now() - $1::bigint * interval '1 millisecond' "
+     "ORDER BY stream_seq DESC LIMIT $2::int"},
+    /* ids of the stream that no outbox row has (a non-UUID id never matches) */
+    {"rc_orphans",
+     "SELECT x FROM unnest($1::uuid[]) x "
+     "WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.event_id = x)"},
+    {"rc_unprocessed",
+     "SELECT x FROM unnest($1::uuid[]) x "
+     "WHERE NOT EXISTS (SELECT 1 FROM processed_messages p WHERE p.event_id = x) "
+     "AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.event_id = x)"},
+};
+
+struct reconcile {
+    const struct config *cfg;
+    struct broker *b;
+    struct reconcile_streams s;
+    struct db *db;
+    pthread_mutex_t mu;       /* one run at a time */
+    pthread_t thread;
+    struct waker waker;
+    struct metric *m_missing, *m_dup, *m_orphan, *m_unprocessed, *m_runs;
+};
+
+/* The message ids of a stream from lo to hi: ids[i] is lo + i's ("" if none). */
+struct scan {
+    uint64_t lo, hi;
+    char (*ids)[80];
+};
+
+static enum err scan_stream(struct reconcile *rc, const char *stream, uint64_t lo, uint64_t hi,
+                            struct scan *sc)
+{
+    size_t n = hi - lo + 1;
+    *sc = (struct scan){lo, hi, xcalloc(n, sizeof *sc->ids)};
+    for (size_t i = 0; i < n; i++) {
+        enum err e = broker_stream_msg_id(rc->b, stream, lo + i, sc->ids[i], sizeof sc->ids[i]);
+        if (e == ERR_NOT_FOUND)
+            sc->ids[i][0] = '\0';
+        else if (e != ERR_OK)
+            return e;
+    }
+    return ERR_OK;
+}
+
+/* The scanned ids that are UUIDs, as a Postgres array; *others counts the
+ * messages whose id is not one (no event of ours can have it). */
+static char *id_array(const struct scan *sc, long *others)
+{
+    struct buf a;
+    buf_init(&a);
+    buf_append(&a, "{", 1);
+    *others = 0;
+    for (uint64_t i = 0; i + sc->lo <= sc->hi; i++) {
+        if (uuid_valid(sc->ids[i]))
+            buf_pg_array_elem(&a, sc->ids[i]);
+        else
+            *others += sc->ids[i][0] != '\0';
+    }
+    buf_append(&a, "}", 1);
+    return a.data;
+}
+
+static void set_gauge(struct metric *m, const char *stream, double v)
+{
+    char lbl[96];
+    snprintf(lbl, sizeof lbl, "stream=\"%s\"", stream);
+    metric_set(m, lbl, v);
+}
+
+/* Runs a one-array statement and lists its first column's values. */
+static enum err ids_from(struct reconcile *rc, const char *stmt, const char *arr, json_t *list,
+                         long *count)
+{
+    const char *params[] = {arr};
+    PGresult *r = NULL;
+    enum err e = db_exec(rc->db, stmt, 1, params, &r);
+    *count = e == ERR_OK ? PQntuples(r) : 0;
+    for (long i = 0; i < *count && i < LIST_MAX; i++)
+        json_array_append_new(list, json_string(PQgetvalue(r, (int)i, 0)));
+    PQclear(r);
+    return e;
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Event ids found at more than one sequence: each extra copy counts. */
+static long duplicated(const struct scan *sc, json_t *list)
+{
+    size_t n = (size_t)(sc->hi - sc->lo + 1), k = 0;
+    const char **v = xcalloc(n, sizeof *v);
+    for (size_t i = 0; i < n; i++)
+        if (sc->ids[i][0])
+            v[k++] = sc->ids[i];
+    qsort(v, k, sizeof *v, cmp_id);
+    long dups = 0;
+    for (size_t i = 1; i < k; i++) {
+        if (strcmp(v[i], v[i - 1]) != 0)
+            continue;
+        if (dups++ < LIST_MAX && uuid_valid(v[i]))
+            json_array_append_new(list, json_string(v[i]));
+    }
+    free(v);
+    return dups;
+}
+
+/* Rows marked published whose sequence does not hold their event. */
+static long missing(const struct reconcile *rc, PGresult *rows, const struct scan *sc,
+                    json_t *list)
+{
+    long n = 0;
+    for (int i = 0; i < PQntuples(rows); i++) {
+        uint64_t seq = strtoull(PQgetvalue(rows, i, 1), NULL, 10);
+        const char *id = PQgetvalue(rows, i, 0);
+        if (seq < sc->lo || strcmp(sc->ids[seq - sc->lo], id) == 0)
+            continue;
+        const char *order = PQgetisnull(rows, i, 2) ? NULL : PQgetvalue(rows, i, 2);
+        if (n < LIST_MAX)
+            json_array_append_new(list, json_pack("{s:s, s:s?, s:I}", "event_id", id,
+                                                  "order_id", order, "stream_seq", (json_int_t)seq));
+        if (n++ < LOG_MAX)
+            log_with(LOG_WARN, json_pack("{s:s, s:s?, s:I}", "event_id", id, "order_id", order,
+                                         "stream_seq", (json_int_t)seq),
+                     "reconcile: event %s is marked published but stream %s does not hold it "
+                     "at sequence %llu", id, rc->s.produced, (unsigned long long)seq);
+    }
+    return n;
+}
+
+/* The produced side: published outbox rows of the window against the stream. */
+static enum err check_produced(struct reconcile *rc, int64_t window_ms, json_t *rep)
+{
+    char win[32], lim[16];
+    snprintf(win, sizeof win, "%lld", (long long)window_ms);
+    snprintf(lim, sizeof lim, "%d", rc->cfg->reconcile_scan);
+    const char *params[] = {win, lim};
+    PGresult *rows = NULL;
+    struct scan sc = {0};
+    char *arr = NULL;
+    json_t *miss = json_array(), *dup = json_array(), *orph = json_array();
+    long nmiss = 0, ndup = 0, norph = 0, others = 0;
+    enum err e = db_exec(rc->db, "rc_published", 2, params, &rows);
+    int n = e == ERR_OK ? PQntuples(rows) : 0;
+    if (n > 0) {
+        uint64_t hi = strtoull(PQgetvalue(rows, 0, 1), NULL, 10);
+        uint64_t lo = strtoull(PQgetvalue(rows, n - 1, 1), NULL, 10);
+        if (hi - lo >= (uint64_t)rc->cfg->reconcile_scan) /* re-sends spread the range */
+            lo = hi - (uint64_t)rc->cfg->reconcile_scan + 1;
+        e = scan_stream(rc, rc->s.produced, lo, hi, &sc);
+    }
+    if (e == ERR_OK && n > 0) {
+        nmiss = missing(rc, rows, &sc, miss);
+        ndup = duplicated(&sc, dup);
+        arr = id_array(&sc, &others);
+        e = ids_from(rc, "rc_orphans", arr, orph, &norph);
+        norph += others;
+    }
+    if (e == ERR_OK) {
+        set_gauge(rc->m_missing, rc->s.produced, (double)nmiss);
+        set_gauge(rc->m_dup, rc->s.produced, (double)ndup);
+        set_gauge(rc->m_orphan, rc->s.produced, (double)norph);
+        if (norph || ndup)
+            log_warn("reconcile: stream %s holds %ld events no outbox row has and %ld extra "
+                     "copies", rc->s.produced, norph, ndup);
+    }
+    json_object_set_new(rep, "produced", json_pack(
+        "{s:s, s:i, s:I, s:I, s:i, s:o, s:i, s:o, s:i, s:o}", "stream", rc->s.produced,
+        "rows_checked", n, "first_seq", (json_int_t)sc.lo, "last_seq", (json_int_t)sc.hi,
+        "missing_count", (int)nmiss, "missing", miss, "duplicated_count", (int)ndup,
+        "duplicated", dup, "orphaned_count", (int)norph, "orphaned", orph));
+    free(arr);
+    free(sc.ids);
+    PQclear(rows);
+    return e;
+}
+
+/* The consumed side: the stream up to the consumer's ack floor against the
+ * processed ids (and dead letters: given up on is not lost). */
+static enum err check_consumed(struct reconcile *rc, json_t *rep)
+{
+    uint64_t floor = 0;
+    struct scan sc = {0};
+    char *arr = NULL;
+    json_t *unproc = json_array();
+    long nun = 0, others = 0;
+    enum err e = broker_consumer_ack_floor(rc->b, rc->s.consumed, rc->s.durable, &floor);
+    if (e == ERR_OK && floor > 0) {
+        uint64_t lo = floor > (uint64_t)rc->cfg->reconcile_scan
+                          ? floor - (uint64_t)rc->cfg->reconcile_scan + 1 : 1;
+        e = scan_stream(rc, rc->s.consumed, lo, floor, &sc);
+        if (e == ERR_OK) {
+            arr = id_array(&sc, &others);
+            e = ids_from(rc, "rc_unprocessed", arr, unproc, &nun);
+        }
+    }
+    if (e == ERR_OK) {
+        set_gauge(rc->m_unprocessed, rc->s.consumed, (double)nun);
+        for (size_t i = 0; i < json_array_size(unproc) && i < LOG_MAX; i++)
+            log_with(LOG_WARN, json_pack("{s:O}", "event_id", json_array_get(unproc, i)),
+                     "reconcile: an event of stream %s was acknowledged by consumer %s but "
+                     "never recorded as processed", rc->s.consumed, rc->s.durable);
+    }
+    json_object_set_new(rep, "consumed", json_pack(
+        "{s:s, s:s, s:I, s:I, s:i, s:o}", "stream", rc->s.consumed, "consumer", rc->s.durable,
+        "ack_floor", (json_int_t)floor, "first_seq", (json_int_t)sc.lo,
+        "unprocessed_count", (int)nun, "unprocessed", unproc));
+    free(arr);
+    free(sc.ids);
+    return e;
+}
+
+/* The window: RECONCILE_WINDOW, but no longer than published rows are kept. */
+static int64_t window_ms(const struct config *c)
+{
+    int64_t w = c->reconcile_window_ms;
+    return c->outbox_retention_ms > 0 && c->outbox_retention_ms < w ? c->outbox_retention_ms : w;
+}
+
+enum err reconcile_run(struct reconcile *rc, json_t **report)
+{
+    pthread_mutex_lock(&rc->mu);
+    int64_t w = window_ms(rc->cfg);
+    json_t *rep = json_pack("{s:f}", "window_seconds", (double)w / 1000.0);
+    enum err e = db_connect(rc->db);
+    if (e == ERR_OK)
+        e = check_produced(rc, w, rep);
+    if (e == ERR_OK && rc->s.consumed)
+        e = check_consumed(rc, rep);
+    metric_add(rc->m_runs, e == ERR_OK ? "result=\"ok\"" : "result=\"failed\"", 1);
+    pthread_mutex_unlock(&rc->mu);
+    if (e == ERR_OK)
+        *report = rep;
+    else
+        json_decref(rep);
+    return e;
+}
+
+static void *reconcile_main(void *arg)
+{
+    struct reconcile *rc = arg;
+    while (waker_wait(&rc->waker, rc->cfg->reconcile_every_ms)) {
+        json_t *rep = NULL;
+        if (reconcile_run(rc, &rep) != ERR_OK)
+            log_debug("reconcile: postgres or jetstream did not answer; next run in %lld ms",
+                      (long long)rc->cfg->reconcile_every_ms);
+        json_decref(rep);
+    }
+    return NULL;
+}
+
+static void register_metrics(struct reconcile *rc)
+{
+    rc->m_missing = metrics_register("reconcile_missing_events",
+        "Events the outbox marked published that the stream does not hold (last check).",
+        METRIC_GAUGE, NULL, 0);
+    rc->m_dup = metrics_register("reconcile_duplicated_events",
+        "Extra copies of one event id in the stream (last check).", METRIC_GAUGE, NULL, 0);
+    rc->m_orphan = metrics_register("reconcile_orphaned_events",
+        "Events in the stream that no outbox row has (last check).", METRIC_GAUGE, NULL, 0);
+    rc->m_unprocessed = metrics_register("reconcile_unprocessed_events",
+        "Events the consumer acknowledged but never recorded as processed (last check).",
+        METRIC_GAUGE, NULL, 0);
+    rc->m_runs = metrics_register("reconcile_runs_total", "Reconciliation checks, by result.",
+                                  METRIC_COUNTER, NULL, 0);
+    set_gauge(rc->m_missing, rc->s.produced, 0);
+    set_gauge(rc->m_dup, rc->s.produced, 0);
+    set_gauge(rc->m_orphan, rc->s.produced, 0);
+    if (rc->s.consumed)
+        set_gauge(rc->m_unprocessed, rc->s.consumed, 0);
+    metric_add(rc->m_runs, "result=\"ok\"", 0);
+    metric_add(rc->m_runs, "result=\"failed\"", 0);
+}
+
+void reconcile_start(const struct config *cfg, struct broker *b,
+                     const struct reconcile_streams *s, struct reconcile **out)
+{
+    struct reconcile *rc = xcalloc(1, sizeof *rc);
+    rc->cfg = cfg;
+    rc->b = b;
+    rc->s = *s;
+    register_metrics(rc);
+    db_new(cfg->database_url, rc_stmts, ARRAY_LEN(rc_stmts), &rc->db);
+    pthread_mutex_init(&rc->mu, NULL);
+    waker_init(&rc->waker);
+    if (pthread_create(&rc->thread, NULL, reconcile_main, rc) != 0)
+        abort(); /* cannot run without it: nothing to unwind */
+    *out = rc;
+}
+
+void reconcile_stop(struct reconcile *rc)
+{
+    if (!rc)
+        return;
+    waker_stop(&rc->waker);
+    pthread_join(rc->thread, NULL);
+    db_free(rc->db);
+    waker_cleanup(&rc->waker);
+    pthread_mutex_destroy(&rc->mu);
+    free(rc);
+}
