@@ -56,7 +56,15 @@ static void on_readyz(const struct http_req *req, struct http_resp *resp, void *
     (void)req;
     struct service *svc = ctx;
     json_t *body = NULL;
-    int ok = ready_report(svc->ready, &body);
+    int ok = 0;
+    if (svc->ready) {
+        ok = ready_report(svc->ready, &body);
+    } else { /* asked before the probers started: every check down, same shape */
+        json_t *checks = json_object();
+        for (size_t i = 0; i < ARRAY_LEN(ready_checks); i++)
+            json_object_set_new(checks, ready_checks[i].name, json_string("down"));
+        body = json_pack("{s:o}", "checks", checks);
+    }
     http_resp_json(resp, ok ? 200 : 503, body);
 }
 
