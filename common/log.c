@@ -38,6 +38,9 @@ int log_enabled(enum log_level lvl)
 }
 
 static void log_write(enum log_level lvl, json_t *fields, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+
+static void log_write(enum log_level lvl, json_t *fields, const char *fmt, va_list ap)
 {
     char *msg = NULL;
     if (vasprintf(&msg, fmt, ap) < 0)

@@ -221,7 +221,7 @@ static void unlink_job(struct batcher *b, struct job *job)
 
 void batcher_create(struct batcher *b, const struct order_new *o, struct order_result *res)
 {
-    struct job job = {.order = o, .res = {ERR_UNAVAILABLE, NULL, 0}};
+    struct job job = {.order = o, .res = {ERR_UNAVAILABLE, NULL, 0, ""}};
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_sec += b->wait_ms / 1000;
