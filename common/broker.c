@@ -1,8 +1,10 @@
 /* broker.c - nats.c behind the broker.h interface.
- * Owns the natsConnection, the JetStream contexts, the stream/consumer
- * settings of the contract and the translation of natsStatus into enum err;
+ * Owns the natsConnection (replaced as a whole when JetStream stops
+ * answering on it), the JetStream contexts, the stream/consumer settings of
+ * the contract, liveness, and the translation of natsStatus into enum err;
  * not what is published or what a message means. */
 #include "broker.h"
+#include "backoff.h"
 #include "util.h"
 
 #include <nats/nats.h>
@@ -15,6 +17,10 @@
 #define NS_PER_MS 1000000LL
 #define DUPLICATE_WINDOW_MS (2 * 60 * 1000)
 #define ACK_WAIT_MS 10000 /* a delivery lost with a broker crash comes back after this */
+#define API_WAIT_MS 2000  /* stream/consumer management: short, so a stop is never held up long */
+#define PROBE_WAIT_MS 1000
+#define ACK_SLICE_MS 100
+#define MAX_SERVERS 16
 
 struct stream_def {
     const char *name, *subjects;
@@ -25,6 +31,9 @@ static const struct stream_def streams[] = {
     {"INVENTORY", "inventory.>"},
 };
 
+/* What is known of the written stream. */
+enum stream_state { STREAM_UNKNOWN, STREAM_OK, STREAM_MISSING };
+
 /* Results of the batch being published; written by nats.c's ack thread. */
 struct pub_batch {
     pthread_mutex_t mu;
@@ -33,21 +42,36 @@ struct pub_batch {
     size_t n;
 };
 
-struct broker {
+/* One connection and its contexts. Users hold a reference for the length
+ * of a call; a replaced connection is closed at once (which wakes its
+ * waiters) and freed by whoever lets go of it last. */
+struct conn {
     natsConnection *nc;
     jsCtx *js;               /* publishing, with our ack handler */
     jsCtx *js_admin;         /* stream/consumer management and pull subscriptions */
+    int refs;                /* under broker.mu */
+};
+
+struct broker {
+    pthread_mutex_t mu;      /* cur and every conn's refs */
+    struct conn *cur;
     struct broker_settings set;
-    char *urls;
-    atomic_int generation;   /* + 1 at every (re)connect */
-    atomic_int ensured;      /* the generation the streams were last ensured at */
+    const struct stream_def *own;
+    char *urls;              /* set.urls, cut into servers[] */
+    const char *servers[MAX_SERVERS];
+    int nservers;
+    pthread_mutex_t ensure_mu;
+    atomic_int stream_state;
+    atomic_int timeouts;     /* JetStream timeouts in a row on the current connection */
+    atomic_int moves;        /* + 1 at every reconnect or replacement of the connection */
     struct pub_batch batch;
 };
 
 struct broker_sub {
-    natsSubscription *sub;
     struct broker *b;
-    int generation;          /* the connection generation it was last ensured at */
+    struct conn *c;          /* the connection it is bound on (a reference) */
+    natsSubscription *sub;
+    atomic_int missing;      /* the server said the consumer or its stream is gone */
     char *stream, *durable, *filter;
 };
 
@@ -63,22 +87,65 @@ static void set_msg(char *msg, size_t msglen, const char *what, natsStatus s, js
  * would block until the first connection). */
 static void on_connected(natsConnection *nc, void *closure)
 {
-    (void)nc;
-    struct broker *b = closure;
-    atomic_fetch_add(&b->generation, 1);
+    (void)nc, (void)closure;
 }
 
-/* The server may have restarted on an empty store: streams and consumers
- * are ensured again (the generation no longer matches). */
+/* Acks of what was sent before a reconnect never come (the server that
+ * would send them is gone): publishing stops waiting for them. */
 static void on_reconnected(natsConnection *nc, void *closure)
 {
-    on_connected(nc, closure);
+    (void)nc;
+    struct broker *b = closure;
+    atomic_fetch_add(&b->moves, 1);
 }
 
-/* Forget that the streams exist (one was reported missing). */
-static void forget_streams(struct broker *b)
+static struct conn *conn_get(struct broker *b)
 {
-    atomic_store(&b->ensured, -1);
+    pthread_mutex_lock(&b->mu);
+    struct conn *c = b->cur;
+    c->refs++;
+    pthread_mutex_unlock(&b->mu);
+    return c;
+}
+
+static void conn_put(struct broker *b, struct conn *c)
+{
+    if (!c)
+        return;
+    pthread_mutex_lock(&b->mu);
+    int last = --c->refs == 0;
+    pthread_mutex_unlock(&b->mu);
+    if (!last)
+        return;
+    jsCtx_Destroy(c->js);
+    jsCtx_Destroy(c->js_admin);
+    natsConnection_Destroy(c->nc);
+    free(c);
+}
+
+static int conn_up(const struct conn *c)
+{
+    return c->nc && natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED;
+}
+
+/* The server may have lost the stream: look it up again before the next
+ * publish (created only if it really is missing). */
+static void forget_stream(struct broker *b)
+{
+    int ok = STREAM_OK;
+    atomic_compare_exchange_strong(&b->stream_state, &ok, STREAM_MISSING);
+}
+
+/* A JetStream request on a connection that looked alive got no answer. */
+static void note_timeout(struct broker *b, natsStatus s)
+{
+    if (s == NATS_TIMEOUT)
+        atomic_fetch_add(&b->timeouts, 1);
+}
+
+static void note_answer(struct broker *b)
+{
+    atomic_store(&b->timeouts, 0);
 }
 
 /* Only refusals that no retry can change are permanent; everything else
@@ -116,27 +183,43 @@ static void on_ack(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae, void *
                                                        : natsStatus_GetText(pae->Err));
     }
     if (pae && (pae->Err == NATS_NO_RESPONDERS || pae->ErrCode == JSStreamNotFoundErr))
-        forget_streams(b);
+        forget_stream(b);
     pthread_mutex_unlock(&pb->mu);
     natsMsg_Destroy(m);
 }
 
-static natsStatus make_opts(struct broker *b, natsOptions **out)
+/* The server list for a new connection. The first one lets nats.c pick at
+ * random; a replacement tries the others first, in a random rotation, and
+ * the server it leaves last (nats.c then keeps that order). */
+static void server_order(const struct broker *b, const char *leaving, const char **list)
+{
+    int n = 0, start = (int)(backoff_rand01() * b->nservers) % b->nservers;
+    for (int i = 0; i < b->nservers; i++) {
+        const char *u = b->servers[(start + i) % b->nservers];
+        if (!leaving || strcmp(u, leaving) != 0)
+            list[n++] = u;
+    }
+    for (int i = 0; leaving && i < b->nservers; i++)
+        if (strcmp(b->servers[i], leaving) == 0)
+            list[n++] = b->servers[i];
+}
+
+static natsStatus make_opts(struct broker *b, const char *leaving, natsOptions **out)
 {
     natsOptions *o = NULL;
-    const char *list[16];
-    int n = 0;
-    char *save = NULL;
-    for (char *t = strtok_r(b->urls, ",", &save); t && n < 16; t = strtok_r(NULL, ",", &save))
-        list[n++] = t;
+    const char *list[MAX_SERVERS];
+    server_order(b, leaving, list);
     natsStatus s = natsOptions_Create(&o);
-    if (s == NATS_OK) s = natsOptions_SetServers(o, list, n);
+    if (s == NATS_OK) s = natsOptions_SetServers(o, list, b->nservers);
+    if (s == NATS_OK && leaving) s = natsOptions_SetNoRandomize(o, true);
     if (s == NATS_OK) s = natsOptions_SetMaxReconnect(o, -1);
     if (s == NATS_OK) s = natsOptions_SetReconnectWait(o, 250);
     if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(o, true, on_connected, b);
     if (s == NATS_OK) s = natsOptions_SetReconnectedCB(o, on_reconnected, b);
     if (s == NATS_OK) s = natsOptions_SetTimeout(o, 2000);
-    if (s == NATS_OK) s = natsOptions_SetName(o, "outbox-service");
+    if (s == NATS_OK) s = natsOptions_SetPingInterval(o, b->set.ping_interval_ms);
+    if (s == NATS_OK) s = natsOptions_SetMaxPingsOut(o, b->set.max_pings_out);
+    if (s == NATS_OK) s = natsOptions_SetName(o, b->set.name ? b->set.name : "outbox-service");
     if (s != NATS_OK)
         natsOptions_Destroy(o);
     else
@@ -144,39 +227,80 @@ static natsStatus make_opts(struct broker *b, natsOptions **out)
     return s;
 }
 
-static natsStatus make_contexts(struct broker *b)
+static natsStatus make_contexts(struct broker *b, struct conn *c)
 {
     jsOptions jo;
     jsOptions_Init(&jo);
     jo.PublishAsync.AckHandler = on_ack;
     jo.PublishAsync.AckHandlerClosure = b;
     jo.Wait = 5000;
-    natsStatus s = natsConnection_JetStream(&b->js, b->nc, &jo);
+    natsStatus s = natsConnection_JetStream(&c->js, c->nc, &jo);
     jsOptions_Init(&jo);
-    jo.Wait = 2000; /* API calls: short, so that a stop is never held up long */
+    jo.Wait = API_WAIT_MS;
     if (s == NATS_OK)
-        s = natsConnection_JetStream(&b->js_admin, b->nc, &jo);
+        s = natsConnection_JetStream(&c->js_admin, c->nc, &jo);
     return s;
+}
+
+/* A new connection (retried in the background if no server answers yet),
+ * preferring servers other than `leaving` (may be NULL). */
+static natsStatus conn_open(struct broker *b, const char *leaving, struct conn **out)
+{
+    struct conn *c = xcalloc(1, sizeof *c);
+    natsOptions *opts = NULL;
+    c->refs = 1;
+    natsStatus s = make_opts(b, leaving, &opts);
+    if (s == NATS_OK) {
+        s = natsConnection_Connect(&c->nc, opts);
+        if (s == NATS_NOT_YET_CONNECTED)
+            s = NATS_OK;
+    }
+    if (s == NATS_OK)
+        s = make_contexts(b, c);
+    natsOptions_Destroy(opts);
+    if (s != NATS_OK)
+        conn_put(b, c);
+    else
+        *out = c;
+    return s;
+}
+
+static const struct stream_def *find_stream(const char *name)
+{
+    for (size_t i = 0; name && i < ARRAY_LEN(streams); i++)
+        if (strcmp(streams[i].name, name) == 0)
+            return &streams[i];
+    return NULL;
+}
+
+static void split_servers(struct broker *b)
+{
+    char *save = NULL;
+    for (char *t = strtok_r(b->urls, ",", &save); t && b->nservers < MAX_SERVERS;
+         t = strtok_r(NULL, ",", &save))
+        b->servers[b->nservers++] = t;
 }
 
 enum err broker_new(const struct broker_settings *set, struct broker **out,
                     char *msg, size_t msglen)
 {
-    struct broker *b = xcalloc(1, sizeof *b);
-    natsOptions *opts = NULL;
-    b->set = *set;
-    b->urls = xstrdup(set->urls);
-    atomic_store(&b->ensured, -1);
-    pthread_mutex_init(&b->batch.mu, NULL);
-    natsStatus s = make_opts(b, &opts);
-    if (s == NATS_OK) {
-        s = natsConnection_Connect(&b->nc, opts);
-        if (s == NATS_NOT_YET_CONNECTED)
-            s = NATS_OK; /* retried in the background */
+    if (!find_stream(set->stream)) {
+        snprintf(msg, msglen, "unknown stream %s", set->stream ? set->stream : "(none)");
+        return ERR_INVALID;
     }
-    if (s == NATS_OK)
-        s = make_contexts(b);
-    natsOptions_Destroy(opts);
+    struct broker *b = xcalloc(1, sizeof *b);
+    b->set = *set;
+    b->own = find_stream(set->stream);
+    if (!b->set.ping_interval_ms)
+        b->set.ping_interval_ms = 2000;
+    if (!b->set.max_pings_out)
+        b->set.max_pings_out = 3;
+    b->urls = xstrdup(set->urls);
+    split_servers(b);
+    pthread_mutex_init(&b->mu, NULL);
+    pthread_mutex_init(&b->ensure_mu, NULL);
+    pthread_mutex_init(&b->batch.mu, NULL);
+    natsStatus s = b->nservers ? conn_open(b, NULL, &b->cur) : NATS_INVALID_ARG;
     if (s != NATS_OK) {
         set_msg(msg, msglen, "nats connect", s, 0);
         broker_free(b);
@@ -190,58 +314,156 @@ void broker_free(struct broker *b)
 {
     if (!b)
         return;
-    jsCtx_Destroy(b->js);
-    jsCtx_Destroy(b->js_admin);
-    natsConnection_Destroy(b->nc);
+    conn_put(b, b->cur);
     pthread_mutex_destroy(&b->batch.mu);
+    pthread_mutex_destroy(&b->ensure_mu);
+    pthread_mutex_destroy(&b->mu);
     free(b->urls);
     free(b);
 }
 
 int broker_connected(struct broker *b)
 {
-    return b->nc && natsConnection_Status(b->nc) == NATS_CONN_STATUS_CONNECTED;
+    struct conn *c = conn_get(b);
+    int up = conn_up(c);
+    conn_put(b, c);
+    return up;
 }
 
-static natsStatus ensure_stream(struct broker *b, const struct stream_def *d, jsErrCode *jerr)
+static void stream_config(const struct broker *b, jsStreamConfig *cfg, const char **subjects)
 {
-    jsStreamConfig cfg;
-    jsStreamConfig_Init(&cfg);
-    const char *subjects[] = {d->subjects};
-    cfg.Name = d->name;
-    cfg.Subjects = subjects;
-    cfg.SubjectsLen = 1;
-    cfg.Storage = js_FileStorage;
-    cfg.Replicas = (int64_t)b->set.replicas;
-    cfg.Duplicates = (b->set.dup_window_ms ? b->set.dup_window_ms : DUPLICATE_WINDOW_MS) * NS_PER_MS;
-    cfg.MaxAge = b->set.max_age_ms * NS_PER_MS;
+    jsStreamConfig_Init(cfg);
+    subjects[0] = b->own->subjects;
+    cfg->Name = b->own->name;
+    cfg->Subjects = subjects;
+    cfg->SubjectsLen = 1;
+    cfg->Storage = js_FileStorage;
+    cfg->Replicas = (int64_t)b->set.replicas;
+    cfg->Duplicates = (b->set.dup_window_ms ? b->set.dup_window_ms : DUPLICATE_WINDOW_MS) * NS_PER_MS;
+    cfg->MaxAge = b->set.max_age_ms * NS_PER_MS;
+}
+
+/* Looks the stream up (cheap: the stream leader answers). */
+static natsStatus stream_info(jsCtx *js, const char *name, int wait_ms, jsErrCode *jerr)
+{
+    jsOptions o;
+    jsOptions_Init(&o);
+    o.Wait = wait_ms;
     jsStreamInfo *si = NULL;
-    natsStatus s = js_AddStream(&si, b->js_admin, &cfg, NULL, jerr);
-    if (s != NATS_OK && *jerr == JSStreamNameExistErr)
-        s = js_UpdateStream(&si, b->js_admin, &cfg, NULL, jerr); /* converge the settings */
+    natsStatus s = js_GetStreamInfo(&si, js, name, &o, jerr);
+    jsStreamInfo_Destroy(si);
+    if (s == NATS_NOT_FOUND || *jerr == JSStreamNotFoundErr)
+        s = NATS_NOT_FOUND;
+    return s;
+}
+
+/* Creates the written stream; the first time (start-up) an existing one is
+ * updated to these settings, later (it was reported missing) it is first
+ * looked up, so that only a really missing stream costs a meta-leader call. */
+static natsStatus ensure_own(struct broker *b, jsCtx *js, int first, jsErrCode *jerr)
+{
+    natsStatus s = NATS_NOT_FOUND;
+    if (!first && (s = stream_info(js, b->own->name, API_WAIT_MS, jerr)) != NATS_NOT_FOUND)
+        return s;
+    *jerr = 0;
+    jsStreamConfig cfg;
+    const char *subjects[1];
+    stream_config(b, &cfg, subjects);
+    jsStreamInfo *si = NULL;
+    s = js_AddStream(&si, js, &cfg, NULL, jerr);
+    if (s != NATS_OK && *jerr == JSStreamNameExistErr && first)
+        s = js_UpdateStream(&si, js, &cfg, NULL, jerr); /* converge the settings */
+    else if (s != NATS_OK && *jerr == JSStreamNameExistErr)
+        s = NATS_OK; /* created meanwhile (another instance) */
     jsStreamInfo_Destroy(si);
     return s;
 }
 
-enum err broker_ensure_streams(struct broker *b, char *msg, size_t msglen)
+static enum err ensure_on(struct broker *b, struct conn *c, char *msg, size_t msglen)
 {
-    int gen = atomic_load(&b->generation); /* read first: a reconnect meanwhile wins */
-    if (atomic_load(&b->ensured) == gen)
+    if (atomic_load(&b->stream_state) == STREAM_OK)
         return ERR_OK;
-    if (!broker_connected(b)) {
+    if (!conn_up(c)) {
         set_msg(msg, msglen, "nats", NATS_CONNECTION_DISCONNECTED, 0);
         return ERR_UNAVAILABLE;
     }
-    for (size_t i = 0; i < ARRAY_LEN(streams); i++) {
-        jsErrCode jerr = 0;
-        natsStatus s = ensure_stream(b, &streams[i], &jerr);
-        if (s != NATS_OK) {
-            set_msg(msg, msglen, streams[i].name, s, jerr);
-            return broker_connected(b) && jerr ? ERR_BROKER : ERR_UNAVAILABLE;
-        }
+    pthread_mutex_lock(&b->ensure_mu);
+    int state = atomic_load(&b->stream_state);
+    jsErrCode jerr = 0;
+    natsStatus s = state == STREAM_OK ? NATS_OK
+                                      : ensure_own(b, c->js_admin, state == STREAM_UNKNOWN, &jerr);
+    if (s == NATS_OK)
+        atomic_store(&b->stream_state, STREAM_OK);
+    pthread_mutex_unlock(&b->ensure_mu);
+    note_timeout(b, s);
+    if (s == NATS_OK)
+        return ERR_OK;
+    set_msg(msg, msglen, b->own->name, s, jerr);
+    return conn_up(c) && jerr ? ERR_BROKER : ERR_UNAVAILABLE;
+}
+
+enum err broker_ensure_stream(struct broker *b, char *msg, size_t msglen)
+{
+    if (atomic_load(&b->stream_state) == STREAM_OK)
+        return ERR_OK; /* steady state: no request at all */
+    struct conn *c = conn_get(b);
+    enum err e = ensure_on(b, c, msg, msglen);
+    conn_put(b, c);
+    return e;
+}
+
+/* Replaces the connection by a new one that tries the other servers first.
+ * Whoever still waits on the old one is woken by its close. */
+static void recycle(struct broker *b)
+{
+    char leaving[256] = "";
+    struct conn *old = conn_get(b), *fresh = NULL;
+    natsConnection_GetConnectedUrl(old->nc, leaving, sizeof leaving);
+    if (conn_open(b, leaving[0] ? leaving : NULL, &fresh) == NATS_OK) {
+        pthread_mutex_lock(&b->mu);
+        b->cur = fresh;
+        pthread_mutex_unlock(&b->mu);
+        atomic_fetch_add(&b->moves, 1);
+        natsConnection_Close(old->nc);
+        conn_put(b, old); /* the broker's reference */
     }
-    atomic_store(&b->ensured, gen);
-    return ERR_OK;
+    conn_put(b, old);
+    note_answer(b);
+}
+
+static enum err probe_on(struct broker *b, struct conn *c, char *msg, size_t msglen)
+{
+    if (!conn_up(c)) {
+        note_answer(b); /* nats.c is already looking for a server */
+        set_msg(msg, msglen, "nats", NATS_CONNECTION_DISCONNECTED, 0);
+        return ERR_UNAVAILABLE;
+    }
+    if (atomic_load(&b->stream_state) != STREAM_OK)
+        return ensure_on(b, c, msg, msglen);
+    jsErrCode jerr = 0;
+    natsStatus s = stream_info(c->js_admin, b->own->name, PROBE_WAIT_MS, &jerr);
+    if (s == NATS_NOT_FOUND) {
+        note_answer(b);
+        forget_stream(b);
+        return ensure_on(b, c, msg, msglen);
+    }
+    note_timeout(b, s);
+    if (s == NATS_OK)
+        note_answer(b);
+    else
+        set_msg(msg, msglen, b->own->name, s, jerr);
+    return s == NATS_OK ? ERR_OK : ERR_UNAVAILABLE;
+}
+
+enum err broker_probe(struct broker *b, int *recycled, char *msg, size_t msglen)
+{
+    struct conn *c = conn_get(b);
+    enum err e = probe_on(b, c, msg, msglen);
+    conn_put(b, c);
+    *recycled = atomic_load(&b->timeouts) >= BROKER_RECYCLE_AFTER;
+    if (*recycled)
+        recycle(b);
+    return e;
 }
 
 static natsStatus build_msg(const struct broker_out *o, natsMsg **out)
@@ -260,10 +482,10 @@ static natsStatus build_msg(const struct broker_out *o, natsMsg **out)
 }
 
 /* Messages still without an ack at the deadline: take them back, mark them. */
-static void reclaim_pending(struct broker *b, const char *why)
+static void reclaim_pending(struct broker *b, jsCtx *js, const char *why)
 {
     natsMsgList pending = {0};
-    if (js_PublishAsyncGetPendingList(&pending, b->js) == NATS_OK) {
+    if (js_PublishAsyncGetPendingList(&pending, js) == NATS_OK) {
         pthread_mutex_lock(&b->batch.mu);
         for (int i = 0; i < pending.Count; i++) {
             struct broker_out *o = batch_find(&b->batch, pending.Msgs[i]);
@@ -275,7 +497,7 @@ static void reclaim_pending(struct broker *b, const char *why)
     }
 }
 
-static void send_all(struct broker *b, struct broker_out *msgs, size_t n)
+static void send_all(struct broker *b, jsCtx *js, struct broker_out *msgs, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         natsMsg *m = NULL;
@@ -284,7 +506,7 @@ static void send_all(struct broker *b, struct broker_out *msgs, size_t n)
         b->batch.sent[i] = m;
         pthread_mutex_unlock(&b->batch.mu);
         if (s == NATS_OK)
-            s = js_PublishMsgAsync(b->js, &m, NULL);
+            s = js_PublishMsgAsync(js, &m, NULL);
         if (s != NATS_OK) {
             pthread_mutex_lock(&b->batch.mu);
             b->batch.sent[i] = NULL;
@@ -296,9 +518,42 @@ static void send_all(struct broker *b, struct broker_out *msgs, size_t n)
     }
 }
 
+/* A batch of which nothing was acknowledged in time counts as one JetStream
+ * timeout; any ack shows JetStream answers. */
+static void note_batch(struct broker *b, natsStatus s, const struct broker_out *msgs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (msgs[i].acked || (msgs[i].err[0] && strncmp(msgs[i].err, "no ack", 6) != 0)) {
+            note_answer(b);
+            return;
+        }
+    note_timeout(b, s);
+}
+
+/* Waits for the acks in slices, and no longer once the connection moved
+ * (reconnected or replaced) or dropped: those acks will not come. */
+static natsStatus wait_acks(struct broker *b, struct conn *c, int moves, int timeout_ms)
+{
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    int64_t end = mono_ms() + timeout_ms;
+    natsStatus s = NATS_TIMEOUT;
+    for (int64_t left = timeout_ms; left > 0; left = end - mono_ms()) {
+        po.MaxWait = left < ACK_SLICE_MS ? left : ACK_SLICE_MS;
+        s = js_PublishAsyncComplete(c->js, &po);
+        if (s != NATS_TIMEOUT)
+            return s;
+        if (atomic_load(&b->moves) != moves || !conn_up(c))
+            return NATS_CONNECTION_DISCONNECTED;
+    }
+    return s;
+}
+
 enum err broker_publish(struct broker *b, struct broker_out *msgs, size_t n, int timeout_ms)
 {
-    if (!broker_connected(b)) {
+    struct conn *c = conn_get(b);
+    if (!conn_up(c)) {
+        conn_put(b, c);
         for (size_t i = 0; i < n; i++)
             snprintf(msgs[i].err, sizeof msgs[i].err, "nats: not connected");
         return ERR_UNAVAILABLE;
@@ -309,13 +564,11 @@ enum err broker_publish(struct broker *b, struct broker_out *msgs, size_t n, int
     b->batch.sent = xcalloc(n, sizeof *b->batch.sent);
     pthread_mutex_unlock(&b->batch.mu);
 
-    send_all(b, msgs, n);
-    jsPubOptions po;
-    jsPubOptions_Init(&po);
-    po.MaxWait = timeout_ms;
-    natsStatus s = js_PublishAsyncComplete(b->js, &po);
+    int moves = atomic_load(&b->moves);
+    send_all(b, c->js, msgs, n);
+    natsStatus s = wait_acks(b, c, moves, timeout_ms);
     if (s != NATS_OK)
-        reclaim_pending(b, natsStatus_GetText(s));
+        reclaim_pending(b, c->js, natsStatus_GetText(s));
 
     pthread_mutex_lock(&b->batch.mu);
     free(b->batch.sent);
@@ -323,10 +576,12 @@ enum err broker_publish(struct broker *b, struct broker_out *msgs, size_t n, int
     b->batch.msgs = NULL;
     b->batch.n = 0;
     pthread_mutex_unlock(&b->batch.mu);
+    note_batch(b, s, msgs, n);
+    conn_put(b, c);
     return ERR_OK;
 }
 
-static natsStatus ensure_consumer(struct broker *b, const char *stream, const char *durable,
+static natsStatus ensure_consumer(jsCtx *js, const char *stream, const char *durable,
                                   const char *filter, jsErrCode *jerr)
 {
     jsConsumerConfig cc;
@@ -339,91 +594,151 @@ static natsStatus ensure_consumer(struct broker *b, const char *stream, const ch
     cc.MaxDeliver = -1;
     cc.MaxAckPending = 20000;
     jsConsumerInfo *ci = NULL;
-    natsStatus s = js_AddConsumer(&ci, b->js_admin, stream, &cc, NULL, jerr);
+    natsStatus s = js_AddConsumer(&ci, js, stream, &cc, NULL, jerr);
     if (s != NATS_OK && *jerr != 0 && *jerr != JSStreamNotFoundErr)
-        s = js_UpdateConsumer(&ci, b->js_admin, stream, &cc, NULL, jerr);
+        s = js_UpdateConsumer(&ci, js, stream, &cc, NULL, jerr);
     jsConsumerInfo_Destroy(ci);
     return s;
+}
+
+/* The stream read is its writer's: only check that it is there, then
+ * ensure our own durable consumer on it. */
+static natsStatus ensure_reader(struct conn *c, const char *stream, const char *durable,
+                                const char *filter, jsErrCode *jerr)
+{
+    natsStatus s = stream_info(c->js_admin, stream, API_WAIT_MS, jerr);
+    if (s == NATS_OK)
+        s = ensure_consumer(c->js_admin, stream, durable, filter, jerr);
+    return s;
+}
+
+static natsStatus bind_sub(struct conn *c, const char *stream, const char *durable,
+                           const char *filter, natsSubscription **out, jsErrCode *jerr)
+{
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = stream;
+    so.Consumer = durable;
+    return js_PullSubscribe(out, c->js_admin, filter, durable, NULL, &so, jerr);
+}
+
+static enum err reader_error(struct broker *b, struct conn *c, const char *stream,
+                             const char *durable, natsStatus s, jsErrCode jerr,
+                             char *msg, size_t msglen)
+{
+    note_timeout(b, s);
+    if (s == NATS_NOT_FOUND && msg)
+        snprintf(msg, msglen, "stream %s does not exist yet (its writer creates it)", stream);
+    else
+        set_msg(msg, msglen, durable, s, jerr);
+    return conn_up(c) && s != NATS_NOT_FOUND && s != NATS_TIMEOUT ? ERR_BROKER : ERR_UNAVAILABLE;
 }
 
 enum err broker_subscribe(struct broker *b, const char *stream, const char *durable,
                           const char *filter, struct broker_sub **out, char *msg, size_t msglen)
 {
-    int gen = atomic_load(&b->generation);
-    enum err e = broker_ensure_streams(b, msg, msglen);
-    if (e != ERR_OK)
-        return e;
+    struct conn *c = conn_get(b);
     jsErrCode jerr = 0;
-    natsStatus s = ensure_consumer(b, stream, durable, filter, &jerr);
     natsSubscription *sub = NULL;
-    if (s == NATS_OK) {
-        jsSubOptions so;
-        jsSubOptions_Init(&so);
-        so.Stream = stream;
-        so.Consumer = durable;
-        s = js_PullSubscribe(&sub, b->js_admin, filter, durable, NULL, &so, &jerr);
-    }
+    natsStatus s = conn_up(c) ? ensure_reader(c, stream, durable, filter, &jerr)
+                              : NATS_CONNECTION_DISCONNECTED;
+    if (s == NATS_OK)
+        s = bind_sub(c, stream, durable, filter, &sub, &jerr);
     if (s != NATS_OK) {
-        set_msg(msg, msglen, durable, s, jerr);
-        forget_streams(b); /* the stream may be gone: ensure it again */
-        return broker_connected(b) ? ERR_BROKER : ERR_UNAVAILABLE;
+        enum err e = reader_error(b, c, stream, durable, s, jerr, msg, msglen);
+        conn_put(b, c);
+        return e;
     }
     struct broker_sub *bs = xcalloc(1, sizeof *bs);
-    *bs = (struct broker_sub){sub, b, gen, xstrdup(stream), xstrdup(durable), xstrdup(filter)};
+    bs->b = b;
+    bs->c = c; /* keeps the reference */
+    bs->sub = sub;
+    bs->stream = xstrdup(stream);
+    bs->durable = xstrdup(durable);
+    bs->filter = xstrdup(filter);
     *out = bs;
     return ERR_OK;
+}
+
+/* nats.c 3.4.1's reader thread may still be handing this subscription a
+ * message (nats.c issue #637): unsubscribe, let the connection flush so the
+ * reader is past it, then destroy. */
+static void sub_destroy(natsSubscription *sub, struct conn *c)
+{
+    natsSubscription_Unsubscribe(sub);
+    if (conn_up(c))
+        natsConnection_FlushTimeout(c->nc, 1000);
+    natsSubscription_Destroy(sub);
 }
 
 void broker_sub_free(struct broker_sub *sub)
 {
     if (!sub)
         return;
-    /* nats.c 3.4.1's reader thread may still be handing this subscription a
-     * message (nats.c issue #637): unsubscribe, let the connection flush so
-     * the reader is past it, then destroy. */
-    natsSubscription_Unsubscribe(sub->sub);
-    if (broker_connected(sub->b))
-        natsConnection_FlushTimeout(sub->b->nc, 1000);
-    natsSubscription_Destroy(sub->sub);
+    sub_destroy(sub->sub, sub->c);
+    conn_put(sub->b, sub->c);
     free(sub->stream);
     free(sub->durable);
     free(sub->filter);
     free(sub);
 }
 
+static int sub_moved(struct broker_sub *sub)
+{
+    pthread_mutex_lock(&sub->b->mu);
+    int moved = sub->c != sub->b->cur;
+    pthread_mutex_unlock(&sub->b->mu);
+    return moved;
+}
+
 int broker_sub_stale(struct broker_sub *sub)
 {
-    return atomic_load(&sub->b->generation) != sub->generation;
+    return atomic_load(&sub->missing) || sub_moved(sub);
+}
+
+/* Binds the subscription anew on the current connection. */
+static natsStatus rebind(struct broker_sub *sub, struct conn *c, jsErrCode *jerr)
+{
+    natsSubscription *fresh = NULL;
+    natsStatus s = bind_sub(c, sub->stream, sub->durable, sub->filter, &fresh, jerr);
+    if (s != NATS_OK)
+        return s;
+    sub_destroy(sub->sub, sub->c);
+    conn_put(sub->b, sub->c);
+    sub->sub = fresh;
+    sub->c = c; /* takes the caller's reference */
+    return NATS_OK;
 }
 
 enum err broker_sub_refresh(struct broker_sub *sub, char *msg, size_t msglen)
 {
     struct broker *b = sub->b;
-    int gen = atomic_load(&b->generation);
-    enum err e = broker_ensure_streams(b, msg, msglen);
-    if (e != ERR_OK)
-        return e;
+    struct conn *c = conn_get(b);
     jsErrCode jerr = 0;
-    natsStatus s = ensure_consumer(b, sub->stream, sub->durable, sub->filter, &jerr);
-    if (s != NATS_OK) {
-        set_msg(msg, msglen, sub->durable, s, jerr);
-        forget_streams(b);
-        return broker_connected(b) ? ERR_BROKER : ERR_UNAVAILABLE;
-    }
-    sub->generation = gen;
-    return ERR_OK;
+    natsStatus s = conn_up(c) ? NATS_OK : NATS_CONNECTION_DISCONNECTED;
+    if (s == NATS_OK && atomic_load(&sub->missing))
+        s = ensure_reader(c, sub->stream, sub->durable, sub->filter, &jerr);
+    if (s == NATS_OK)
+        atomic_store(&sub->missing, 0);
+    if (s == NATS_OK && c != sub->c && (s = rebind(sub, c, &jerr)) == NATS_OK)
+        c = NULL; /* our reference moved to the subscription */
+    enum err e = s == NATS_OK ? ERR_OK
+                              : reader_error(b, c, sub->stream, sub->durable, s, jerr, msg, msglen);
+    conn_put(b, c);
+    return e;
 }
 
 enum err broker_sub_check(struct broker_sub *sub)
 {
+    struct conn *c = conn_get(sub->b);
     jsConsumerInfo *ci = NULL;
     jsErrCode jerr = 0;
-    natsStatus s = js_GetConsumerInfo(&ci, sub->b->js_admin, sub->stream, sub->durable, NULL,
-                                      &jerr);
+    natsStatus s = js_GetConsumerInfo(&ci, c->js_admin, sub->stream, sub->durable, NULL, &jerr);
     jsConsumerInfo_Destroy(ci);
+    conn_put(sub->b, c);
+    note_timeout(sub->b, s);
     if (s == NATS_NOT_FOUND || jerr == JSConsumerNotFoundErr || jerr == JSStreamNotFoundErr) {
-        forget_streams(sub->b);
-        sub->generation = -1; /* stale: the next use ensures it again */
+        atomic_store(&sub->missing, 1); /* the next use ensures it again */
         return ERR_BROKER;
     }
     return s == NATS_OK ? ERR_OK : ERR_UNAVAILABLE;
@@ -483,6 +798,8 @@ static void fill_in(struct broker_in *in, natsMsg *m)
     jsMsgMetaData_Destroy(meta);
 }
 
+/* An empty fetch and a server that does not answer look the same here (both
+ * NATS_TIMEOUT): liveness is judged by broker_probe() and the publishes. */
 enum err broker_fetch(struct broker_sub *sub, int max, int timeout_ms,
                       struct broker_in **msgs, int *n)
 {
@@ -493,6 +810,8 @@ enum err broker_fetch(struct broker_sub *sub, int max, int timeout_ms,
     natsStatus s = natsSubscription_Fetch(&list, sub->sub, max, timeout_ms, &jerr);
     if (s == NATS_TIMEOUT && list.Count == 0)
         return ERR_TIMEOUT;
+    if (s == NATS_CONNECTION_CLOSED || s == NATS_INVALID_SUBSCRIPTION)
+        return ERR_UNAVAILABLE; /* the connection was replaced: bound again next round */
     if (s != NATS_OK && list.Count == 0) /* consumer deleted, no stream, ... : bind again */
         return (s == NATS_NOT_FOUND || s == NATS_ERR || s == NATS_NO_RESPONDERS || jerr)
                    ? ERR_BROKER : ERR_UNAVAILABLE;

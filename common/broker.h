@@ -1,9 +1,15 @@
-/* broker.h - the NATS JetStream connection: streams and durable consumers
- * from the contract, batch async publish with per-message acks, and pull
- * fetch with ack / term / nak.
+/* broker.h - the NATS JetStream connection: the stream this process writes,
+ * its durable consumer on the stream it reads, batch async publish with
+ * per-message acks, pull fetch with ack / term / nak, and liveness.
  *
  * nats.c is used only in broker.c. The connection reconnects forever in the
- * background; after each reconnect the streams are ensured again on next use. */
+ * background and pings the server every ping_interval_ms: max_pings_out
+ * unanswered pings drop it for another server. broker_probe() (called about
+ * every second) makes one JetStream round trip; when JetStream keeps timing
+ * out on a connection that looks alive, the connection is replaced by one
+ * to another server of the list. Streams and consumers are created or
+ * updated once at start, then only when the server says they are missing:
+ * publishing never waits for the meta leader in steady state. */
 #ifndef COMMON_BROKER_H
 #define COMMON_BROKER_H
 
@@ -13,10 +19,14 @@
 #include "util.h"
 
 struct broker_settings {
-    const char *urls;        /* comma-separated */
+    const char *urls;          /* comma-separated */
+    const char *name;          /* the connection's name, seen in the server's /connz */
+    const char *stream;        /* the stream this process writes: "ORDERS" or "INVENTORY" */
     int replicas;
-    int64_t max_age_ms;      /* stream MaxAge */
-    int64_t dup_window_ms;   /* stream Duplicates (0: 2 minutes) */
+    int64_t max_age_ms;        /* stream MaxAge */
+    int64_t dup_window_ms;     /* stream Duplicates (0: 2 minutes) */
+    int64_t ping_interval_ms;  /* 0: 2 s */
+    int max_pings_out;         /* 0: 3 */
 };
 
 /* One outbox row to publish, and what became of it. */
@@ -43,33 +53,43 @@ struct broker_in {
 struct broker;
 struct broker_sub;
 
-/* Starts connecting (returns at once even if no server answers yet). */
+/* Starts connecting (returns at once even if no server answers yet).
+ * ERR_INVALID when settings name an unknown stream. */
 enum err broker_new(const struct broker_settings *s, struct broker **out,
                     char *msg, size_t msglen);
 void broker_free(struct broker *b);
 int broker_connected(struct broker *b);
 
-/* Creates or updates the ORDERS and INVENTORY streams if not done since the
- * last (re)connect. ERR_UNAVAILABLE when not connected. */
-enum err broker_ensure_streams(struct broker *b, char *msg, size_t msglen);
+/* Ensures the stream this process writes: created (or updated to these
+ * settings) the first time, afterwards only looked up again when the server
+ * said it is missing, and created if it really is. ERR_OK at once in steady
+ * state; ERR_UNAVAILABLE when not connected or JetStream did not answer;
+ * ERR_BROKER when the server refused (e.g. no suitable peers). */
+enum err broker_ensure_stream(struct broker *b, char *msg, size_t msglen);
+
+/* One JetStream round trip on the current connection: the written stream's
+ * info (and broker_ensure_stream() when it is missing). ERR_OK when it
+ * answered and the stream is there. Counts timeouts, with publish batches
+ * that got no ack at all; after BROKER_RECYCLE_AFTER in a row, replaces the
+ * connection by one that tries the other servers first (*recycled = 1). */
+#define BROKER_RECYCLE_AFTER 3
+enum err broker_probe(struct broker *b, int *recycled, char *msg, size_t msglen);
 
 /* Publishes n messages asynchronously and waits up to timeout_ms for their
  * acks, filling each one's result fields. Must not be called concurrently
  * on one broker. Returns ERR_UNAVAILABLE (nothing sent) when disconnected. */
 enum err broker_publish(struct broker *b, struct broker_out *msgs, size_t n, int timeout_ms);
 
-/* Ensures the durable pull consumer `durable` on stream with filter and
- * binds a subscription to it. */
+/* Checks that `stream` exists (its writer creates it), ensures the durable
+ * pull consumer `durable` on it with filter, and binds a subscription. */
 enum err broker_subscribe(struct broker *b, const char *stream, const char *durable,
                           const char *filter, struct broker_sub **out, char *msg, size_t msglen);
 void broker_sub_free(struct broker_sub *sub);
-/* True when the connection was re-established since the consumer was last
- * ensured (the server may have lost it), or the server said it is missing:
- * call broker_sub_refresh(). */
+/* True when the server said the consumer (or its stream) is missing, or the
+ * connection was replaced since it was bound: call broker_sub_refresh(). */
 int broker_sub_stale(struct broker_sub *sub);
-/* Ensures the streams and the durable consumer again for an existing
- * subscription (kept as is: nats.c re-sends it after a reconnect, and pull
- * requests name the consumer, so a re-created one serves them). */
+/* Ensures the durable consumer again if it was missing, and binds the
+ * subscription to the current connection if that changed. */
 enum err broker_sub_refresh(struct broker_sub *sub, char *msg, size_t msglen);
 /* Asks the server whether the durable consumer still exists: ERR_BROKER if
  * it (or its stream) is gone, ERR_UNAVAILABLE if it cannot tell. */

@@ -126,6 +126,9 @@ static int parse_level(const struct setting *s, const char *v, struct config *c)
 }
 
 static const char *const SERVICE_DEFAULT = NULL; /* marker: taken from config_defaults */
+/* marker: shorter on a replicated cluster, where the broker itself can lose
+ * acknowledged messages (notes/cluster.md); JS_REPLICAS is read before it */
+static const char REPLICAS_DEFAULT[] = "";
 
 static const struct setting settings[] = {
     {"PORT", parse_int, SERVICE_DEFAULT, FIELD(port), {1, 65535}, NULL},
@@ -134,6 +137,8 @@ static const struct setting settings[] = {
     {"MIGRATIONS_DIR", parse_string, SERVICE_DEFAULT, FIELD(migrations_dir), {1, 0}, NULL},
     {"LOG_LEVEL", parse_level, "info", FIELD(log_level), {0, 0}, NULL},
     {"JS_REPLICAS", parse_int, "1", FIELD(js_replicas), {1, 5}, NULL},
+    {"NATS_PING_INTERVAL", parse_duration, "2s", FIELD(nats_ping_interval_ms), {100, 0}, NULL},
+    {"NATS_MAX_PINGS_OUT", parse_int, "3", FIELD(nats_max_pings_out), {1, 100}, NULL},
     {"HTTP_THREADS", parse_int, "16", FIELD(http_threads), {1, 256}, NULL},
     {"RELAY_SWEEP_MS", parse_int, "200", FIELD(relay_sweep_ms), {10, 3600000}, NULL},
     {"RELAY_BATCH", parse_int, "256", FIELD(relay_batch), {1, 10000}, NULL},
@@ -144,7 +149,7 @@ static const struct setting settings[] = {
     {"STREAM_DUPLICATE_WINDOW", parse_duration, "2m", FIELD(stream_duplicate_window_ms),
      {1000, 0}, NULL},
     {"CONSUMER_BATCH", parse_int, "512", FIELD(consumer_batch), {1, 10000}, NULL},
-    {"REDRIVE_AFTER", parse_duration, "5m", FIELD(redrive_after_ms), {1000, 0}, NULL},
+    {"REDRIVE_AFTER", parse_duration, REPLICAS_DEFAULT, FIELD(redrive_after_ms), {1000, 0}, NULL},
     {"DB_REQUEST_TIMEOUT", parse_duration, "3s", FIELD(db_request_timeout_ms), {100, INT32_MAX}, NULL},
     {"DB_WORK_TIMEOUT", parse_duration, "30s", FIELD(db_work_timeout_ms), {100, INT32_MAX}, NULL},
     {"DB_IDLE_TX_TIMEOUT", parse_duration, "60s", FIELD(db_idle_tx_timeout_ms), {1000, INT32_MAX}, NULL},
@@ -160,8 +165,11 @@ static const struct setting settings[] = {
     {"RECONCILE_SCAN", parse_int, "2000", FIELD(reconcile_scan), {1, 1000000}, NULL},
 };
 
-static const char *default_for(const struct setting *s, const struct config_defaults *d)
+static const char *default_for(const struct setting *s, const struct config_defaults *d,
+                               const struct config *sofar)
 {
+    if (s->def == REPLICAS_DEFAULT)
+        return sofar->js_replicas > 1 ? "30s" : "5m";
     if (s->def != SERVICE_DEFAULT)
         return s->def;
     if (s->offset == FIELD(port))
@@ -195,7 +203,7 @@ enum err config_load(const struct config_defaults *d, struct config *out,
     for (size_t i = 0; i < ARRAY_LEN(settings); i++) {
         const struct setting *s = &settings[i];
         const char *v = getenv(s->name);
-        const char *use = v ? v : default_for(s, d);
+        const char *use = v ? v : default_for(s, d, out);
         if (s->parse(s, use, out) < 0) {
             if (s->parse == parse_url) /* may hold a password: do not echo it */
                 snprintf(msg, msglen, "invalid value for %s: expected %s...", s->name,

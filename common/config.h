@@ -17,6 +17,8 @@ struct config {
     char *migrations_dir;
     enum log_level log_level;
     int js_replicas;
+    int64_t nats_ping_interval_ms; /* unanswered pings drop a connection for another server */
+    int nats_max_pings_out;
     int http_threads;          /* HTTP worker threads = Postgres pool size */
     int relay_sweep_ms;        /* compensator period */
     int relay_batch;

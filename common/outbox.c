@@ -250,7 +250,7 @@ static enum err claim_publish(struct relay *r, struct batch *b)
         return e; /* nothing due: batch_free's rollback ends the empty transaction */
     b->msgs = rows_to_msgs(b->res, b->claimed);
     char why[160];
-    if (broker_ensure_streams(r->broker, why, sizeof why) == ERR_OK)
+    if (broker_ensure_stream(r->broker, why, sizeof why) == ERR_OK)
         broker_publish(r->broker, b->msgs, (size_t)b->claimed, PUBLISH_TIMEOUT_MS);
     else
         for (int i = 0; i < b->claimed; i++)

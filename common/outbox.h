@@ -3,7 +3,9 @@
  * Rows are written by the services' own transactions (table `outbox`, see
  * migrations). The relay claims due rows with FOR UPDATE SKIP LOCKED,
  * publishes them with JetStream async publish, and marks each row published
- * (with its stream sequence) or failed (attempts, error, next attempt time).
+ * or failed (attempts, error, next attempt time). A published row keeps the
+ * sequence its ack reported (stream_seq), for debugging only: a broker that
+ * lost data re-uses sequences, so it is not the event's position.
  * It wakes on relay_notify() after a local commit, and sweeps every
  * RELAY_SWEEP_MS for rows of other instances, crashed processes and retries. */
 #ifndef COMMON_OUTBOX_H

@@ -39,10 +39,18 @@ static int probe_postgres(void *ctx)
     return db_exec_sql(svc->ready_db, "SELECT 1") == ERR_OK;
 }
 
+/* One JetStream round trip on the stream this service writes; also what
+ * moves the broker off a node where JetStream stopped answering. */
 static int probe_nats(void *ctx)
 {
     struct service *svc = ctx;
-    return broker_connected(svc->broker);
+    char msg[256];
+    int recycled = 0;
+    enum err e = broker_probe(svc->broker, &recycled, msg, sizeof msg);
+    if (recycled)
+        log_warn("nats: JetStream did not answer %d times in a row: connecting to another "
+                 "server (%s)", BROKER_RECYCLE_AFTER, msg);
+    return e == ERR_OK;
 }
 
 /* What /readyz reports; a new dependency is one more row. */
@@ -85,9 +93,21 @@ static const struct http_route common_routes[] = {
     {"GET", "/metrics", "/metrics", on_metrics, 1},
 };
 
+int service_starting(struct service *svc, struct http_resp *resp)
+{
+    if (atomic_load(&svc->schema_ready))
+        return 0;
+    http_resp_error(resp, 503, "unavailable",
+                    "the service is starting: its database schema is not ready yet; retry later",
+                    NULL);
+    return 1;
+}
+
 struct db *service_db_acquire(struct service *svc, struct http_resp *resp)
 {
-    struct db *db = atomic_load(&svc->schema_ready) ? db_pool_acquire(svc->pool) : NULL;
+    if (service_starting(svc, resp))
+        return NULL;
+    struct db *db = db_pool_acquire(svc->pool);
     if (db && db_connect(db) == ERR_OK)
         return db;
     if (db)
@@ -186,8 +206,9 @@ static enum err start_parts(struct service *svc, const struct http_route *routes
 {
     char msg[256];
     const struct config *c = &svc->cfg;
-    struct broker_settings bs = {c->nats_url, c->js_replicas, c->stream_max_age_ms,
-                                 c->stream_duplicate_window_ms};
+    struct broker_settings bs = {c->nats_url, svc->def->name, svc->def->stream, c->js_replicas,
+                                 c->stream_max_age_ms, c->stream_duplicate_window_ms,
+                                 c->nats_ping_interval_ms, c->nats_max_pings_out};
     db_pool_new(c->database_url, svc->def->stmts, svc->def->nstmts, c->http_threads, &svc->pool);
     if (broker_new(&bs, &svc->broker, msg, sizeof msg) != ERR_OK) {
         log_error("NATS_URL: %s", msg);

@@ -17,11 +17,13 @@
 #include "outbox.h"
 #include "reconcile.h"
 #include "retention.h"
+#include "ready.h"
 
 struct service;
 
 struct service_def {
     const char *name;
+    const char *stream;                /* the JetStream stream its relay writes */
     struct config_defaults defaults;
     const struct http_route *routes;   /* the service's own routes */
     size_t nroutes;
@@ -58,6 +60,9 @@ struct service {
  * returns the process exit code. */
 int service_main(const struct service_def *def, int argc, char **argv);
 
+/* For handlers: 1, with a 503 `unavailable` reply set, while migrations
+ * have not run yet (nothing can be served before). */
+int service_starting(struct service *svc, struct http_resp *resp);
 /* For handlers: a pooled connection, or NULL with a 503 `unavailable` reply
  * already set when Postgres cannot be reached. Release with service_db_release. */
 struct db *service_db_acquire(struct service *svc, struct http_resp *resp);

@@ -3,11 +3,23 @@
 #include "inventory_consumer.h"
 #include "event.h"
 #include "inventory_store.h"
+#include "metrics.h"
 #include "util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+static struct metric *m_resent;
+
+void inventory_consumer_register_metrics(void)
+{
+    m_resent = metrics_register("inventory_replies_resent_total",
+                                "Replies published again because the order service asked again "
+                                "(its re-drive): the broker lost the reply, or it is very late.",
+                                METRIC_COUNTER, NULL, 0);
+    metric_add(m_resent, "", 0);
+}
 
 static enum err apply_orders(struct db *db, struct inbox_item *items, size_t n, void *ctx)
 {
@@ -63,7 +75,10 @@ static enum err resend_replies(struct db *db, struct inbox_item *items, size_t n
             ids[k++] = ev[i].order_id;
         }
     }
-    enum err e = k ? inventory_store_resend_replies(db, ids, k, REPLY_RESEND_MIN_AGE_MS) : ERR_OK;
+    long resent = 0;
+    enum err e = k ? inventory_store_resend_replies(db, ids, k, REPLY_RESEND_MIN_AGE_MS, &resent)
+                   : ERR_OK;
+    metric_add(m_resent, "", (double)resent);
     for (size_t i = 0; i < n; i++)
         event_order_created_cleanup(&ev[i]);
     free(ids);

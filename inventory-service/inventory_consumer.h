@@ -6,5 +6,7 @@
 #include "inbox.h"
 
 extern const struct inbox_handler inventory_orders_handler;
+/* Registers inventory_replies_resent_total (shown at 0 from the start). */
+void inventory_consumer_register_metrics(void);
 
 #endif

@@ -143,14 +143,26 @@ static json_t *new_reply_row(const struct order_created *o, enum reply_kind kind
     return reply_row(&rep, traceparent);
 }
 
-static enum err exec_json(struct db *db, const char *stmt, json_t *rows, const char *arg2)
+/* Runs stmt with rows as its JSON parameter; *nrows (if not NULL) gets how
+ * many rows the statement returned. */
+static enum err exec_json_rows(struct db *db, const char *stmt, json_t *rows, const char *arg2,
+                               long *nrows)
 {
     char *text = json_dumps(rows, JSON_COMPACT);
     const char *params[] = {text, arg2};
-    enum err e = json_array_size(rows) ? db_exec(db, stmt, arg2 ? 2 : 1, params, NULL) : ERR_OK;
+    PGresult *res = NULL;
+    enum err e = json_array_size(rows) ? db_exec(db, stmt, arg2 ? 2 : 1, params, &res) : ERR_OK;
+    if (nrows)
+        *nrows = e == ERR_OK && res ? PQntuples(res) : 0;
+    PQclear(res);
     free(text);
     json_decref(rows);
     return e;
+}
+
+static enum err exec_json(struct db *db, const char *stmt, json_t *rows, const char *arg2)
+{
+    return exec_json_rows(db, stmt, rows, arg2, NULL);
 }
 
 /* Decides orders[0..n) (none decided before), takes their stock, and writes
@@ -225,14 +237,15 @@ static json_t *stored_replies(PGresult *res)
 }
 
 enum err inventory_store_resend_replies(struct db *db, const char *const *order_ids, size_t n,
-                                        int64_t min_age_ms)
+                                        int64_t min_age_ms, long *resent)
 {
     PGresult *res = NULL;
+    *resent = 0;
     enum err e = decisions_of(db, order_ids, n, &res);
     if (e == ERR_OK) {
         char age[32];
         snprintf(age, sizeof age, "%lld", (long long)min_age_ms);
-        e = exec_json(db, "outbox_resend", stored_replies(res), age);
+        e = exec_json_rows(db, "outbox_resend", stored_replies(res), age, resent);
     }
     PQclear(res);
     return e;
@@ -298,7 +311,8 @@ enum err inventory_store_apply(struct db *db, const struct order_created *const 
         for (size_t i = 0; i < n; i++)
             if (out[i] == DECISION_BEFORE)
                 ids[k++] = orders[i]->order_id;
-        e = inventory_store_resend_replies(db, ids, k, REPLY_RESEND_MIN_AGE_MS);
+        long resent = 0; /* counted by the caller's duplicates path only */
+        e = inventory_store_resend_replies(db, ids, k, REPLY_RESEND_MIN_AGE_MS, &resent);
     }
     PQclear(res);
     free(ids);

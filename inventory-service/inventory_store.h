@@ -43,8 +43,9 @@ enum err inventory_store_apply(struct db *db, const struct order_created *const 
 /* Queues the stored replies of these orders to be published again, rebuilt
  * from their decisions (same event ids: the order service ignores one it
  * already applied); a reply row still there is re-queued only if published
- * at least min_age_ms ago. Orders never decided are skipped. */
+ * at least min_age_ms ago. Orders never decided are skipped. *resent gets
+ * how many replies were queued again. */
 enum err inventory_store_resend_replies(struct db *db, const char *const *order_ids, size_t n,
-                                        int64_t min_age_ms);
+                                        int64_t min_age_ms, long *resent);
 
 #endif

@@ -13,6 +13,7 @@ int main(int argc, char **argv)
 {
     const struct service_def def = {
         .name = "inventory-service",
+        .stream = "INVENTORY",
         .defaults = {"8081", "postgresql://postgres@127.0.0.1:5432/inventory",
                      "migrations/inventory"},
         .routes = inventory_routes,
@@ -21,6 +22,7 @@ int main(int argc, char **argv)
         .nstmts = inventory_store_nstmts,
         .inbox = &inventory_orders_handler,
         .admin = {resend_types, "INVENTORY"},
+        .register_metrics = inventory_consumer_register_metrics,
     };
     return service_main(&def, argc, argv);
 }

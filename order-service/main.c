@@ -13,6 +13,7 @@ int main(int argc, char **argv)
 {
     const struct service_def def = {
         .name = "order-service",
+        .stream = "ORDERS",
         .defaults = {"8080", "postgresql://postgres@127.0.0.1:5432/orders", "migrations/order"},
         .routes = order_routes,
         .nroutes = order_nroutes,

@@ -97,7 +97,7 @@ static void post_orders(const struct http_req *req, struct http_resp *resp, void
     struct service *svc = ctx;
     struct order_request r;
     const char *key = NULL;
-    if (!parse_request(req, resp, &r, &key))
+    if (service_starting(svc, resp) || !parse_request(req, resp, &r, &key))
         return;
     /* the order's span: a child of the caller's, or the root of a new trace
      * (an invalid header is ignored, never an error) */

@@ -16,6 +16,7 @@ int main(void)
     srunner_add_suite(sr, bounds_suite());
     srunner_add_suite(sr, recovery_suite());
     srunner_add_suite(sr, admin_suite());
+    srunner_add_suite(sr, liveness_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);

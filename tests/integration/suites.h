@@ -13,5 +13,6 @@ Suite *status_suite(void);
 Suite *bounds_suite(void);
 Suite *recovery_suite(void);
 Suite *admin_suite(void);
+Suite *liveness_suite(void);
 
 #endif

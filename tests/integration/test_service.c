@@ -215,6 +215,36 @@ START_TEST(request_paths_never_become_metric_labels)
 }
 END_TEST
 
+static int healthz_200(void *arg)
+{
+    return http_get(((struct svc *)arg)->port, "/healthz", NULL) == 200;
+}
+
+/* Migrations wait for their lock, held here: requests are told the service
+ * is starting, not that the database cannot be reached. */
+START_TEST(requests_before_migrations_get_a_clear_503)
+{
+    PGconn *c = PQconnectdb(pg_url("orders"));
+    PQclear(PQexec(c, "SELECT pg_advisory_lock(7306620031)")); /* migrate.c's lock */
+    struct svc s;
+    struct http_result r;
+    svc_spawn(&s, "order-service", nats.url, NULL);
+    ck_assert(wait_until(healthz_200, &s, 10000));
+    ck_assert_int_eq(http_post_json(s.port, "/orders",
+                     "{\"customer_id\":\"c-1\",\"items\":[{\"sku\":\"A\",\"qty\":1}]}", &r), 503);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"code\":\"unavailable\""));
+    ck_assert_ptr_nonnull(strstr(r.body, "starting"));
+    http_result_free(&r);
+    ck_assert_int_eq(http_get(s.port, "/orders/7d3c2a51-8a8e-4f7e-9d1c-0a2b3c4d5e6f", &r), 503);
+    ck_assert_ptr_nonnull(strstr(r.body, "starting"));
+    http_result_free(&r);
+    ck_assert_int_eq(http_get(s.port, "/readyz", NULL), 503);
+    PQfinish(c); /* releases the lock: migrations run */
+    ck_assert(wait_until(ready_200, &s, 15000));
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+}
+END_TEST
+
 Suite *service_suite(void)
 {
     Suite *s = suite_create("service");
@@ -229,6 +259,7 @@ Suite *service_suite(void)
     tcase_add_test(tc, migrate_only_applies_and_exits);
     tcase_add_test(tc, sigterm_answers_requests_in_flight);
     tcase_add_test(tc, request_paths_never_become_metric_labels);
+    tcase_add_test(tc, requests_before_migrations_get_a_clear_503);
     suite_add_tcase(s, tc);
     return s;
 }

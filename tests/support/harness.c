@@ -170,8 +170,9 @@ static void natsd_spawn(struct natsd *n)
     snprintf(mport, sizeof mport, "%d", n->monitor_port);
     const char *argv[] = {"nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-m", mport,
                     "-sd", n->store, n->conf[0] ? "-c" : NULL, n->conf, NULL};
+    const char *cluster_argv[] = {"nats-server", "-c", n->conf, NULL};
     const char *env[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
-    proc_start(&n->proc, argv, env);
+    proc_start(&n->proc, n->cluster_port ? cluster_argv : argv, env);
     if (!wait_until(port_open_cb, &n->port, 10000))
         die("nats-server did not start");
 }
@@ -205,6 +206,69 @@ void natsd_start_conf(struct natsd *n, const char *conf)
     natsd_spawn(n);
 }
 
+static void write_node_conf(struct natsd *n, int i, const struct natsd all[CLUSTER_NODES])
+{
+    snprintf(n->conf, sizeof n->conf, "%s.conf", n->store);
+    FILE *f = fopen(n->conf, "w");
+    if (!f)
+        die("cluster config");
+    fprintf(f, "server_name: n%d\nlisten: 127.0.0.1:%d\nhttp: 127.0.0.1:%d\n"
+            "jetstream { store_dir: \"%s\", max_memory_store: 64MB, max_file_store: 1GB }\n"
+            "cluster { name: itest, listen: 127.0.0.1:%d, routes: [",
+            i + 1, n->port, n->monitor_port, n->store, n->cluster_port);
+    for (int k = 0; k < CLUSTER_NODES; k++)
+        fprintf(f, "%snats-route://127.0.0.1:%d", k ? ", " : "", all[k].cluster_port);
+    fprintf(f, "] }\n");
+    fclose(f);
+}
+
+void natsd_cluster_start(struct natsd n[CLUSTER_NODES], char *urls, size_t urls_len)
+{
+    size_t used = 0;
+    for (int i = 0; i < CLUSTER_NODES; i++) {
+        memset(&n[i], 0, sizeof n[i]);
+        n[i].port = free_port();
+        n[i].monitor_port = free_port();
+        n[i].cluster_port = free_port();
+        snprintf(n[i].store, sizeof n[i].store, "%s/nats-n%d-XXXXXX", itest_tmp(), i + 1);
+        if (!mkdtemp(n[i].store))
+            die("mkdtemp");
+        snprintf(n[i].url, sizeof n[i].url, "nats://127.0.0.1:%d", n[i].port);
+        used += (size_t)snprintf(urls + used, urls_len - used, "%s%s", i ? "," : "", n[i].url);
+    }
+    for (int i = 0; i < CLUSTER_NODES; i++)
+        write_node_conf(&n[i], i, n);
+    for (int i = 0; i < CLUSTER_NODES; i++)
+        natsd_spawn(&n[i]);
+}
+
+void natsd_freeze(struct natsd *n)
+{
+    kill(n->proc.pid, SIGSTOP);
+}
+
+void natsd_thaw(struct natsd *n)
+{
+    kill(n->proc.pid, SIGCONT);
+}
+
+int natsd_has_client(struct natsd *n, const char *name)
+{
+    struct http_result r;
+    if (http_do(n->monitor_port, "GET", "/connz", NULL, NULL, 0, &r) != 0)
+        return 0;
+    json_t *o = json_loads(r.body, JSON_DECODE_INT_AS_REAL, NULL);
+    json_t *conns = json_object_get(o, "connections");
+    int found = 0;
+    for (size_t i = 0; i < json_array_size(conns); i++) {
+        const char *cn = json_string_value(json_object_get(json_array_get(conns, i), "name"));
+        found = found || (cn && strcmp(cn, name) == 0);
+    }
+    json_decref(o);
+    http_result_free(&r);
+    return found;
+}
+
 void natsd_kill(struct natsd *n)
 {
     proc_stop(&n->proc, SIGKILL, 5000);
@@ -229,7 +293,7 @@ void natsd_cleanup(struct natsd *n)
 {
     natsd_kill(n);
     if (n->store[0]) {
-        char *cmd = xasprintf("rm -rf '%s'", n->store);
+        char *cmd = xasprintf("rm -rf '%s' '%s.conf'", n->store, n->store);
         if (system(cmd) != 0)
             fprintf(stderr, "harness: could not remove %s\n", n->store);
         free(cmd);
@@ -286,7 +350,9 @@ static int broker_up(void *arg)
 
 int natsd_publish(struct natsd *n, const char *subject, const char *msg_id, const char *body)
 {
-    struct broker_settings set = {n->url, 1, 3LL * 24 * 3600 * 1000, 0};
+    const char *stream = strncmp(subject, "orders.", 7) == 0 ? "ORDERS" : "INVENTORY";
+    struct broker_settings set = {n->url, "test-publisher", stream, 1, 3LL * 24 * 3600 * 1000,
+                                  0, 0, 0};
     struct broker *b = NULL;
     char msg[256];
     if (broker_new(&set, &b, msg, sizeof msg) != ERR_OK)
@@ -294,7 +360,7 @@ int natsd_publish(struct natsd *n, const char *subject, const char *msg_id, cons
     struct broker_out out = {.subject = subject, .event_id = msg_id, .event_type = "Test",
                              .payload = body, .len = strlen(body)};
     int rc = -1;
-    if (wait_until(broker_up, b, 10000) && broker_ensure_streams(b, msg, sizeof msg) == ERR_OK &&
+    if (wait_until(broker_up, b, 10000) && broker_ensure_stream(b, msg, sizeof msg) == ERR_OK &&
         broker_publish(b, &out, 1, 5000) == ERR_OK && out.acked)
         rc = 0;
     broker_free(b);
@@ -398,7 +464,7 @@ static int ready_answers(void *arg)
     return ok;
 }
 
-void svc_start(struct svc *s, const char *name, const char *nats_url, const char *const env[])
+void svc_spawn(struct svc *s, const char *name, const char *nats_url, const char *const env[])
 {
     char dir[512];
     if (!realpath(getenv("SERVICE_BIN_DIR") ? getenv("SERVICE_BIN_DIR") : "build/asan/bin", dir))
@@ -423,6 +489,11 @@ void svc_start(struct svc *s, const char *name, const char *nats_url, const char
     const char *argv[] = {bin, NULL};
     proc_start(&s->proc, argv, all);
     free(bin);
+}
+
+void svc_start(struct svc *s, const char *name, const char *nats_url, const char *const env[])
+{
+    svc_spawn(s, name, nats_url, env);
     if (!wait_until(ready_answers, s, 20000))
         fprintf(stderr, "harness: %s did not become ready (log %s)\n", name, s->proc.log);
 }

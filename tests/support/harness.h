@@ -26,10 +26,10 @@ int proc_wait(struct proc *p, int timeout_ms);
 /* ---- a private nats-server with JetStream ---- */
 struct natsd {
     struct proc proc;
-    int port, monitor_port;
+    int port, monitor_port, cluster_port; /* cluster_port 0: standalone */
     char store[256];
     char url[64];
-    char conf[300];   /* a config file for nats-server, or "" */
+    char conf[300];   /* a config file for nats-server, or "" (cluster nodes: their own) */
 };
 void natsd_start(struct natsd *n);        /* new store, free ports */
 /* As natsd_start, with lines of nats-server configuration (e.g.
@@ -40,6 +40,16 @@ void natsd_kill(struct natsd *n);         /* kill -9 */
 void natsd_restart(struct natsd *n);      /* same ports, same store */
 void natsd_restart_empty(struct natsd *n); /* kill -9, lose the store, restart */
 void natsd_cleanup(struct natsd *n);      /* kill and remove the store */
+void natsd_freeze(struct natsd *n);       /* SIGSTOP: the node hangs, its sockets stay open */
+void natsd_thaw(struct natsd *n);         /* SIGCONT */
+/* 1 when a client connection named `name` is on this server (from /connz). */
+int natsd_has_client(struct natsd *n, const char *name);
+
+/* A 3-node JetStream cluster on loopback (routes between all three); urls
+ * gets the comma-separated client URLs. Waits until each node listens. */
+#define CLUSTER_NODES 3
+void natsd_cluster_start(struct natsd n[CLUSTER_NODES], char *urls, size_t urls_len);
+
 /* Messages stored in a stream (from the monitoring endpoint), -1 if none. */
 long natsd_stream_msgs(struct natsd *n, const char *stream);
 
@@ -77,6 +87,8 @@ struct svc {
 /* Starts bin/<name> against the database and NATS url with extra env; waits
  * for /healthz and for migrations to finish (/readyz answers with checks). */
 void svc_start(struct svc *s, const char *name, const char *nats_url, const char *const env[]);
+/* The same without waiting for anything. */
+void svc_spawn(struct svc *s, const char *name, const char *nats_url, const char *const env[]);
 int svc_stop(struct svc *s, int sig);
 /* A series' value from the service's /metrics (exact "name{labels}"), or -1. */
 double svc_metric(struct svc *s, const char *series);

@@ -19,6 +19,7 @@ static const char *const vars[] = {
     "HTTP_MAX_CONNECTIONS", "HTTP_MAX_CONNECTIONS_PER_IP", "HTTP_REQUEST_TIMEOUT",
     "STREAM_DUPLICATE_WINDOW", "REDRIVE_AFTER",
     "ADMIN_TOKEN", "ADMIN_PORT", "RECONCILE_EVERY", "RECONCILE_WINDOW", "RECONCILE_SCAN",
+    "NATS_PING_INTERVAL", "NATS_MAX_PINGS_OUT",
 };
 #define NVARS (sizeof vars / sizeof vars[0])
 static char *saved[NVARS];
@@ -57,6 +58,8 @@ static void assert_shared_defaults(const struct config *c)
     ck_assert_str_eq(c->nats_url, "nats://127.0.0.1:4222");
     ck_assert_int_eq(c->log_level, LOG_INFO);
     ck_assert_int_eq(c->js_replicas, 1);
+    ck_assert_int_eq(c->nats_ping_interval_ms, 2000);
+    ck_assert_int_eq(c->nats_max_pings_out, 3);
     ck_assert_int_eq(c->http_threads, 16);
     ck_assert_int_eq(c->relay_sweep_ms, 200);
     ck_assert_int_eq(c->relay_batch, 256);
@@ -73,6 +76,7 @@ static void assert_shared_defaults(const struct config *c)
     ck_assert_int_eq(c->http_max_connections, 1000);
     ck_assert_int_eq(c->http_max_per_ip, 256);
     ck_assert_int_eq(c->http_request_timeout_ms, 10000);
+    ck_assert_int_eq(c->redrive_after_ms, 5 * 60000);
 }
 
 START_TEST(order_service_defaults)
@@ -118,6 +122,9 @@ static const struct override {
     {"MIGRATIONS_DIR", "/srv/sql", K_STR, offsetof(struct config, migrations_dir), 0, "/srv/sql"},
     {"LOG_LEVEL", "debug", K_LEVEL, offsetof(struct config, log_level), LOG_DEBUG, NULL},
     {"JS_REPLICAS", "3", K_INT, offsetof(struct config, js_replicas), 3, NULL},
+    {"NATS_PING_INTERVAL", "500ms", K_I64, offsetof(struct config, nats_ping_interval_ms), 500,
+     NULL},
+    {"NATS_MAX_PINGS_OUT", "2", K_INT, offsetof(struct config, nats_max_pings_out), 2, NULL},
     {"HTTP_THREADS", "16", K_INT, offsetof(struct config, http_threads), 16, NULL},
     {"RELAY_SWEEP_MS", "1000", K_INT, offsetof(struct config, relay_sweep_ms), 1000, NULL},
     {"RELAY_BATCH", "50", K_INT, offsetof(struct config, relay_batch), 50, NULL},
@@ -157,6 +164,23 @@ START_TEST(variable_overrides_default)
     case K_LEVEL: ck_assert_int_eq(*(const enum log_level *)field, o->want_int); break;
     case K_STR:   ck_assert_str_eq(*(char *const *)field, o->want_str); break;
     }
+    config_cleanup(&c);
+}
+END_TEST
+
+/* On a replicated cluster the broker itself may lose what it acknowledged:
+ * the re-drive comes sooner unless told otherwise. */
+START_TEST(redrive_after_is_shorter_with_replicas)
+{
+    struct config c;
+    char msg[256] = "";
+    setenv("JS_REPLICAS", "3", 1);
+    ck_assert_int_eq(config_load(&order_defaults, &c, msg, sizeof msg), ERR_OK);
+    ck_assert_int_eq(c.redrive_after_ms, 30000);
+    config_cleanup(&c);
+    setenv("REDRIVE_AFTER", "2m", 1);
+    ck_assert_int_eq(config_load(&order_defaults, &c, msg, sizeof msg), ERR_OK);
+    ck_assert_int_eq(c.redrive_after_ms, 120000);
     config_cleanup(&c);
 }
 END_TEST
@@ -217,6 +241,8 @@ static const struct { const char *name, *value; } bad_values[] = {
     {"ADMIN_TOKEN", "short"}, {"ADMIN_TOKEN", "has a blank in it!!"},
     {"ADMIN_PORT", "-1"}, {"ADMIN_PORT", "65536"},
     {"RECONCILE_EVERY", "10ms"}, {"RECONCILE_WINDOW", "x"}, {"RECONCILE_SCAN", "0"},
+    {"NATS_PING_INTERVAL", "50ms"}, {"NATS_PING_INTERVAL", "2x"},
+    {"NATS_MAX_PINGS_OUT", "0"}, {"NATS_MAX_PINGS_OUT", "101"},
 };
 #define NBAD ((int)(sizeof bad_values / sizeof bad_values[0]))
 
@@ -318,6 +344,7 @@ Suite *config_suite(void)
     tcase_add_test(tc, inventory_service_defaults);
     tcase_add_loop_test(tc, variable_overrides_default, 0, NOVERRIDES);
     tcase_add_test(tc, log_level_accepts_each_contract_level);
+    tcase_add_test(tc, redrive_after_is_shorter_with_replicas);
     tcase_add_test(tc, nats_url_accepts_comma_separated_cluster);
     tcase_add_test(tc, database_url_accepts_libpq_multi_host);
     tcase_add_loop_test(tc, bad_value_is_rejected_naming_the_variable, 0, NBAD);

@@ -1,0 +1,167 @@
+/* test_liveness.c - a hung NATS node as a user of the services sees it:
+ * /readyz follows JetStream round trips (not the TCP connection) and
+ * answers at once while the node hangs; a stream the server refuses keeps
+ * the service unready; and on a 3-node cluster an instance leaves a frozen
+ * node (SIGSTOP) within seconds, by pings or, with pings out of the way, by
+ * counting JetStream timeouts. Real nats-servers, real Postgres. */
+#include "support/harness.h"
+#include "suites.h"
+#include "util.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ORDER_JSON "{\"customer_id\":\"c-1\",\"items\":[{\"sku\":\"SKU-1\",\"qty\":1}]}"
+
+static void setup(void)
+{
+    pg_reset("orders");
+    pg_reset("inventory");
+}
+
+/* GET /readyz, failing the test if it takes a second or more. */
+static int readyz_quick(struct svc *s)
+{
+    int64_t t0 = mono_ms();
+    int st = http_get(s->port, "/readyz", NULL);
+    int64_t took = mono_ms() - t0;
+    ck_assert_msg(took < 1000, "/readyz took %lld ms", (long long)took);
+    return st;
+}
+
+/* Polls /readyz (each answer must be quick) until it is `want`; the ms it took, or -1. */
+static int64_t wait_readyz(struct svc *s, int want, int timeout_ms)
+{
+    int64_t t0 = mono_ms();
+    while (mono_ms() - t0 < timeout_ms) {
+        if (readyz_quick(s) == want)
+            return mono_ms() - t0;
+        sleep_ms(100);
+    }
+    return -1;
+}
+
+START_TEST(readyz_follows_jetstream_not_the_tcp_connection)
+{
+    struct natsd nats;
+    struct svc s;
+    natsd_start(&nats);
+    svc_start(&s, "order-service", nats.url, NULL);
+    ck_assert_int_ge(wait_readyz(&s, 200, 15000), 0);
+    natsd_freeze(&nats); /* the socket stays open; nothing answers */
+    int64_t down = wait_readyz(&s, 503, 10000);
+    ck_assert_int_ge(down, 0);
+    natsd_thaw(&nats);
+    int64_t up = wait_readyz(&s, 200, 20000);
+    ck_assert_int_ge(up, 0);
+    fprintf(stderr, "liveness: frozen server -> /readyz 503 after %lld ms; thawed -> 200 after "
+            "%lld ms\n", (long long)down, (long long)up);
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+    natsd_cleanup(&nats);
+}
+END_TEST
+
+/* One nats-server refuses a 3-replica stream, as a cluster with too few
+ * nodes does: the instance takes orders (the outbox keeps them) but is
+ * not ready. */
+START_TEST(readyz_is_503_while_the_written_stream_is_refused)
+{
+    struct natsd nats;
+    struct svc s;
+    const char *env[] = {"JS_REPLICAS=3", NULL};
+    natsd_start(&nats);
+    svc_start(&s, "order-service", nats.url, env);
+    for (int i = 0; i < 5; i++, sleep_ms(500)) {
+        struct http_result r;
+        ck_assert_int_eq(http_get(s.port, "/readyz", &r), 503);
+        ck_assert_str_eq(r.body, "{\"checks\":{\"postgres\":\"ok\",\"nats\":\"down\"}}");
+        http_result_free(&r);
+    }
+    ck_assert_int_eq(http_post_json(s.port, "/orders", ORDER_JSON, NULL), 201);
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+    natsd_cleanup(&nats);
+}
+END_TEST
+
+static int published(void *arg)
+{
+    return pg_long("orders", "SELECT count(*) FROM outbox WHERE status = 'published'") ==
+           *(long *)arg;
+}
+
+/* The node the order service is connected to, or -1. */
+static int node_of(struct natsd n[CLUSTER_NODES])
+{
+    for (int i = 0; i < CLUSTER_NODES; i++)
+        if (natsd_has_client(&n[i], "order-service"))
+            return i;
+    return -1;
+}
+
+/* Freezes the service's node, takes an order, and returns the ms from the
+ * freeze until JetStream acknowledged that order's event. */
+static int64_t freeze_and_publish(struct natsd n[CLUSTER_NODES], struct svc *s, long *want)
+{
+    int at = node_of(n);
+    ck_assert_int_ge(at, 0);
+    natsd_freeze(&n[at]);
+    int64_t t0 = mono_ms();
+    ck_assert_int_eq(http_post_json(s->port, "/orders", ORDER_JSON, NULL), 201);
+    ++*want;
+    int ok = wait_until(published, want, 30000);
+    int64_t took = mono_ms() - t0;
+    natsd_thaw(&n[at]);
+    ck_assert_msg(ok, "the order's event was not published within 30 s of the freeze");
+    ck_assert_msg(took < 20000, "publishing resumed only %lld ms after the freeze",
+                  (long long)took);
+    return took;
+}
+
+static struct svc start_ready(const char *urls, const char *const env[])
+{
+    struct svc s;
+    svc_start(&s, "order-service", urls, env);
+    ck_assert_int_ge(wait_readyz(&s, 200, 30000), 0);
+    return s;
+}
+
+START_TEST(frozen_cluster_node_is_left_within_seconds)
+{
+    struct natsd n[CLUSTER_NODES];
+    char urls[256];
+    natsd_cluster_start(n, urls, sizeof urls);
+    const char *env[] = {"JS_REPLICAS=3", NULL};
+    struct svc s = start_ready(urls, env);
+    long want = 1;
+    ck_assert_int_eq(http_post_json(s.port, "/orders", ORDER_JSON, NULL), 201);
+    ck_assert(wait_until(published, &want, 15000));
+    int64_t by_default = freeze_and_publish(n, &s, &want);
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+
+    /* pings out of the way: only the JetStream timeouts can move it */
+    const char *no_pings[] = {"JS_REPLICAS=3", "NATS_PING_INTERVAL=10m", NULL};
+    s = start_ready(urls, no_pings);
+    int64_t by_timeouts = freeze_and_publish(n, &s, &want);
+    fprintf(stderr, "liveness: frozen node -> publishing again after %lld ms (default settings), "
+            "%lld ms (pings off: JetStream timeouts alone)\n", (long long)by_default,
+            (long long)by_timeouts);
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+    for (int i = 0; i < CLUSTER_NODES; i++)
+        natsd_cleanup(&n[i]);
+}
+END_TEST
+
+Suite *liveness_suite(void)
+{
+    Suite *s = suite_create("liveness");
+    TCase *tc = tcase_create("frozen");
+    tcase_add_checked_fixture(tc, setup, NULL);
+    tcase_set_timeout(tc, 150);
+    tcase_add_test(tc, readyz_follows_jetstream_not_the_tcp_connection);
+    tcase_add_test(tc, readyz_is_503_while_the_written_stream_is_refused);
+    tcase_add_test(tc, frozen_cluster_node_is_left_within_seconds);
+    suite_add_tcase(s, tc);
+    return s;
+}
