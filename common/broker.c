@@ -748,7 +748,7 @@ enum err broker_sub_pending(struct broker_sub *sub, uint64_t *pending)
 {
     jsConsumerInfo *ci = NULL;
     jsErrCode jerr = 0;
-    natsStatus s = js_GetConsumerInfo(&ci, sub->b->js_admin, sub->stream, sub->durable, NULL,
+    natsStatus s = js_GetConsumerInfo(&ci, sub->c->js_admin, sub->stream, sub->durable, NULL,
                                       &jerr);
     if (s == NATS_OK)
         *pending = ci->NumPending + (uint64_t)ci->NumAckPending;
@@ -761,7 +761,9 @@ enum err broker_stream_msg_id(struct broker *b, const char *stream, uint64_t seq
 {
     natsMsg *m = NULL;
     jsErrCode jerr = 0;
-    natsStatus s = js_GetMsg(&m, b->js_admin, stream, seq, NULL, &jerr);
+    struct conn *c = conn_get(b);
+    natsStatus s = js_GetMsg(&m, c->js_admin, stream, seq, NULL, &jerr);
+    conn_put(b, c);
     const char *v = NULL;
     if (s == NATS_OK && natsMsgHeader_Get(m, "Nats-Msg-Id", &v) != NATS_OK)
         v = NULL;
@@ -778,7 +780,9 @@ enum err broker_consumer_ack_floor(struct broker *b, const char *stream, const c
 {
     jsConsumerInfo *ci = NULL;
     jsErrCode jerr = 0;
-    natsStatus s = js_GetConsumerInfo(&ci, b->js_admin, stream, durable, NULL, &jerr);
+    struct conn *c = conn_get(b);
+    natsStatus s = js_GetConsumerInfo(&ci, c->js_admin, stream, durable, NULL, &jerr);
+    conn_put(b, c);
     if (s == NATS_OK)
         *seq = ci->AckFloor.Stream;
     jsConsumerInfo_Destroy(ci);

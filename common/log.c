@@ -37,7 +37,6 @@ int log_enabled(enum log_level lvl)
     return lvl >= log_min;
 }
 
-__attribute__((format(printf, 3, 0)))
 static void log_write(enum log_level lvl, json_t *fields, const char *fmt, va_list ap)
     __attribute__((format(printf, 3, 0)));
 
