@@ -87,7 +87,7 @@ SCENARIOS = {"ha-stream-leader": stream_leader, "ha-meta-leader": meta_leader,
 # What `make test` runs. ha-freeze and ha-cluster wait for the services' side of
 # issue 14 (ping interval, recycle on JetStream timeouts, relay after a whole-
 # cluster restart); run them by name meanwhile.
-DEFAULT = ["ha-stream-leader", "ha-meta-leader", "ha-freeze", "ha-instances", "ha-cluster"]
+DEFAULT = ["ha-stream-leader", "ha-meta-leader", "ha-freeze", "ha-instances"]  # ha-cluster: inventory relay stalls after a whole-cluster restart (open, issue 14)
 
 
 def main(argv):
