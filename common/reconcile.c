@@ -306,9 +306,7 @@ void reconcile_start(const struct config *cfg, struct broker *b,
     register_metrics(rc);
     db_new(cfg->database_url, rc_stmts, ARRAY_LEN(rc_stmts), &rc->db);
     pthread_mutex_init(&rc->mu, NULL);
-    waker_init(&rc->waker);
-    if (pthread_create(&rc->thread, NULL, reconcile_main, rc) != 0)
-        abort(); /* cannot run without it: nothing to unwind */
+    waker_thread_start(&rc->waker, &rc->thread, reconcile_main, rc);
     *out = rc;
 }
 
@@ -316,10 +314,8 @@ void reconcile_stop(struct reconcile *rc)
 {
     if (!rc)
         return;
-    waker_stop(&rc->waker);
-    pthread_join(rc->thread, NULL);
+    waker_thread_stop(&rc->waker, rc->thread);
     db_free(rc->db);
-    waker_cleanup(&rc->waker);
     pthread_mutex_destroy(&rc->mu);
     free(rc);
 }

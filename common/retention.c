@@ -66,9 +66,7 @@ void retention_start(const struct config *cfg, struct retention **out)
     struct retention *r = xcalloc(1, sizeof *r);
     r->cfg = cfg;
     db_new(cfg->database_url, retention_stmts, ARRAY_LEN(retention_stmts), &r->db);
-    waker_init(&r->waker);
-    if (pthread_create(&r->thread, NULL, retention_main, r) != 0)
-        abort(); /* cannot run without it: nothing to unwind */
+    waker_thread_start(&r->waker, &r->thread, retention_main, r);
     *out = r;
 }
 
@@ -76,9 +74,7 @@ void retention_stop(struct retention *r)
 {
     if (!r)
         return;
-    waker_stop(&r->waker);
-    pthread_join(r->thread, NULL);
+    waker_thread_stop(&r->waker, r->thread);
     db_free(r->db);
-    waker_cleanup(&r->waker);
     free(r);
 }

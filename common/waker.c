@@ -1,8 +1,9 @@
 /* waker.c - the timed, notifiable, stoppable wait of the background loops
- * (relay, re-drive). Owns its mutex and condition variable. */
+ * (relay, re-drive, retention, reconciliation), and their threads. Owns its mutex and condition variable. */
 #include "waker.h"
 #include "util.h"
 
+#include <stdlib.h>
 #include <time.h>
 
 void waker_init(struct waker *w)
@@ -55,4 +56,18 @@ int waker_stopping(struct waker *w)
     int s = w->stopping;
     pthread_mutex_unlock(&w->mu);
     return s;
+}
+
+void waker_thread_start(struct waker *w, pthread_t *t, void *(*fn)(void *), void *arg)
+{
+    waker_init(w);
+    if (pthread_create(t, NULL, fn, arg) != 0)
+        abort();
+}
+
+void waker_thread_stop(struct waker *w, pthread_t t)
+{
+    waker_stop(w);
+    pthread_join(t, NULL);
+    waker_cleanup(w);
 }

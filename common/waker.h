@@ -23,4 +23,10 @@ void waker_notify(struct waker *w);
 void waker_stop(struct waker *w);
 int waker_stopping(struct waker *w);
 
+/* A background loop on its own thread: inits w, then runs fn(arg) on *t
+ * (aborts if no thread can be made: nothing could run without it). */
+void waker_thread_start(struct waker *w, pthread_t *t, void *(*fn)(void *), void *arg);
+/* Stops w's waits, joins t, cleans w up. */
+void waker_thread_stop(struct waker *w, pthread_t t);
+
 #endif

@@ -180,9 +180,7 @@ void redrive_start(const struct config *cfg, struct relay *relay, struct redrive
                                      METRIC_COUNTER, NULL, 0);
     metric_add(r->m_redriven, "", 0);
     db_new(cfg->database_url, redrive_stmts, ARRAY_LEN(redrive_stmts), &r->db);
-    waker_init(&r->waker);
-    if (pthread_create(&r->thread, NULL, redrive_main, r) != 0)
-        abort(); /* cannot run without it: nothing to unwind */
+    waker_thread_start(&r->waker, &r->thread, redrive_main, r);
     *out = r;
 }
 
@@ -190,9 +188,7 @@ void redrive_stop(struct redrive *r)
 {
     if (!r)
         return;
-    waker_stop(&r->waker);
-    pthread_join(r->thread, NULL);
+    waker_thread_stop(&r->waker, r->thread);
     db_free(r->db);
-    waker_cleanup(&r->waker);
     free(r);
 }
