@@ -22,6 +22,12 @@
 #define PUBLISH_TIMEOUT_MS 5000
 #define RETRY_BASE_MS 100
 #define RETRY_CAP_MS 60000   /* at most half the duplicate window: a re-send is deduplicated */
+/* A failure that passes with time (no server, no JetStream answer, a leader
+ * election) is the broker's, not the row's: such rows are tried again at
+ * least this often, so that publishing resumes within it once the broker is
+ * back, however long the outage lasted. Permanent refusals back off to
+ * RETRY_CAP_MS on their way to dead. */
+#define OUTAGE_RETRY_CAP_MS 2000
 #define STATS_EVERY_MS 1000
 #define DRAIN_MAX_PASSES 1000 /* bounds one wake-up's work so stop stays prompt */
 
@@ -147,10 +153,11 @@ static enum err mark_published(struct db *db, PGresult *res, const struct broker
     return e;
 }
 
-static int64_t retry_cap_ms(const struct config *c)
+static int64_t retry_cap_ms(const struct config *c, int permanent)
 {
     int64_t half = c->stream_duplicate_window_ms / 2;
-    return half < RETRY_CAP_MS ? half : RETRY_CAP_MS;
+    int64_t cap = permanent ? RETRY_CAP_MS : OUTAGE_RETRY_CAP_MS;
+    return half < cap ? half : cap;
 }
 
 /* Failed rows: attempts + 1, error, backoff; permanent ones may turn dead. */
@@ -171,7 +178,7 @@ static enum err mark_failed(struct relay *r, struct db *db, PGresult *res, const
         buf_printf(&ids, "%s%s", sep, PQgetvalue(res, i, 0));
         buf_pg_array_elem(&errs, m[i].err[0] ? m[i].err : "unknown publish failure");
         buf_printf(&delays, "%s%lld", sep, (long long)backoff_delay_ms(
-                   attempt, RETRY_BASE_MS, retry_cap_ms(r->cfg), backoff_rand01()));
+                   attempt, RETRY_BASE_MS, retry_cap_ms(r->cfg, m[i].permanent), backoff_rand01()));
         buf_printf(&perm, "%s%s", sep, m[i].permanent ? "t" : "f");
         if (!*first_err)
             *first_err = m[i].err;

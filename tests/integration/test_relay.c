@@ -68,6 +68,34 @@ START_TEST(broker_outage_loses_nothing_and_publishes_once)
 }
 END_TEST
 
+static int tried_often(void *arg)
+{
+    (void)arg;
+    return pg_long("orders", "SELECT coalesce(min(attempts), 0) FROM outbox") >= 8;
+}
+
+/* However long the broker was away, its rows are tried again every 2 s at
+ * most: publishing resumes within seconds of its return, not after the 60 s
+ * a row's own exponential backoff would reach. */
+START_TEST(a_long_outage_is_over_within_seconds_of_the_brokers_return)
+{
+    struct svc s;
+    svc_start(&s, "order-service", nats.url, NULL);
+    natsd_kill(&nats);
+    post_orders(&s, 10);
+    /* 8 tries: a plain exponential backoff from 100 ms would now wait 12.8 s */
+    ck_assert(wait_until(tried_often, NULL, 30000));
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox WHERE "
+                             "next_attempt_at > now() + interval '2100 ms'"), 0);
+    natsd_restart(&nats);
+    int64_t t0 = mono_ms();
+    ck_assert(wait_until(drained, NULL, 30000));
+    ck_assert_int_lt(mono_ms() - t0, 6000);
+    ck_assert_int_eq(natsd_stream_msgs(&nats, "ORDERS"), 10);
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+}
+END_TEST
+
 START_TEST(crash_between_ack_and_mark_publishes_each_event_once)
 {
     struct svc s;
@@ -172,6 +200,7 @@ Suite *relay_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, broker_outage_loses_nothing_and_publishes_once);
+    tcase_add_test(tc, a_long_outage_is_over_within_seconds_of_the_brokers_return);
     tcase_add_test(tc, crash_between_ack_and_mark_publishes_each_event_once);
     tcase_add_test(tc, two_relays_publish_each_event_once);
     tcase_add_test(tc, unsendable_row_turns_dead_and_blocks_nothing);
