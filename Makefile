@@ -113,6 +113,7 @@ bench: deps
 compose-test:
 	@scripts/deps compose
 	@tests/compose/run
+	@tests/compose/run --ha
 
 clean:
 	rm -rf build bin
