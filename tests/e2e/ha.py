@@ -122,6 +122,8 @@ def main(argv):
     finally:
         services.stop_all()
         if stack.owned:
+            if not all(results) or len(results) < len(names):
+                stack.keep_logs(work)
             stack.down()
     print("\ne2e HA: the orders posted before recovery: fault -> last settled (s), "
           "fault's end -> last settled (s):")

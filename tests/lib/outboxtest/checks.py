@@ -5,12 +5,14 @@ problems to a list; an empty list is a pass."""
 import json
 import os
 import subprocess
+import time
 
 from . import jsapi, load, proc
 from .services import http
 
 CONSUMERS = (("ORDERS", "inventory-service"), ("INVENTORY", "order-service"))
 REDRIVE_LOG = "re-drive:"   # order-service's log line when it re-sends OrderCreated
+ACK_STATE_SECS = 10         # how long the consumers' counts may take to reach zero
 
 
 def sql(url, query):
@@ -219,8 +221,18 @@ class Checks:
         def state(n):
             return {s: (jsapi.stream_state(n, s)["messages"],) + jsapi.consumer_state(n, s, d)
                     for s, d in CONSUMERS}
+
+        def drained(got):
+            return all(not got[s][1] and not got[s][2] for s, _ in CONSUMERS)
         try:
+            # A consumer's counts can trail its last ack by a moment (the
+            # leader that answers applies the acks of its replicas' log): ask
+            # again for a little while before calling them wrong.
+            deadline = proc.now() + ACK_STATE_SECS
             got = jsapi.ask_any(self.stack.nats_url, state)
+            while not drained(got) and proc.now() < deadline:
+                time.sleep(0.5)
+                got = jsapi.ask_any(self.stack.nats_url, state)
             for stream, durable in CONSUMERS:
                 msgs, ackp, pend, redl = got[stream]
                 want = int(events[stream])

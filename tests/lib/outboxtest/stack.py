@@ -3,6 +3,7 @@ JetStream cluster. Every action goes through scripts/stack, which keeps the
 PIDs and ports; this reads its env file."""
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -50,6 +51,12 @@ class Stack:
 
     def down(self):
         self._run("down", check=False)
+
+    def keep_logs(self, into):
+        """Copies the nats-servers' logs into INTO (before down removes them)."""
+        for name in sorted(os.listdir(self.dir)):
+            if name.startswith("nats") and name.endswith(".log"):
+                shutil.copy(os.path.join(self.dir, name), into)
 
     # --- what the services and checks need
     @property
