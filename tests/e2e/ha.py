@@ -84,10 +84,8 @@ def whole_cluster(s):
 
 SCENARIOS = {"ha-stream-leader": stream_leader, "ha-meta-leader": meta_leader,
              "ha-freeze": freeze, "ha-instances": instances, "ha-cluster": whole_cluster}
-# What `make test` runs. ha-freeze and ha-cluster wait for the services' side of
-# issue 14 (ping interval, recycle on JetStream timeouts, relay after a whole-
-# cluster restart); run them by name meanwhile.
-DEFAULT = ["ha-stream-leader", "ha-meta-leader", "ha-freeze", "ha-instances"]  # ha-cluster: inventory relay stalls after a whole-cluster restart (open, issue 14)
+# What `make test` runs: all of them, in one cluster start.
+DEFAULT = ["ha-stream-leader", "ha-meta-leader", "ha-freeze", "ha-instances", "ha-cluster"]
 
 
 def main(argv):

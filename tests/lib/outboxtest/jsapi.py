@@ -137,6 +137,18 @@ def consumer_state(nats, stream, durable):
     return c.get("num_ack_pending", 0), c.get("num_pending", 0), c.get("num_redelivered", 0)
 
 
+def purge_stream(nats, stream):
+    """Removes every message of STREAM, keeping the stream and its consumers
+    (no meta-leader operation); True if it existed."""
+    try:
+        nats.js("STREAM.PURGE." + stream, timeout=10)
+        return True
+    except NatsError as e:
+        if "10059" in str(e):  # stream not found
+            return False
+        raise
+
+
 def delete_stream(nats, stream):
     """Deletes STREAM; True if it existed."""
     try:
