@@ -1,8 +1,10 @@
 /* retention.c - the pruning thread: expired processed ids, refusal counts
  * and published outbox rows, by bounded chunks on its own connection.
- * Owns the deletes and their pace; not what the rows mean. */
+ * Owns the deletes, their pace and their counters (rows deleted, seconds
+ * spent deleting); not what the rows mean. */
 #include "retention.h"
 #include "db.h"
+#include "metrics.h"
 #include "util.h"
 #include "waker.h"
 
@@ -26,6 +28,14 @@ static const struct db_stmt retention_stmts[] = {
     {"prune_refusals", PRUNE("inbox_refusals", "updated_at")},
     {"prune_outbox", PRUNE("outbox", "status = 'published' AND published_at")},
 };
+/* The label of each statement's table, in the same order. */
+static const char *const retention_labels[] = {
+    "table=\"processed_messages\"", "table=\"inbox_refusals\"", "table=\"outbox\""};
+_Static_assert(ARRAY_LEN(retention_labels) == ARRAY_LEN(retention_stmts), "one label per statement");
+
+/* Rows deleted and the time the deletes took: their quotient is the
+ * capacity, and the busy share of wall time says how close it runs to it. */
+static struct metric *m_deleted, *m_busy;
 
 struct retention {
     const struct config *cfg;
@@ -41,7 +51,10 @@ static int pass(struct retention *r)
                             r->cfg->outbox_retention_ms};
     int more = 0;
     for (size_t i = 0; i < ARRAY_LEN(retention_stmts) && !waker_stopping(&r->waker); i++) {
+        double t0 = mono_s();
         long n = db_delete_older(r->db, retention_stmts[i].name, ages[i], CHUNK, CHUNKS_PER_PASS);
+        metric_add(m_busy, "", mono_s() - t0);
+        metric_add(m_deleted, retention_labels[i], (double)n);
         more |= n >= (long)CHUNK * CHUNKS_PER_PASS;
     }
     return more;
@@ -61,8 +74,21 @@ static void *retention_main(void *arg)
     return NULL;
 }
 
+static void register_metrics(void)
+{
+    m_deleted = metrics_register("retention_deleted_total", "Expired rows deleted, by table.",
+                                 METRIC_COUNTER, NULL, 0);
+    m_busy = metrics_register("retention_busy_seconds_total",
+                              "Time spent deleting expired rows (close to wall time: it is behind).",
+                              METRIC_COUNTER, NULL, 0);
+    metric_add(m_busy, "", 0); /* shown as 0 from the start */
+    for (size_t i = 0; i < ARRAY_LEN(retention_labels); i++)
+        metric_add(m_deleted, retention_labels[i], 0);
+}
+
 void retention_start(const struct config *cfg, struct retention **out)
 {
+    register_metrics();
     struct retention *r = xcalloc(1, sizeof *r);
     r->cfg = cfg;
     db_new(cfg->database_url, retention_stmts, ARRAY_LEN(retention_stmts), &r->db);
