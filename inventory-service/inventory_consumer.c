@@ -67,20 +67,24 @@ static enum err resend_replies(struct db *db, struct inbox_item *items, size_t n
     (void)ctx;
     struct order_created *ev = xcalloc(n, sizeof *ev);
     const char **ids = xcalloc(n, sizeof *ids);
+    const char **traces = xcalloc(n, sizeof *traces);
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         const struct broker_in *m = items[i].msg;
         if (event_order_created_decode(m->data, (size_t)m->len, &ev[i], NULL) == ERR_OK) {
             memcpy(items[i].order_id, ev[i].order_id, sizeof items[i].order_id);
+            traces[k] = items[i].traceparent; /* the reply continues the asking message's trace */
             ids[k++] = ev[i].order_id;
         }
     }
     long resent = 0;
-    enum err e = k ? inventory_store_resend_replies(db, ids, k, REPLY_RESEND_MIN_AGE_MS, &resent)
+    enum err e = k ? inventory_store_resend_replies(db, ids, traces, k, REPLY_RESEND_MIN_AGE_MS,
+                                                    &resent)
                    : ERR_OK;
     metric_add(m_resent, "", (double)resent);
     for (size_t i = 0; i < n; i++)
         event_order_created_cleanup(&ev[i]);
+    free(traces);
     free(ids);
     free(ev);
     return e;

@@ -31,6 +31,12 @@ const struct db_stmt inventory_store_stmts[] = {
     {"decisions_of",
      "SELECT order_id, outcome, coalesce(reason, ''), reply_event_id, " RFC3339("decided_at")
      " FROM order_decisions WHERE order_id = ANY($1::uuid[])"},
+    /* The same, with where each order stands in $1 (from 1), for re-sends:
+     * a join, slower than ANY, so off the consumer's usual path. */
+    {"decisions_at",
+     "SELECT d.order_id, d.outcome, coalesce(d.reason, ''), d.reply_event_id, "
+     RFC3339("d.decided_at") ", a.at FROM unnest($1::uuid[]) WITH ORDINALITY AS a(id, at) "
+     "JOIN order_decisions d ON d.order_id = a.id"},
     /* $1: one outbox row per order, plus outcome/reason/occurred_at: the
      * decision and its reply, together. A decision taken meanwhile by
      * another consumer for one of these orders makes this fail (primary
@@ -206,21 +212,23 @@ static void ids_array(struct buf *b, const char *const *ids, size_t n)
     buf_append(b, "}", 1);
 }
 
-/* The decisions taken for these orders (columns as "decisions_of"). */
-static enum err decisions_of(struct db *db, const char *const *order_ids, size_t n,
-                             PGresult **res)
+/* The decisions taken for these orders, by stmt ("decisions_of" or
+ * "decisions_at": see their columns). */
+static enum err decisions_of(struct db *db, const char *stmt, const char *const *order_ids,
+                             size_t n, PGresult **res)
 {
     struct buf ids;
     ids_array(&ids, order_ids, n);
     const char *params[] = {ids.data};
-    enum err e = db_exec(db, "decisions_of", 1, params, res);
+    enum err e = db_exec(db, stmt, 1, params, res);
     buf_cleanup(&ids);
     return e;
 }
 
 /* The reply stored for each decided order, rebuilt: same event id, same
- * body as when it was decided. */
-static json_t *stored_replies(PGresult *res)
+ * body as when it was decided; in the trace of the message that asked again
+ * (traceparents[i] for the i-th order id given to "decisions_at"; NULL: none). */
+static json_t *stored_replies(PGresult *res, const char *const *traceparents, size_t n)
 {
     json_t *rows = json_array();
     for (int r = 0; r < PQntuples(res); r++) {
@@ -231,21 +239,25 @@ static json_t *stored_replies(PGresult *res)
         snprintf(rep.reason, sizeof rep.reason, "%s", PQgetvalue(res, r, 2));
         snprintf(rep.event_id, sizeof rep.event_id, "%s", PQgetvalue(res, r, 3));
         snprintf(rep.occurred_at, sizeof rep.occurred_at, "%s", PQgetvalue(res, r, 4));
-        json_array_append_new(rows, reply_row(&rep, NULL)); /* its trace is not kept */
+        size_t at = (size_t)strtoul(PQgetvalue(res, r, 5), NULL, 10);
+        json_array_append_new(rows, reply_row(&rep, at >= 1 && at <= n ? traceparents[at - 1]
+                                                                        : NULL));
     }
     return rows;
 }
 
-enum err inventory_store_resend_replies(struct db *db, const char *const *order_ids, size_t n,
+enum err inventory_store_resend_replies(struct db *db, const char *const *order_ids,
+                                        const char *const *traceparents, size_t n,
                                         int64_t min_age_ms, long *resent)
 {
     PGresult *res = NULL;
     *resent = 0;
-    enum err e = decisions_of(db, order_ids, n, &res);
+    enum err e = decisions_of(db, "decisions_at", order_ids, n, &res);
     if (e == ERR_OK) {
         char age[32];
         snprintf(age, sizeof age, "%lld", (long long)min_age_ms);
-        e = exec_json_rows(db, "outbox_resend", stored_replies(res), age, resent);
+        e = exec_json_rows(db, "outbox_resend", stored_replies(res, traceparents, n), age,
+                           resent);
     }
     PQclear(res);
     return e;
@@ -302,17 +314,21 @@ enum err inventory_store_apply(struct db *db, const struct order_created *const 
     for (size_t i = 0; i < n; i++)
         ids[i] = orders[i]->order_id;
     PGresult *res = NULL;
-    enum err e = decisions_of(db, ids, n, &res);
+    enum err e = decisions_of(db, "decisions_of", ids, n, &res);
     size_t fresh = e == ERR_OK ? mark_decided(res, orders, n, out) : 0;
     if (e == ERR_OK)
         e = decide_new(db, orders, traceparents, n, out, kinds);
     if (e == ERR_OK && fresh < n) {
+        const char **traces = xcalloc(n, sizeof *traces);
         size_t k = 0;
         for (size_t i = 0; i < n; i++)
-            if (out[i] == DECISION_BEFORE)
+            if (out[i] == DECISION_BEFORE) {
+                traces[k] = traceparents[i];
                 ids[k++] = orders[i]->order_id;
+            }
         long resent = 0; /* counted by the caller's duplicates path only */
-        e = inventory_store_resend_replies(db, ids, k, REPLY_RESEND_MIN_AGE_MS, &resent);
+        e = inventory_store_resend_replies(db, ids, traces, k, REPLY_RESEND_MIN_AGE_MS, &resent);
+        free(traces);
     }
     PQclear(res);
     free(ids);

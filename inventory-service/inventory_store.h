@@ -42,10 +42,13 @@ enum err inventory_store_apply(struct db *db, const struct order_created *const 
 
 /* Queues the stored replies of these orders to be published again, rebuilt
  * from their decisions (same event ids: the order service ignores one it
- * already applied); a reply row still there is re-queued only if published
- * at least min_age_ms ago. Orders never decided are skipped. *resent gets
- * how many replies were queued again. */
-enum err inventory_store_resend_replies(struct db *db, const char *const *order_ids, size_t n,
+ * already applied), each carrying traceparents[i] (may be NULL): the reply
+ * continues the trace of the message that asked again. A reply row still
+ * there is re-queued only if published at least min_age_ms ago (it keeps
+ * its own trace). Orders never decided are skipped. *resent gets how many
+ * replies were queued again. */
+enum err inventory_store_resend_replies(struct db *db, const char *const *order_ids,
+                                        const char *const *traceparents, size_t n,
                                         int64_t min_age_ms, long *resent);
 
 #endif

@@ -426,22 +426,58 @@ START_TEST(an_order_decided_once_is_never_decided_again)
 }
 END_TEST
 
+static void publish_traced(const char *body, const char *traceparent)
+{
+    char msg_id[UUID_STR_LEN];
+    uuid_v4(msg_id);
+    ck_assert_int_eq(natsd_publish_traced(&nats, "orders.created", msg_id, body, traceparent), 0);
+}
+
+/* The reply row: "<event id> <body>", and the trace id of its traceparent. */
+static char *reply_text(void)
+{
+    return pg_text("inventory", "SELECT event_id || ' ' || payload FROM outbox");
+}
+
+static char *reply_trace_id(void)
+{
+    return pg_text("inventory", "SELECT substr(traceparent, 4, 32) FROM outbox");
+}
+
+/* Re-sent replies are rebuilt from the decision, in the trace of the
+ * OrderCreated that asked again: by the duplicates path (its processed id
+ * still there) and by the decision path (its processed id pruned too). */
 START_TEST(a_pruned_reply_is_rebuilt_with_its_event_id)
 {
+    static const char *const trace[] = {
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "00-a3ce929d0e0e47364bf92f3577b34da6-b7ad6b7169203331-00"};
     put_stock("SKU-1", 10);
     char ev[UUID_STR_LEN], order[UUID_STR_LEN];
     uuid_v4(ev), uuid_v4(order);
     char *body = order_event(ev, order, "[{\"sku\":\"SKU-1\",\"qty\":2}]");
-    publish(body);
+    publish_traced(body, trace[0]);
     ck_assert(wait_until(reply_published, NULL, 10000));
-    char *first = pg_text("inventory", "SELECT event_id || ' ' || payload FROM outbox");
-    ck_assert_int_eq(pg_exec("inventory", "DELETE FROM outbox"), 0); /* retention took it */
-    publish(body); /* the order service re-drives its OrderCreated */
-    ck_assert(wait_until(reply_published, NULL, 10000));
-    char *again = pg_text("inventory", "SELECT event_id || ' ' || payload FROM outbox");
-    ck_assert_str_eq(again, first); /* the same reply: same event id, same body */
+    char *first = reply_text(), *tid = reply_trace_id();
+    ck_assert_str_eq(tid, "0af7651916cd43dd8448eb211c80319c");
+    for (int i = 1; i <= 2; i++) {
+        free(tid);
+        ck_assert_int_eq(pg_exec("inventory", "DELETE FROM outbox"), 0); /* retention took it */
+        if (i == 2)
+            ck_assert_int_eq(pg_exec("inventory", "DELETE FROM processed_messages"), 0);
+        publish_traced(body, trace[i]); /* the order service re-drives its OrderCreated */
+        ck_assert(wait_until(reply_published, NULL, 10000));
+        char *again = reply_text();
+        ck_assert_str_eq(again, first); /* the same reply: same event id, same body */
+        free(again);
+        tid = reply_trace_id(); /* continued from the message that asked again */
+        ck_assert_msg(tid && strncmp(tid, trace[i] + 3, 32) == 0, "re-sent reply %d in trace %s",
+                      i, tid ? tid : "(none)");
+    }
     ck_assert_int_eq(stock("SKU-1", "reserved"), 2);
-    free(again);
+    ck_assert_double_eq(metric("inventory_replies_resent_total"), 1); /* duplicates path only */
+    free(tid);
     free(first);
     free(body);
 }

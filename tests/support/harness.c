@@ -350,6 +350,12 @@ static int broker_up(void *arg)
 
 int natsd_publish(struct natsd *n, const char *subject, const char *msg_id, const char *body)
 {
+    return natsd_publish_traced(n, subject, msg_id, body, NULL);
+}
+
+int natsd_publish_traced(struct natsd *n, const char *subject, const char *msg_id,
+                         const char *body, const char *traceparent)
+{
     const char *stream = strncmp(subject, "orders.", 7) == 0 ? "ORDERS" : "INVENTORY";
     struct broker_settings set = {n->url, "test-publisher", stream, 1, 3LL * 24 * 3600 * 1000,
                                   0, 0, 0};
@@ -358,7 +364,7 @@ int natsd_publish(struct natsd *n, const char *subject, const char *msg_id, cons
     if (broker_new(&set, &b, msg, sizeof msg) != ERR_OK)
         return -1;
     struct broker_out out = {.subject = subject, .event_id = msg_id, .event_type = "Test",
-                             .payload = body, .len = strlen(body)};
+                             .traceparent = traceparent, .payload = body, .len = strlen(body)};
     int rc = -1;
     if (wait_until(broker_up, b, 10000) && broker_ensure_stream(b, msg, sizeof msg) == ERR_OK &&
         broker_publish(b, &out, 1, 5000) == ERR_OK && out.acked)

@@ -64,6 +64,9 @@ int natsd_stream_msg_delete(struct natsd *n, const char *stream, unsigned long l
 /* Publishes body on subject with Nats-Msg-Id msg_id (a test-side publisher
  * through common/broker.c). Returns 0 when JetStream acknowledged it. */
 int natsd_publish(struct natsd *n, const char *subject, const char *msg_id, const char *body);
+/* The same with a traceparent header (NULL: none). */
+int natsd_publish_traced(struct natsd *n, const char *subject, const char *msg_id,
+                         const char *body, const char *traceparent);
 
 /* ---- Postgres (the shared stack; each test resets its databases) ---- */
 const char *pg_url(const char *db);       /* "orders" | "inventory" */
