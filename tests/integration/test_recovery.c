@@ -123,6 +123,38 @@ START_TEST(replies_lost_with_their_outbox_rows_pruned_all_settle)
 }
 END_TEST
 
+static int order_confirmed(void *arg)
+{
+    (void)arg;
+    return pg_long("orders", "SELECT count(*) FROM orders WHERE customer_id = 'c-1' "
+                   "AND status = 'CONFIRMED'") == 1;
+}
+
+/* More orders stuck for good than one re-drive pass reads (10 pages of 500):
+ * orders without items, whose OrderCreated cannot be rebuilt. The lost order
+ * behind them is still reached, on a later pass, from where the last one
+ * stopped (a sweep that always began at the oldest, or took the oldest 1,000,
+ * would never get to it). */
+START_TEST(stuck_orders_never_starve_a_newer_one)
+{
+    svc_stop(&inv, SIGTERM);
+    svc_start(&orders, "order-service", nats.url, order_quiet);
+    post_orders(1);
+    wait_sql("orders", "SELECT count(*) FROM outbox", 0, 60000); /* published, pruned */
+    svc_stop(&orders, SIGTERM);
+    ck_assert_int_eq(natsd_purge(&nats, "ORDERS"), 0);
+    ck_assert_int_eq(pg_exec("orders", "INSERT INTO orders (id, customer_id, created_at, event_id) "
+                             "SELECT gen_random_uuid(), 'stuck', now() - interval '1 hour', "
+                             "gen_random_uuid() FROM generate_series(1, 6000)"), 0);
+    svc_start(&orders, "order-service", nats.url, order_redrive);
+    svc_start(&inv, "inventory-service", nats.url, inv_env);
+    ck_assert_msg(wait_until(order_confirmed, NULL, 60000), "the lost order was never re-driven");
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM orders WHERE status = 'PENDING'"),
+                     6000);
+    ck_assert_double_ge(svc_metric(&orders, "orders_redriven_total"), 1);
+}
+END_TEST
+
 Suite *recovery_suite(void)
 {
     Suite *s = suite_create("recovery");
@@ -131,6 +163,7 @@ Suite *recovery_suite(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, orders_lost_with_their_outbox_rows_pruned_all_settle);
     tcase_add_test(tc, replies_lost_with_their_outbox_rows_pruned_all_settle);
+    tcase_add_test(tc, stuck_orders_never_starve_a_newer_one);
     suite_add_tcase(s, tc);
     return s;
 }
