@@ -245,6 +245,38 @@ START_TEST(requests_before_migrations_get_a_clear_503)
 }
 END_TEST
 
+static long max_age_is;
+static int orders_max_age(void *arg)
+{
+    return natsd_stream_max_age_s(arg, "ORDERS") == max_age_is;
+}
+
+/* Each stream is set up by the service that writes it, from its own
+ * settings; a reader only looks for it. Whoever starts last changes nothing
+ * of the other's stream (it used to win, defeating the other's checks). */
+START_TEST(each_stream_is_configured_by_its_writer_only)
+{
+    static const char *const order_env[] = {"STREAM_MAX_AGE=2d", NULL};
+    static const char *const inv_env[] = {"STREAM_MAX_AGE=4d", NULL};
+    struct svc o, i;
+    svc_start(&o, "order-service", nats.url, order_env);
+    ck_assert(wait_until(ready_200, &o, 10000));
+    max_age_is = 2 * 86400;
+    ck_assert(wait_until(orders_max_age, &nats, 10000));
+    ck_assert_int_eq(natsd_stream_max_age_s(&nats, "INVENTORY"), -1); /* not its to create */
+    svc_start(&i, "inventory-service", nats.url, inv_env);
+    ck_assert(wait_until(ready_200, &i, 10000));
+    ck_assert_int_eq(svc_stop(&o, SIGTERM), 0);
+    svc_start(&o, "order-service", nats.url, order_env); /* the last one to start */
+    ck_assert(wait_until(ready_200, &o, 10000));
+    sleep_ms(1000); /* its consumer bound to INVENTORY meanwhile */
+    ck_assert_int_eq(natsd_stream_max_age_s(&nats, "ORDERS"), 2 * 86400);
+    ck_assert_int_eq(natsd_stream_max_age_s(&nats, "INVENTORY"), 4 * 86400);
+    ck_assert_int_eq(svc_stop(&o, SIGTERM), 0);
+    ck_assert_int_eq(svc_stop(&i, SIGTERM), 0);
+}
+END_TEST
+
 Suite *service_suite(void)
 {
     Suite *s = suite_create("service");
@@ -254,6 +286,7 @@ Suite *service_suite(void)
     tcase_add_test(tc, malformed_environment_stops_the_start);
     tcase_add_test(tc, sigterm_exits_zero);
     tcase_add_test(tc, readyz_follows_nats_without_restart);
+    tcase_add_test(tc, each_stream_is_configured_by_its_writer_only);
     tcase_add_test(tc, starts_and_serves_while_nats_is_down);
     tcase_add_test(tc, metrics_expose_the_contract_names);
     tcase_add_test(tc, migrate_only_applies_and_exits);

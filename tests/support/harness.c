@@ -300,11 +300,14 @@ void natsd_cleanup(struct natsd *n)
     }
 }
 
-long natsd_stream_msgs(struct natsd *n, const char *stream)
+/* A number of a stream's details from the monitoring endpoint: object
+ * "state" or "config", then field; -1 if the stream is not there. */
+static double stream_number(struct natsd *n, const char *stream, const char *object,
+                            const char *field)
 {
     struct http_result r;
-    long count = -1;
-    if (http_do(n->monitor_port, "GET", "/jsz?streams=true", NULL, NULL, 0, &r) != 0)
+    double v = -1;
+    if (http_do(n->monitor_port, "GET", "/jsz?streams=true&config=true", NULL, NULL, 0, &r) != 0)
         return -1;
     /* reserved_* counters exceed int64: read numbers as reals */
     json_t *o = json_loads(r.body, JSON_DECODE_INT_AS_REAL, NULL);
@@ -315,15 +318,26 @@ long natsd_stream_msgs(struct natsd *n, const char *stream)
             json_t *s = json_array_get(sd, j);
             const char *name = json_string_value(json_object_get(s, "name"));
             if (name && strcmp(name, stream) == 0)
-                count = (long)json_number_value(
-                    json_object_get(json_object_get(s, "state"), "messages"));
+                v = json_number_value(json_object_get(json_object_get(s, object), field));
         }
     }
-    if (count < 0)
-        fprintf(stderr, "harness: stream %s not found in: %.300s\n", stream, r.body);
     json_decref(o);
     http_result_free(&r);
+    return v;
+}
+
+long natsd_stream_msgs(struct natsd *n, const char *stream)
+{
+    long count = (long)stream_number(n, stream, "state", "messages");
+    if (count < 0)
+        fprintf(stderr, "harness: stream %s not found\n", stream);
     return count;
+}
+
+long natsd_stream_max_age_s(struct natsd *n, const char *stream)
+{
+    double ns = stream_number(n, stream, "config", "max_age");
+    return ns < 0 ? -1 : (long)(ns / 1e9);
 }
 
 int natsd_stream_msg_delete(struct natsd *n, const char *stream, unsigned long long seq)
@@ -547,6 +561,23 @@ static int connect_to(int port)
     return fd;
 }
 
+/* The body of a chunked response, joined (a truncated one: what came). */
+static char *dechunk(const char *p)
+{
+    struct buf b;
+    buf_init(&b);
+    for (;;) {
+        char *end;
+        unsigned long n = strtoul(p, &end, 16);
+        const char *data = strstr(end, "\r\n");
+        if (n == 0 || !data || strlen(data + 2) < n)
+            break;
+        buf_append(&b, data + 2, n);
+        p = data + 2 + n + 2; /* past the chunk's CRLF */
+    }
+    return b.data;
+}
+
 static void parse_response(const char *raw, struct http_result *out)
 {
     out->status = atoi(raw + 9);
@@ -557,7 +588,11 @@ static void parse_response(const char *raw, struct http_result *out)
     if (ct)
         sscanf(ct + 16, "%127[^\r]", out->content_type);
     const char *body = strstr(raw, "\r\n\r\n");
-    out->body = xstrdup(body ? body + 4 : "");
+    const char *te = strcasestr(raw, "\r\nTransfer-Encoding: chunked");
+    if (body && te && te < body) /* Go's servers (nats-server) chunk replies over 4 KiB */
+        out->body = dechunk(body + 4);
+    else
+        out->body = xstrdup(body ? body + 4 : "");
 }
 
 /* Sends the request on fd, reads the reply until the server closes (or

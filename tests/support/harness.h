@@ -52,6 +52,8 @@ void natsd_cluster_start(struct natsd n[CLUSTER_NODES], char *urls, size_t urls_
 
 /* Messages stored in a stream (from the monitoring endpoint), -1 if none. */
 long natsd_stream_msgs(struct natsd *n, const char *stream);
+/* A stream's max age in seconds, -1 if there is no such stream. */
+long natsd_stream_max_age_s(struct natsd *n, const char *stream);
 
 /* Purges every message of a stream (JetStream API over the plain NATS
  * protocol: the stream and its consumers stay). Returns 0 on success. */
