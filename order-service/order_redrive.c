@@ -32,7 +32,8 @@ static const struct db_stmt redrive_stmts[] = {
      "to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
      "(SELECT json_agg(json_build_object('sku', sku, 'qty', qty) ORDER BY line) "
      " FROM order_items WHERE order_id = o.id)::text, "
-     "o.redriven_at IS NULL OR o.redriven_at < now() - $1::bigint * interval '1 millisecond' "
+     "o.redriven_at IS NULL OR o.redriven_at < now() - $1::bigint * interval '1 millisecond', "
+     "o.traceparent "
      "FROM orders o WHERE o.status = 'PENDING' "
      "AND o.created_at < now() - $1::bigint * interval '1 millisecond' "
      "AND (o.created_at, o.id) > ($2::timestamptz, $3::uuid) "
@@ -63,9 +64,10 @@ static json_t *rebuild_event(PGresult *res, int row)
     json_t *out = NULL;
     if (event_items_parse(items, &ev.items, &ev.nitems, NULL) == ERR_OK) {
         char *payload = event_order_created_encode(&ev);
-        out = json_pack("{s:s, s:s, s:s, s:s, s:s}", "event_id", ev.event_id, "subject",
+        out = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s?}", "event_id", ev.event_id, "subject",
                         "orders.created", "event_type", "OrderCreated", "payload", payload,
-                        "aggregate_id", ev.order_id);
+                        "aggregate_id", ev.order_id, "traceparent",
+                        PQgetisnull(res, row, 7) ? NULL : PQgetvalue(res, row, 7));
         free(payload);
     }
     event_order_created_cleanup(&ev);

@@ -123,6 +123,34 @@ START_TEST(replies_lost_with_their_outbox_rows_pruned_all_settle)
 }
 END_TEST
 
+/* An OrderCreated rebuilt from its order (the outbox row pruned) continues
+ * the trace the order was created in: the client's trace id, from the
+ * order's own row. */
+START_TEST(a_rebuilt_order_created_keeps_the_orders_trace)
+{
+    static const char *const keep[] = {"REDRIVE_AFTER=1s", "OUTBOX_RETENTION=1h",
+                                       "STREAM_DUPLICATE_WINDOW=1s", NULL};
+    static const char *const h[] = {
+        "Content-Type: application/json",
+        "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", NULL};
+    static const char body[] = "{\"customer_id\":\"c-1\",\"items\":[{\"sku\":\"SKU-1\",\"qty\":1}]}";
+    svc_stop(&inv, SIGTERM); /* the order stays PENDING: the re-drive keeps re-sending it */
+    svc_start(&orders, "order-service", nats.url, order_quiet);
+    struct http_result r;
+    ck_assert_int_eq(http_do(orders.port, "POST", "/orders", h, body, strlen(body), &r), 0);
+    ck_assert_int_eq(r.status, 201);
+    http_result_free(&r);
+    wait_sql("orders", "SELECT count(*) FROM outbox WHERE status = 'published'", 1, 10000);
+    svc_stop(&orders, SIGTERM);
+    ck_assert_int_eq(pg_exec("orders", "DELETE FROM outbox"), 0); /* as if pruned */
+    svc_start(&orders, "order-service", nats.url, keep);
+    wait_sql("orders", "SELECT count(*) FROM outbox", 1, 20000);
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox o JOIN orders d "
+                             "ON d.event_id = o.event_id WHERE o.traceparent LIKE "
+                             "'00-4bf92f3577b34da6a3ce929d0e0e4736-%'"), 1);
+}
+END_TEST
+
 static int order_confirmed(void *arg)
 {
     (void)arg;
@@ -164,6 +192,7 @@ Suite *recovery_suite(void)
     tcase_add_test(tc, orders_lost_with_their_outbox_rows_pruned_all_settle);
     tcase_add_test(tc, replies_lost_with_their_outbox_rows_pruned_all_settle);
     tcase_add_test(tc, stuck_orders_never_starve_a_newer_one);
+    tcase_add_test(tc, a_rebuilt_order_created_keeps_the_orders_trace);
     suite_add_tcase(s, tc);
     return s;
 }
