@@ -3,7 +3,6 @@
 #include "trace.h"
 #include "util.h"
 
-#include <stdio.h>
 #include <string.h>
 
 /* n lower-case hex digits, not all zero. */
@@ -60,8 +59,7 @@ static void random_hex(char *out, size_t n)
     unsigned char b[16];
     do {
         random_bytes(b, n / 2);
-        for (size_t i = 0; i < n / 2; i++)
-            snprintf(out + 2 * i, 3, "%02x", b[i]);
+        hex_encode(b, n / 2, out);
     } while (!hex_field(out, n, NULL)); /* all zeros is invalid */
 }
 
@@ -81,7 +79,13 @@ void trace_child(const struct trace *parent, struct trace *out)
 
 void trace_format(const struct trace *t, char out[TRACEPARENT_LEN + 1])
 {
-    snprintf(out, TRACEPARENT_LEN + 1, "00-%s-%s-%02x", t->trace_id, t->span_id, t->flags & 0xff);
+    unsigned char flags = (unsigned char)(t->flags & 0xff);
+    memcpy(out, "00-", 3);
+    memcpy(out + 3, t->trace_id, 32);
+    out[35] = '-';
+    memcpy(out + 36, t->span_id, 16);
+    out[52] = '-';
+    hex_encode(&flags, 1, out + 53);
 }
 
 int trace_continue(const char *s, char out[TRACEPARENT_LEN + 1])

@@ -60,9 +60,14 @@ char *xasprintf(const char *fmt, ...)
     return s;
 }
 
-void random_bytes(void *p, size_t len)
+/* The kernel's CSPRNG, read 256 bytes at a time into a per-thread pool:
+ * one getrandom() per ~16 ids instead of one each. */
+#define RANDOM_POOL 256
+static _Thread_local unsigned char pool[RANDOM_POOL];
+static _Thread_local size_t pool_left;
+
+static void getrandom_all(unsigned char *b, size_t len)
 {
-    unsigned char *b = p;
     size_t got = 0;
     while (got < len) {
         ssize_t n = getrandom(b + got, len - got, 0);
@@ -73,16 +78,51 @@ void random_bytes(void *p, size_t len)
     }
 }
 
+void random_bytes(void *p, size_t len)
+{
+    unsigned char *b = p;
+    while (len) {
+        if (!pool_left) {
+            getrandom_all(pool, sizeof pool);
+            pool_left = sizeof pool;
+        }
+        size_t k = len < pool_left ? len : pool_left;
+        memcpy(b, pool + sizeof pool - pool_left, k);
+        memset(pool + sizeof pool - pool_left, 0, k); /* handed out once, not kept */
+        pool_left -= k;
+        b += k;
+        len -= k;
+    }
+}
+
+void hex_encode(const void *p, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[b[i] >> 4];
+        out[2 * i + 1] = digits[b[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
 void uuid_v4(char out[UUID_STR_LEN])
 {
     unsigned char b[16];
     random_bytes(b, sizeof b);
     b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
     b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-    snprintf(out, UUID_STR_LEN,
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-             b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10],
-             b[11], b[12], b[13], b[14], b[15]);
+    /* 8-4-4-4-12 hex digits */
+    static const unsigned char groups[] = {4, 2, 2, 2, 6};
+    char *o = out;
+    const unsigned char *q = b;
+    for (size_t g = 0; g < sizeof groups; g++) {
+        if (g)
+            *o++ = '-';
+        hex_encode(q, groups[g], o);
+        o += 2 * groups[g];
+        q += groups[g];
+    }
 }
 
 int uuid_valid(const char *s)

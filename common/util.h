@@ -58,8 +58,11 @@ void buf_escape_bytes(struct buf *b, const char *s, size_t n);
 /* Appends s as one element of a Postgres array literal (quoted, escaped). */
 void buf_pg_array_elem(struct buf *b, const char *s);
 
-/* Fills p with n random bytes from the kernel's CSPRNG. */
+/* Fills p with n random bytes from the kernel's CSPRNG (read ahead in a
+ * small per-thread pool). */
 void random_bytes(void *p, size_t n);
+/* Writes the lower-case hex of p[0..n) and a NUL to out (2n + 1 bytes). */
+void hex_encode(const void *p, size_t n, char *out);
 /* Appends the standard base64 (with padding) of n bytes. */
 void buf_base64(struct buf *b, const void *p, size_t n);
 /* Appends at most max_chars characters of n bytes as valid UTF-8 whatever
