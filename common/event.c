@@ -62,23 +62,25 @@ long event_utf8_len(const char *s)
     return n;
 }
 
+static enum err item_fail(struct field_error *fe, size_t i, const char *what, const char *msg)
+{
+    char field[64];
+    snprintf(field, sizeof field, "items[%zu]%s", i, what);
+    return fail(fe, field, msg);
+}
+
 /* qty must be a JSON integer (not 1.5, not "2") in range. */
 static enum err item_parse(const json_t *it, size_t i, struct order_item *out,
                            struct field_error *fe)
 {
-    char field[64];
     const json_t *sku = json_object_get(it, "sku"), *qty = json_object_get(it, "qty");
-    if (!json_is_object(it)) {
-        snprintf(field, sizeof field, "items[%zu]", i);
-        return fail(fe, field, "must be an object with sku and qty");
-    }
-    snprintf(field, sizeof field, "items[%zu].sku", i);
+    if (!json_is_object(it))
+        return item_fail(fe, i, "", "must be an object with sku and qty");
     if (!json_is_string(sku) || !event_sku_valid(json_string_value(sku)))
-        return fail(fe, field, "must be 1-64 characters of A-Z a-z 0-9 . _ -");
-    snprintf(field, sizeof field, "items[%zu].qty", i);
+        return item_fail(fe, i, ".sku", "must be 1-64 characters of A-Z a-z 0-9 . _ -");
     if (!json_is_integer(qty) || json_integer_value(qty) < 1 || json_integer_value(qty) > QTY_MAX)
-        return fail(fe, field, "must be an integer from 1 to 10000");
-    snprintf(out->sku, sizeof out->sku, "%s", json_string_value(sku));
+        return item_fail(fe, i, ".qty", "must be an integer from 1 to 10000");
+    memcpy(out->sku, json_string_value(sku), json_string_length(sku) + 1); /* valid: fits */
     out->qty = (int)json_integer_value(qty);
     return ERR_OK;
 }
@@ -95,9 +97,7 @@ enum err event_items_parse(const json_t *items, struct order_item **out, size_t 
             goto bad;
         for (size_t j = 0; j < i; j++) {
             if (strcmp(v[j].sku, v[i].sku) == 0) {
-                char field[64];
-                snprintf(field, sizeof field, "items[%zu].sku", i);
-                fail(fe, field, "duplicate sku within the order");
+                item_fail(fe, i, ".sku", "duplicate sku within the order");
                 goto bad;
             }
         }
@@ -138,10 +138,10 @@ static enum err take_str(const json_t *o, const char *key, char *dst, size_t dst
                          int (*ok)(const char *), struct field_error *fe)
 {
     const json_t *v = json_object_get(o, key);
-    if (!json_is_string(v) || !ok(json_string_value(v)) ||
-        strlen(json_string_value(v)) >= dstlen)
+    size_t n = json_string_length(v); /* 0 for a non-string */
+    if (!json_is_string(v) || n >= dstlen || !ok(json_string_value(v)))
         return fail(fe, key, "missing or invalid");
-    snprintf(dst, dstlen, "%s", json_string_value(v));
+    memcpy(dst, json_string_value(v), n + 1);
     if (ok == uuid_valid) /* one spelling per id: Postgres prints uuids in lower case */
         for (char *p = dst; *p; p++)
             *p = (char)tolower((unsigned char)*p);
@@ -167,27 +167,42 @@ json_t *event_load_object(const char *body, size_t len, struct field_error *fe)
     return o;
 }
 
+/* Parses body after zeroing out (what a failed decode leaves). */
+static json_t *load_zeroed(const char *body, size_t len, void *out, size_t outlen,
+                           struct field_error *fe)
+{
+    memset(out, 0, outlen);
+    return event_load_object(body, len, fe);
+}
+
 static int type_is(const json_t *o, const char *type)
 {
     const json_t *t = json_object_get(o, "type");
     return json_is_string(t) && strcmp(json_string_value(t), type) == 0;
 }
 
-enum err event_order_created_decode(const char *body, size_t len, struct order_created *out,
-                                    struct field_error *fe)
+enum err event_order_created_from(const json_t *o, struct order_created *out,
+                                  struct field_error *fe)
 {
     memset(out, 0, sizeof *out);
-    json_t *o = event_load_object(body, len, fe);
-    enum err e = o ? ERR_OK : ERR_POISON;
-    if (e == ERR_OK && !type_is(o, "OrderCreated"))
+    enum err e = ERR_OK;
+    if (!type_is(o, "OrderCreated"))
         e = fail(fe, "type", "must be OrderCreated");
     if (e == ERR_OK) e = take_str(o, "event_id", out->event_id, sizeof out->event_id, uuid_valid, fe);
     if (e == ERR_OK) e = take_str(o, "order_id", out->order_id, sizeof out->order_id, uuid_valid, fe);
     if (e == ERR_OK) e = take_str(o, "customer_id", out->customer_id, sizeof out->customer_id, event_customer_id_valid, fe);
     if (e == ERR_OK) e = take_str(o, "occurred_at", out->occurred_at, sizeof out->occurred_at, any_text, fe);
     if (e == ERR_OK) e = event_items_parse(json_object_get(o, "items"), &out->items, &out->nitems, fe);
-    json_decref(o);
     return e == ERR_OK ? ERR_OK : ERR_POISON;
+}
+
+enum err event_order_created_decode(const char *body, size_t len, struct order_created *out,
+                                    struct field_error *fe)
+{
+    json_t *o = load_zeroed(body, len, out, sizeof *out, fe);
+    enum err e = o ? event_order_created_from(o, out, fe) : ERR_POISON;
+    json_decref(o);
+    return e;
 }
 
 void event_order_created_cleanup(struct order_created *e)
@@ -222,33 +237,43 @@ static int reason_ok(const char *s)
     return 0;
 }
 
-enum err event_reply_decode(const char *body, size_t len, struct inventory_reply *out,
-                            struct field_error *fe)
+enum err event_reply_from(const json_t *o, struct inventory_reply *out, struct field_error *fe)
 {
     memset(out, 0, sizeof *out);
-    json_t *o = event_load_object(body, len, fe);
-    enum err e = o ? ERR_OK : ERR_POISON;
-    if (e == ERR_OK) {
-        if (type_is(o, reply_types[REPLY_RESERVED]))
-            out->kind = REPLY_RESERVED;
-        else if (type_is(o, reply_types[REPLY_REJECTED]))
-            out->kind = REPLY_REJECTED;
-        else
-            e = fail(fe, "type", "must be InventoryReserved or InventoryRejected");
-    }
+    enum err e = ERR_OK;
+    if (type_is(o, reply_types[REPLY_RESERVED]))
+        out->kind = REPLY_RESERVED;
+    else if (type_is(o, reply_types[REPLY_REJECTED]))
+        out->kind = REPLY_REJECTED;
+    else
+        e = fail(fe, "type", "must be InventoryReserved or InventoryRejected");
     if (e == ERR_OK) e = take_str(o, "event_id", out->event_id, sizeof out->event_id, uuid_valid, fe);
     if (e == ERR_OK) e = take_str(o, "order_id", out->order_id, sizeof out->order_id, uuid_valid, fe);
     if (e == ERR_OK) e = take_str(o, "occurred_at", out->occurred_at, sizeof out->occurred_at, any_text, fe);
     if (e == ERR_OK && out->kind == REPLY_REJECTED)
         e = take_str(o, "reason", out->reason, sizeof out->reason, reason_ok, fe);
-    json_decref(o);
     return e == ERR_OK ? ERR_OK : ERR_POISON;
+}
+
+enum err event_reply_decode(const char *body, size_t len, struct inventory_reply *out,
+                            struct field_error *fe)
+{
+    json_t *o = load_zeroed(body, len, out, sizeof *out, fe);
+    enum err e = o ? event_reply_from(o, out, fe) : ERR_POISON;
+    json_decref(o);
+    return e;
+}
+
+enum err event_id_of(const json_t *o, char out[UUID_STR_LEN])
+{
+    return take_str(o, "event_id", out, UUID_STR_LEN, uuid_valid, NULL) == ERR_OK ? ERR_OK
+                                                                                  : ERR_POISON;
 }
 
 enum err event_peek_id(const char *body, size_t len, char out[UUID_STR_LEN])
 {
     json_t *o = event_load_object(body, len, NULL);
-    enum err e = o ? take_str(o, "event_id", out, UUID_STR_LEN, uuid_valid, NULL) : ERR_POISON;
+    enum err e = o ? event_id_of(o, out) : ERR_POISON;
     json_decref(o);
-    return e == ERR_OK ? ERR_OK : ERR_POISON;
+    return e;
 }

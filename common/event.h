@@ -71,11 +71,15 @@ json_t *event_items_to_json(const struct order_item *items, size_t n);
 char *event_order_created_encode(const struct order_created *e);
 enum err event_order_created_decode(const char *body, size_t len, struct order_created *out,
                                     struct field_error *fe);
+/* The same from a parsed body (see event_load_object); o stays the caller's. */
+enum err event_order_created_from(const json_t *o, struct order_created *out,
+                                  struct field_error *fe);
 void event_order_created_cleanup(struct order_created *e);
 
 char *event_reply_encode(const struct inventory_reply *r);
 enum err event_reply_decode(const char *body, size_t len, struct inventory_reply *out,
                             struct field_error *fe);
+enum err event_reply_from(const json_t *o, struct inventory_reply *out, struct field_error *fe);
 /* "inventory.reserved" or "inventory.rejected", and the Event-Type names. */
 const char *event_reply_subject(enum reply_kind k);
 const char *event_reply_type(enum reply_kind k);
@@ -83,5 +87,7 @@ const char *event_reply_type(enum reply_kind k);
 /* The event_id of any contract event body, for the inbox: ERR_POISON if the
  * body is not a JSON object with a UUID event_id. */
 enum err event_peek_id(const char *body, size_t len, char out[UUID_STR_LEN]);
+/* The same from a parsed body (a JSON object). */
+enum err event_id_of(const json_t *o, char out[UUID_STR_LEN]);
 
 #endif
