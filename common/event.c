@@ -219,14 +219,23 @@ static const char *const reject_reasons[] = {"insufficient_stock", "unknown_sku"
 const char *event_reply_subject(enum reply_kind k) { return reply_subjects[k]; }
 const char *event_reply_type(enum reply_kind k) { return reply_types[k]; }
 
+void event_reply_append(struct buf *b, const struct inventory_reply *r)
+{
+    buf_json_field(b, "{\"event_id\":", r->event_id);
+    buf_json_field(b, ",\"type\":", reply_types[r->kind]);
+    buf_json_field(b, ",\"order_id\":", r->order_id);
+    buf_json_field(b, ",\"occurred_at\":", r->occurred_at);
+    if (r->kind == REPLY_REJECTED)
+        buf_json_field(b, ",\"reason\":", r->reason);
+    buf_append(b, "}", 1);
+}
+
 char *event_reply_encode(const struct inventory_reply *r)
 {
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event_id", r->event_id, "type",
-                          reply_types[r->kind], "order_id", r->order_id, "occurred_at",
-                          r->occurred_at);
-    if (r->kind == REPLY_REJECTED)
-        json_object_set_new(o, "reason", json_string(r->reason));
-    return dump(o);
+    struct buf b;
+    buf_init(&b);
+    event_reply_append(&b, r);
+    return b.data;
 }
 
 static int reason_ok(const char *s)

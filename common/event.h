@@ -77,6 +77,9 @@ enum err event_order_created_from(const json_t *o, struct order_created *out,
 void event_order_created_cleanup(struct order_created *e);
 
 char *event_reply_encode(const struct inventory_reply *r);
+/* The same text (the JSON of the contract, compact, in this key order)
+ * appended to b. */
+void event_reply_append(struct buf *b, const struct inventory_reply *r);
 enum err event_reply_decode(const char *body, size_t len, struct inventory_reply *out,
                             struct field_error *fe);
 enum err event_reply_from(const json_t *o, struct inventory_reply *out, struct field_error *fe);

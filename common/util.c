@@ -239,6 +239,40 @@ void buf_pg_array_elem(struct buf *b, const char *s)
     buf_append(b, "\"", 1);
 }
 
+void buf_json_str(struct buf *b, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    buf_append(b, "\"", 1);
+    const char *run = s;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        buf_append(b, run, (size_t)(s - run));
+        run = s + 1;
+        const char *short_form = c == '"' ? "\\\"" : c == '\\' ? "\\\\" : c == '\b' ? "\\b"
+                               : c == '\f' ? "\\f" : c == '\n' ? "\\n" : c == '\r' ? "\\r"
+                               : c == '\t' ? "\\t" : NULL;
+        if (short_form) {
+            buf_append(b, short_form, 2);
+        } else {
+            char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            buf_append(b, u, sizeof u);
+        }
+    }
+    buf_append(b, run, (size_t)(s - run));
+    buf_append(b, "\"", 1);
+}
+
+void buf_json_field(struct buf *b, const char *prefix, const char *value)
+{
+    buf_append(b, prefix, strlen(prefix));
+    if (value)
+        buf_json_str(b, value);
+    else
+        buf_append(b, "null", 4);
+}
+
 void cond_init_monotonic(pthread_cond_t *cv)
 {
     pthread_condattr_t ca;

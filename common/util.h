@@ -55,6 +55,12 @@ int utf8_valid(const char *s, size_t n);
 /* Appends s[0..n) as valid UTF-8 text: well-formed sequences as they are,
  * any other byte (and NUL, and backslash) as \xNN. */
 void buf_escape_bytes(struct buf *b, const char *s, size_t n);
+/* Appends s (UTF-8) as a JSON string: quoted, with " \\ and control
+ * characters escaped as jansson's json_dumps() writes them. */
+void buf_json_str(struct buf *b, const char *s);
+/* Appends prefix as it is (e.g. ",\"key\":"), then value as a JSON string,
+ * or null when value is NULL. */
+void buf_json_field(struct buf *b, const char *prefix, const char *value);
 /* Appends s as one element of a Postgres array literal (quoted, escaped). */
 void buf_pg_array_elem(struct buf *b, const char *s);
 

@@ -121,54 +121,93 @@ static void decide_all(PGresult *locked, const struct order_created *const *orde
     free(lv);
 }
 
-/* The outbox row of a reply, with its decision's columns (for "decide");
- * traceparent may be NULL. */
-static json_t *reply_row(const struct inventory_reply *rep, const char *traceparent)
+/* Rows for a jsonb_to_recordset() parameter, written as text: a JSON array
+ * of objects, and how many. */
+struct rows {
+    struct buf text;
+    size_t n;
+};
+
+static void rows_init(struct rows *r)
 {
-    char *payload = event_reply_encode(rep);
-    json_t *row = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s?, s:s, s:s?}", "event_id",
-                            rep->event_id, "subject", event_reply_subject(rep->kind),
-                            "event_type", event_reply_type(rep->kind), "payload", payload,
-                            "aggregate_id", rep->order_id, "outcome",
-                            rep->kind == REPLY_RESERVED ? "reserved" : "rejected", "reason",
-                            rep->kind == REPLY_REJECTED ? rep->reason : NULL, "occurred_at",
-                            rep->occurred_at, "traceparent", traceparent);
-    free(payload);
-    return row;
+    buf_init(&r->text);
+    buf_append(&r->text, "[", 1);
+    r->n = 0;
+}
+
+/* Starts the next object: its first member's prefix comes after this. */
+static void rows_next(struct rows *r)
+{
+    if (r->n++)
+        buf_append(&r->text, ",", 1);
+    buf_append(&r->text, "{", 1);
+}
+
+/* The outbox row of a reply, with its decision's columns (for "decide");
+ * traceparent may be NULL. payload is scratch space for the body. */
+static void reply_row(struct rows *rows, struct buf *payload, const struct inventory_reply *rep,
+                      const char *traceparent)
+{
+    buf_reset(payload);
+    event_reply_append(payload, rep);
+    struct buf *b = &rows->text;
+    rows_next(rows);
+    buf_json_field(b, "\"event_id\":", rep->event_id);
+    buf_json_field(b, ",\"subject\":", event_reply_subject(rep->kind));
+    buf_json_field(b, ",\"event_type\":", event_reply_type(rep->kind));
+    buf_json_field(b, ",\"payload\":", payload->data);
+    buf_json_field(b, ",\"aggregate_id\":", rep->order_id);
+    buf_json_field(b, ",\"outcome\":", rep->kind == REPLY_RESERVED ? "reserved" : "rejected");
+    buf_json_field(b, ",\"reason\":", rep->kind == REPLY_REJECTED ? rep->reason : NULL);
+    buf_json_field(b, ",\"occurred_at\":", rep->occurred_at);
+    buf_json_field(b, ",\"traceparent\":", traceparent);
+    buf_append(b, "}", 1);
 }
 
 /* A new decision's reply: a fresh event id, now, in the order's trace. */
-static json_t *new_reply_row(const struct order_created *o, enum reply_kind kind,
-                             const char *reason, const char *traceparent)
+static void new_reply_row(struct rows *rows, struct buf *payload, const struct order_created *o,
+                          enum reply_kind kind, const char *reason, const char *traceparent)
 {
     struct inventory_reply rep = {.kind = kind};
     uuid_v4(rep.event_id);
     memcpy(rep.order_id, o->order_id, sizeof rep.order_id);
     snprintf(rep.reason, sizeof rep.reason, "%s", reason ? reason : "");
     time_rfc3339(rep.occurred_at);
-    return reply_row(&rep, traceparent);
+    reply_row(rows, payload, &rep, traceparent);
 }
 
-/* Runs stmt with rows as its JSON parameter; *nrows (if not NULL) gets how
- * many rows the statement returned. */
-static enum err exec_json_rows(struct db *db, const char *stmt, json_t *rows, const char *arg2,
-                               long *nrows)
+/* The reservation rows of a reserved order (for "stock_take"). */
+static void taken_rows(struct rows *rows, const struct order_created *o)
 {
-    char *text = json_dumps(rows, JSON_COMPACT);
-    const char *params[] = {text, arg2};
+    char qty[16];
+    for (size_t j = 0; j < o->nitems; j++) {
+        rows_next(rows);
+        buf_json_field(&rows->text, "\"order_id\":", o->order_id);
+        buf_json_field(&rows->text, ",\"sku\":", o->items[j].sku);
+        int len = snprintf(qty, sizeof qty, ",\"qty\":%d}", o->items[j].qty);
+        buf_append(&rows->text, qty, (size_t)len);
+    }
+}
+
+/* Runs stmt with rows as its JSON parameter (then frees them); *nrows (if
+ * not NULL) gets how many rows the statement returned. */
+static enum err exec_json_rows(struct db *db, const char *stmt, struct rows *rows,
+                               const char *arg2, long *nrows)
+{
+    buf_append(&rows->text, "]", 1);
+    const char *params[] = {rows->text.data, arg2};
     PGresult *res = NULL;
-    enum err e = json_array_size(rows) ? db_exec(db, stmt, arg2 ? 2 : 1, params, &res) : ERR_OK;
+    enum err e = rows->n ? db_exec(db, stmt, arg2 ? 2 : 1, params, &res) : ERR_OK;
     if (nrows)
         *nrows = e == ERR_OK && res ? PQntuples(res) : 0;
     PQclear(res);
-    free(text);
-    json_decref(rows);
+    buf_cleanup(&rows->text);
     return e;
 }
 
-static enum err exec_json(struct db *db, const char *stmt, json_t *rows, const char *arg2)
+static enum err exec_json(struct db *db, const char *stmt, struct rows *rows)
 {
-    return exec_json_rows(db, stmt, rows, arg2, NULL);
+    return exec_json_rows(db, stmt, rows, NULL, NULL);
 }
 
 /* Decides orders[0..n) (none decided before), takes their stock, and writes
@@ -182,21 +221,22 @@ static enum err reserve(struct db *db, const struct order_created *const *orders
     if (e != ERR_OK)
         goto out;
     decide_all(locked, orders, n, kinds, reasons);
-    json_t *taken = json_array(), *replies = json_array();
+    struct rows taken, replies;
+    struct buf payload;
+    rows_init(&taken);
+    rows_init(&replies);
+    buf_init(&payload);
     for (size_t i = 0; i < n; i++) {
-        json_array_append_new(replies, new_reply_row(orders[i], kinds[i], reasons[i],
-                                                     traceparents[i]));
-        for (size_t j = 0; kinds[i] == REPLY_RESERVED && j < orders[i]->nitems; j++)
-            json_array_append_new(taken, json_pack("{s:s, s:s, s:i}", "order_id",
-                                                   orders[i]->order_id, "sku",
-                                                   orders[i]->items[j].sku, "qty",
-                                                   orders[i]->items[j].qty));
+        new_reply_row(&replies, &payload, orders[i], kinds[i], reasons[i], traceparents[i]);
+        if (kinds[i] == REPLY_RESERVED)
+            taken_rows(&taken, orders[i]);
     }
-    e = exec_json(db, "stock_take", taken, NULL);
+    buf_cleanup(&payload);
+    e = exec_json(db, "stock_take", &taken);
     if (e == ERR_OK)
-        e = exec_json(db, "decide", replies, NULL);
+        e = exec_json(db, "decide", &replies);
     else
-        json_decref(replies);
+        buf_cleanup(&replies.text);
 out:
     PQclear(locked);
     free(reasons);
@@ -228,9 +268,12 @@ static enum err decisions_of(struct db *db, const char *stmt, const char *const 
 /* The reply stored for each decided order, rebuilt: same event id, same
  * body as when it was decided; in the trace of the message that asked again
  * (traceparents[i] for the i-th order id given to "decisions_at"; NULL: none). */
-static json_t *stored_replies(PGresult *res, const char *const *traceparents, size_t n)
+static void stored_replies(PGresult *res, const char *const *traceparents, size_t n,
+                           struct rows *rows)
 {
-    json_t *rows = json_array();
+    struct buf payload;
+    buf_init(&payload);
+    rows_init(rows);
     for (int r = 0; r < PQntuples(res); r++) {
         struct inventory_reply rep = {
             .kind = strcmp(PQgetvalue(res, r, 1), "reserved") == 0 ? REPLY_RESERVED
@@ -240,10 +283,9 @@ static json_t *stored_replies(PGresult *res, const char *const *traceparents, si
         snprintf(rep.event_id, sizeof rep.event_id, "%s", PQgetvalue(res, r, 3));
         snprintf(rep.occurred_at, sizeof rep.occurred_at, "%s", PQgetvalue(res, r, 4));
         size_t at = (size_t)strtoul(PQgetvalue(res, r, 5), NULL, 10);
-        json_array_append_new(rows, reply_row(&rep, at >= 1 && at <= n ? traceparents[at - 1]
-                                                                        : NULL));
+        reply_row(rows, &payload, &rep, at >= 1 && at <= n ? traceparents[at - 1] : NULL);
     }
-    return rows;
+    buf_cleanup(&payload);
 }
 
 enum err inventory_store_resend_replies(struct db *db, const char *const *order_ids,
@@ -256,8 +298,9 @@ enum err inventory_store_resend_replies(struct db *db, const char *const *order_
     if (e == ERR_OK) {
         char age[32];
         snprintf(age, sizeof age, "%lld", (long long)min_age_ms);
-        e = exec_json_rows(db, "outbox_resend", stored_replies(res, traceparents, n), age,
-                           resent);
+        struct rows rows;
+        stored_replies(res, traceparents, n, &rows);
+        e = exec_json_rows(db, "outbox_resend", &rows, age, resent);
     }
     PQclear(res);
     return e;

@@ -331,6 +331,18 @@ START_TEST(reserved_round_trips_without_reason)
 }
 END_TEST
 
+/* The body as the jansson encoder wrote it before: same keys, same order. */
+START_TEST(reply_body_is_compact_in_contract_order)
+{
+    struct inventory_reply in = reply(REPLY_REJECTED, "unknown_sku");
+    char *body = event_reply_encode(&in);
+    ck_assert_str_eq(body, "{\"event_id\":\"" EVENT_ID "\",\"type\":\"InventoryRejected\","
+                           "\"order_id\":\"" ORDER_ID "\",\"occurred_at\":\"" OCCURRED "\","
+                           "\"reason\":\"unknown_sku\"}");
+    free(body);
+}
+END_TEST
+
 START_TEST(rejected_round_trips_each_reason)
 {
     const char *reasons[] = {"insufficient_stock", "unknown_sku"};
@@ -567,6 +579,7 @@ Suite *event_suite(void)
     tc = tcase_create("reply");
     tcase_add_test(tc, reserved_round_trips_without_reason);
     tcase_add_test(tc, rejected_round_trips_each_reason);
+    tcase_add_test(tc, reply_body_is_compact_in_contract_order);
     tcase_add_test(tc, rejected_requires_a_known_reason);
     tcase_add_test(tc, reply_decode_rejects_other_types_and_bad_ids);
     tcase_add_test(tc, reply_subjects_and_types_match_contract);

@@ -261,6 +261,38 @@ START_TEST(hex_decode_round_trips_and_rejects_bad_digits)
 }
 END_TEST
 
+/* The JSON rows the consumer sends Postgres must read back as the same
+ * strings; written as jansson writes them, byte for byte. */
+START_TEST(buf_json_str_writes_what_jansson_writes)
+{
+    const char *cases[] = {"", "plain", "q\"uote", "back\\slash", "a/b", "tab\tnl\ncr\r",
+                           "\b\f", "\x01\x1f\x7f", "caf\xc3\xa9", "{\"k\":\"v\"}"};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct buf b;
+        buf_init(&b);
+        buf_json_str(&b, cases[i]);
+        json_t *j = json_string(cases[i]);
+        char *want = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+        ck_assert_str_eq(b.data, want);
+        free(want);
+        json_decref(j);
+        buf_cleanup(&b);
+    }
+}
+END_TEST
+
+START_TEST(buf_json_field_writes_null_for_no_value)
+{
+    struct buf b;
+    buf_init(&b);
+    buf_json_field(&b, "{\"a\":", "x");
+    buf_json_field(&b, ",\"b\":", NULL);
+    buf_append(&b, "}", 1);
+    ck_assert_str_eq(b.data, "{\"a\":\"x\",\"b\":null}");
+    buf_cleanup(&b);
+}
+END_TEST
+
 Suite *util_suite(void)
 {
     Suite *s = suite_create("util");
@@ -284,6 +316,8 @@ Suite *util_suite(void)
     tcase_add_test(tc, utf8_valid_accepts_well_formed);
     tcase_add_test(tc, utf8_valid_rejects_malformed);
     tcase_add_test(tc, buf_escape_bytes_keeps_utf8_and_escapes_the_rest);
+    tcase_add_test(tc, buf_json_str_writes_what_jansson_writes);
+    tcase_add_test(tc, buf_json_field_writes_null_for_no_value);
     suite_add_tcase(s, tc);
     tc = tcase_create("bytes");
     tcase_add_test(tc, base64_pads_and_encodes_any_bytes);
