@@ -231,10 +231,14 @@ void buf_reset(struct buf *b)
 void buf_pg_array_elem(struct buf *b, const char *s)
 {
     buf_append(b, b->len > 1 ? ",\"" : "\"", b->len > 1 ? 2 : 1);
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
+    for (size_t n; *s; s += n) {
+        n = strcspn(s, "\"\\"); /* a run to copy as it is, then one to escape */
+        buf_append(b, s, n);
+        if (s[n]) {
             buf_append(b, "\\", 1);
-        buf_append(b, s, 1);
+            buf_append(b, s + n, 1);
+            n++;
+        }
     }
     buf_append(b, "\"", 1);
 }
@@ -317,9 +321,16 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
 int utf8_valid(const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s;
-    for (size_t i = 0, k; i < n; i += k)
-        if ((k = utf8_seq(p + i, n - i)) == 0)
+    for (size_t i = 0; i < n;) {
+        if (p[i] >= 0x01 && p[i] <= 0x7f) { /* ASCII, most of it, inline */
+            i++;
+            continue;
+        }
+        size_t k = utf8_seq(p + i, n - i);
+        if (k == 0)
             return 0;
+        i += k;
+    }
     return 1;
 }
 

@@ -306,22 +306,57 @@ enum err inventory_store_resend_replies(struct db *db, const char *const *order_
     return e;
 }
 
+static int by_order_id(const void *a, const void *b, void *orders_arg)
+{
+    const struct order_created *const *orders = orders_arg;
+    size_t i = *(const size_t *)a, j = *(const size_t *)b;
+    int c = strcmp(orders[i]->order_id, orders[j]->order_id);
+    return c ? c : (i > j) - (i < j); /* the batch's first copy first */
+}
+
+/* orders' indexes sorted by order id (copies in batch order); caller frees. */
+static size_t *sorted_by_id(const struct order_created *const *orders, size_t n)
+{
+    size_t *idx = xcalloc(n, sizeof *idx);
+    for (size_t i = 0; i < n; i++)
+        idx[i] = i;
+    qsort_r(idx, n, sizeof *idx, by_order_id, (void *)orders);
+    return idx;
+}
+
+/* The first position in idx (sorted) whose order id is not below id. */
+static size_t lower_bound(const struct order_created *const *orders, const size_t *idx, size_t n,
+                          const char *id)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (strcmp(orders[idx[mid]]->order_id, id) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
 /* Marks DECISION_BEFORE the orders decided already, and the second copy of
  * an order within the batch. Returns how many are left to decide. */
 static size_t mark_decided(PGresult *res, const struct order_created *const *orders, size_t n,
                            enum decision *out)
 {
-    size_t left = 0;
-    for (size_t i = 0; i < n; i++) {
-        out[i] = DECISION_NEW;
-        for (int r = 0; r < PQntuples(res) && out[i] == DECISION_NEW; r++)
-            if (strcmp(PQgetvalue(res, r, 0), orders[i]->order_id) == 0)
-                out[i] = DECISION_BEFORE;
-        for (size_t j = 0; j < i && out[i] == DECISION_NEW; j++)
-            if (out[j] == DECISION_NEW && strcmp(orders[j]->order_id, orders[i]->order_id) == 0)
-                out[i] = DECISION_BEFORE;
-        left += out[i] == DECISION_NEW;
+    size_t *idx = sorted_by_id(orders, n), left = 0;
+    for (size_t k = 0; k < n; k++) /* a copy after the first: decided with the first */
+        out[idx[k]] = k && strcmp(orders[idx[k]]->order_id, orders[idx[k - 1]]->order_id) == 0
+                          ? DECISION_BEFORE : DECISION_NEW;
+    for (int r = 0; r < PQntuples(res); r++) {
+        const char *id = PQgetvalue(res, r, 0);
+        for (size_t k = lower_bound(orders, idx, n, id);
+             k < n && strcmp(orders[idx[k]]->order_id, id) == 0; k++)
+            out[idx[k]] = DECISION_BEFORE;
     }
+    for (size_t i = 0; i < n; i++)
+        left += out[i] == DECISION_NEW;
+    free(idx);
     return left;
 }
 
