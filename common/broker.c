@@ -797,9 +797,6 @@ static void fill_in(struct broker_in *in, natsMsg *m)
     in->handle = m;
     if (natsMsgHeader_Get(m, "traceparent", &in->traceparent) != NATS_OK)
         in->traceparent = NULL;
-    jsMsgMetaData *meta = NULL;
-    in->delivered = natsMsg_GetMetaData(&meta, m) == NATS_OK ? meta->NumDelivered : 1;
-    jsMsgMetaData_Destroy(meta);
 }
 
 /* An empty fetch and a server that does not answer look the same here (both

@@ -46,7 +46,6 @@ struct broker_in {
     const char *subject, *data;
     const char *traceparent; /* the header as sent (unchecked), or NULL */
     int len;
-    uint64_t delivered;      /* delivery count for this message */
     void *handle;
 };
 

@@ -278,7 +278,7 @@ enum err inbox_apply_one(struct db *db, const struct inbox_handler *h, const cha
 {
     /* a stack inbox lends the batch path its connection and handler */
     struct inbox in = {.db = db, .h = h};
-    struct broker_in m = {.subject = subject, .data = body, .len = (int)len, .delivered = 1};
+    struct broker_in m = {.subject = subject, .data = body, .len = (int)len};
     struct slot sl = {.settle = SETTLE_ACK};
     trace_continue(NULL, sl.trace);
     if (parse_body(&m, &sl) != ERR_OK) {

@@ -243,15 +243,37 @@ void buf_pg_array_elem(struct buf *b, const char *s)
     buf_append(b, "\"", 1);
 }
 
+void buf_int(struct buf *b, int64_t v)
+{
+    char d[24];
+    size_t i = sizeof d;
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do
+        d[--i] = (char)('0' + u % 10);
+    while (u /= 10);
+    if (v < 0)
+        d[--i] = '-';
+    buf_append(b, d + i, sizeof d - i);
+}
+
+/* The bytes a JSON string cannot hold as they are (and the NUL that ends s). */
+static const unsigned char json_special[256] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    ['"'] = 1, ['\\'] = 1,
+};
+
 void buf_json_str(struct buf *b, const char *s)
 {
     static const char hex[] = "0123456789ABCDEF";
     buf_append(b, "\"", 1);
     const char *run = s;
     for (; *s; s++) {
+        while (!json_special[(unsigned char)*s])
+            s++;
+        if (!*s)
+            break;
         unsigned char c = (unsigned char)*s;
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
         buf_append(b, run, (size_t)(s - run));
         run = s + 1;
         const char *short_form = c == '"' ? "\\\"" : c == '\\' ? "\\\\" : c == '\b' ? "\\b"

@@ -58,6 +58,8 @@ void buf_escape_bytes(struct buf *b, const char *s, size_t n);
 /* Appends s (UTF-8) as a JSON string: quoted, with " \\ and control
  * characters escaped as jansson's json_dumps() writes them. */
 void buf_json_str(struct buf *b, const char *s);
+/* Appends v in decimal. */
+void buf_int(struct buf *b, int64_t v);
 /* Appends prefix as it is (e.g. ",\"key\":"), then value as a JSON string,
  * or null when value is NULL. */
 void buf_json_field(struct buf *b, const char *prefix, const char *value);

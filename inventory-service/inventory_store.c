@@ -179,13 +179,13 @@ static void new_reply_row(struct rows *rows, struct buf *payload, const struct o
 /* The reservation rows of a reserved order (for "stock_take"). */
 static void taken_rows(struct rows *rows, const struct order_created *o)
 {
-    char qty[16];
     for (size_t j = 0; j < o->nitems; j++) {
         rows_next(rows);
         buf_json_field(&rows->text, "\"order_id\":", o->order_id);
         buf_json_field(&rows->text, ",\"sku\":", o->items[j].sku);
-        int len = snprintf(qty, sizeof qty, ",\"qty\":%d}", o->items[j].qty);
-        buf_append(&rows->text, qty, (size_t)len);
+        buf_append(&rows->text, ",\"qty\":", 7);
+        buf_int(&rows->text, o->items[j].qty);
+        buf_append(&rows->text, "}", 1);
     }
 }
 

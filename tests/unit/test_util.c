@@ -1,6 +1,7 @@
 /* test_util.c - UUIDs, the RFC 3339 clock and the growable buffer,
  * including the Postgres array-literal escaping the stores rely on. */
 #include <ctype.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -293,6 +294,22 @@ START_TEST(buf_json_field_writes_null_for_no_value)
 }
 END_TEST
 
+START_TEST(buf_int_writes_decimal)
+{
+    struct buf b;
+    buf_init(&b);
+    buf_int(&b, 0);
+    buf_append(&b, " ", 1);
+    buf_int(&b, 10000);
+    buf_append(&b, " ", 1);
+    buf_int(&b, -42);
+    buf_append(&b, " ", 1);
+    buf_int(&b, INT64_MIN);
+    ck_assert_str_eq(b.data, "0 10000 -42 -9223372036854775808");
+    buf_cleanup(&b);
+}
+END_TEST
+
 Suite *util_suite(void)
 {
     Suite *s = suite_create("util");
@@ -318,6 +335,7 @@ Suite *util_suite(void)
     tcase_add_test(tc, buf_escape_bytes_keeps_utf8_and_escapes_the_rest);
     tcase_add_test(tc, buf_json_str_writes_what_jansson_writes);
     tcase_add_test(tc, buf_json_field_writes_null_for_no_value);
+    tcase_add_test(tc, buf_int_writes_decimal);
     suite_add_tcase(s, tc);
     tc = tcase_create("bytes");
     tcase_add_test(tc, base64_pads_and_encodes_any_bytes);
