@@ -135,15 +135,21 @@ static enum err mark_published(struct db *db, PGresult *res, const struct broker
     buf_append(&ids, "{", 1);
     buf_append(&seqs, "{", 1);
     double now = wall_s();
+    int duplicates = 0;
     for (int i = 0; i < n; i++) {
         if (!m[i].acked)
             continue;
-        buf_printf(&ids, "%s%s", ids.len > 1 ? "," : "", PQgetvalue(res, i, 0));
-        buf_printf(&seqs, "%s%llu", seqs.len > 1 ? "," : "", (unsigned long long)m[i].seq);
+        if (ids.len > 1) {
+            buf_append(&ids, ",", 1);
+            buf_append(&seqs, ",", 1);
+        }
+        buf_append(&ids, PQgetvalue(res, i, 0), (size_t)PQgetlength(res, i, 0));
+        buf_int(&seqs, (int64_t)m[i].seq); /* JetStream sequences stay below 2^63 */
         metric_observe(m_latency, "", now - strtod(PQgetvalue(res, i, 6), NULL));
-        metric_add(m_duplicates, "", m[i].duplicate);
+        duplicates += m[i].duplicate;
         (*count)++;
     }
+    metric_add(m_duplicates, "", duplicates);
     buf_append(&ids, "}", 1);
     buf_append(&seqs, "}", 1);
     const char *params[] = {ids.data, seqs.data};
