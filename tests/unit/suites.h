@@ -12,6 +12,7 @@ Suite *backoff_suite(void);
 Suite *config_suite(void);
 Suite *event_suite(void);
 Suite *inventory_suite(void);
+Suite *json_fast_suite(void);
 Suite *metrics_suite(void);
 Suite *order_suite(void);
 Suite *trace_suite(void);

@@ -1,0 +1,107 @@
+/* test_json_fast.c - the fast path takes only what jansson takes, and gives
+ * the same value (same keys in the same order); the rest it leaves to
+ * jansson. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "json_fast.h"
+#include "suites.h"
+
+/* NULL when jansson refuses text; else its compact dump. */
+static char *jansson_dump(const char *text)
+{
+    json_t *j = json_loadb(text, strlen(text), JSON_REJECT_DUPLICATES, NULL);
+    char *d = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    return d;
+}
+
+/* The fast path's verdict on text: 1 taken (and equal to jansson's), 0 left. */
+static int fast_takes(const char *text)
+{
+    json_t *f = json_fast_load(text, strlen(text));
+    if (!f)
+        return 0;
+    char *got = json_dumps(f, JSON_COMPACT), *want = jansson_dump(text);
+    ck_assert_msg(want != NULL, "fast path took what jansson refuses: %s", text);
+    ck_assert_str_eq(got, want);
+    free(got);
+    free(want);
+    json_decref(f);
+    return 1;
+}
+
+START_TEST(takes_the_bodies_services_write)
+{
+    const char *ok[] = {
+        "{}",
+        " {\"a\":1} \n",
+        "{\"event_id\":\"0b6c7a52-3f7e-4c3e-9d2a-5b1e8f0a1c11\",\"type\":\"OrderCreated\","
+        "\"items\":[{\"sku\":\"SKU-1\",\"qty\":2},{\"sku\":\"SKU-2\",\"qty\":10000}]}",
+        "{ \"z\" : [ ] , \"a\" : { } , \"n\" : null , \"t\" : true , \"f\" : false }",
+        "{\"big\":999999999999999999,\"neg\":-42,\"zero\":0,\"negzero\":-0}",
+        "{\"\":\"\",\"deep\":[[[{\"x\":[1,2,3]}]]]}",
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+        ck_assert_msg(fast_takes(ok[i]), "left to jansson: %s", ok[i]);
+}
+END_TEST
+
+/* Valid or not, these are jansson's to decide. */
+START_TEST(leaves_everything_else_to_jansson)
+{
+    const char *other[] = {
+        "", "  ", "[]", "[1]", "\"s\"", "1", "null",
+        "{\"a\":1,\"a\":2}",              /* duplicate key: jansson refuses it */
+        "{\"a\":{\"b\":1,\"b\":1}}",
+        "{\"a\":\"\\u0041\"}", "{\"a\\n\":1}", /* escapes */
+        "{\"a\":\"caf\xc3\xa9\"}",        /* non-ASCII */
+        "{\"a\":\"\x7f\"}", "{\"a\":\"\t\"}",
+        "{\"a\":1.5}", "{\"a\":1e3}", "{\"a\":1E3}", "{\"a\":01}", "{\"a\":-}",
+        "{\"a\":1234567890123456789}",   /* 19 digits */
+        "{\"a\":99999999999999999999999}",
+        "{\"a\":tru}", "{\"a\":truex}", "{\"a\":nul}", "{\"a\":+1}",
+        "{\"a\":1,}", "{,}", "{\"a\" 1}", "{\"a\":1", "{\"a\":[1,]}", "{\"a\":[1 2]}",
+        "{\"a\":1} x", "{\"a\":1}{}", "{a:1}", "{'a':1}",
+        "{\"a\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}",
+    };
+    for (size_t i = 0; i < sizeof other / sizeof other[0]; i++)
+        ck_assert_msg(!fast_takes(other[i]), "fast path took: %s", other[i]);
+}
+END_TEST
+
+/* Every prefix and every one-byte change of a body: where the fast path
+ * takes one, jansson takes it too and reads the same value. */
+START_TEST(agrees_with_jansson_on_mutations)
+{
+    const char *body = "{\"event_id\":\"0b6c7a52-3f7e-4c3e-9d2a-5b1e8f0a1c11\",\"n\":-12,"
+                       "\"items\":[{\"sku\":\"S\",\"qty\":2},true,false,null,[]],\"o\":{}}";
+    static const char subst[] = "{}[]\":,-0123456789.eE \\tfnrua\x01\x7f\xc3";
+    size_t n = strlen(body);
+    char *t = malloc(n + 1);
+    for (size_t cut = 0; cut <= n; cut++) {
+        memcpy(t, body, cut);
+        t[cut] = '\0';
+        fast_takes(t);
+    }
+    for (size_t i = 0; i < n; i++)
+        for (size_t k = 0; k < sizeof subst - 1; k++) {
+            memcpy(t, body, n + 1);
+            t[i] = subst[k];
+            fast_takes(t);
+        }
+    free(t);
+}
+END_TEST
+
+Suite *json_fast_suite(void)
+{
+    Suite *s = suite_create("json_fast");
+    TCase *tc = tcase_create("parse");
+    tcase_add_test(tc, takes_the_bodies_services_write);
+    tcase_add_test(tc, leaves_everything_else_to_jansson);
+    tcase_add_test(tc, agrees_with_jansson_on_mutations);
+    suite_add_tcase(s, tc);
+    return s;
+}
