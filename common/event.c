@@ -17,12 +17,19 @@ static enum err fail(struct field_error *fe, const char *field, const char *mess
     return ERR_VALIDATION;
 }
 
+static int sku_char(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           c == '.' || c == '_' || c == '-';
+}
+
 int event_sku_valid(const char *sku)
 {
-    size_t n = strlen(sku);
-    if (n == 0 || n > SKU_MAX)
-        return 0;
-    return strspn(sku, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
+    size_t n = 0;
+    for (; sku[n]; n++)
+        if (n == SKU_MAX || !sku_char(sku[n]))
+            return 0;
+    return n > 0;
 }
 
 /* Bytes of the UTF-8 sequence that starts with b0, b1 (0 if invalid):
