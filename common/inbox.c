@@ -65,6 +65,8 @@ struct inbox {
     pthread_cond_t cv;      /* on the monotonic clock */
     struct broker_in *next;
     int nnext, has_next;
+    struct slot *slots;     /* the consumer thread's, for each batch */
+    int nslots;
 };
 
 /* What became of one message of a batch. */
@@ -356,9 +358,11 @@ static int give_up(struct inbox *in, struct broker_in *m)
     return 1;
 }
 
-static void process_batch(struct inbox *in, struct broker_in *msgs, int n)
+/* sl: room for n slots (the caller's: a batch's array is kept from one
+ * batch to the next, freeing it each time costs more than the batch). */
+static void process_batch(struct inbox *in, struct broker_in *msgs, int n, struct slot *sl)
 {
-    struct slot *sl = xcalloc((size_t)n, sizeof *sl);
+    memset(sl, 0, (size_t)n * sizeof *sl);
     enum err e = db_exec_sql(in->db, "BEGIN");
     if (e == ERR_OK)
         e = apply_batch(in, msgs, sl, n);
@@ -376,12 +380,11 @@ static void process_batch(struct inbox *in, struct broker_in *msgs, int n)
         int refused = e != ERR_UNAVAILABLE && e != ERR_RETRY;
         if (refused && n > 1) /* one bad message must not hold back the others */
             for (int i = 0; i < n; i++)
-                process_batch(in, &msgs[i], 1);
+                process_batch(in, &msgs[i], 1, &(struct slot){.settle = SETTLE_ACK});
         else if (!(refused && give_up(in, &msgs[0])))
             settle_all(in, msgs, sl, n, 0); /* nak: redelivered after NAK_DELAY_MS */
     }
     free_bodies(sl, n);
-    free(sl);
 }
 
 /* The gauge behind the dead-letter alert (consumer thread: its connection). */
@@ -538,7 +541,11 @@ static void *inbox_main(void *arg)
         int n = 0;
         if (!take_batch(in, FETCH_WAIT_MS, &msgs, &n))
             continue;
-        process_batch(in, msgs, n);
+        if (n > in->nslots) {
+            in->slots = xrealloc(in->slots, (size_t)n * sizeof *in->slots);
+            in->nslots = n;
+        }
+        process_batch(in, msgs, n, in->slots);
         broker_fetch_free(msgs, n);
     }
     return NULL;
@@ -613,6 +620,7 @@ void inbox_stop(struct inbox *in)
     broker_sub_free(in->sub);
     db_free(in->db);
     free(in->stmts);
+    free(in->slots);
     pthread_cond_destroy(&in->cv);
     pthread_mutex_destroy(&in->mu);
     free(in);
