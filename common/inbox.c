@@ -187,7 +187,12 @@ static enum err record_ids(struct inbox *in, const struct broker_in *msgs, struc
 static enum err tell_duplicates(struct inbox *in, const struct broker_in *msgs, struct slot *sl,
                                 int n)
 {
-    struct inbox_item *dups = xcalloc((size_t)n, sizeof *dups);
+    int ndups = 0;
+    for (int i = 0; i < n; i++)
+        ndups += !sl[i].fresh && sl[i].id[0];
+    if (!ndups) /* the usual batch: no allocation (batch-sized ones are costly) */
+        return ERR_OK;
+    struct inbox_item *dups = xcalloc((size_t)ndups, sizeof *dups);
     size_t k = 0;
     for (int i = 0; i < n; i++) {
         if (sl[i].fresh || !sl[i].id[0])
