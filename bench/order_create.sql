@@ -12,15 +12,16 @@
 --   the to_char format is written E'..\x3a..' because pgbench reads every
 --     ':name' as a variable, even inside quotes; the value is the same.
 -- scripts/bench warns when order_store.c's statement changes (source-md5 below).
--- source-md5: c763a3aec0da93bccfb9523b86d4948b
+-- source-md5: 29f2964ac93b1e3f9b42d07ff9994cfe
 WITH x AS (SELECT * FROM jsonb_to_recordset(jsonb_build_array(jsonb_build_object(
     'id', gen_random_uuid(), 'customer_id', :customer_id::text, 'idempotency_key', NULL,
     'fingerprint', :fingerprint::text, 'items', :items::jsonb, 'event_id', gen_random_uuid(),
     'payload', :payload::text, 'traceparent', NULL)))
   AS x(id uuid, customer_id text, idempotency_key text, fingerprint text, items jsonb,
        event_id uuid, payload text, traceparent text)),
-o AS (INSERT INTO orders (id, customer_id, idempotency_key, request_hash, event_id)
-  SELECT id, customer_id, idempotency_key, md5(fingerprint), event_id FROM x
+o AS (INSERT INTO orders (id, customer_id, idempotency_key, request_hash, event_id,
+  traceparent)
+  SELECT id, customer_id, idempotency_key, md5(fingerprint), event_id, traceparent FROM x
   ON CONFLICT (idempotency_key) DO NOTHING RETURNING *),
 i AS (INSERT INTO order_items (order_id, line, sku, qty)
   SELECT o.id, it.line, it.sku, it.qty FROM o JOIN x ON x.id = o.id, ROWS FROM
