@@ -148,13 +148,3 @@ def purge_stream(nats, stream):
             return False
         raise
 
-
-def delete_stream(nats, stream):
-    """Deletes STREAM; True if it existed."""
-    try:
-        nats.js("STREAM.DELETE." + stream, timeout=10)
-        return True
-    except NatsError as e:
-        if "10059" in str(e):  # stream not found
-            return False
-        raise
