@@ -17,11 +17,15 @@ const struct db_stmt admin_store_stmts[] = {
      DB_RFC3339("created_at") ", " DB_RFC3339("next_attempt_at") " FROM outbox "
      "WHERE id > $1::bigint AND ((status = 'dead' AND $2 IN ('', 'dead')) OR "
      "(status = 'pending' AND attempts > 0 AND $2 IN ('', 'failing'))) ORDER BY id LIMIT $3::int"},
+    /* a row in the outbox is queued again; one only in outbox_published
+     * says 'published' (refused: /admin/orders/resend sends it again) */
     {"admin_requeue_one",
      "WITH r AS (SELECT id, status FROM outbox WHERE event_id = $1::uuid FOR UPDATE), "
      "u AS (UPDATE outbox o SET status = 'pending', attempts = 0, next_attempt_at = now() "
-     "  FROM r WHERE o.id = r.id AND r.status <> 'published' RETURNING o.id) "
-     "SELECT r.status, (SELECT count(*) FROM u) FROM r"},
+     "  FROM r WHERE o.id = r.id RETURNING o.id) "
+     "SELECT r.status, (SELECT count(*) FROM u) FROM r UNION ALL "
+     "(SELECT 'published', 0 FROM outbox_published p WHERE p.event_id = $1::uuid "
+     "  AND NOT EXISTS (SELECT 1 FROM r) LIMIT 1)"},
     {"admin_requeue_dead",
      "WITH u AS (UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = now() "
      "  WHERE id IN (SELECT id FROM outbox WHERE status = 'dead' ORDER BY id LIMIT 100000) "
@@ -39,9 +43,19 @@ const struct db_stmt admin_store_stmts[] = {
      "AND p.event_id = d.event_id AND p.processed_at = d.created_at"},
     {"admin_dead_letter_done",
      "UPDATE dead_letters SET reapplied_at = now(), reapply_result = $2 WHERE id = $1::bigint"},
+    /* The order's events of these types: queued again if still in the
+     * outbox, written to it again (same id and body) if published. */
     {"admin_resend",
-     "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = now() "
-     "WHERE aggregate_id = $1::uuid AND event_type = ANY($2::text[]) RETURNING event_id"},
+     "WITH u AS (UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = now() "
+     "  WHERE aggregate_id = $1::uuid AND event_type = ANY($2::text[]) RETURNING event_id), "
+     "i AS (INSERT INTO outbox (event_id, subject, event_type, payload, aggregate_id, traceparent) "
+     "  SELECT DISTINCT ON (p.event_id) p.event_id, p.subject, p.event_type, p.payload, "
+     "  p.aggregate_id, p.traceparent FROM outbox_published p "
+     "  WHERE p.aggregate_id = $1::uuid AND p.event_type = ANY($2::text[]) "
+     "  AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.event_id = p.event_id) "
+     "  ORDER BY p.event_id, p.published_at DESC "
+     "  ON CONFLICT (event_id) DO NOTHING RETURNING event_id) "
+     "SELECT event_id FROM u UNION ALL SELECT event_id FROM i"},
 };
 const size_t admin_store_nstmts = ARRAY_LEN(admin_store_stmts);
 

@@ -1,8 +1,8 @@
 /* outbox.c - the relay loop: wait, claim, publish, mark; gauges. Pruning
  * published rows is retention.c's, on its own thread.
  * Owns the relay and marker threads, their two Postgres connections and the
- * outbox table's state transitions (pending -> published | dead); not the
- * rows' content. While the marker marks and commits batch N on one
+ * outbox rows' life (pending -> published, i.e. moved to outbox_published |
+ * dead); not the rows' content. While the marker marks and commits batch N on one
  * connection, the relay claims and publishes batch N+1 on the other. */
 #include "outbox.h"
 #include "backoff.h"
@@ -37,10 +37,19 @@ static const struct db_stmt relay_stmts[] = {
      "extract(epoch FROM created_at), attempts, aggregate_id FROM outbox "
      "WHERE status = 'pending' AND next_attempt_at <= now() "
      "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"},
+    /* Acknowledged rows leave the outbox, filed in outbox_published (see
+     * migration 010: a delete touches no index of the outbox, where an
+     * in-place mark rewrote the row into all of them). */
     {"mark_published",
-     "UPDATE outbox SET status = 'published', published_at = now(), stream_seq = v.seq, "
-     "last_error = NULL FROM unnest($1::bigint[], $2::bigint[]) AS v(id, seq) "
-     "WHERE outbox.id = v.id"},
+     "WITH d AS (DELETE FROM outbox o USING unnest($1::bigint[], $2::bigint[]) AS v(id, seq) "
+     "  WHERE o.id = v.id RETURNING o.*, v.seq) "
+     "INSERT INTO outbox_published (id, event_id, subject, event_type, payload, traceparent, "
+     "  aggregate_id, attempts, created_at, published_at, stream_seq) "
+     "SELECT id, event_id, subject, event_type, payload, traceparent, aggregate_id, attempts, "
+     "  created_at, now(), seq FROM d"},
+    /* OUTBOX_RETENTION=0: nothing is kept, so nothing is filed. */
+    {"mark_published_unkept",
+     "DELETE FROM outbox WHERE id = ANY($1::bigint[])"},
     {"mark_failed",
      "UPDATE outbox SET attempts = attempts + 1, last_error = v.err, "
      "next_attempt_at = now() + v.delay_ms * interval '1 millisecond', "
@@ -126,8 +135,9 @@ static struct broker_out *rows_to_msgs(PGresult *res, int n)
     return m;
 }
 
-static enum err mark_published(struct db *db, PGresult *res, const struct broker_out *m, int n,
-                               int *count)
+/* Acknowledged rows: out of the outbox, into outbox_published when kept. */
+static enum err mark_published(struct db *db, int keep, PGresult *res, const struct broker_out *m,
+                               int n, int *count)
 {
     struct buf ids, seqs;
     buf_init(&ids);
@@ -153,7 +163,9 @@ static enum err mark_published(struct db *db, PGresult *res, const struct broker
     buf_append(&ids, "}", 1);
     buf_append(&seqs, "}", 1);
     const char *params[] = {ids.data, seqs.data};
-    enum err e = *count ? db_exec(db, "mark_published", 2, params, NULL) : ERR_OK;
+    enum err e = !*count ? ERR_OK
+                 : keep  ? db_exec(db, "mark_published", 2, params, NULL)
+                         : db_exec(db, "mark_published_unkept", 1, params, NULL);
     buf_cleanup(&ids);
     buf_cleanup(&seqs);
     return e;
@@ -281,7 +293,8 @@ static enum err mark_commit(struct relay *r, struct batch *b)
 {
     int published = 0, nfail = 0;
     const char *first_err = NULL;
-    enum err e = mark_published(b->db, b->res, b->msgs, b->claimed, &published);
+    enum err e = mark_published(b->db, r->cfg->outbox_retention_ms > 0, b->res, b->msgs, b->claimed,
+                                &published);
     if (e == ERR_OK)
         e = mark_failed(r, b->db, b->res, b->msgs, b->claimed, &nfail, &first_err);
     if (e == ERR_OK)

@@ -2,10 +2,11 @@
  *
  * Rows are written by the services' own transactions (table `outbox`, see
  * migrations). The relay claims due rows with FOR UPDATE SKIP LOCKED,
- * publishes them with JetStream async publish, and marks each row published
- * or failed (attempts, error, next attempt time). A published row keeps the
- * sequence its ack reported (stream_seq), for debugging only: a broker that
- * lost data re-uses sequences, so it is not the event's position.
+ * publishes them with JetStream async publish, and moves each acknowledged
+ * row to outbox_published (kept OUTBOX_RETENTION) or marks it failed
+ * (attempts, error, next attempt time). A published row keeps the sequence
+ * its ack reported (stream_seq), for debugging only: a broker that lost data
+ * re-uses sequences, so it is not the event's position.
  * It wakes on relay_notify() after a local commit, and sweeps every
  * RELAY_SWEEP_MS for rows of other instances, crashed processes and retries. */
 #ifndef COMMON_OUTBOX_H
@@ -24,19 +25,19 @@
     "event_type text, payload text, aggregate_id uuid, traceparent text)"
 
 /* Queues events to be sent again, rebuilt by the caller from its own records
- * ($1: a JSON array as for OUTBOX_INSERT_MANY_SQL). An event whose row is
- * gone (retention) is written again under its own id; a row still there is
- * re-queued if it was published at least $2 ms ago; a pending or dead row
- * is left alone. The event keeps its id, so a receiver that has it already
- * ignores it. Returns the event ids queued. */
+ * ($1: a JSON array as for OUTBOX_INSERT_MANY_SQL), under their own ids. An
+ * event published less than $2 ms ago (its outbox_published row says so) is
+ * left alone, and so is one still in the outbox (pending or dead); any other
+ * is written to the outbox again. The event keeps its id, so a receiver that
+ * has it already ignores it. Returns the event ids queued. */
 #define OUTBOX_RESEND_SQL                                                               \
-    "INSERT INTO outbox AS o (event_id, subject, event_type, payload, aggregate_id, "     \
+    "INSERT INTO outbox (event_id, subject, event_type, payload, aggregate_id, "          \
     "traceparent) SELECT DISTINCT ON (event_id) event_id, subject, event_type, payload, " \
     "aggregate_id, traceparent FROM jsonb_to_recordset($1::jsonb) AS x(event_id uuid, "   \
     "subject text, event_type text, payload text, aggregate_id uuid, traceparent text) "  \
-    "ON CONFLICT (event_id) DO UPDATE SET status = 'pending', next_attempt_at = now(), "  \
-    "attempts = 0 WHERE o.status = 'published' "                                         \
-    "AND o.published_at < now() - $2::bigint * interval '1 millisecond' RETURNING event_id"
+    "WHERE NOT EXISTS (SELECT 1 FROM outbox_published p WHERE p.event_id = x.event_id "   \
+    "AND p.published_at >= now() - $2::bigint * interval '1 millisecond') "              \
+    "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
 
 struct relay;
 

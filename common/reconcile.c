@@ -19,14 +19,14 @@
 
 static const struct db_stmt rc_stmts[] = {
     {"rc_published",
-     "SELECT event_id, stream_seq, aggregate_id FROM outbox WHERE status = 'published' "
-     "AND stream_seq IS NOT NULL "
+     "SELECT event_id, stream_seq, aggregate_id FROM outbox_published WHERE stream_seq IS NOT NULL "
      "AND published_at > now() - $1::bigint * interval '1 millisecond' "
      "ORDER BY stream_seq DESC LIMIT $2::int"},
     /* ids of the stream that no outbox row has (a non-UUID id never matches) */
     {"rc_orphans",
      "SELECT x FROM unnest($1::uuid[]) x "
-     "WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.event_id = x)"},
+     "WHERE NOT EXISTS (SELECT 1 FROM outbox_published p WHERE p.event_id = x) "
+     "AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.event_id = x)"},
     {"rc_unprocessed",
      "SELECT x FROM unnest($1::uuid[]) x "
      "WHERE NOT EXISTS (SELECT 1 FROM processed_messages p WHERE p.event_id = x) "

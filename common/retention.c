@@ -17,8 +17,8 @@
 #define CHUNK_SQL "50000"
 
 /* ctid = ANY(...) deletes by tuple address: no second index lookup per row.
- * A row updated meanwhile has a new address and is not deleted (a
- * published outbox row queued again). */
+ * A row updated meanwhile has a new address and is not deleted (a refusal
+ * counted again). outbox_published is found by its block range index. */
 #define PRUNE(table, where)                                                             \
     "DELETE FROM " table " WHERE ctid = ANY(ARRAY(SELECT ctid FROM " table " WHERE "     \
     where " < now() - $1::bigint * interval '1 millisecond' LIMIT " CHUNK_SQL "))"
@@ -26,11 +26,11 @@
 static const struct db_stmt retention_stmts[] = {
     {"prune_processed", PRUNE("processed_messages", "processed_at")},
     {"prune_refusals", PRUNE("inbox_refusals", "updated_at")},
-    {"prune_outbox", PRUNE("outbox", "status = 'published' AND published_at")},
+    {"prune_outbox", PRUNE("outbox_published", "published_at")},
 };
 /* The label of each statement's table, in the same order. */
 static const char *const retention_labels[] = {
-    "table=\"processed_messages\"", "table=\"inbox_refusals\"", "table=\"outbox\""};
+    "table=\"processed_messages\"", "table=\"inbox_refusals\"", "table=\"outbox_published\""};
 _Static_assert(ARRAY_LEN(retention_labels) == ARRAY_LEN(retention_stmts), "one label per statement");
 
 /* Rows deleted and the time the deletes took: their quotient is the

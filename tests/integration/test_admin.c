@@ -268,7 +268,7 @@ START_TEST(resend_sends_one_orders_event_again_with_its_id)
     char *body = xasprintf("{\"order_id\":\"%s\"}", json_field(r.body, "id"));
     http_result_free(&r);
     ck_assert(wait_until(stream_has_one, NULL, 10000));
-    char *event_id = pg_text("orders", "SELECT event_id FROM outbox");
+    char *event_id = pg_text("orders", "SELECT event_id FROM outbox_events");
     ck_assert_int_eq(admin(&s, "POST", "/admin/orders/resend", body, &r), 200);
     ck_assert_ptr_nonnull(strstr(r.body, event_id));
     http_result_free(&r);
@@ -333,7 +333,7 @@ START_TEST(reconcile_reports_nothing_then_exactly_the_deleted_message)
     assert_clean(&inv, "produced", 5);
     /* by hand: the third OrderCreated disappears from the stream */
     ck_assert_int_eq(natsd_stream_msg_delete(&nats, "ORDERS", 3), 0);
-    char *lost = pg_text("orders", "SELECT event_id FROM outbox WHERE stream_seq = 3");
+    char *lost = pg_text("orders", "SELECT event_id FROM outbox_events WHERE stream_seq = 3");
     ck_assert_int_eq(admin(&s, "GET", "/admin/reconcile", NULL, &r), 200);
     ck_assert_int_eq(report_int(r.body, "produced", "missing_count"), 1);
     ck_assert_ptr_nonnull(strstr(r.body, lost));

@@ -260,7 +260,7 @@ static void commit_with_failpoint(const char *failpoint)
     snprintf(sql, sizeof sql, "SELECT count(*) FROM orders WHERE id = '%s'", id);
     ck_assert_int_eq(pg_long("orders", sql), 1);
     ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM orders"), 1);
-    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox"), 1);
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox_events"), 1);
     ck_assert_int_eq(timed_post(orders.port, ORDER_JSON, 10000, &ms, NULL), 201);
     ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM orders"), 2);
     ck_assert_int_eq(svc_stop(&orders, SIGTERM), 0);
@@ -373,10 +373,10 @@ START_TEST(bad_traceparent_never_fails_the_order)
     ck_assert_int_eq(post_with_traceparent(orders.port, good), 201);
     /* the invalid ones are ignored (each order starts a new trace), the valid
      * one is continued: its trace id, a child span of its own */
-    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox WHERE traceparent IS NULL"), 0);
-    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox WHERE traceparent LIKE "
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox_events WHERE traceparent IS NULL"), 0);
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox_events WHERE traceparent LIKE "
                                        "'00-4bf92f3577b34da6a3ce929d0e0e4736-%'"), 1);
-    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox WHERE traceparent = "
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox_events WHERE traceparent = "
                                        "'00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'"), 0);
     ck_assert_int_eq(svc_stop(&orders, SIGTERM), 0);
 }

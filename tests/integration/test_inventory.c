@@ -69,7 +69,7 @@ static void publish_order(const char *items_json)
 
 static long replies(void)
 {
-    return pg_long("inventory", "SELECT count(*) FROM outbox");
+    return pg_long("inventory", "SELECT count(DISTINCT event_id) FROM outbox_events");
 }
 
 static long target;
@@ -153,8 +153,8 @@ END_TEST
 static int reply_published(void *arg)
 {
     (void)arg;
-    return pg_long("inventory", "SELECT count(*) FROM outbox WHERE status = 'published' "
-                   "AND published_at > now() - interval '1 minute'") == 1;
+    return pg_long("inventory", "SELECT count(*) FROM outbox_published "
+                   "WHERE published_at > now() - interval '1 minute'") == 1;
 }
 
 START_TEST(an_order_asked_about_again_gets_its_reply_again)
@@ -167,7 +167,7 @@ START_TEST(an_order_asked_about_again_gets_its_reply_again)
     publish(body);
     ck_assert(wait_until(reply_published, NULL, 10000));
     /* as if the reply had gone out long ago and never arrived */
-    ck_assert_int_eq(pg_exec("inventory", "UPDATE outbox SET published_at = now() - interval '10 minutes'"), 0);
+    ck_assert_int_eq(pg_exec("inventory", "UPDATE outbox_published SET published_at = now() - interval '10 minutes'"), 0);
     publish(body); /* the order service re-drives its OrderCreated */
     ck_assert(wait_until(reply_published, NULL, 10000)); /* published again */
     ck_assert_int_eq(replies(), 1);                      /* the same reply, same event id */
@@ -187,9 +187,9 @@ START_TEST(fifty_concurrent_orders_on_ten_units)
     ck_assert(wait_until(replies_reach, NULL, 30000));
     ck_assert_int_eq(stock("SKU-1", "available"), 0);
     ck_assert_int_eq(stock("SKU-1", "reserved"), 10);
-    ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM outbox WHERE event_type = "
+    ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM outbox_events WHERE event_type = "
                      "'InventoryReserved'"), 10);
-    ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM outbox WHERE payload::json->>"
+    ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM outbox_events WHERE payload::json->>"
                      "'reason' = 'insufficient_stock'"), 40);
     ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM reservations"), 10);
     svc_stop(&second, SIGTERM);
@@ -206,7 +206,7 @@ START_TEST(one_short_item_rejects_the_whole_order)
     ck_assert_int_eq(stock("SKU-1", "available"), 10);
     ck_assert_int_eq(stock("SKU-1", "reserved"), 0);
     ck_assert_int_eq(stock("SKU-2", "available"), 1);
-    ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM outbox WHERE subject = "
+    ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM outbox_events WHERE subject = "
                      "'inventory.rejected' AND payload::json->>'reason' = 'insufficient_stock'"), 1);
 }
 END_TEST
@@ -436,12 +436,12 @@ static void publish_traced(const char *body, const char *traceparent)
 /* The reply row: "<event id> <body>", and the trace id of its traceparent. */
 static char *reply_text(void)
 {
-    return pg_text("inventory", "SELECT event_id || ' ' || payload FROM outbox");
+    return pg_text("inventory", "SELECT DISTINCT event_id || ' ' || payload FROM outbox_events");
 }
 
 static char *reply_trace_id(void)
 {
-    return pg_text("inventory", "SELECT substr(traceparent, 4, 32) FROM outbox");
+    return pg_text("inventory", "SELECT substr(traceparent, 4, 32) FROM outbox_events ORDER BY published_at DESC NULLS FIRST LIMIT 1");
 }
 
 /* Re-sent replies are rebuilt from the decision, in the trace of the
@@ -463,7 +463,7 @@ START_TEST(a_pruned_reply_is_rebuilt_with_its_event_id)
     ck_assert_str_eq(tid, "0af7651916cd43dd8448eb211c80319c");
     for (int i = 1; i <= 2; i++) {
         free(tid);
-        ck_assert_int_eq(pg_exec("inventory", "DELETE FROM outbox"), 0); /* retention took it */
+        ck_assert_int_eq(pg_exec("inventory", "DELETE FROM outbox_published"), 0); /* retention took it */
         if (i == 2)
             ck_assert_int_eq(pg_exec("inventory", "DELETE FROM processed_messages"), 0);
         publish_traced(body, trace[i]); /* the order service re-drives its OrderCreated */

@@ -87,7 +87,7 @@ END_TEST
 
 static int published(void *arg)
 {
-    return pg_long("orders", "SELECT count(*) FROM outbox WHERE status = 'published'") ==
+    return pg_long("orders", "SELECT count(*) FROM outbox_published") ==
            *(long *)arg;
 }
 

@@ -40,7 +40,7 @@ static void assert_nothing_written(void)
 {
     ck_assert_int_eq(count("orders"), 0);
     ck_assert_int_eq(count("order_items"), 0);
-    ck_assert_int_eq(count("outbox"), 0);
+    ck_assert_int_eq(count("outbox_events"), 0);
 }
 
 START_TEST(post_creates_order_items_and_event_then_get_shows_it)
@@ -59,7 +59,7 @@ START_TEST(post_creates_order_items_and_event_then_get_shows_it)
     ck_assert_str_eq(json_field(g.body, "id"), id);
     ck_assert_str_eq(json_field(g.body, "created_at"), json_field(r.body, "created_at"));
     char sql[256];
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM outbox WHERE subject = 'orders.created' "
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM outbox_events WHERE subject = 'orders.created' "
              "AND event_type = 'OrderCreated' AND payload::json->>'order_id' = '%s' "
              "AND payload::json->>'event_id' = event_id::text", id);
     ck_assert_int_eq(pg_long("orders", sql), 1);
@@ -136,7 +136,7 @@ START_TEST(failure_after_order_insert_leaves_nothing)
     assert_nothing_written();
     ck_assert_int_eq(pg_exec("orders", "DROP TRIGGER boom ON order_items"), 0);
     ck_assert_int_eq(http_post_json(orders.port, "/orders", ORDER, NULL), 201);
-    ck_assert_int_eq(count("outbox"), 1);
+    ck_assert_int_eq(count("outbox_events"), 1);
 }
 END_TEST
 
@@ -181,9 +181,9 @@ START_TEST(parallel_posts_give_distinct_orders_and_events)
     for (int i = 0; i < N; i++)
         ck_assert_int_eq(shots[i].status, 201);
     ck_assert_int_eq(count("orders"), N);
-    ck_assert_int_eq(count("outbox"), N);
-    ck_assert_int_eq(pg_long("orders", "SELECT count(DISTINCT event_id) FROM outbox"), N);
-    ck_assert_int_eq(pg_long("orders", "SELECT count(DISTINCT payload::json->>'order_id') FROM outbox"), N);
+    ck_assert_int_eq(count("outbox_events"), N);
+    ck_assert_int_eq(pg_long("orders", "SELECT count(DISTINCT event_id) FROM outbox_events"), N);
+    ck_assert_int_eq(pg_long("orders", "SELECT count(DISTINCT payload::json->>'order_id') FROM outbox_events"), N);
 }
 END_TEST
 
@@ -202,7 +202,7 @@ START_TEST(idempotency_race_creates_one_order)
     }
     ck_assert_int_eq(created, 1);
     ck_assert_int_eq(count("orders"), 1);
-    ck_assert_int_eq(count("outbox"), 1);
+    ck_assert_int_eq(count("outbox_events"), 1);
 }
 END_TEST
 
@@ -238,7 +238,7 @@ START_TEST(one_bad_order_in_a_group_commit_fails_alone)
     for (int i = 0; i < N; i++)
         ck_assert_int_eq(shots[i].status, i == N / 2 ? 500 : 201);
     ck_assert_int_eq(count("orders"), N - 1);
-    ck_assert_int_eq(count("outbox"), N - 1);
+    ck_assert_int_eq(count("outbox_events"), N - 1);
     ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM orders WHERE customer_id = 'bad'"), 0);
 }
 END_TEST
@@ -260,7 +260,7 @@ START_TEST(postgres_down_answers_503_then_recovers)
         ok = http_post_json(orders.port, "/orders", ORDER, NULL) == 201;
     ck_assert(ok);
     ck_assert_int_eq(count("orders"), 2);
-    ck_assert_int_eq(count("outbox"), 2);
+    ck_assert_int_eq(count("outbox_events"), 2);
 }
 END_TEST
 
@@ -275,7 +275,7 @@ START_TEST(traceparent_travels_with_the_event)
     ck_assert_int_eq(r.status, 201);
     http_result_free(&r);
     /* the event continues the caller's trace with the order's own span */
-    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox WHERE traceparent "
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox_events WHERE traceparent "
                      "~ '^00-4bf92f3577b34da6a3ce929d0e0e4736-[0-9a-f]{16}-01$' "
                      "AND traceparent <> '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'"),
                      1);
@@ -291,7 +291,7 @@ START_TEST(invalid_traceparent_is_ignored_and_a_trace_started)
     ck_assert_int_eq(http_do(orders.port, "POST", "/orders", h, ORDER, strlen(ORDER), &r), 0);
     ck_assert_int_eq(r.status, 201);
     http_result_free(&r);
-    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox WHERE traceparent "
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox_events WHERE traceparent "
                      "~ '^00-[0-9a-f]{32}-[0-9a-f]{16}-00$' AND traceparent NOT LIKE '%4bf92f35%'"),
                      1);
 }

@@ -94,7 +94,7 @@ START_TEST(orders_lost_with_their_outbox_rows_pruned_all_settle)
     svc_start(&orders, "order-service", nats.url, order_quiet);
     post_orders((int)n);
     /* published, then pruned after 1 s: no row is left to re-send */
-    wait_sql("orders", "SELECT count(*) FROM outbox", 0, 60000);
+    wait_sql("orders", "SELECT count(*) FROM outbox_events", 0, 60000);
     svc_stop(&orders, SIGTERM);
     ck_assert_int_eq(natsd_purge(&nats, "ORDERS"), 0);
     ck_assert_int_eq(natsd_stream_msgs(&nats, "ORDERS"), 0);
@@ -115,7 +115,7 @@ START_TEST(replies_lost_with_their_outbox_rows_pruned_all_settle)
     svc_stop(&orders, SIGTERM); /* order-service is down while inventory decides */
     svc_start(&inv, "inventory-service", nats.url, inv_env);
     wait_sql("inventory", "SELECT count(*) FROM order_decisions", n, 60000);
-    wait_sql("inventory", "SELECT count(*) FROM outbox", 0, 60000); /* replies pruned */
+    wait_sql("inventory", "SELECT count(*) FROM outbox_events", 0, 60000); /* replies pruned */
     ck_assert_int_eq(natsd_purge(&nats, "INVENTORY"), 0);
     ck_assert_int_eq(natsd_stream_msgs(&nats, "INVENTORY"), 0);
     svc_start(&orders, "order-service", nats.url, order_redrive);
@@ -140,12 +140,12 @@ START_TEST(a_rebuilt_order_created_keeps_the_orders_trace)
     ck_assert_int_eq(http_do(orders.port, "POST", "/orders", h, body, strlen(body), &r), 0);
     ck_assert_int_eq(r.status, 201);
     http_result_free(&r);
-    wait_sql("orders", "SELECT count(*) FROM outbox WHERE status = 'published'", 1, 10000);
+    wait_sql("orders", "SELECT count(*) FROM outbox_published", 1, 10000);
     svc_stop(&orders, SIGTERM);
-    ck_assert_int_eq(pg_exec("orders", "DELETE FROM outbox"), 0); /* as if pruned */
+    ck_assert_int_eq(pg_exec("orders", "DELETE FROM outbox_published"), 0); /* as if pruned */
     svc_start(&orders, "order-service", nats.url, keep);
-    wait_sql("orders", "SELECT count(*) FROM outbox", 1, 20000);
-    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox o JOIN orders d "
+    wait_sql("orders", "SELECT count(*) FROM outbox_events", 1, 20000);
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox_events o JOIN orders d "
                              "ON d.event_id = o.event_id WHERE o.traceparent LIKE "
                              "'00-4bf92f3577b34da6a3ce929d0e0e4736-%'"), 1);
 }
@@ -168,7 +168,7 @@ START_TEST(stuck_orders_never_starve_a_newer_one)
     svc_stop(&inv, SIGTERM);
     svc_start(&orders, "order-service", nats.url, order_quiet);
     post_orders(1);
-    wait_sql("orders", "SELECT count(*) FROM outbox", 0, 60000); /* published, pruned */
+    wait_sql("orders", "SELECT count(*) FROM outbox_events", 0, 60000); /* published, pruned */
     svc_stop(&orders, SIGTERM);
     ck_assert_int_eq(natsd_purge(&nats, "ORDERS"), 0);
     ck_assert_int_eq(pg_exec("orders", "INSERT INTO orders (id, customer_id, created_at, event_id) "

@@ -63,7 +63,7 @@ START_TEST(broker_outage_loses_nothing_and_publishes_once)
     natsd_restart(&nats);
     ck_assert(wait_until(drained, NULL, 30000));
     ck_assert_int_eq(natsd_stream_msgs(&nats, "ORDERS"), 25);
-    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox WHERE stream_seq IS NULL"), 0);
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox_published WHERE stream_seq IS NULL"), 0);
     ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
 }
 END_TEST
@@ -153,7 +153,7 @@ START_TEST(unsendable_row_turns_dead_and_blocks_nothing)
     ck_assert(wait_until(drained, NULL, 20000));
     ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox WHERE status = 'dead' "
                      "AND attempts = 2 AND last_error <> ''"), 1);
-    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox WHERE status = 'published'"), 3);
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox_published"), 3);
     ck_assert_double_eq(svc_metric(&s, "outbox_dead_total"), 1);
     ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
 }
@@ -168,7 +168,7 @@ START_TEST(published_rows_are_pruned_after_retention)
     ck_assert(wait_until(drained, NULL, 10000));
     int gone = 0;
     for (int i = 0; i < 150 && !gone; i++, sleep_ms(100))
-        gone = pg_long("orders", "SELECT count(*) FROM outbox") == 0;
+        gone = pg_long("orders", "SELECT count(*) FROM outbox_events") == 0;
     ck_assert(gone);
     ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM orders"), 3);
     ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);

@@ -117,7 +117,7 @@ START_TEST(one_trace_id_in_both_services_logs_for_both_hops)
         ck_assert_msg(wait_until(logged, &waits[i], 10000), "no line with %s %s in %s",
                       waits[i].needles[2], waits[i].needles[3], waits[i].path);
     /* the reply carries a child of the trace: same trace id, another span */
-    char *tp = pg_text("inventory", "SELECT traceparent FROM outbox");
+    char *tp = pg_text("inventory", "SELECT traceparent FROM outbox_events");
     ck_assert_ptr_nonnull(tp);
     ck_assert(strncmp(tp, "00-" TRACE_ID "-", 36) == 0);
     ck_assert_str_ne(tp, TRACEPARENT);
@@ -177,7 +177,7 @@ START_TEST(duplicated_or_contradicting_reply_changes_nothing)
 {
     char id[64];
     char *first = settle("[{\"sku\":\"SKU-1\",\"qty\":1}]", id);
-    char *sql = xasprintf("SELECT payload FROM outbox WHERE payload::json->>'order_id' = '%s'", id);
+    char *sql = xasprintf("SELECT payload FROM outbox_events WHERE payload::json->>'order_id' = '%s'", id);
     char *reply = pg_text("inventory", sql);
     ck_assert_ptr_nonnull(reply);
 
@@ -231,7 +231,7 @@ END_TEST
 static int order_event_published(void *arg)
 {
     (void)arg;
-    return pg_long("orders", "SELECT count(*) FROM outbox WHERE status = 'published'") == 1;
+    return pg_long("orders", "SELECT count(*) FROM outbox_published") == 1;
 }
 
 START_TEST(order_whose_event_the_broker_lost_is_redriven)

@@ -1,0 +1,48 @@
+-- A published event leaves the outbox: the relay deletes its row and files
+-- it here in the same statement, once JetStream acknowledged it. Marking it
+-- in place rewrote the whole row into every index of the outbox (a status
+-- change cannot be a HOT update while the claim's index is partial on
+-- status); a delete touches no index, and this table's are cheap to feed.
+-- The outbox now holds only what is still to be sent (pending) and what was
+-- given up on (dead). Rows here are kept OUTBOX_RETENTION, for audit, the
+-- reconciliation and re-sends by an operator; recovery never needs them.
+CREATE TABLE outbox_published (
+    id           bigint NOT NULL,      -- the outbox row's id
+    event_id     uuid NOT NULL,        -- not unique: one row per publish
+    subject      text NOT NULL,
+    event_type   text NOT NULL,
+    payload      text NOT NULL,
+    traceparent  text,
+    aggregate_id uuid,
+    attempts     integer NOT NULL,     -- failed tries before the ack
+    created_at   timestamptz NOT NULL,
+    published_at timestamptz NOT NULL,
+    stream_seq   bigint
+);
+CREATE INDEX outbox_published_event ON outbox_published (event_id);
+CREATE INDEX outbox_published_aggregate ON outbox_published (aggregate_id)
+    WHERE aggregate_id IS NOT NULL;
+-- rows arrive in publish order: a block range index finds an age range
+-- (retention, reconciliation) for almost nothing per insert
+CREATE INDEX outbox_published_time ON outbox_published USING brin (published_at);
+COMMENT ON COLUMN outbox_published.stream_seq IS
+    'sequence reported by the publish ack; informational only, may be re-used by a broker that lost data: look events up by event_id (Nats-Msg-Id)';
+
+INSERT INTO outbox_published (id, event_id, subject, event_type, payload, traceparent,
+                              aggregate_id, attempts, created_at, published_at, stream_seq)
+SELECT id, event_id, subject, event_type, payload, traceparent, aggregate_id, attempts,
+       created_at, coalesce(published_at, now()), stream_seq
+FROM outbox WHERE status = 'published';
+DELETE FROM outbox WHERE status = 'published';
+DROP INDEX outbox_published_at;
+
+-- Every event this service wrote and still keeps, wherever it stands: for
+-- operators' queries (status 'published' rows come from outbox_published).
+CREATE VIEW outbox_events AS
+SELECT id, event_id, subject, event_type, payload, traceparent, aggregate_id, status,
+       attempts, last_error, created_at, next_attempt_at, published_at, stream_seq
+FROM outbox
+UNION ALL
+SELECT id, event_id, subject, event_type, payload, traceparent, aggregate_id, 'published',
+       attempts, NULL, created_at, NULL, published_at, stream_seq
+FROM outbox_published;
