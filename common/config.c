@@ -141,7 +141,7 @@ static const struct setting settings[] = {
     {"NATS_MAX_PINGS_OUT", parse_int, "3", FIELD(nats_max_pings_out), {1, 100}, NULL},
     {"HTTP_THREADS", parse_int, "16", FIELD(http_threads), {1, 256}, NULL},
     {"RELAY_SWEEP_MS", parse_int, "200", FIELD(relay_sweep_ms), {10, 3600000}, NULL},
-    {"RELAY_BATCH", parse_int, "256", FIELD(relay_batch), {1, 10000}, NULL},
+    {"RELAY_BATCH", parse_int, "1024", FIELD(relay_batch), {1, 10000}, NULL},
     {"RELAY_MAX_ATTEMPTS", parse_int, "10", FIELD(relay_max_attempts), {1, 1000000}, NULL},
     {"OUTBOX_RETENTION", parse_duration, "1h", FIELD(outbox_retention_ms), {0, 0}, NULL},
     {"PROCESSED_RETENTION", parse_duration, "7d", FIELD(processed_retention_ms), {1000, 0}, NULL},

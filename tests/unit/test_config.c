@@ -62,7 +62,7 @@ static void assert_shared_defaults(const struct config *c)
     ck_assert_int_eq(c->nats_max_pings_out, 3);
     ck_assert_int_eq(c->http_threads, 16);
     ck_assert_int_eq(c->relay_sweep_ms, 200);
-    ck_assert_int_eq(c->relay_batch, 256);
+    ck_assert_int_eq(c->relay_batch, 1024);
     ck_assert_int_eq(c->relay_max_attempts, 10);
     ck_assert_int_eq(c->outbox_retention_ms, 3600000);
     ck_assert_int_eq(c->processed_retention_ms, 7 * DAY_MS);
