@@ -39,14 +39,20 @@ static const struct db_stmt relay_stmts[] = {
      "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"},
     /* Acknowledged rows leave the outbox, filed in outbox_published (see
      * migration 010: a delete touches no index of the outbox, where an
-     * in-place mark rewrote the row into all of them). */
+     * in-place mark rewrote the row into all of them). An event published
+     * again (a re-send) replaces its earlier row: one row per event. */
     {"mark_published",
      "WITH d AS (DELETE FROM outbox o USING unnest($1::bigint[], $2::bigint[]) AS v(id, seq) "
      "  WHERE o.id = v.id RETURNING o.*, v.seq) "
      "INSERT INTO outbox_published (id, event_id, subject, event_type, payload, traceparent, "
      "  aggregate_id, attempts, created_at, published_at, stream_seq) "
      "SELECT id, event_id, subject, event_type, payload, traceparent, aggregate_id, attempts, "
-     "  created_at, now(), seq FROM d"},
+     "  created_at, now(), seq FROM d "
+     "ON CONFLICT (event_id) DO UPDATE SET id = EXCLUDED.id, subject = EXCLUDED.subject, "
+     "  event_type = EXCLUDED.event_type, payload = EXCLUDED.payload, "
+     "  traceparent = EXCLUDED.traceparent, aggregate_id = EXCLUDED.aggregate_id, "
+     "  attempts = EXCLUDED.attempts, created_at = EXCLUDED.created_at, "
+     "  published_at = EXCLUDED.published_at, stream_seq = EXCLUDED.stream_seq"},
     /* OUTBOX_RETENTION=0: nothing is kept, so nothing is filed. */
     {"mark_published_unkept",
      "DELETE FROM outbox WHERE id = ANY($1::bigint[])"},

@@ -34,6 +34,8 @@ void inventory_take(struct stock_level *stock, size_t nstock, const struct order
 {
     for (size_t i = 0; i < nitems; i++)
         for (size_t j = 0; j < nstock; j++)
-            if (strcmp(stock[j].sku, items[i].sku) == 0)
+            if (strcmp(stock[j].sku, items[i].sku) == 0) {
                 stock[j].available -= items[i].qty;
+                stock[j].taken += items[i].qty;
+            }
 }

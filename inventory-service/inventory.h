@@ -9,6 +9,7 @@
 struct stock_level {
     const char *sku;
     int64_t available;
+    int64_t taken; /* by the orders reserved so far (inventory_take) */
 };
 
 /* Several orders are decided in one transaction: decide each in turn against
@@ -22,7 +23,8 @@ enum reply_kind inventory_decide(const struct order_item *items, size_t nitems,
                                  const char **reason);
 
 /* Takes a reserved order's quantities off the local stock levels, so that
- * the next order of the same batch is decided against what is left. */
+ * the next order of the same batch is decided against what is left, and
+ * counts them in each level's `taken`. */
 void inventory_take(struct stock_level *stock, size_t nstock, const struct order_item *items,
                     size_t nitems);
 

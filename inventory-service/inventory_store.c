@@ -1,5 +1,5 @@
-/* inventory_store.c - SQL of the stock, reservations, order_decisions and
- * (for replies) outbox tables. Owns the statements, the lock order and the
+/* inventory_store.c - SQL of the stock, order_decisions (with what each
+ * order reserved) and (for replies) outbox tables. Owns the statements, the lock order and the
  * one-decision-per-order rule; the decision itself is inventory_decide(). */
 #include "inventory_store.h"
 #include "inventory.h"
@@ -20,13 +20,10 @@ const struct db_stmt inventory_store_stmts[] = {
     /* One statement, rows locked in sku order: concurrent batches cannot deadlock. */
     {"stock_lock",
      "SELECT sku, available FROM stock WHERE sku = ANY($1::text[]) ORDER BY sku FOR UPDATE"},
-    /* $1: [{order_id, sku, qty}] of every reserved item of the batch */
+    /* ($1, $2): each sku the batch took from, and how much in all */
     {"stock_take",
-     "WITH x AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(order_id uuid, sku text, qty int)), "
-     "t AS (UPDATE stock s SET available = s.available - d.qty, reserved = s.reserved + d.qty, "
-     "  updated_at = now() FROM (SELECT sku, sum(qty)::bigint AS qty FROM x GROUP BY sku) d "
-     "  WHERE s.sku = d.sku) "
-     "INSERT INTO reservations (order_id, sku, qty) SELECT order_id, sku, qty FROM x"},
+     "UPDATE stock s SET available = s.available - v.qty, reserved = s.reserved + v.qty, "
+     "updated_at = now() FROM unnest($1::text[], $2::bigint[]) AS v(sku, qty) WHERE s.sku = v.sku"},
     /* The orders of $1 (uuid[]) decided already, with what was decided. */
     {"decisions_of",
      "SELECT order_id, outcome, coalesce(reason, ''), reply_event_id, " RFC3339("decided_at")
@@ -37,16 +34,16 @@ const struct db_stmt inventory_store_stmts[] = {
      "SELECT d.order_id, d.outcome, coalesce(d.reason, ''), d.reply_event_id, "
      RFC3339("d.decided_at") ", a.at FROM unnest($1::uuid[]) WITH ORDINALITY AS a(id, at) "
      "JOIN order_decisions d ON d.order_id = a.id"},
-    /* $1: one outbox row per order, plus outcome/reason/occurred_at: the
-     * decision and its reply, together. A decision taken meanwhile by
+    /* $1: one outbox row per order, plus outcome/reason/occurred_at and
+     * the items reserved: the decision and its reply, together. A decision taken meanwhile by
      * another consumer for one of these orders makes this fail (primary
      * key): the batch is retried and then finds it. */
     {"decide",
      "WITH x AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(event_id uuid, subject text, "
      "  event_type text, payload text, aggregate_id uuid, outcome text, reason text, "
-     "  occurred_at timestamptz, traceparent text)), "
-     "d AS (INSERT INTO order_decisions (order_id, outcome, reason, reply_event_id, decided_at) "
-     "  SELECT aggregate_id, outcome, reason, event_id, occurred_at FROM x) "
+     "  occurred_at timestamptz, traceparent text, reserved json)), "
+     "d AS (INSERT INTO order_decisions (order_id, outcome, reason, reply_event_id, decided_at, "
+     "  reserved) SELECT aggregate_id, outcome, reason, event_id, occurred_at, reserved FROM x) "
      "INSERT INTO outbox (event_id, subject, event_type, payload, aggregate_id, traceparent) "
      "SELECT event_id, subject, event_type, payload, aggregate_id, traceparent FROM x"},
     {"outbox_resend", OUTBOX_RESEND_SQL},
@@ -104,21 +101,47 @@ static enum err lock_skus(struct db *db, const struct order_created *const *orde
     return e;
 }
 
-/* Decides each order in turn against the locked levels (pure C). */
-static void decide_all(PGresult *locked, const struct order_created *const *orders, size_t n,
-                       enum reply_kind *kinds, const char **reasons)
+/* Decides each order in turn against the locked levels (pure C); returns
+ * the levels after, with what was taken from each (caller frees). */
+static struct stock_level *decide_all(PGresult *locked, const struct order_created *const *orders,
+                                      size_t n, enum reply_kind *kinds, const char **reasons)
 {
     size_t nlv = (size_t)PQntuples(locked);
-    struct stock_level *lv = xcalloc(nlv, sizeof *lv);
+    struct stock_level *lv = xcalloc(nlv ? nlv : 1, sizeof *lv);
     for (size_t i = 0; i < nlv; i++)
         lv[i] = (struct stock_level){PQgetvalue(locked, (int)i, 0),
-                                     strtoll(PQgetvalue(locked, (int)i, 1), NULL, 10)};
+                                     strtoll(PQgetvalue(locked, (int)i, 1), NULL, 10), 0};
     for (size_t i = 0; i < n; i++) {
         kinds[i] = inventory_decide(orders[i]->items, orders[i]->nitems, lv, nlv, &reasons[i]);
         if (kinds[i] == REPLY_RESERVED)
             inventory_take(lv, nlv, orders[i]->items, orders[i]->nitems);
     }
-    free(lv);
+    return lv;
+}
+
+/* Takes what the batch reserved off the locked stock rows: one row per sku. */
+static enum err take_stock(struct db *db, const struct stock_level *lv, size_t nlv)
+{
+    struct buf skus, qtys;
+    buf_init(&skus);
+    buf_init(&qtys);
+    buf_append(&skus, "{", 1);
+    buf_append(&qtys, "{", 1);
+    for (size_t i = 0; i < nlv; i++) {
+        if (!lv[i].taken)
+            continue;
+        if (qtys.len > 1)
+            buf_append(&qtys, ",", 1);
+        buf_pg_array_elem(&skus, lv[i].sku);
+        buf_int(&qtys, lv[i].taken);
+    }
+    buf_append(&skus, "}", 1);
+    buf_append(&qtys, "}", 1);
+    const char *params[] = {skus.data, qtys.data};
+    enum err e = qtys.len > 2 ? db_exec(db, "stock_take", 2, params, NULL) : ERR_OK;
+    buf_cleanup(&skus);
+    buf_cleanup(&qtys);
+    return e;
 }
 
 /* Rows for a jsonb_to_recordset() parameter, written as text: a JSON array
@@ -143,10 +166,24 @@ static void rows_next(struct rows *r)
     buf_append(&r->text, "{", 1);
 }
 
+/* The items of a reserved order, as the decision's `reserved` JSON. */
+static void reserved_json(struct buf *b, const struct order_created *o)
+{
+    buf_append(b, ",\"reserved\":[", 13);
+    for (size_t j = 0; j < o->nitems; j++) {
+        buf_json_field(b, j ? ",{\"sku\":" : "{\"sku\":", o->items[j].sku);
+        buf_append(b, ",\"qty\":", 7);
+        buf_int(b, o->items[j].qty);
+        buf_append(b, "}", 1);
+    }
+    buf_append(b, "]", 1);
+}
+
 /* The outbox row of a reply, with its decision's columns (for "decide");
- * traceparent may be NULL. payload is scratch space for the body. */
+ * traceparent may be NULL; reserved: the order, when its items were
+ * reserved, else NULL. payload is scratch space for the body. */
 static void reply_row(struct rows *rows, struct buf *payload, const struct inventory_reply *rep,
-                      const char *traceparent)
+                      const char *traceparent, const struct order_created *reserved)
 {
     buf_reset(payload);
     event_reply_append(payload, rep);
@@ -161,6 +198,8 @@ static void reply_row(struct rows *rows, struct buf *payload, const struct inven
     buf_json_field(b, ",\"reason\":", rep->kind == REPLY_REJECTED ? rep->reason : NULL);
     buf_json_field(b, ",\"occurred_at\":", rep->occurred_at);
     buf_json_field(b, ",\"traceparent\":", traceparent);
+    if (reserved)
+        reserved_json(b, reserved);
     buf_append(b, "}", 1);
 }
 
@@ -173,20 +212,7 @@ static void new_reply_row(struct rows *rows, struct buf *payload, const struct o
     memcpy(rep.order_id, o->order_id, sizeof rep.order_id);
     snprintf(rep.reason, sizeof rep.reason, "%s", reason ? reason : "");
     time_rfc3339(rep.occurred_at);
-    reply_row(rows, payload, &rep, traceparent);
-}
-
-/* The reservation rows of a reserved order (for "stock_take"). */
-static void taken_rows(struct rows *rows, const struct order_created *o)
-{
-    for (size_t j = 0; j < o->nitems; j++) {
-        rows_next(rows);
-        buf_json_field(&rows->text, "\"order_id\":", o->order_id);
-        buf_json_field(&rows->text, ",\"sku\":", o->items[j].sku);
-        buf_append(&rows->text, ",\"qty\":", 7);
-        buf_int(&rows->text, o->items[j].qty);
-        buf_append(&rows->text, "}", 1);
-    }
+    reply_row(rows, payload, &rep, traceparent, kind == REPLY_RESERVED ? o : NULL);
 }
 
 /* Runs stmt with rows as its JSON parameter (then frees them); *nrows (if
@@ -220,19 +246,16 @@ static enum err reserve(struct db *db, const struct order_created *const *orders
     enum err e = lock_skus(db, orders, n, &locked);
     if (e != ERR_OK)
         goto out;
-    decide_all(locked, orders, n, kinds, reasons);
-    struct rows taken, replies;
+    struct stock_level *lv = decide_all(locked, orders, n, kinds, reasons);
+    struct rows replies;
     struct buf payload;
-    rows_init(&taken);
     rows_init(&replies);
     buf_init(&payload);
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++)
         new_reply_row(&replies, &payload, orders[i], kinds[i], reasons[i], traceparents[i]);
-        if (kinds[i] == REPLY_RESERVED)
-            taken_rows(&taken, orders[i]);
-    }
     buf_cleanup(&payload);
-    e = exec_json(db, "stock_take", &taken);
+    e = take_stock(db, lv, (size_t)PQntuples(locked));
+    free(lv);
     if (e == ERR_OK)
         e = exec_json(db, "decide", &replies);
     else
@@ -283,7 +306,7 @@ static void stored_replies(PGresult *res, const char *const *traceparents, size_
         snprintf(rep.event_id, sizeof rep.event_id, "%s", PQgetvalue(res, r, 3));
         snprintf(rep.occurred_at, sizeof rep.occurred_at, "%s", PQgetvalue(res, r, 4));
         size_t at = (size_t)strtoul(PQgetvalue(res, r, 5), NULL, 10);
-        reply_row(rows, &payload, &rep, at >= 1 && at <= n ? traceparents[at - 1] : NULL);
+        reply_row(rows, &payload, &rep, at >= 1 && at <= n ? traceparents[at - 1] : NULL, NULL);
     }
     buf_cleanup(&payload);
 }

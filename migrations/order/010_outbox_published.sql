@@ -8,7 +8,7 @@
 -- reconciliation and re-sends by an operator; recovery never needs them.
 CREATE TABLE outbox_published (
     id           bigint NOT NULL,      -- the outbox row's id
-    event_id     uuid NOT NULL,        -- not unique: one row per publish
+    event_id     uuid NOT NULL,        -- one row per event: its last publish
     subject      text NOT NULL,
     event_type   text NOT NULL,
     payload      text NOT NULL,
@@ -19,7 +19,7 @@ CREATE TABLE outbox_published (
     published_at timestamptz NOT NULL,
     stream_seq   bigint
 );
-CREATE INDEX outbox_published_event ON outbox_published (event_id);
+CREATE UNIQUE INDEX outbox_published_event ON outbox_published (event_id);
 CREATE INDEX outbox_published_aggregate ON outbox_published (aggregate_id)
     WHERE aggregate_id IS NOT NULL;
 -- rows arrive in publish order: a block range index finds an age range

@@ -275,7 +275,7 @@ START_TEST(a_message_the_database_refuses_blocks_nothing)
     /* a real refusal by the database, for this one order only */
     char *sql = xasprintf("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
                           "$$BEGIN IF NEW.order_id = '%s' THEN RAISE EXCEPTION 'refused'; END IF; "
-                          "RETURN NEW; END$$; CREATE TRIGGER refuse BEFORE INSERT ON reservations "
+                          "RETURN NEW; END$$; CREATE TRIGGER refuse BEFORE INSERT ON order_decisions "
                           "FOR EACH ROW EXECUTE FUNCTION refuse();", order);
     ck_assert_int_eq(pg_exec("inventory", sql), 0);
     publish_orders(5);
@@ -357,7 +357,7 @@ START_TEST(harmless_redeliveries_do_not_count_as_refusals)
     ck_assert_int_eq(pg_exec("inventory",
                              "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
                              "$$BEGIN RAISE EXCEPTION 'refused'; END$$; CREATE TRIGGER refuse "
-                             "BEFORE INSERT ON reservations FOR EACH ROW EXECUTE FUNCTION refuse()"),
+                             "BEFORE INSERT ON order_decisions FOR EACH ROW EXECUTE FUNCTION refuse()"),
                      0);
     PQclear(PQexec(c, "COMMIT"));
     PQfinish(c);
@@ -365,7 +365,7 @@ START_TEST(harmless_redeliveries_do_not_count_as_refusals)
     ck_assert(wait_until(refused_twice_or_dead, NULL, 30000));
     ck_assert_msg(dead_letters() == 0, "dead-lettered after %ld refusal(s): deliveries counted",
                   refusals_of(ev));
-    ck_assert_int_eq(pg_exec("inventory", "DROP TRIGGER refuse ON reservations"), 0);
+    ck_assert_int_eq(pg_exec("inventory", "DROP TRIGGER refuse ON order_decisions"), 0);
     target = 1;
     ck_assert(wait_until(replies_reach, NULL, 15000)); /* applied once the cause is gone */
     ck_assert_int_eq(stock("SKU-1", "reserved"), 1);

@@ -4,9 +4,9 @@
 #include "suites.h"
 
 static const struct stock_level stock[] = {
-    {"SKU-1", 10},
-    {"SKU-2", 3},
-    {"SKU-3", 0},
+    {"SKU-1", 10, 0},
+    {"SKU-2", 3, 0},
+    {"SKU-3", 0, 0},
 };
 #define NSTOCK (sizeof stock / sizeof stock[0])
 
@@ -79,7 +79,7 @@ END_TEST
 
 START_TEST(orders_of_one_batch_see_what_earlier_ones_took)
 {
-    struct stock_level lv[] = {{"SKU-1", 10}, {"SKU-2", 3}};
+    struct stock_level lv[] = {{"SKU-1", 10, 0}, {"SKU-2", 3, 0}};
     const struct order_item one[] = {{"SKU-1", 1}};
     int reserved = 0, rejected = 0;
     for (int i = 0; i < 50; i++) {
@@ -95,17 +95,21 @@ START_TEST(orders_of_one_batch_see_what_earlier_ones_took)
     ck_assert_int_eq(reserved, 10);
     ck_assert_int_eq(rejected, 40);
     ck_assert_int_eq(lv[0].available, 0);
+    ck_assert_int_eq(lv[0].taken, 10); /* what the batch writes to the stock row */
     ck_assert_int_eq(lv[1].available, 3); /* untouched */
+    ck_assert_int_eq(lv[1].taken, 0);
 }
 END_TEST
 
 START_TEST(take_subtracts_every_item)
 {
-    struct stock_level lv[] = {{"SKU-1", 10}, {"SKU-2", 3}};
+    struct stock_level lv[] = {{"SKU-1", 10, 0}, {"SKU-2", 3, 0}};
     const struct order_item items[] = {{"SKU-2", 2}, {"SKU-1", 4}};
     inventory_take(lv, 2, items, 2);
     ck_assert_int_eq(lv[0].available, 6);
     ck_assert_int_eq(lv[1].available, 1);
+    ck_assert_int_eq(lv[0].taken, 4);
+    ck_assert_int_eq(lv[1].taken, 2);
 }
 END_TEST
 

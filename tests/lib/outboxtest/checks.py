@@ -176,11 +176,11 @@ class Checks:
                [o.id for o in self.accepted() if o.id not in ids])
         listed(p, "orders without items or without exactly one outbox event", sql(o_db,
                "SELECT o.id, (SELECT count(*) FROM order_items i WHERE i.order_id = o.id) AS items,"
-               " (SELECT count(*) FROM outbox x WHERE x.payload::json->>'order_id' = o.id::text) AS events"
+               " (SELECT count(*) FROM outbox_events x WHERE x.payload::json->>'order_id' = o.id::text) AS events"
                " FROM orders o WHERE NOT EXISTS (SELECT 1 FROM order_items i WHERE i.order_id = o.id)"
-               " OR (SELECT count(*) FROM outbox x WHERE x.payload::json->>'order_id' = o.id::text) <> 1"))
+               " OR (SELECT count(*) FROM outbox_events x WHERE x.payload::json->>'order_id' = o.id::text) <> 1"))
         listed(p, "orders outbox events of no order", sql(o_db,
-               "SELECT event_id, payload::json->>'order_id' FROM outbox x WHERE NOT EXISTS"
+               "SELECT event_id, payload::json->>'order_id' FROM outbox_events x WHERE NOT EXISTS"
                " (SELECT 1 FROM orders o WHERE o.id::text = x.payload::json->>'order_id')"))
         want = set(sql(o_db, "SELECT o.id, i.sku, i.qty FROM orders o JOIN order_items i"
                    " ON i.order_id = o.id WHERE o.status = 'CONFIRMED'"))
@@ -191,14 +191,14 @@ class Checks:
                ["reserved more than once: %s" % (r,) for r in sorted({r for r in have if have.count(r) > 1})])
         want = set(sql(o_db, "SELECT id, CASE status WHEN 'CONFIRMED' THEN 'InventoryReserved'"
                    " WHEN 'REJECTED' THEN 'InventoryRejected' ELSE 'none-yet(' || status || ')' END FROM orders"))
-        have = sql(i_db, "SELECT payload::json->>'order_id', event_type FROM outbox")
+        have = sql(i_db, "SELECT payload::json->>'order_id', event_type FROM outbox_events")
         listed(p, "inventory replies that differ from one per order matching its status",
                ["order (status as reply): %s" % (r,) for r in sorted(want - set(have))] +
                ["inventory reply: %s" % (r,) for r in sorted(set(have) - want)] +
                ["more than one reply: %s" % (r,) for r in sorted({r for r in have if have.count(r) > 1})])
         for a_db, b_db, what in ((o_db, i_db, "inventory processed ids vs the OrderCreated events"),
                                  (i_db, o_db, "order-service processed ids vs the inventory replies")):
-            a = [r[0] for r in sql(a_db, "SELECT event_id FROM outbox")]
+            a = [r[0] for r in sql(a_db, "SELECT event_id FROM outbox_events")]
             b = [r[0] for r in sql(b_db, "SELECT event_id FROM processed_messages")]
             listed(p, what + " (every event applied once)",
                    ["not processed: %s" % e for e in sorted(set(a) - set(b))] +
@@ -213,8 +213,8 @@ class Checks:
         """Both durable consumers fully acknowledged; each stream holds at
         least one message per event, exactly one unless a re-drive (the
         broker lost messages) re-sent some: that is printed, not failed."""
-        events = {"ORDERS": sql(self.orders_db, "SELECT count(*) FROM outbox")[0][0],
-                  "INVENTORY": sql(self.inventory_db, "SELECT count(*) FROM outbox")[0][0]}
+        events = {"ORDERS": sql(self.orders_db, "SELECT count(*) FROM outbox_events")[0][0],
+                  "INVENTORY": sql(self.inventory_db, "SELECT count(*) FROM outbox_events")[0][0]}
         redriven = sum(1 for log in order_logs for line in open(log, errors="replace")
                        if REDRIVE_LOG in line)
 
