@@ -28,6 +28,7 @@ struct config {
     int64_t stream_max_age_ms; /* must stay below processed retention */
     int64_t stream_duplicate_window_ms; /* JetStream's Nats-Msg-Id window; <= max age */
     int consumer_batch;
+    int consumer_workers; /* batches applied at once, each on its own connection */
     int64_t redrive_after_ms;  /* order-service: re-send OrderCreated of orders PENDING this long */
     int64_t db_request_timeout_ms; /* statement + lock timeout serving a request (then 503) */
     int64_t db_work_timeout_ms;    /* the same for relay, consumer, retention */

@@ -1,9 +1,10 @@
 /* inbox.c - the consumer loop: fetch, one transaction per batch (ids
  * recorded set-wise, the handler's effect set-wise), commit, then settle
  * each message with JetStream. A fetcher thread fetches the next batch
- * while the consumer thread applies and commits the current one.
- * Owns processed_messages and dead_letters and both threads; the effect of
- * a message belongs to the handler. */
+ * while CONSUMER_WORKERS worker threads, each on its own connection, apply
+ * and commit the batches before it.
+ * Owns processed_messages and dead_letters and the threads; the effect of a
+ * message belongs to the handler. */
 #include "inbox.h"
 #include "event.h"
 #include "failpoint.h"
@@ -26,7 +27,9 @@
 #define CHECK_AFTER_EMPTY 10      /* empty fetches (~10 s) before asking if the consumer exists */
 
 const struct db_stmt inbox_stmts[] = {
-    /* Duplicates within one batch are fine too: DO NOTHING skips the second. */
+    /* Duplicates within one batch are fine too: DO NOTHING skips the second.
+     * The ids come sorted: two workers inserting the same ids (a
+     * redelivery) wait for each other in one order, never in a cycle. */
     {"inbox_record",
      "INSERT INTO processed_messages (event_id, subject) "
      "SELECT * FROM unnest($1::uuid[], $2::text[]) ON CONFLICT DO NOTHING RETURNING event_id"},
@@ -46,27 +49,37 @@ const size_t inbox_nstmts = ARRAY_LEN(inbox_stmts);
 
 enum settle { SETTLE_ACK, SETTLE_TERM, SETTLE_NAK };
 
+/* A worker thread: applies the batches it takes on its own connection. */
+struct worker {
+    struct inbox *in;
+    struct db *db;
+    pthread_t thread;
+    int up;                 /* its connection counted in in->dbs_up */
+    struct slot *slots;     /* for each batch (kept: freeing it each time costs more) */
+    int nslots;
+};
+
 struct inbox {
     const struct config *cfg;
     struct broker *broker;
     const struct inbox_handler *h;
-    struct db *db;
     struct db_stmt *stmts;
+    size_t nstmts;
     struct broker_sub *sub;
     struct metric *m_results, *m_dead_open, *m_lag;
-    pthread_t thread, fetcher;
+    pthread_t fetcher;
+    struct worker *workers;
+    int nworkers;
     atomic_int stopping;
-    atomic_int db_up;       /* the consumer thread's connection is up: fetching makes sense */
-    int64_t next_gauges_ms; /* consumer thread's */
+    atomic_int dbs_up;      /* workers whose connection is up: fetching makes sense */
+    int64_t next_gauges_ms; /* worker 0's */
     int64_t next_lag_ms;    /* fetcher's */
     int empty_fetches;      /* in a row: a deleted consumer also looks like this (fetcher) */
-    /* The next batch, handed from the fetcher to the consumer thread. */
+    /* The next batch, handed from the fetcher to a worker. */
     pthread_mutex_t mu;
     pthread_cond_t cv;      /* on the monotonic clock */
     struct broker_in *next;
     int nnext, has_next;
-    struct slot *slots;     /* the consumer thread's, for each batch */
-    int nslots;
 };
 
 /* What became of one message of a batch. */
@@ -119,7 +132,7 @@ static json_t *msg_fields(const struct slot *sl)
 
 /* Keeps the message as it came: body, exact subject and headers as bytes,
  * and the subject as text (escaped where it is not UTF-8). */
-static enum err dead_letter(struct inbox *in, const struct broker_in *m, const struct slot *sl)
+static enum err dead_letter(struct worker *w, const struct broker_in *m, const struct slot *sl)
 {
     struct buf body, subject, raw_subject, headers, raw_headers;
     buf_init(&body);
@@ -134,7 +147,7 @@ static enum err dead_letter(struct inbox *in, const struct broker_in *m, const s
     bytea_hex(&headers, raw_headers.data ? raw_headers.data : "", raw_headers.len);
     const char *params[] = {subject.data, sl->id[0] ? sl->id : NULL, body.data, sl->why,
                             raw_subject.data, headers.data};
-    enum err e = db_exec(in->db, "inbox_dead", 6, params, NULL);
+    enum err e = db_exec(w->db, "inbox_dead", 6, params, NULL);
     if (e == ERR_OK)
         log_with(LOG_WARN, msg_fields(sl), "poison message on %s (event %s) kept in "
                  "dead_letters: %s", subject.data, sl->id[0] ? sl->id : "?", sl->why);
@@ -146,33 +159,45 @@ static enum err dead_letter(struct inbox *in, const struct broker_in *m, const s
     return e;
 }
 
-/* Records every valid event id in one statement; marks which are fresh. */
-static enum err record_ids(struct inbox *in, const struct broker_in *msgs, struct slot *sl, int n)
+static int by_event_id(const void *a, const void *b, void *slots)
 {
+    const struct slot *sl = slots;
+    int i = *(const int *)a, j = *(const int *)b;
+    int c = strcmp(sl[i].id, sl[j].id);
+    return c ? c : (i > j) - (i < j); /* copies of one id in batch order */
+}
+
+/* Records every valid event id in one statement, in id order; marks which
+ * are fresh. */
+static enum err record_ids(struct worker *w, const struct broker_in *msgs, struct slot *sl, int n)
+{
+    int *idx = xcalloc((size_t)n, sizeof *idx), m = 0;
+    for (int i = 0; i < n; i++)
+        if (sl[i].id[0])
+            idx[m++] = i;
+    qsort_r(idx, (size_t)m, sizeof *idx, by_event_id, sl);
     struct buf ids, subjects;
     buf_init(&ids);
     buf_init(&subjects);
     buf_append(&ids, "{", 1);
     buf_append(&subjects, "{", 1);
-    for (int i = 0; i < n; i++) {
-        if (!sl[i].id[0])
-            continue;
-        buf_pg_array_elem(&ids, sl[i].id);
-        buf_pg_array_elem(&subjects, msgs[i].subject);
+    for (int k = 0; k < m; k++) {
+        buf_pg_array_elem(&ids, sl[idx[k]].id);
+        buf_pg_array_elem(&subjects, msgs[idx[k]].subject);
     }
     buf_append(&ids, "}", 1);
     buf_append(&subjects, "}", 1);
     const char *params[] = {ids.data, subjects.data};
     PGresult *res = NULL;
-    enum err e = db_exec(in->db, "inbox_record", 2, params, &res);
-    /* The ids come back in the batch's order: each search starts after the
-     * last match, so a batch costs n comparisons, not n * n. */
+    enum err e = db_exec(w->db, "inbox_record", 2, params, &res);
+    /* The ids come back in the order sent: each search starts after the
+     * last match, so a batch costs m comparisons, not m * m. */
     for (int r = 0, at = 0; e == ERR_OK && r < PQntuples(res); r++) {
-        for (int k = 0; k < n; k++) {
-            int i = (at + k) % n;
+        for (int k = 0; k < m; k++) {
+            int i = idx[(at + k) % m];
             if (!sl[i].fresh && strcmp(sl[i].id, PQgetvalue(res, r, 0)) == 0) {
                 sl[i].fresh = 1; /* one copy of an id repeated in the batch; the others are duplicates */
-                at = i + 1;
+                at = (at + k + 1) % m;
                 break;
             }
         }
@@ -180,11 +205,12 @@ static enum err record_ids(struct inbox *in, const struct broker_in *msgs, struc
     PQclear(res);
     buf_cleanup(&ids);
     buf_cleanup(&subjects);
+    free(idx);
     return e;
 }
 
 /* Tells the handler (if it wants to know) of the batch's duplicates. */
-static enum err tell_duplicates(struct inbox *in, const struct broker_in *msgs, struct slot *sl,
+static enum err tell_duplicates(struct worker *w, const struct broker_in *msgs, struct slot *sl,
                                 int n)
 {
     int ndups = 0;
@@ -201,14 +227,14 @@ static enum err tell_duplicates(struct inbox *in, const struct broker_in *msgs, 
         dups[k++] = (struct inbox_item){.msg = &msgs[i], .body = sl[i].body,
                                         .event_id = sl[i].id, .traceparent = sl[i].trace};
     }
-    enum err e = k && in->h->on_duplicates ? in->h->on_duplicates(in->db, dups, k, in->h->ctx)
-                                           : ERR_OK;
+    const struct inbox_handler *h = w->in->h;
+    enum err e = k && h->on_duplicates ? h->on_duplicates(w->db, dups, k, h->ctx) : ERR_OK;
     free(dups);
     return e;
 }
 
 /* Hands the fresh messages to the handler and copies its verdicts back. */
-static enum err apply_fresh(struct inbox *in, const struct broker_in *msgs, struct slot *sl, int n)
+static enum err apply_fresh(struct worker *w, const struct broker_in *msgs, struct slot *sl, int n)
 {
     struct inbox_item *items = xcalloc((size_t)n, sizeof *items);
     int *at = xcalloc((size_t)n, sizeof *at);
@@ -220,9 +246,9 @@ static enum err apply_fresh(struct inbox *in, const struct broker_in *msgs, stru
             at[k++] = i;
         }
     }
-    enum err e = tell_duplicates(in, msgs, sl, n);
+    enum err e = tell_duplicates(w, msgs, sl, n);
     if (e == ERR_OK && k)
-        e = in->h->apply(in->db, items, k, in->h->ctx);
+        e = w->in->h->apply(w->db, items, k, w->in->h->ctx);
     for (size_t j = 0; e == ERR_OK && j < k; j++) {
         memcpy(sl[at[j]].order_id, items[j].order_id, sizeof sl[at[j]].order_id);
         if (items[j].poison)
@@ -254,7 +280,7 @@ static void free_bodies(struct slot *sl, int n)
 }
 
 /* The whole batch inside the caller's transaction. */
-static enum err apply_batch(struct inbox *in, const struct broker_in *msgs, struct slot *sl, int n)
+static enum err apply_batch(struct worker *w, const struct broker_in *msgs, struct slot *sl, int n)
 {
     for (int i = 0; i < n; i++)
         sl[i].sampled = trace_continue(msgs[i].traceparent, sl[i].trace);
@@ -270,12 +296,12 @@ static enum err apply_batch(struct inbox *in, const struct broker_in *msgs, stru
             mark_poison(&sl[i], "body is not a JSON object with a UUID event_id");
         sl[i].id[0] = '\0';
     }
-    enum err e = record_ids(in, msgs, sl, n);
+    enum err e = record_ids(w, msgs, sl, n);
     if (e == ERR_OK)
-        e = apply_fresh(in, msgs, sl, n);
+        e = apply_fresh(w, msgs, sl, n);
     for (int i = 0; e == ERR_OK && i < n; i++)
         if (sl[i].settle == SETTLE_TERM)
-            e = dead_letter(in, &msgs[i], &sl[i]);
+            e = dead_letter(w, &msgs[i], &sl[i]);
     return e;
 }
 
@@ -283,8 +309,9 @@ enum err inbox_apply_one(struct db *db, const struct inbox_handler *h, const cha
                          const char *body, size_t len, const char **result,
                          char *why, size_t whylen)
 {
-    /* a stack inbox lends the batch path its connection and handler */
-    struct inbox in = {.db = db, .h = h};
+    /* a stack worker lends the batch path its connection and handler */
+    struct inbox in = {.h = h};
+    struct worker w = {.in = &in, .db = db};
     struct broker_in m = {.subject = subject, .data = body, .len = (int)len};
     struct slot sl = {.settle = SETTLE_ACK};
     trace_continue(NULL, sl.trace);
@@ -292,9 +319,9 @@ enum err inbox_apply_one(struct db *db, const struct inbox_handler *h, const cha
         sl.id[0] = '\0';
         mark_poison(&sl, "body is not a JSON object with a UUID event_id");
     }
-    enum err e = sl.id[0] ? record_ids(&in, &m, &sl, 1) : ERR_OK;
+    enum err e = sl.id[0] ? record_ids(&w, &m, &sl, 1) : ERR_OK;
     if (e == ERR_OK && sl.id[0])
-        e = apply_fresh(&in, &m, &sl, 1);
+        e = apply_fresh(&w, &m, &sl, 1);
     free_bodies(&sl, 1);
     *result = sl.result ? sl.result : "duplicate";
     snprintf(why, whylen, "%s", sl.why);
@@ -333,12 +360,12 @@ static void settle_all(struct inbox *in, struct broker_in *msgs, const struct sl
 
 /* Counts one more refusal of the message's event; returns the count so
  * far, or 0 if it could not be counted (no event id, database away). */
-static int count_refusal(struct inbox *in, const char *id, const char *why)
+static int count_refusal(struct worker *w, const char *id, const char *why)
 {
     const char *params[] = {id, why};
     PGresult *res = NULL;
     int n = 0;
-    if (id[0] && db_exec(in->db, "inbox_refused", 2, params, &res) == ERR_OK)
+    if (id[0] && db_exec(w->db, "inbox_refused", 2, params, &res) == ERR_OK)
         n = atoi(PQgetvalue(res, 0, 0));
     PQclear(res);
     return n;
@@ -346,61 +373,63 @@ static int count_refusal(struct inbox *in, const char *id, const char *why)
 
 /* A message the database refuses on its own, again and again, is poison:
  * keep it as a dead letter so it stops coming back. */
-static int give_up(struct inbox *in, struct broker_in *m)
+static int give_up(struct worker *w, struct broker_in *m)
 {
     struct slot sl = {.settle = SETTLE_TERM, .result = "poison"};
     char err[256];
-    snprintf(err, sizeof err, "%s", db_errmsg(in->db));
+    snprintf(err, sizeof err, "%s", db_errmsg(w->db));
     if (event_peek_id(m->data, (size_t)m->len, sl.id) != ERR_OK)
         sl.id[0] = '\0';
-    if (count_refusal(in, sl.id, err) < DB_REFUSALS_MAX)
+    if (count_refusal(w, sl.id, err) < DB_REFUSALS_MAX)
         return 0;
     snprintf(sl.why, sizeof sl.why, "the database refused it %d times: %.200s",
              DB_REFUSALS_MAX, err);
-    if (dead_letter(in, m, &sl) != ERR_OK)
+    if (dead_letter(w, m, &sl) != ERR_OK)
         return 0;
-    settle_all(in, m, &sl, 1, 1);
+    settle_all(w->in, m, &sl, 1, 1);
     return 1;
 }
 
 /* sl: room for n slots (the caller's: a batch's array is kept from one
  * batch to the next, freeing it each time costs more than the batch). */
-static void process_batch(struct inbox *in, struct broker_in *msgs, int n, struct slot *sl)
+static void process_batch(struct worker *w, struct broker_in *msgs, int n, struct slot *sl)
 {
+    struct inbox *in = w->in;
     memset(sl, 0, (size_t)n * sizeof *sl);
-    enum err e = db_exec_sql(in->db, "BEGIN");
+    enum err e = db_exec_sql(w->db, "BEGIN");
     if (e == ERR_OK)
-        e = apply_batch(in, msgs, sl, n);
+        e = apply_batch(w, msgs, sl, n);
     if (e == ERR_OK)
-        e = db_exec_sql(in->db, "COMMIT");
+        e = db_exec_sql(w->db, "COMMIT");
     if (e == ERR_OK) {
         failpoint_hit("inbox_after_commit");
         if (in->h->after_commit)
             in->h->after_commit(in->h->ctx);
         settle_all(in, msgs, sl, n, 1);
     } else {
-        db_rollback(in->db);
-        log_warn("consumer: batch of %d not applied: %s", n, db_errmsg(in->db));
+        db_rollback(w->db);
+        log_warn("consumer: batch of %d not applied: %s", n, db_errmsg(w->db));
         /* the server answered no, not for want of time: something in the data */
         int refused = e != ERR_UNAVAILABLE && e != ERR_RETRY;
         if (refused && n > 1) /* one bad message must not hold back the others */
             for (int i = 0; i < n; i++)
-                process_batch(in, &msgs[i], 1, &(struct slot){.settle = SETTLE_ACK});
-        else if (!(refused && give_up(in, &msgs[0])))
+                process_batch(w, &msgs[i], 1, &(struct slot){.settle = SETTLE_ACK});
+        else if (!(refused && give_up(w, &msgs[0])))
             settle_all(in, msgs, sl, n, 0); /* nak: redelivered after NAK_DELAY_MS */
     }
     free_bodies(sl, n);
 }
 
-/* The gauge behind the dead-letter alert (consumer thread: its connection). */
-static void update_dead_gauge(struct inbox *in)
+/* The gauge behind the dead-letter alert (worker 0, on its connection). */
+static void update_dead_gauge(struct worker *w)
 {
+    struct inbox *in = w->in;
     int64_t now = mono_ms();
     if (now < in->next_gauges_ms)
         return;
     in->next_gauges_ms = now + GAUGES_EVERY_MS;
     PGresult *res = NULL;
-    if (db_exec(in->db, "inbox_dead_open", 0, NULL, &res) == ERR_OK)
+    if (db_exec(w->db, "inbox_dead_open", 0, NULL, &res) == ERR_OK)
         metric_set(in->m_dead_open, "", strtod(PQgetvalue(res, 0, 0), NULL));
     PQclear(res);
 }
@@ -461,7 +490,7 @@ static void give_back(struct broker_in *msgs, int n)
     broker_fetch_free(msgs, n);
 }
 
-/* Fetcher thread: waits until the consumer thread has taken the previous
+/* Fetcher thread: waits until a worker has taken the previous
  * batch, then hands it msgs. When stopping, the batch goes back to the
  * server at once (nak) for another consumer. */
 static void hand_over(struct inbox *in, struct broker_in *msgs, int n)
@@ -481,7 +510,7 @@ static void hand_over(struct inbox *in, struct broker_in *msgs, int n)
         give_back(msgs, n);
 }
 
-/* Consumer thread: the next batch, waiting up to ms for it. 0 if none came. */
+/* Worker thread: the next batch, waiting up to ms for it. 0 if none came. */
 static int take_batch(struct inbox *in, int64_t ms, struct broker_in **msgs, int *n)
 {
     struct timespec until = mono_deadline(ms);
@@ -505,7 +534,7 @@ static void *fetch_main(void *arg)
     struct inbox *in = arg;
     while (!atomic_load(&in->stopping)) {
         /* no fetch while Postgres is away: deliveries would be used up for nothing */
-        if (!atomic_load(&in->db_up)) {
+        if (atomic_load(&in->dbs_up) == 0) {
             sleep_ms(RESUBSCRIBE_MS);
             continue;
         }
@@ -531,26 +560,36 @@ static void *fetch_main(void *arg)
     return NULL;
 }
 
-static void *inbox_main(void *arg)
+/* Counts the worker's connection in or out of in->dbs_up. */
+static void note_db(struct worker *w, int up)
 {
-    struct inbox *in = arg;
+    if (up != w->up)
+        atomic_fetch_add(&w->in->dbs_up, up ? 1 : -1);
+    w->up = up;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct inbox *in = w->in;
     while (!atomic_load(&in->stopping)) {
-        int up = db_connect(in->db) == ERR_OK;
-        atomic_store(&in->db_up, up);
+        int up = db_connect(w->db) == ERR_OK;
+        note_db(w, up);
         if (!up) {
             sleep_ms(RESUBSCRIBE_MS);
             continue;
         }
-        update_dead_gauge(in);
+        if (w == &in->workers[0])
+            update_dead_gauge(w);
         struct broker_in *msgs = NULL;
         int n = 0;
         if (!take_batch(in, FETCH_WAIT_MS, &msgs, &n))
             continue;
-        if (n > in->nslots) {
-            in->slots = xrealloc(in->slots, (size_t)n * sizeof *in->slots);
-            in->nslots = n;
+        if (n > w->nslots) {
+            w->slots = xrealloc(w->slots, (size_t)n * sizeof *w->slots);
+            w->nslots = n;
         }
-        process_batch(in, msgs, n, in->slots);
+        process_batch(w, msgs, n, w->slots);
         broker_fetch_free(msgs, n);
     }
     return NULL;
@@ -558,11 +597,10 @@ static void *inbox_main(void *arg)
 
 static void merge_stmts(struct inbox *in)
 {
-    size_t n = ARRAY_LEN(inbox_stmts) + in->h->nstmts;
-    in->stmts = xcalloc(n, sizeof *in->stmts);
+    in->nstmts = ARRAY_LEN(inbox_stmts) + in->h->nstmts;
+    in->stmts = xcalloc(in->nstmts, sizeof *in->stmts);
     memcpy(in->stmts, inbox_stmts, sizeof inbox_stmts);
     memcpy(in->stmts + ARRAY_LEN(inbox_stmts), in->h->stmts, in->h->nstmts * sizeof *in->stmts);
-    db_new(in->cfg->database_url, in->stmts, n, &in->db);
 }
 
 /* Every result label shows in /metrics from the start, at 0. */
@@ -583,6 +621,12 @@ void inbox_start(const struct config *cfg, struct broker *b, const struct inbox_
     in->broker = b;
     in->h = h;
     merge_stmts(in);
+    in->nworkers = cfg->consumer_workers;
+    in->workers = xcalloc((size_t)in->nworkers, sizeof *in->workers);
+    for (int i = 0; i < in->nworkers; i++) {
+        in->workers[i].in = in;
+        db_new(cfg->database_url, in->stmts, in->nstmts, &in->workers[i].db);
+    }
     in->m_results = metrics_register(h->metric, h->metric_help, METRIC_COUNTER, NULL, 0);
     declare_results(in, h->results);
     static const char *const common_results[] = {"duplicate", "poison", NULL};
@@ -597,9 +641,11 @@ void inbox_start(const struct config *cfg, struct broker *b, const struct inbox_
     metric_set(in->m_lag, "", 0);
     pthread_mutex_init(&in->mu, NULL);
     cond_init_monotonic(&in->cv);
-    if (pthread_create(&in->thread, NULL, inbox_main, in) != 0 ||
-        pthread_create(&in->fetcher, NULL, fetch_main, in) != 0)
-        abort(); /* cannot run without its consumer threads: nothing to unwind */
+    for (int i = 0; i < in->nworkers; i++)
+        if (pthread_create(&in->workers[i].thread, NULL, worker_main, &in->workers[i]) != 0)
+            abort(); /* cannot run without its consumer threads: nothing to unwind */
+    if (pthread_create(&in->fetcher, NULL, fetch_main, in) != 0)
+        abort();
     *out = in;
 }
 
@@ -618,14 +664,18 @@ void inbox_stop(struct inbox *in)
     if (!in)
         return;
     inbox_request_stop(in);
-    pthread_join(in->thread, NULL);
+    for (int i = 0; i < in->nworkers; i++)
+        pthread_join(in->workers[i].thread, NULL);
     pthread_join(in->fetcher, NULL);
     if (in->has_next)
         give_back(in->next, in->nnext);
     broker_sub_free(in->sub);
-    db_free(in->db);
+    for (int i = 0; i < in->nworkers; i++) {
+        db_free(in->workers[i].db);
+        free(in->workers[i].slots);
+    }
+    free(in->workers);
     free(in->stmts);
-    free(in->slots);
     pthread_cond_destroy(&in->cv);
     pthread_mutex_destroy(&in->mu);
     free(in);

@@ -14,7 +14,7 @@
 static const char *const vars[] = {
     "PORT", "DATABASE_URL", "NATS_URL", "MIGRATIONS_DIR", "LOG_LEVEL", "JS_REPLICAS",
     "HTTP_THREADS", "RELAY_SWEEP_MS", "RELAY_BATCH", "RELAY_MAX_ATTEMPTS", "OUTBOX_RETENTION",
-    "PROCESSED_RETENTION", "STREAM_MAX_AGE", "CONSUMER_BATCH", "FAILPOINTS",
+    "PROCESSED_RETENTION", "STREAM_MAX_AGE", "CONSUMER_BATCH", "CONSUMER_WORKERS", "FAILPOINTS",
     "DB_REQUEST_TIMEOUT", "DB_WORK_TIMEOUT", "DB_IDLE_TX_TIMEOUT", "DB_TCP_TIMEOUT",
     "HTTP_MAX_CONNECTIONS", "HTTP_MAX_CONNECTIONS_PER_IP", "HTTP_REQUEST_TIMEOUT",
     "STREAM_DUPLICATE_WINDOW", "REDRIVE_AFTER",
@@ -68,6 +68,7 @@ static void assert_shared_defaults(const struct config *c)
     ck_assert_int_eq(c->processed_retention_ms, 7 * DAY_MS);
     ck_assert_int_eq(c->stream_max_age_ms, 3 * DAY_MS);
     ck_assert_int_eq(c->consumer_batch, 512);
+    ck_assert_int_eq(c->consumer_workers, 2);
     ck_assert_str_eq(c->failpoints, "");
     ck_assert_int_eq(c->db_request_timeout_ms, 3000);
     ck_assert_int_eq(c->db_work_timeout_ms, 30000);
@@ -136,6 +137,7 @@ static const struct override {
     {"STREAM_DUPLICATE_WINDOW", "90s", K_I64, offsetof(struct config, stream_duplicate_window_ms),
      90000, NULL},
     {"CONSUMER_BATCH", "10", K_INT, offsetof(struct config, consumer_batch), 10, NULL},
+    {"CONSUMER_WORKERS", "3", K_INT, offsetof(struct config, consumer_workers), 3, NULL},
     {"DB_REQUEST_TIMEOUT", "500ms", K_I64, offsetof(struct config, db_request_timeout_ms), 500, NULL},
     {"DB_WORK_TIMEOUT", "2m", K_I64, offsetof(struct config, db_work_timeout_ms), 120000, NULL},
     {"DB_IDLE_TX_TIMEOUT", "5m", K_I64, offsetof(struct config, db_idle_tx_timeout_ms), 300000, NULL},
@@ -233,6 +235,7 @@ static const struct { const char *name, *value; } bad_values[] = {
     {"NATS_URL", "nats://a, nats://b"}, {"NATS_URL", "nats://a b"}, {"MIGRATIONS_DIR", ""},
     {"JS_REPLICAS", "0"}, {"JS_REPLICAS", "6"}, {"HTTP_THREADS", "0"}, {"RELAY_SWEEP_MS", "abc"},
     {"RELAY_BATCH", "0"}, {"RELAY_MAX_ATTEMPTS", "0"}, {"CONSUMER_BATCH", "0"},
+    {"CONSUMER_WORKERS", "0"}, {"CONSUMER_WORKERS", "65"},
     {"OUTBOX_RETENTION", "1y"}, {"OUTBOX_RETENTION", "-1s"}, {"PROCESSED_RETENTION", "abc"},
     {"STREAM_MAX_AGE", "1w"}, {"DB_REQUEST_TIMEOUT", "0"}, {"DB_REQUEST_TIMEOUT", "30d"},
     {"DB_TCP_TIMEOUT", "1ms"}, {"HTTP_MAX_CONNECTIONS", "1"}, {"HTTP_MAX_CONNECTIONS_PER_IP", "0"},
