@@ -3,7 +3,7 @@
 -- transaction: the baseline is Postgres doing one order per commit with the
 -- service's own SQL. What differs from the service, and why:
 --   $1 (the JSON array of orders) is built in the statement with
---     jsonb_build_array(jsonb_build_object(..)), so that the order id and
+--     json_build_array(json_build_object(..)), so that the order id and
 --     the event id are fresh gen_random_uuid() values in every transaction;
 --   its customer_id, fingerprint, items and payload are the pgbench
 --     variables set by scripts/bench with -D (bound parameters in -M prepared);
@@ -12,12 +12,12 @@
 --   the to_char format is written E'..\x3a..' because pgbench reads every
 --     ':name' as a variable, even inside quotes; the value is the same.
 -- scripts/bench warns when order_store.c's statement changes (source-md5 below).
--- source-md5: 29f2964ac93b1e3f9b42d07ff9994cfe
-WITH x AS (SELECT * FROM jsonb_to_recordset(jsonb_build_array(jsonb_build_object(
+-- source-md5: 214c3787f702b6fe43761e3e1515d1ce
+WITH x AS (SELECT * FROM json_to_recordset(json_build_array(json_build_object(
     'id', gen_random_uuid(), 'customer_id', :customer_id::text, 'idempotency_key', NULL,
-    'fingerprint', :fingerprint::text, 'items', :items::jsonb, 'event_id', gen_random_uuid(),
+    'fingerprint', :fingerprint::text, 'items', :items::json, 'event_id', gen_random_uuid(),
     'payload', :payload::text, 'traceparent', NULL)))
-  AS x(id uuid, customer_id text, idempotency_key text, fingerprint text, items jsonb,
+  AS x(id uuid, customer_id text, idempotency_key text, fingerprint text, items json,
        event_id uuid, payload text, traceparent text)),
 o AS (INSERT INTO orders (id, customer_id, idempotency_key, request_hash, event_id,
   traceparent)
@@ -25,7 +25,7 @@ o AS (INSERT INTO orders (id, customer_id, idempotency_key, request_hash, event_
   ON CONFLICT (idempotency_key) DO NOTHING RETURNING *),
 i AS (INSERT INTO order_items (order_id, line, sku, qty)
   SELECT o.id, it.line, it.sku, it.qty FROM o JOIN x ON x.id = o.id, ROWS FROM
-  (jsonb_to_recordset(x.items) AS (sku text, qty int)) WITH ORDINALITY AS it(sku, qty, line)),
+  (json_to_recordset(x.items) AS (sku text, qty int)) WITH ORDINALITY AS it(sku, qty, line)),
 e AS (INSERT INTO outbox (event_id, subject, event_type, payload, aggregate_id, traceparent)
   SELECT x.event_id, 'orders.created', 'OrderCreated', x.payload, x.id, x.traceparent
   FROM o JOIN x ON x.id = o.id)

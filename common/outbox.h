@@ -21,7 +21,7 @@
 #define OUTBOX_INSERT_MANY_SQL                                                          \
     "INSERT INTO outbox (event_id, subject, event_type, payload, aggregate_id, traceparent) " \
     "SELECT event_id, subject, event_type, payload, aggregate_id, traceparent "           \
-    "FROM jsonb_to_recordset($1::jsonb) AS x(event_id uuid, subject text, "               \
+    "FROM json_to_recordset($1::json) AS x(event_id uuid, subject text, "               \
     "event_type text, payload text, aggregate_id uuid, traceparent text)"
 
 /* Queues events to be sent again, rebuilt by the caller from its own records
@@ -33,7 +33,7 @@
 #define OUTBOX_RESEND_SQL                                                               \
     "INSERT INTO outbox (event_id, subject, event_type, payload, aggregate_id, "          \
     "traceparent) SELECT DISTINCT ON (event_id) event_id, subject, event_type, payload, " \
-    "aggregate_id, traceparent FROM jsonb_to_recordset($1::jsonb) AS x(event_id uuid, "   \
+    "aggregate_id, traceparent FROM json_to_recordset($1::json) AS x(event_id uuid, "   \
     "subject text, event_type text, payload text, aggregate_id uuid, traceparent text) "  \
     "WHERE NOT EXISTS (SELECT 1 FROM outbox_published p WHERE p.event_id = x.event_id "   \
     "AND p.published_at >= now() - $2::bigint * interval '1 millisecond') "              \

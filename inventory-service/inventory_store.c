@@ -39,7 +39,7 @@ const struct db_stmt inventory_store_stmts[] = {
      * another consumer for one of these orders makes this fail (primary
      * key): the batch is retried and then finds it. */
     {"decide",
-     "WITH x AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(event_id uuid, subject text, "
+     "WITH x AS (SELECT * FROM json_to_recordset($1::json) AS x(event_id uuid, subject text, "
      "  event_type text, payload text, aggregate_id uuid, outcome text, reason text, "
      "  occurred_at timestamptz, traceparent text, reserved json)), "
      "d AS (INSERT INTO order_decisions (order_id, outcome, reason, reply_event_id, decided_at, "
@@ -144,7 +144,7 @@ static enum err take_stock(struct db *db, const struct stock_level *lv, size_t n
     return e;
 }
 
-/* Rows for a jsonb_to_recordset() parameter, written as text: a JSON array
+/* Rows for a json_to_recordset() parameter, written as text: a JSON array
  * of objects, and how many. */
 struct rows {
     struct buf text;

@@ -19,8 +19,8 @@ const struct db_stmt order_store_stmts[] = {
      * payload, traceparent}. A key already taken (even by an earlier order of
      * the same array) inserts nothing for that order. */
     {"order_create",
-     "WITH x AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, customer_id text, "
-     "  idempotency_key text, fingerprint text, items jsonb, event_id uuid, payload text, "
+     "WITH x AS (SELECT * FROM json_to_recordset($1::json) AS x(id uuid, customer_id text, "
+     "  idempotency_key text, fingerprint text, items json, event_id uuid, payload text, "
      "  traceparent text)), "
      "o AS (INSERT INTO orders (id, customer_id, idempotency_key, request_hash, event_id, "
      "  traceparent) "
@@ -28,7 +28,7 @@ const struct db_stmt order_store_stmts[] = {
      "  ON CONFLICT (idempotency_key) DO NOTHING RETURNING *), "
      "i AS (INSERT INTO order_items (order_id, line, sku, qty) "
      "  SELECT o.id, it.line, it.sku, it.qty FROM o JOIN x ON x.id = o.id, ROWS FROM "
-     "  (jsonb_to_recordset(x.items) AS (sku text, qty int)) WITH ORDINALITY AS it(sku, qty, line)), "
+     "  (json_to_recordset(x.items) AS (sku text, qty int)) WITH ORDINALITY AS it(sku, qty, line)), "
      "e AS (INSERT INTO outbox (event_id, subject, event_type, payload, aggregate_id, traceparent) "
      "  SELECT x.event_id, 'orders.created', 'OrderCreated', x.payload, x.id, x.traceparent "
      "  FROM o JOIN x ON x.id = o.id) "
@@ -40,7 +40,7 @@ const struct db_stmt order_store_stmts[] = {
     /* $1: [{id, status, reason}]; each PENDING order moves once */
     {"order_settle",
      "UPDATE orders o SET status = v.status, reason = v.reason, updated_at = now() "
-     "FROM jsonb_to_recordset($1::jsonb) AS v(id uuid, status text, reason text) "
+     "FROM json_to_recordset($1::json) AS v(id uuid, status text, reason text) "
      "WHERE o.id = v.id AND o.status = 'PENDING' RETURNING o.id, o.status"},
     {"order_status", "SELECT id, status FROM orders WHERE id = ANY($1::uuid[])"},
 };

@@ -22,9 +22,12 @@ CREATE TABLE outbox_published (
 CREATE UNIQUE INDEX outbox_published_event ON outbox_published (event_id);
 CREATE INDEX outbox_published_aggregate ON outbox_published (aggregate_id)
     WHERE aggregate_id IS NOT NULL;
--- rows arrive in publish order: a block range index finds an age range
--- (retention, reconciliation) for almost nothing per insert
-CREATE INDEX outbox_published_time ON outbox_published USING brin (published_at);
+-- retention and reconciliation read an age range. Not a block range
+-- (BRIN) index, though rows arrive in publish order: retention frees pages
+-- that new rows then reuse, and a range's summary only ever widens, so
+-- before long every range would look old. Appending to a btree on a
+-- growing key costs little.
+CREATE INDEX outbox_published_time ON outbox_published (published_at);
 COMMENT ON COLUMN outbox_published.stream_seq IS
     'sequence reported by the publish ack; informational only, may be re-used by a broker that lost data: look events up by event_id (Nats-Msg-Id)';
 
