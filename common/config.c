@@ -149,7 +149,7 @@ static const struct setting settings[] = {
     {"STREAM_DUPLICATE_WINDOW", parse_duration, "2m", FIELD(stream_duplicate_window_ms),
      {1000, 0}, NULL},
     {"CONSUMER_BATCH", parse_int, "512", FIELD(consumer_batch), {1, 10000}, NULL},
-    {"CONSUMER_WORKERS", parse_int, "2", FIELD(consumer_workers), {1, 64}, NULL},
+    {"CONSUMER_WORKERS", parse_int, "3", FIELD(consumer_workers), {1, 64}, NULL},
     {"REDRIVE_AFTER", parse_duration, REPLICAS_DEFAULT, FIELD(redrive_after_ms), {1000, 0}, NULL},
     {"DB_REQUEST_TIMEOUT", parse_duration, "3s", FIELD(db_request_timeout_ms), {100, INT32_MAX}, NULL},
     {"DB_WORK_TIMEOUT", parse_duration, "30s", FIELD(db_work_timeout_ms), {100, INT32_MAX}, NULL},

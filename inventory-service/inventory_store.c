@@ -3,6 +3,7 @@
  * one-decision-per-order rule; the decision itself is inventory_decide(). */
 #include "inventory_store.h"
 #include "inventory.h"
+#include "log.h"
 #include "outbox.h"
 #include "util.h"
 
@@ -17,9 +18,17 @@ const struct db_stmt inventory_store_stmts[] = {
      "INSERT INTO stock (sku, available) VALUES ($1, $2::bigint) ON CONFLICT (sku) DO UPDATE "
      "SET available = EXCLUDED.available, updated_at = now() RETURNING sku, available, reserved"},
     {"stock_get", "SELECT sku, available, reserved FROM stock WHERE sku = $1"},
+    /* The levels as committed now, read without a lock (decisions are taken
+     * on these, then checked under the lock). */
+    {"stock_read", "SELECT sku, available FROM stock WHERE sku = ANY($1::text[]) ORDER BY sku"},
     /* One statement, rows locked in sku order: concurrent batches cannot deadlock. */
     {"stock_lock",
      "SELECT sku, available FROM stock WHERE sku = ANY($1::text[]) ORDER BY sku FOR UPDATE"},
+    /* Takes back decisions written in this transaction ($1: their orders,
+     * $2: their replies' event ids), to decide them again. */
+    {"decisions_undo",
+     "WITH d AS (DELETE FROM order_decisions WHERE order_id = ANY($1::uuid[])) "
+     "DELETE FROM outbox WHERE event_id = ANY($2::uuid[])"},
     /* ($1, $2): each sku the batch took from, and how much in all */
     {"stock_take",
      "UPDATE stock s SET available = s.available - v.qty, reserved = s.reserved + v.qty, "
@@ -84,9 +93,10 @@ enum err inventory_store_get(struct db *db, const char *sku, json_t **doc)
     return one_row(db, "stock_get", 1, params, doc);
 }
 
-/* Locks every sku of the batch; *res holds the rows (sku, available). */
-static enum err lock_skus(struct db *db, const struct order_created *const *orders, size_t n,
-                          PGresult **res)
+/* The levels of every sku of the batch, by stmt ("stock_read" or
+ * "stock_lock"); *res holds the rows (sku, available). */
+static enum err stock_levels(struct db *db, const char *stmt, const struct order_created *const *orders,
+                             size_t n, PGresult **res)
 {
     struct buf skus;
     buf_init(&skus);
@@ -96,7 +106,7 @@ static enum err lock_skus(struct db *db, const struct order_created *const *orde
             buf_pg_array_elem(&skus, orders[i]->items[j].sku);
     buf_append(&skus, "}", 1);
     const char *params[] = {skus.data};
-    enum err e = db_exec(db, "stock_lock", 1, params, res);
+    enum err e = db_exec(db, stmt, 1, params, res);
     buf_cleanup(&skus);
     return e;
 }
@@ -203,12 +213,15 @@ static void reply_row(struct rows *rows, struct buf *payload, const struct inven
     buf_append(b, "}", 1);
 }
 
-/* A new decision's reply: a fresh event id, now, in the order's trace. */
-static void new_reply_row(struct rows *rows, struct buf *payload, const struct order_created *o,
-                          enum reply_kind kind, const char *reason, const char *traceparent)
+/* A new decision's reply: a fresh event id (also appended to ids, a
+ * Postgres array being written), now, in the order's trace. */
+static void new_reply_row(struct rows *rows, struct buf *payload, struct buf *ids,
+                          const struct order_created *o, enum reply_kind kind, const char *reason,
+                          const char *traceparent)
 {
     struct inventory_reply rep = {.kind = kind};
     uuid_v4(rep.event_id);
+    buf_pg_array_elem(ids, rep.event_id);
     memcpy(rep.order_id, o->order_id, sizeof rep.order_id);
     snprintf(rep.reason, sizeof rep.reason, "%s", reason ? reason : "");
     time_rfc3339(rep.occurred_at);
@@ -236,31 +249,96 @@ static enum err exec_json(struct db *db, const char *stmt, struct rows *rows)
     return exec_json_rows(db, stmt, rows, NULL, NULL);
 }
 
-/* Decides orders[0..n) (none decided before), takes their stock, and writes
- * each decision with its reply. */
-static enum err reserve(struct db *db, const struct order_created *const *orders,
-                        const char *const *traceparents, size_t n, enum reply_kind *kinds)
+/* Writes the decisions of orders[0..n) with their replies; reply_ids gets
+ * the replies' event ids (a Postgres array, caller cleans up). */
+static enum err write_decisions(struct db *db, const struct order_created *const *orders,
+                                const char *const *traceparents, size_t n,
+                                const enum reply_kind *kinds, const char **reasons,
+                                struct buf *reply_ids)
 {
-    PGresult *locked = NULL;
-    const char **reasons = xcalloc(n, sizeof *reasons);
-    enum err e = lock_skus(db, orders, n, &locked);
-    if (e != ERR_OK)
-        goto out;
-    struct stock_level *lv = decide_all(locked, orders, n, kinds, reasons);
     struct rows replies;
     struct buf payload;
     rows_init(&replies);
     buf_init(&payload);
+    buf_init(reply_ids);
+    buf_append(reply_ids, "{", 1);
     for (size_t i = 0; i < n; i++)
-        new_reply_row(&replies, &payload, orders[i], kinds[i], reasons[i], traceparents[i]);
+        new_reply_row(&replies, &payload, reply_ids, orders[i], kinds[i], reasons[i],
+                      traceparents[i]);
+    buf_append(reply_ids, "}", 1);
     buf_cleanup(&payload);
-    e = take_stock(db, lv, (size_t)PQntuples(locked));
-    free(lv);
+    return exec_json(db, "decide", &replies);
+}
+
+/* Whether the locked levels still hold what the decisions took from each
+ * sku (the levels they were taken on were read without a lock). */
+static int still_covered(PGresult *locked, const struct stock_level *lv, size_t nlv)
+{
+    for (size_t i = 0; i < nlv; i++) {
+        int found = 0;
+        for (int r = 0; lv[i].taken && r < PQntuples(locked) && !found; r++)
+            found = strcmp(PQgetvalue(locked, r, 0), lv[i].sku) == 0 &&
+                    strtoll(PQgetvalue(locked, r, 1), NULL, 10) >= lv[i].taken;
+        if (lv[i].taken && !found)
+            return 0;
+    }
+    return 1;
+}
+
+/* Takes back the decisions just written, to take them again. */
+static enum err undo_decisions(struct db *db, const struct order_created *const *orders, size_t n,
+                               const struct buf *reply_ids)
+{
+    struct buf order_ids;
+    buf_init(&order_ids);
+    buf_append(&order_ids, "{", 1);
+    for (size_t i = 0; i < n; i++)
+        buf_pg_array_elem(&order_ids, orders[i]->order_id);
+    buf_append(&order_ids, "}", 1);
+    const char *params[] = {order_ids.data, reply_ids->data};
+    enum err e = db_exec(db, "decisions_undo", 2, params, NULL);
+    buf_cleanup(&order_ids);
+    return e;
+}
+
+/* Decides orders[0..n) (none decided before), writes each decision with its
+ * reply, and takes their stock. Optimistic: the decisions are taken and
+ * written on levels read without a lock, so that a batch holds its stock
+ * rows only from the lock to its commit (a hot sku is in every batch; the
+ * next worker waits for nothing else). Under the lock, the levels must still
+ * hold what was taken, or the decisions are taken back and taken again on
+ * the locked levels, as they always were before. */
+static enum err reserve(struct db *db, const struct order_created *const *orders,
+                        const char *const *traceparents, size_t n, enum reply_kind *kinds)
+{
+    PGresult *seen = NULL, *locked = NULL;
+    const char **reasons = xcalloc(n, sizeof *reasons);
+    struct stock_level *lv = NULL;
+    struct buf reply_ids = {0};
+    size_t nlv = 0;
+    enum err e = stock_levels(db, "stock_read", orders, n, &seen);
+    if (e == ERR_OK) {
+        nlv = (size_t)PQntuples(seen);
+        lv = decide_all(seen, orders, n, kinds, reasons);
+        e = write_decisions(db, orders, traceparents, n, kinds, reasons, &reply_ids);
+    }
     if (e == ERR_OK)
-        e = exec_json(db, "decide", &replies);
-    else
-        buf_cleanup(&replies.text);
-out:
+        e = stock_levels(db, "stock_lock", orders, n, &locked);
+    if (e == ERR_OK && !still_covered(locked, lv, nlv)) {
+        log_debug("stock taken meanwhile: the batch's %zu decisions are taken again under the lock", n);
+        e = undo_decisions(db, orders, n, &reply_ids);
+        free(lv);
+        buf_cleanup(&reply_ids);
+        nlv = (size_t)PQntuples(locked);
+        lv = decide_all(locked, orders, n, kinds, reasons);
+        if (e == ERR_OK)
+            e = write_decisions(db, orders, traceparents, n, kinds, reasons, &reply_ids);
+    }
+    if (e == ERR_OK)
+        e = take_stock(db, lv, nlv);
+    buf_cleanup(&reply_ids);
+    free(lv);
+    PQclear(seen);
     PQclear(locked);
     free(reasons);
     return e;

@@ -233,18 +233,6 @@ END_TEST
 
 /* ---- a commit whose connection is cut ---- */
 
-static int log_has(const struct proc *p, const char *what)
-{
-    FILE *f = fopen(p->log, "r");
-    char line[4096];
-    int found = 0;
-    while (f && !found && fgets(line, sizeof line, f))
-        found = strstr(line, what) != NULL;
-    if (f)
-        fclose(f);
-    return found;
-}
-
 /* With the failpoint armed, the first order's commit loses its connection;
  * the answer must be what the database did, and nothing twice. */
 static void commit_with_failpoint(const char *failpoint)
@@ -256,7 +244,7 @@ static void commit_with_failpoint(const char *failpoint)
     svc_start(&orders, "order-service", nats.url, extra);
     int64_t ms;
     ck_assert_int_eq(timed_post(orders.port, ORDER_JSON, 10000, &ms, id), 201);
-    ck_assert_msg(log_has(&orders.proc, failpoint), "failpoint %s did not fire", failpoint);
+    ck_assert_msg(proc_log_has(&orders.proc, failpoint), "failpoint %s did not fire", failpoint);
     snprintf(sql, sizeof sql, "SELECT count(*) FROM orders WHERE id = '%s'", id);
     ck_assert_int_eq(pg_long("orders", sql), 1);
     ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM orders"), 1);

@@ -392,6 +392,47 @@ static int two_duplicates(void *arg)
     return metric("inventory_messages_total{result=\"duplicate\"}") == 2;
 }
 
+static int waiting_for_stock(void *arg)
+{
+    (void)arg;
+    return pg_long("inventory", "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
+                   "'Lock' AND query LIKE '%FROM stock%FOR UPDATE%'") >= 1;
+}
+
+/* A batch decides on levels read without a lock, writes its decisions, then
+ * locks its stock rows: stock taken meanwhile (here by a PUT that commits
+ * while the batch waits for the row) makes it decide again on what is left.
+ * The order is rejected; stock never goes below 0 and nothing is refused. */
+START_TEST(stock_taken_while_deciding_is_decided_again)
+{
+    static const char *const env[] = {"LOG_LEVEL=debug", NULL};
+    svc_stop(&inv, SIGTERM);
+    svc_start(&inv, "inventory-service", nats.url, env);
+    put_stock("SKU-1", 10);
+    PGconn *c = PQconnectdb(pg_url("inventory"));
+    PGresult *r = PQexec(c, "BEGIN; UPDATE stock SET available = 5 WHERE sku = 'SKU-1'");
+    ck_assert_int_eq(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    publish_order("[{\"sku\":\"SKU-1\",\"qty\":8}]");
+    /* it read 10, reserved 8, and now waits for the row */
+    ck_assert_msg(wait_until(waiting_for_stock, NULL, 10000), "the batch never waited for the row");
+    PQclear(PQexec(c, "COMMIT"));
+    PQfinish(c);
+    target = 1;
+    ck_assert(wait_until(replies_reach, NULL, 15000));
+    ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM outbox_events WHERE payload::json->>"
+                     "'reason' = 'insufficient_stock'"), 1);
+    ck_assert_int_eq(stock("SKU-1", "available"), 5);
+    ck_assert_int_eq(stock("SKU-1", "reserved"), 0);
+    ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM reservations"), 0);
+    ck_assert_int_eq(dead_letters(), 0);
+    /* decided again in the same transaction: the database never refused it
+     * (stock below 0 would have, and the message would have come back) */
+    ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM inbox_refusals"), 0);
+    ck_assert(proc_log_has(&inv.proc, "taken again under the lock"));
+}
+END_TEST
+
 START_TEST(an_order_decided_once_is_never_decided_again)
 {
     /* processed ids really pruned by the service, after 2 s */
@@ -529,6 +570,7 @@ Suite *inventory_suite(void)
     tcase_add_test(tc, event_ids_in_upper_case_are_the_same_ids);
     tcase_add_test(tc, an_order_asked_about_again_gets_its_reply_again);
     tcase_add_test(tc, fifty_concurrent_orders_on_ten_units);
+    tcase_add_test(tc, stock_taken_while_deciding_is_decided_again);
     tcase_add_test(tc, one_short_item_rejects_the_whole_order);
     tcase_add_test(tc, poison_is_dead_lettered_and_the_next_message_processed);
     tcase_add_test(tc, postgres_outage_acks_nothing_and_loses_nothing);

@@ -84,6 +84,18 @@ void proc_start(struct proc *p, const char *const argv[], const char *const env[
     track(p->pid);
 }
 
+int proc_log_has(const struct proc *p, const char *what)
+{
+    FILE *f = fopen(p->log, "r");
+    char line[4096];
+    int found = 0;
+    while (f && !found && fgets(line, sizeof line, f))
+        found = strstr(line, what) != NULL;
+    if (f)
+        fclose(f);
+    return found;
+}
+
 int proc_wait(struct proc *p, int timeout_ms)
 {
     if (p->pid <= 0)

@@ -22,6 +22,8 @@ void proc_start(struct proc *p, const char *const argv[], const char *const env[
 int proc_stop(struct proc *p, int sig, int timeout_ms);
 /* Waits up to timeout_ms for the process to end by itself; as proc_stop. */
 int proc_wait(struct proc *p, int timeout_ms);
+/* Whether a line of its log so far contains what. */
+int proc_log_has(const struct proc *p, const char *what);
 
 /* ---- a private nats-server with JetStream ---- */
 struct natsd {

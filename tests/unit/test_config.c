@@ -68,7 +68,7 @@ static void assert_shared_defaults(const struct config *c)
     ck_assert_int_eq(c->processed_retention_ms, 7 * DAY_MS);
     ck_assert_int_eq(c->stream_max_age_ms, 3 * DAY_MS);
     ck_assert_int_eq(c->consumer_batch, 512);
-    ck_assert_int_eq(c->consumer_workers, 2);
+    ck_assert_int_eq(c->consumer_workers, 3);
     ck_assert_str_eq(c->failpoints, "");
     ck_assert_int_eq(c->db_request_timeout_ms, 3000);
     ck_assert_int_eq(c->db_work_timeout_ms, 30000);
@@ -137,7 +137,7 @@ static const struct override {
     {"STREAM_DUPLICATE_WINDOW", "90s", K_I64, offsetof(struct config, stream_duplicate_window_ms),
      90000, NULL},
     {"CONSUMER_BATCH", "10", K_INT, offsetof(struct config, consumer_batch), 10, NULL},
-    {"CONSUMER_WORKERS", "3", K_INT, offsetof(struct config, consumer_workers), 3, NULL},
+    {"CONSUMER_WORKERS", "5", K_INT, offsetof(struct config, consumer_workers), 5, NULL},
     {"DB_REQUEST_TIMEOUT", "500ms", K_I64, offsetof(struct config, db_request_timeout_ms), 500, NULL},
     {"DB_WORK_TIMEOUT", "2m", K_I64, offsetof(struct config, db_work_timeout_ms), 120000, NULL},
     {"DB_IDLE_TX_TIMEOUT", "5m", K_I64, offsetof(struct config, db_idle_tx_timeout_ms), 300000, NULL},
