@@ -18,11 +18,13 @@ const struct db_stmt admin_store_stmts[] = {
      "WHERE id > $1::bigint AND ((status = 'dead' AND $2 IN ('', 'dead')) OR "
      "(status = 'pending' AND attempts > 0 AND $2 IN ('', 'failing'))) ORDER BY id LIMIT $3::int"},
     /* a row in the outbox is queued again; one only in outbox_published
-     * says 'published' (refused: /admin/orders/resend sends it again) */
+     * (or marked published in place by an instance of a version before
+     * migration 010) says 'published' (refused: /admin/orders/resend sends
+     * it again) */
     {"admin_requeue_one",
      "WITH r AS (SELECT id, status FROM outbox WHERE event_id = $1::uuid FOR UPDATE), "
      "u AS (UPDATE outbox o SET status = 'pending', attempts = 0, next_attempt_at = now() "
-     "  FROM r WHERE o.id = r.id RETURNING o.id) "
+     "  FROM r WHERE o.id = r.id AND r.status <> 'published' RETURNING o.id) "
      "SELECT r.status, (SELECT count(*) FROM u) FROM r UNION ALL "
      "(SELECT 'published', 0 FROM outbox_published p WHERE p.event_id = $1::uuid "
      "  AND NOT EXISTS (SELECT 1 FROM r) LIMIT 1)"},
