@@ -27,10 +27,13 @@ static const struct db_stmt retention_stmts[] = {
     {"prune_processed", PRUNE("processed_messages", "processed_at")},
     {"prune_refusals", PRUNE("inbox_refusals", "updated_at")},
     {"prune_outbox", PRUNE("outbox_published", "published_at")},
+    /* rows marked published in place by an instance from before migration 010 */
+    {"prune_outbox_in_place", PRUNE("outbox", "status = 'published' AND published_at")},
 };
 /* The label of each statement's table, in the same order. */
 static const char *const retention_labels[] = {
-    "table=\"processed_messages\"", "table=\"inbox_refusals\"", "table=\"outbox_published\""};
+    "table=\"processed_messages\"", "table=\"inbox_refusals\"", "table=\"outbox_published\"",
+    "table=\"outbox\""};
 _Static_assert(ARRAY_LEN(retention_labels) == ARRAY_LEN(retention_stmts), "one label per statement");
 
 /* Rows deleted and the time the deletes took: their quotient is the
@@ -47,8 +50,9 @@ struct retention {
 /* One pass over every table. Returns 1 if rows were left behind. */
 static int pass(struct retention *r)
 {
-    const int64_t ages[] = {r->cfg->processed_retention_ms, r->cfg->processed_retention_ms,
-                            r->cfg->outbox_retention_ms};
+    const int64_t ages[ARRAY_LEN(retention_stmts)] = {
+        r->cfg->processed_retention_ms, r->cfg->processed_retention_ms,
+        r->cfg->outbox_retention_ms, r->cfg->outbox_retention_ms};
     int more = 0;
     for (size_t i = 0; i < ARRAY_LEN(retention_stmts) && !waker_stopping(&r->waker); i++) {
         double t0 = mono_s();

@@ -270,18 +270,13 @@ static enum err write_decisions(struct db *db, const struct order_created *const
     return exec_json(db, "decide", &replies);
 }
 
-/* Whether the locked levels still hold what the decisions took from each
- * sku (the levels they were taken on were read without a lock). */
-static int still_covered(PGresult *locked, const struct stock_level *lv, size_t nlv)
+/* Whether two passes of decide_all() decided every order alike. */
+static int same_decisions(const enum reply_kind *a, const char *const *ra, const enum reply_kind *b,
+                          const char *const *rb, size_t n)
 {
-    for (size_t i = 0; i < nlv; i++) {
-        int found = 0;
-        for (int r = 0; lv[i].taken && r < PQntuples(locked) && !found; r++)
-            found = strcmp(PQgetvalue(locked, r, 0), lv[i].sku) == 0 &&
-                    strtoll(PQgetvalue(locked, r, 1), NULL, 10) >= lv[i].taken;
-        if (lv[i].taken && !found)
+    for (size_t i = 0; i < n; i++)
+        if (a[i] != b[i] || (ra[i] != rb[i] && (!ra[i] || !rb[i] || strcmp(ra[i], rb[i]) != 0)))
             return 0;
-    }
     return 1;
 }
 
@@ -305,39 +300,43 @@ static enum err undo_decisions(struct db *db, const struct order_created *const 
  * reply, and takes their stock. Optimistic: the decisions are taken and
  * written on levels read without a lock, so that a batch holds its stock
  * rows only from the lock to its commit (a hot sku is in every batch; the
- * next worker waits for nothing else). Under the lock, the levels must still
- * hold what was taken, or the decisions are taken back and taken again on
- * the locked levels, as they always were before. */
+ * next worker waits for nothing else). Under the lock they are taken again
+ * on the locked levels (pure C); if any differs (stock went, came or was
+ * created meanwhile), the written ones are taken back and these written
+ * instead: the result is always what deciding under the lock gives. */
 static enum err reserve(struct db *db, const struct order_created *const *orders,
                         const char *const *traceparents, size_t n, enum reply_kind *kinds)
 {
     PGresult *seen = NULL, *locked = NULL;
-    const char **reasons = xcalloc(n, sizeof *reasons);
+    const char **reasons = xcalloc(n, sizeof *reasons), **now = xcalloc(n, sizeof *now);
+    enum reply_kind *again = xcalloc(n, sizeof *again);
     struct stock_level *lv = NULL;
     struct buf reply_ids = {0};
-    size_t nlv = 0;
     enum err e = stock_levels(db, "stock_read", orders, n, &seen);
     if (e == ERR_OK) {
-        nlv = (size_t)PQntuples(seen);
-        lv = decide_all(seen, orders, n, kinds, reasons);
+        free(decide_all(seen, orders, n, kinds, reasons));
         e = write_decisions(db, orders, traceparents, n, kinds, reasons, &reply_ids);
     }
     if (e == ERR_OK)
         e = stock_levels(db, "stock_lock", orders, n, &locked);
-    if (e == ERR_OK && !still_covered(locked, lv, nlv)) {
-        log_debug("stock taken meanwhile: the batch's %zu decisions are taken again under the lock", n);
-        e = undo_decisions(db, orders, n, &reply_ids);
-        free(lv);
-        buf_cleanup(&reply_ids);
-        nlv = (size_t)PQntuples(locked);
-        lv = decide_all(locked, orders, n, kinds, reasons);
-        if (e == ERR_OK)
-            e = write_decisions(db, orders, traceparents, n, kinds, reasons, &reply_ids);
+    if (e == ERR_OK) {
+        lv = decide_all(locked, orders, n, again, now);
+        if (!same_decisions(kinds, reasons, again, now, n)) {
+            log_debug("stock changed meanwhile: the batch's %zu decisions are taken again "
+                      "under the lock", n);
+            memcpy(kinds, again, n * sizeof *kinds);
+            e = undo_decisions(db, orders, n, &reply_ids);
+            buf_cleanup(&reply_ids);
+            if (e == ERR_OK)
+                e = write_decisions(db, orders, traceparents, n, kinds, now, &reply_ids);
+        }
     }
     if (e == ERR_OK)
-        e = take_stock(db, lv, nlv);
+        e = take_stock(db, lv, (size_t)PQntuples(locked));
     buf_cleanup(&reply_ids);
     free(lv);
+    free(again);
+    free(now);
     PQclear(seen);
     PQclear(locked);
     free(reasons);

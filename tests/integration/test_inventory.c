@@ -433,6 +433,34 @@ START_TEST(stock_taken_while_deciding_is_decided_again)
 }
 END_TEST
 
+/* The other way round: rejected on the levels read, but stock came while
+ * the batch waited for the row. Under the lock it is reserved, as if the
+ * batch had locked first. */
+START_TEST(stock_that_came_while_deciding_is_reserved)
+{
+    static const char *const env[] = {"LOG_LEVEL=debug", NULL};
+    svc_stop(&inv, SIGTERM);
+    svc_start(&inv, "inventory-service", nats.url, env);
+    put_stock("SKU-1", 5);
+    PGconn *c = PQconnectdb(pg_url("inventory"));
+    PGresult *r = PQexec(c, "BEGIN; UPDATE stock SET available = 10 WHERE sku = 'SKU-1'");
+    ck_assert_int_eq(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    publish_order("[{\"sku\":\"SKU-1\",\"qty\":8}]");
+    ck_assert_msg(wait_until(waiting_for_stock, NULL, 10000), "the batch never waited for the row");
+    PQclear(PQexec(c, "COMMIT"));
+    PQfinish(c);
+    target = 1;
+    ck_assert(wait_until(replies_reach, NULL, 15000));
+    ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM outbox_events WHERE event_type = "
+                     "'InventoryReserved'"), 1);
+    ck_assert_int_eq(stock("SKU-1", "available"), 2);
+    ck_assert_int_eq(stock("SKU-1", "reserved"), 8);
+    ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM reservations"), 1);
+    ck_assert(proc_log_has(&inv.proc, "taken again under the lock"));
+}
+END_TEST
+
 START_TEST(an_order_decided_once_is_never_decided_again)
 {
     /* processed ids really pruned by the service, after 2 s */
@@ -571,6 +599,7 @@ Suite *inventory_suite(void)
     tcase_add_test(tc, an_order_asked_about_again_gets_its_reply_again);
     tcase_add_test(tc, fifty_concurrent_orders_on_ten_units);
     tcase_add_test(tc, stock_taken_while_deciding_is_decided_again);
+    tcase_add_test(tc, stock_that_came_while_deciding_is_reserved);
     tcase_add_test(tc, one_short_item_rejects_the_whole_order);
     tcase_add_test(tc, poison_is_dead_lettered_and_the_next_message_processed);
     tcase_add_test(tc, postgres_outage_acks_nothing_and_loses_nothing);
