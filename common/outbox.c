@@ -2,8 +2,8 @@
  * published rows is retention.c's, on its own thread.
  * Owns the relay and marker threads, their two Postgres connections and the
  * outbox rows' life (pending -> published, i.e. moved to outbox_published |
- * dead); not the rows' content. While the marker marks and commits batch N on one
- * connection, the relay claims and publishes batch N+1 on the other. */
+ * dead); not the rows' content. While the marker marks and commits batch N
+ * on one connection, the relay claims and publishes batch N+1 on the other. */
 #include "outbox.h"
 #include "backoff.h"
 #include "db.h"

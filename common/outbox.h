@@ -18,10 +18,10 @@
 /* The INSERT a writer uses inside its own transaction for many events at
  * once: $1 is a JSON array of {event_id, subject, event_type, payload,
  * aggregate_id, traceparent (optional)}. */
-#define OUTBOX_INSERT_MANY_SQL                                                          \
+#define OUTBOX_INSERT_MANY_SQL                                                                \
     "INSERT INTO outbox (event_id, subject, event_type, payload, aggregate_id, traceparent) " \
-    "SELECT event_id, subject, event_type, payload, aggregate_id, traceparent "           \
-    "FROM json_to_recordset($1::json) AS x(event_id uuid, subject text, "               \
+    "SELECT event_id, subject, event_type, payload, aggregate_id, traceparent "               \
+    "FROM json_to_recordset($1::json) AS x(event_id uuid, subject text, "                     \
     "event_type text, payload text, aggregate_id uuid, traceparent text)"
 
 /* Queues events to be sent again, rebuilt by the caller from its own records
@@ -30,13 +30,13 @@
  * left alone, and so is one still in the outbox (pending or dead); any other
  * is written to the outbox again. The event keeps its id, so a receiver that
  * has it already ignores it. Returns the event ids queued. */
-#define OUTBOX_RESEND_SQL                                                               \
-    "INSERT INTO outbox (event_id, subject, event_type, payload, aggregate_id, "          \
-    "traceparent) SELECT DISTINCT ON (event_id) event_id, subject, event_type, payload, " \
-    "aggregate_id, traceparent FROM json_to_recordset($1::json) AS x(event_id uuid, "   \
-    "subject text, event_type text, payload text, aggregate_id uuid, traceparent text) "  \
-    "WHERE NOT EXISTS (SELECT 1 FROM outbox_published p WHERE p.event_id = x.event_id "   \
-    "AND p.published_at >= now() - $2::bigint * interval '1 millisecond') "              \
+#define OUTBOX_RESEND_SQL                                                                     \
+    "INSERT INTO outbox (event_id, subject, event_type, payload, aggregate_id, "              \
+    "traceparent) SELECT DISTINCT ON (event_id) event_id, subject, event_type, payload, "     \
+    "aggregate_id, traceparent FROM json_to_recordset($1::json) AS x(event_id uuid, "         \
+    "subject text, event_type text, payload text, aggregate_id uuid, traceparent text) "      \
+    "WHERE NOT EXISTS (SELECT 1 FROM outbox_published p WHERE p.event_id = x.event_id "       \
+    "AND p.published_at >= now() - $2::bigint * interval '1 millisecond') "                   \
     "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
 
 struct relay;

@@ -9,6 +9,7 @@
 #include "waker.h"
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdlib.h>
 
 #define EVERY_MS 1000
@@ -18,7 +19,7 @@
 
 /* ctid = ANY(...) deletes by tuple address: no second index lookup per row.
  * A row updated meanwhile has a new address and is not deleted (a refusal
- * counted again). outbox_published is found by its block range index. */
+ * counted again). Each table is found by an index on its age column. */
 #define PRUNE(table, where)                                                             \
     "DELETE FROM " table " WHERE ctid = ANY(ARRAY(SELECT ctid FROM " table " WHERE "     \
     where " < now() - $1::bigint * interval '1 millisecond' LIMIT " CHUNK_SQL "))"
@@ -30,11 +31,18 @@ static const struct db_stmt retention_stmts[] = {
     /* rows marked published in place by an instance from before migration 010 */
     {"prune_outbox_in_place", PRUNE("outbox", "status = 'published' AND published_at")},
 };
-/* The label of each statement's table, in the same order. */
-static const char *const retention_labels[] = {
-    "table=\"processed_messages\"", "table=\"inbox_refusals\"", "table=\"outbox_published\"",
-    "table=\"outbox\""};
-_Static_assert(ARRAY_LEN(retention_labels) == ARRAY_LEN(retention_stmts), "one label per statement");
+/* Each statement's metric label and the setting that is its age, in the
+ * same order. */
+static const struct {
+    const char *label;
+    size_t age; /* offsetof(struct config, the retention in ms) */
+} prunes[] = {
+    {"table=\"processed_messages\"", offsetof(struct config, processed_retention_ms)},
+    {"table=\"inbox_refusals\"", offsetof(struct config, processed_retention_ms)},
+    {"table=\"outbox_published\"", offsetof(struct config, outbox_retention_ms)},
+    {"table=\"outbox\"", offsetof(struct config, outbox_retention_ms)},
+};
+_Static_assert(ARRAY_LEN(prunes) == ARRAY_LEN(retention_stmts), "one label and age per statement");
 
 /* Rows deleted and the time the deletes took: their quotient is the
  * capacity, and the busy share of wall time says how close it runs to it. */
@@ -50,15 +58,13 @@ struct retention {
 /* One pass over every table. Returns 1 if rows were left behind. */
 static int pass(struct retention *r)
 {
-    const int64_t ages[ARRAY_LEN(retention_stmts)] = {
-        r->cfg->processed_retention_ms, r->cfg->processed_retention_ms,
-        r->cfg->outbox_retention_ms, r->cfg->outbox_retention_ms};
     int more = 0;
     for (size_t i = 0; i < ARRAY_LEN(retention_stmts) && !waker_stopping(&r->waker); i++) {
         double t0 = mono_s();
-        long n = db_delete_older(r->db, retention_stmts[i].name, ages[i], CHUNK, CHUNKS_PER_PASS);
+        int64_t age = *(const int64_t *)((const char *)r->cfg + prunes[i].age);
+        long n = db_delete_older(r->db, retention_stmts[i].name, age, CHUNK, CHUNKS_PER_PASS);
         metric_add(m_busy, "", mono_s() - t0);
-        metric_add(m_deleted, retention_labels[i], (double)n);
+        metric_add(m_deleted, prunes[i].label, (double)n);
         more |= n >= (long)CHUNK * CHUNKS_PER_PASS;
     }
     return more;
@@ -86,8 +92,8 @@ static void register_metrics(void)
                               "Time spent deleting expired rows (close to wall time: it is behind).",
                               METRIC_COUNTER, NULL, 0);
     metric_add(m_busy, "", 0); /* shown as 0 from the start */
-    for (size_t i = 0; i < ARRAY_LEN(retention_labels); i++)
-        metric_add(m_deleted, retention_labels[i], 0);
+    for (size_t i = 0; i < ARRAY_LEN(prunes); i++)
+        metric_add(m_deleted, prunes[i].label, 0);
 }
 
 void retention_start(const struct config *cfg, struct retention **out)

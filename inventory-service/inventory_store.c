@@ -19,7 +19,7 @@ const struct db_stmt inventory_store_stmts[] = {
      "SET available = EXCLUDED.available, updated_at = now() RETURNING sku, available, reserved"},
     {"stock_get", "SELECT sku, available, reserved FROM stock WHERE sku = $1"},
     /* The levels as committed now, read without a lock (decisions are taken
-     * on these, then checked under the lock). */
+     * on these, then again on the locked ones). */
     {"stock_read", "SELECT sku, available FROM stock WHERE sku = ANY($1::text[]) ORDER BY sku"},
     /* One statement, rows locked in sku order: concurrent batches cannot deadlock. */
     {"stock_lock",
@@ -44,9 +44,9 @@ const struct db_stmt inventory_store_stmts[] = {
      RFC3339("d.decided_at") ", a.at FROM unnest($1::uuid[]) WITH ORDINALITY AS a(id, at) "
      "JOIN order_decisions d ON d.order_id = a.id"},
     /* $1: one outbox row per order, plus outcome/reason/occurred_at and
-     * the items reserved: the decision and its reply, together. A decision taken meanwhile by
-     * another consumer for one of these orders makes this fail (primary
-     * key): the batch is retried and then finds it. */
+     * the items reserved: the decision and its reply, together. A decision
+     * taken meanwhile by another consumer for one of these orders makes this
+     * fail (primary key): the batch is retried and then finds it. */
     {"decide",
      "WITH x AS (SELECT * FROM json_to_recordset($1::json) AS x(event_id uuid, subject text, "
      "  event_type text, payload text, aggregate_id uuid, outcome text, reason text, "
@@ -213,15 +213,28 @@ static void reply_row(struct rows *rows, struct buf *payload, const struct inven
     buf_append(b, "}", 1);
 }
 
-/* A new decision's reply: a fresh event id (also appended to ids, a
- * Postgres array being written), now, in the order's trace. */
-static void new_reply_row(struct rows *rows, struct buf *payload, struct buf *ids,
+/* What write_decisions() wrote, as Postgres arrays: the orders and their
+ * replies' event ids (to take them back). */
+struct written {
+    struct buf orders, replies;
+};
+
+static void written_cleanup(struct written *w)
+{
+    buf_cleanup(&w->orders);
+    buf_cleanup(&w->replies);
+}
+
+/* A new decision's reply: a fresh event id (noted in w), now, in the
+ * order's trace. */
+static void new_reply_row(struct rows *rows, struct buf *payload, struct written *w,
                           const struct order_created *o, enum reply_kind kind, const char *reason,
                           const char *traceparent)
 {
     struct inventory_reply rep = {.kind = kind};
     uuid_v4(rep.event_id);
-    buf_pg_array_elem(ids, rep.event_id);
+    buf_pg_array_elem(&w->replies, rep.event_id);
+    buf_pg_array_elem(&w->orders, o->order_id);
     memcpy(rep.order_id, o->order_id, sizeof rep.order_id);
     snprintf(rep.reason, sizeof rep.reason, "%s", reason ? reason : "");
     time_rfc3339(rep.occurred_at);
@@ -249,51 +262,45 @@ static enum err exec_json(struct db *db, const char *stmt, struct rows *rows)
     return exec_json_rows(db, stmt, rows, NULL, NULL);
 }
 
-/* Writes the decisions of orders[0..n) with their replies; reply_ids gets
- * the replies' event ids (a Postgres array, caller cleans up). */
+/* Writes the decisions of orders[0..n) with their replies; w notes what
+ * was written (caller cleans up). */
 static enum err write_decisions(struct db *db, const struct order_created *const *orders,
                                 const char *const *traceparents, size_t n,
                                 const enum reply_kind *kinds, const char **reasons,
-                                struct buf *reply_ids)
+                                struct written *w)
 {
     struct rows replies;
     struct buf payload;
     rows_init(&replies);
     buf_init(&payload);
-    buf_init(reply_ids);
-    buf_append(reply_ids, "{", 1);
+    buf_init(&w->orders);
+    buf_init(&w->replies);
+    buf_append(&w->orders, "{", 1);
+    buf_append(&w->replies, "{", 1);
     for (size_t i = 0; i < n; i++)
-        new_reply_row(&replies, &payload, reply_ids, orders[i], kinds[i], reasons[i],
-                      traceparents[i]);
-    buf_append(reply_ids, "}", 1);
+        new_reply_row(&replies, &payload, w, orders[i], kinds[i], reasons[i], traceparents[i]);
+    buf_append(&w->orders, "}", 1);
+    buf_append(&w->replies, "}", 1);
     buf_cleanup(&payload);
     return exec_json(db, "decide", &replies);
 }
 
-/* Whether two passes of decide_all() decided every order alike. */
+/* Whether two passes of decide_all() decided every order alike (a reason
+ * is one of inventory_decide()'s literals, or NULL). */
 static int same_decisions(const enum reply_kind *a, const char *const *ra, const enum reply_kind *b,
                           const char *const *rb, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        if (a[i] != b[i] || (ra[i] != rb[i] && (!ra[i] || !rb[i] || strcmp(ra[i], rb[i]) != 0)))
+        if (a[i] != b[i] || ra[i] != rb[i])
             return 0;
     return 1;
 }
 
 /* Takes back the decisions just written, to take them again. */
-static enum err undo_decisions(struct db *db, const struct order_created *const *orders, size_t n,
-                               const struct buf *reply_ids)
+static enum err undo_decisions(struct db *db, const struct written *w)
 {
-    struct buf order_ids;
-    buf_init(&order_ids);
-    buf_append(&order_ids, "{", 1);
-    for (size_t i = 0; i < n; i++)
-        buf_pg_array_elem(&order_ids, orders[i]->order_id);
-    buf_append(&order_ids, "}", 1);
-    const char *params[] = {order_ids.data, reply_ids->data};
-    enum err e = db_exec(db, "decisions_undo", 2, params, NULL);
-    buf_cleanup(&order_ids);
-    return e;
+    const char *params[] = {w->orders.data, w->replies.data};
+    return db_exec(db, "decisions_undo", 2, params, NULL);
 }
 
 /* Decides orders[0..n) (none decided before), writes each decision with its
@@ -311,11 +318,11 @@ static enum err reserve(struct db *db, const struct order_created *const *orders
     const char **reasons = xcalloc(n, sizeof *reasons), **now = xcalloc(n, sizeof *now);
     enum reply_kind *again = xcalloc(n, sizeof *again);
     struct stock_level *lv = NULL;
-    struct buf reply_ids = {0};
+    struct written w = {.orders = {.data = NULL}};
     enum err e = stock_levels(db, "stock_read", orders, n, &seen);
     if (e == ERR_OK) {
         free(decide_all(seen, orders, n, kinds, reasons));
-        e = write_decisions(db, orders, traceparents, n, kinds, reasons, &reply_ids);
+        e = write_decisions(db, orders, traceparents, n, kinds, reasons, &w);
     }
     if (e == ERR_OK)
         e = stock_levels(db, "stock_lock", orders, n, &locked);
@@ -325,15 +332,15 @@ static enum err reserve(struct db *db, const struct order_created *const *orders
             log_debug("stock changed meanwhile: the batch's %zu decisions are taken again "
                       "under the lock", n);
             memcpy(kinds, again, n * sizeof *kinds);
-            e = undo_decisions(db, orders, n, &reply_ids);
-            buf_cleanup(&reply_ids);
+            e = undo_decisions(db, &w);
+            written_cleanup(&w);
             if (e == ERR_OK)
-                e = write_decisions(db, orders, traceparents, n, kinds, now, &reply_ids);
+                e = write_decisions(db, orders, traceparents, n, kinds, now, &w);
         }
     }
     if (e == ERR_OK)
         e = take_stock(db, lv, (size_t)PQntuples(locked));
-    buf_cleanup(&reply_ids);
+    written_cleanup(&w);
     free(lv);
     free(again);
     free(now);
