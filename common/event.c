@@ -118,27 +118,36 @@ bad:
     return ERR_VALIDATION;
 }
 
-json_t *event_items_to_json(const struct order_item *items, size_t n)
+void event_items_append(struct buf *b, const struct order_item *items, size_t n)
 {
-    json_t *a = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(a, json_pack("{s:s, s:i}", "sku", items[i].sku, "qty", items[i].qty));
-    return a;
+    buf_append(b, "[", 1);
+    for (size_t i = 0; i < n; i++) {
+        buf_json_field(b, i ? ",{\"sku\":" : "{\"sku\":", items[i].sku);
+        buf_append(b, ",\"qty\":", 7);
+        buf_int(b, items[i].qty);
+        buf_append(b, "}", 1);
+    }
+    buf_append(b, "]", 1);
 }
 
-static char *dump(json_t *o)
+void event_order_created_append(struct buf *b, const struct order_created *e)
 {
-    char *s = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    return s;
+    buf_json_field(b, "{\"event_id\":", e->event_id);
+    buf_json_field(b, ",\"type\":", "OrderCreated");
+    buf_json_field(b, ",\"order_id\":", e->order_id);
+    buf_json_field(b, ",\"customer_id\":", e->customer_id);
+    buf_append(b, ",\"items\":", 9);
+    event_items_append(b, e->items, e->nitems);
+    buf_json_field(b, ",\"occurred_at\":", e->occurred_at);
+    buf_append(b, "}", 1);
 }
 
 char *event_order_created_encode(const struct order_created *e)
 {
-    return dump(json_pack("{s:s, s:s, s:s, s:s, s:o, s:s}", "event_id", e->event_id, "type",
-                          "OrderCreated", "order_id", e->order_id, "customer_id", e->customer_id,
-                          "items", event_items_to_json(e->items, e->nitems), "occurred_at",
-                          e->occurred_at));
+    struct buf b;
+    buf_init(&b);
+    event_order_created_append(&b, e);
+    return b.data;
 }
 
 /* Copies a required string field that must satisfy ok(), into dst. */

@@ -65,9 +65,11 @@ long event_utf8_len(const char *s);
 enum err event_items_parse(const json_t *items, struct order_item **out, size_t *n,
                            struct field_error *fe);
 
-/* [{"sku","qty"},...] as a new JSON array. */
-json_t *event_items_to_json(const struct order_item *items, size_t n);
+/* Appends [{"sku":..,"qty":..},...]: compact JSON, in this key order. */
+void event_items_append(struct buf *b, const struct order_item *items, size_t n);
 
+/* The OrderCreated body: compact JSON, in the contract's key order. */
+void event_order_created_append(struct buf *b, const struct order_created *e);
 char *event_order_created_encode(const struct order_created *e);
 enum err event_order_created_decode(const char *body, size_t len, struct order_created *out,
                                     struct field_error *fe);

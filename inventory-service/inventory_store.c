@@ -179,14 +179,8 @@ static void rows_next(struct rows *r)
 /* The items of a reserved order, as the decision's `reserved` JSON. */
 static void reserved_json(struct buf *b, const struct order_created *o)
 {
-    buf_append(b, ",\"reserved\":[", 13);
-    for (size_t j = 0; j < o->nitems; j++) {
-        buf_json_field(b, j ? ",{\"sku\":" : "{\"sku\":", o->items[j].sku);
-        buf_append(b, ",\"qty\":", 7);
-        buf_int(b, o->items[j].qty);
-        buf_append(b, "}", 1);
-    }
-    buf_append(b, "]", 1);
+    buf_append(b, ",\"reserved\":", 12);
+    event_items_append(b, o->items, o->nitems);
 }
 
 /* The outbox row of a reply, with its decision's columns (for "decide");

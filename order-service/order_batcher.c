@@ -20,13 +20,13 @@ struct job {
     const struct order_new *order;
     struct order_result res;
     int done, taken;
+    pthread_cond_t cv;       /* its own: a commit wakes only the requests it answers */
     struct job *next;
 };
 
 struct batcher {
     pthread_mutex_t mu;
     pthread_cond_t work;     /* a job was queued, or stop */
-    pthread_cond_t done;     /* some jobs are done */
     struct job *head, *tail;
     int stopping;
     int64_t wait_ms;         /* a job not taken by then is answered unavailable */
@@ -152,9 +152,10 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&b->mu);
         commit_jobs(w->db, jobs, n);
         pthread_mutex_lock(&b->mu);
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++) {
             jobs[i]->done = 1;
-        pthread_cond_broadcast(&b->done);
+            pthread_cond_signal(&jobs[i]->cv); /* under mu: the job lives until its waiter sees done */
+        }
     }
     pthread_mutex_unlock(&b->mu);
     free(w);
@@ -167,7 +168,6 @@ void batcher_start(const char *url, int workers, int64_t wait_ms, struct batcher
     b->wait_ms = wait_ms;
     pthread_mutex_init(&b->mu, NULL);
     pthread_cond_init(&b->work, NULL);
-    pthread_cond_init(&b->done, NULL);
     b->nworkers = workers;
     b->threads = xcalloc((size_t)workers, sizeof *b->threads);
     b->dbs = xcalloc((size_t)workers, sizeof *b->dbs);
@@ -195,7 +195,6 @@ void batcher_stop(struct batcher *b)
         db_free(b->dbs[i]);
     }
     pthread_cond_destroy(&b->work);
-    pthread_cond_destroy(&b->done);
     pthread_mutex_destroy(&b->mu);
     free(b->threads);
     free(b->dbs);
@@ -222,14 +221,8 @@ static void unlink_job(struct batcher *b, struct job *job)
 void batcher_create(struct batcher *b, const struct order_new *o, struct order_result *res)
 {
     struct job job = {.order = o, .res = {ERR_UNAVAILABLE, NULL, 0, ""}};
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += b->wait_ms / 1000;
-    until.tv_nsec += (b->wait_ms % 1000) * 1000000;
-    if (until.tv_nsec >= 1000000000) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000;
-    }
+    struct timespec until = mono_deadline(b->wait_ms);
+    cond_init_monotonic(&job.cv);
     pthread_mutex_lock(&b->mu);
     if (b->tail)
         b->tail->next = &job;
@@ -241,12 +234,13 @@ void batcher_create(struct batcher *b, const struct order_new *o, struct order_r
      * (bounded by the connection's own deadlines). */
     while (!job.done) {
         if (job.taken)
-            pthread_cond_wait(&b->done, &b->mu);
-        else if (pthread_cond_timedwait(&b->done, &b->mu, &until) == ETIMEDOUT && !job.taken) {
+            pthread_cond_wait(&job.cv, &b->mu);
+        else if (pthread_cond_timedwait(&job.cv, &b->mu, &until) == ETIMEDOUT && !job.taken) {
             unlink_job(b, &job); /* the committers are stuck: 503 rather than wait on */
             break;
         }
     }
     pthread_mutex_unlock(&b->mu);
+    pthread_cond_destroy(&job.cv);
     *res = job.res;
 }

@@ -72,31 +72,40 @@ static enum err by_key(struct db *db, const char *key, const char *fingerprint, 
     return e;
 }
 
-/* What one order of a batch sends to the database. */
+/* What one order of a batch sends to the database, and needs again for
+ * the answer (id, event id, items) or a key's check (fingerprint). */
 struct order_row {
     char id[UUID_STR_LEN];
     char event_id[UUID_STR_LEN];
     char *items, *fingerprint;
-    json_t *row;
 };
 
-static void order_row_init(struct order_row *r, const struct order_new *o)
+/* Appends the order's element of the statement's JSON array (the row's
+ * event body is built in payload, scratch space). */
+static void order_row_init(struct order_row *r, const struct order_new *o, struct buf *text,
+                           struct buf *payload)
 {
     struct order_created ev = {.items = o->req->items, .nitems = o->req->nitems};
     uuid_v4(r->id);
     uuid_v4(ev.event_id);
     memcpy(ev.order_id, r->id, sizeof r->id);
+    memcpy(r->event_id, ev.event_id, sizeof r->event_id);
     snprintf(ev.customer_id, sizeof ev.customer_id, "%s", o->req->customer_id);
     time_rfc3339(ev.occurred_at);
-    char *payload = event_order_created_encode(&ev);
+    buf_reset(payload);
+    event_order_created_append(payload, &ev);
     r->items = order_items_json(o->req);
     r->fingerprint = order_request_fingerprint(o->req);
-    r->row = json_pack("{s:s, s:s, s:s?, s:s, s:o, s:s, s:s, s:s?}", "id", r->id, "customer_id",
-                       o->req->customer_id, "idempotency_key", o->idempotency_key, "fingerprint",
-                       r->fingerprint, "items", event_items_to_json(o->req->items, o->req->nitems),
-                       "event_id", ev.event_id, "payload", payload, "traceparent", o->traceparent);
-    memcpy(r->event_id, ev.event_id, sizeof r->event_id);
-    free(payload);
+    buf_json_field(text, text->len > 1 ? ",{\"id\":" : "{\"id\":", r->id);
+    buf_json_field(text, ",\"customer_id\":", o->req->customer_id);
+    buf_json_field(text, ",\"idempotency_key\":", o->idempotency_key);
+    buf_json_field(text, ",\"fingerprint\":", r->fingerprint);
+    buf_append(text, ",\"items\":", 9);
+    buf_append(text, r->items, strlen(r->items));
+    buf_json_field(text, ",\"event_id\":", r->event_id);
+    buf_json_field(text, ",\"payload\":", payload->data);
+    buf_json_field(text, ",\"traceparent\":", o->traceparent);
+    buf_append(text, "}", 1);
 }
 
 static void order_row_cleanup(struct order_row *r)
@@ -124,14 +133,17 @@ enum err order_store_create(struct db *db, const struct order_new *const *o, siz
                             struct order_result *out)
 {
     struct order_row *rows = xcalloc(n, sizeof *rows);
-    json_t *all = json_array();
+    struct buf text, payload;
+    buf_init(&text);
+    buf_init(&payload);
+    buf_append(&text, "[", 1);
     for (size_t i = 0; i < n; i++) {
-        order_row_init(&rows[i], o[i]);
-        json_array_append_new(all, rows[i].row);
+        order_row_init(&rows[i], o[i], &text, &payload);
         out[i] = (struct order_result){.e = ERR_OK};
     }
-    char *text = json_dumps(all, JSON_COMPACT);
-    const char *params[] = {text};
+    buf_append(&text, "]", 1);
+    buf_cleanup(&payload);
+    const char *params[] = {text.data};
     PGresult *r = NULL;
     enum err e = db_exec(db, "order_create", 1, params, &r);
     for (int k = 0; e == ERR_OK && k < PQntuples(r); k++)
@@ -146,8 +158,7 @@ enum err order_store_create(struct db *db, const struct order_new *const *o, siz
     for (size_t i = 0; i < n; i++)
         order_row_cleanup(&rows[i]);
     free(rows);
-    free(text);
-    json_decref(all);
+    buf_cleanup(&text);
     return e;
 }
 

@@ -331,6 +331,24 @@ START_TEST(fingerprint_differs_when_sku_differs)
 }
 END_TEST
 
+/* Orders store md5(fingerprint) to recognise a retried key for ever: the
+ * text must stay byte for byte what earlier versions wrote with jansson
+ * (compact, keys sorted), whatever the customer id holds. */
+START_TEST(fingerprint_is_the_text_earlier_versions_stored)
+{
+    const char *body = "{\"items\":[{\"sku\":\"B.x-9\",\"qty\":10000},{\"qty\":1,\"sku\":\"A\"}],"
+                       "\"customer_id\":\"c\\\"\\\\/\\u0001\\u001f\\n\\t\\u007f é€\\ud83d\\ude00\"}";
+    char *fp = fingerprint_of(body);
+    json_t *o = json_loads(body, 0, NULL);
+    ck_assert_ptr_nonnull(o);
+    char *want = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+    ck_assert_str_eq(fp, want);
+    free(want);
+    json_decref(o);
+    free(fp);
+}
+END_TEST
+
 /* --- items_json and the order document --------------------------------- */
 
 START_TEST(items_json_lists_items_in_request_order)
@@ -413,6 +431,7 @@ Suite *order_suite(void)
     tcase_add_test(tc, fingerprint_differs_when_qty_differs);
     tcase_add_test(tc, fingerprint_differs_when_customer_differs);
     tcase_add_test(tc, fingerprint_differs_when_sku_differs);
+    tcase_add_test(tc, fingerprint_is_the_text_earlier_versions_stored);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("document");
