@@ -86,7 +86,8 @@ struct batch {
 struct relay {
     const struct config *cfg;
     struct broker *broker;
-    struct db *db[2];        /* batches alternate between them; db[0] also for housekeeping */
+    struct db *db[2];        /* batches alternate between them (pass k on db[k % 2]) */
+    unsigned pass;           /* passes so far; the marker may be on db[(pass - 1) % 2] */
     pthread_t thread, marker;
     struct waker waker;
     int64_t next_stats_ms;
@@ -363,7 +364,8 @@ static void marker_give(struct relay *r, struct batch *b)
 static void update_stats(struct relay *r)
 {
     PGresult *res = NULL;
-    if (db_exec(r->db[0], "stats", 0, NULL, &res) == ERR_OK) {
+    struct db *idle = r->db[r->pass % 2]; /* the marker is on the other one, if busy */
+    if (db_exec(idle, "stats", 0, NULL, &res) == ERR_OK) {
         double pending = strtod(PQgetvalue(res, 0, 0), NULL);
         double dead = strtod(PQgetvalue(res, 0, 1), NULL);
         metric_set(m_pending, "", pending + dead);
@@ -384,12 +386,14 @@ static void housekeeping(struct relay *r)
 
 /* Drains what is due: passes continue while they come back full. Pass k
  * claims and publishes on db[k % 2] while the marker marks pass k-1 on the
- * other connection; SKIP LOCKED keeps the two batches apart. */
+ * other connection; SKIP LOCKED keeps the two batches apart. The last pass
+ * is left to the marker too: rows committed meanwhile (a notify) are
+ * claimed at once on the other connection, not after that mark's commit. */
 static void drain(struct relay *r)
 {
-    for (int pass = 0; pass < DRAIN_MAX_PASSES; pass++) {
+    for (int n = 0; n < DRAIN_MAX_PASSES; n++) {
         struct batch *b = xcalloc(1, sizeof *b);
-        b->db = r->db[pass % 2];
+        b->db = r->db[r->pass++ % 2];
         enum err e = claim_publish(r, b);
         enum err marked = marker_wait(r);
         if (e != ERR_OK && (e != ERR_UNAVAILABLE || db_is_connected(b->db)))
@@ -403,7 +407,6 @@ static void drain(struct relay *r)
         if (!more)
             break; /* Postgres down, nothing (more) due, or stopping: the next sweep retries */
     }
-    marker_wait(r);
 }
 
 static void *relay_main(void *arg)
@@ -413,6 +416,7 @@ static void *relay_main(void *arg)
         drain(r);
         housekeeping(r);
     } while (waker_wait(&r->waker, r->cfg->relay_sweep_ms));
+    marker_wait(r); /* its last batch marked before the connections close */
     return NULL;
 }
 
