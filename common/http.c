@@ -10,6 +10,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,10 +28,12 @@ struct sock {
 };
 
 struct conn_state {
+    struct http_server *server;
     struct buf body;
     int too_big;
     double t0;
     int answered;           /* set by the worker before it resumes the connection */
+    int deferred;           /* its quick handler will answer later (http_defer) */
     const struct http_route *route;
     const char *label;      /* route label in metrics */
     struct http_req req;
@@ -46,6 +49,7 @@ struct http_server {
     void *ctx;
     struct http_limits lim;
     atomic_int inflight;    /* requests begun and not yet completed */
+    atomic_int deferred;    /* suspended by http_defer(), not resumed yet */
     /* the workers: handlers that may block run here, never on MHD's threads */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -225,6 +229,8 @@ static enum MHD_Result received(struct http_server *s, struct MHD_Connection *co
     if (!st->route || st->route->quick) {
         if (st->route)
             st->route->fn(&st->req, &st->resp, s->ctx);
+        if (st->deferred)
+            return MHD_YES; /* http_resume() brings it back, answered */
         st->answered = 1;
         return answer(conn, st);
     }
@@ -239,6 +245,34 @@ static enum MHD_Result received(struct http_server *s, struct MHD_Connection *co
     pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
     return MHD_YES;
+}
+
+struct http_deferred *http_defer(const struct http_req *req)
+{
+    struct conn_state *st = (struct conn_state *)((char *)req - offsetof(struct conn_state, req));
+    st->deferred = 1;
+    atomic_fetch_add(&st->server->deferred, 1);
+    MHD_suspend_connection(req->conn);
+    return (struct http_deferred *)st;
+}
+
+/* The answer is in st->resp: marks it so, under mu as a worker does, and
+ * resumes the connection (MHD calls on_request again: answered). */
+static void resume_answered(struct http_server *s, struct conn_state *st)
+{
+    struct MHD_Connection *conn = st->req.conn;
+    pthread_mutex_lock(&s->mu);
+    st->answered = 1;
+    pthread_mutex_unlock(&s->mu);
+    MHD_resume_connection(conn);
+}
+
+void http_resume(struct http_deferred *d)
+{
+    struct conn_state *st = (struct conn_state *)d;
+    struct http_server *s = st->server;
+    resume_answered(s, st);
+    atomic_fetch_sub(&s->deferred, 1);
 }
 
 static void *worker_main(void *arg)
@@ -259,11 +293,7 @@ static void *worker_main(void *arg)
             http_resp_error(&st->resp, 503, "unavailable", "the server is busy; retry later", NULL);
         else
             st->route->fn(&st->req, &st->resp, s->ctx);
-        struct MHD_Connection *conn = st->req.conn;
-        pthread_mutex_lock(&s->mu);
-        st->answered = 1;
-        pthread_mutex_unlock(&s->mu);
-        MHD_resume_connection(conn); /* MHD calls on_request again: answered */
+        resume_answered(s, st);
         pthread_mutex_lock(&s->mu);
     }
     pthread_mutex_unlock(&s->mu);
@@ -280,6 +310,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (!st) {
         atomic_fetch_add(&s->inflight, 1);
         st = xcalloc(1, sizeof *st);
+        st->server = s;
         buf_init(&st->body);
         st->t0 = mono_s();
         const char *clen = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
@@ -465,7 +496,12 @@ void http_stop(struct http_server *s)
      * 10 s a stop may take; every database wait ends before). */
     for (int64_t end = mono_ms() + STOP_GRACE_MS; atomic_load(&s->inflight) > 0 && mono_ms() < end;)
         sleep_ms(10);
-    stop_threads(s); /* every suspended connection has been resumed */
+    stop_threads(s); /* every connection a worker suspended has been resumed */
+    /* MHD must not stop with a connection suspended. Whoever holds a
+     * deferred request answers it within its own bounded waits (the order
+     * batcher: the database deadlines, which the stop has cut short). */
+    while (atomic_load(&s->deferred) > 0)
+        sleep_ms(10);
     MHD_stop_daemon(s->daemon);
     free(s);
 }

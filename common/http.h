@@ -4,7 +4,8 @@
  * Handlers run on worker threads and may block (on Postgres): the pool size
  * is the number of requests served at once. Routes marked quick run on the
  * server's own threads, which never block: /healthz answers whatever the
- * workers are waiting for. Connections are bounded in total and per client
+ * workers are waiting for, and a quick handler may hand its request on and
+ * answer it later (http_defer). Connections are bounded in total and per client
  * address, and each request must arrive whole within a timeout. */
 #ifndef COMMON_HTTP_H
 #define COMMON_HTTP_H
@@ -65,6 +66,16 @@ const char *http_req_header(const struct http_req *req, const char *name);
 const char *http_req_query(const struct http_req *req, const char *name);
 /* The client's address as numeric text (e.g. "127.0.0.1"), "?" if unknown. */
 void http_req_peer(const struct http_req *req, char *out, size_t n);
+
+/* A quick route's handler may answer later, from another thread, without
+ * holding a thread meanwhile: it calls http_defer(req) and returns; the
+ * connection waits (suspended) until whoever finishes the work has filled
+ * the resp the handler was given and called http_resume() with what
+ * http_defer() returned. Every deferred request must be resumed: the
+ * server's stop waits for it. */
+struct http_deferred;
+struct http_deferred *http_defer(const struct http_req *req);
+void http_resume(struct http_deferred *d);
 
 /* Sets a JSON body (stolen) and status. */
 void http_resp_json(struct http_resp *resp, int status, json_t *body);

@@ -4,7 +4,6 @@
 #include "order_batcher.h"
 #include "util.h"
 
-#include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -19,19 +18,22 @@
 struct job {
     const struct order_new *order;
     struct order_result res;
-    int done, taken;
-    pthread_cond_t cv;       /* its own: a commit wakes only the requests it answers */
+    batcher_done_fn done;
+    void *arg;
+    int64_t deadline_ms;     /* not taken by then: answered unavailable */
     struct job *next;
 };
 
 struct batcher {
     pthread_mutex_t mu;
     pthread_cond_t work;     /* a job was queued, or stop */
-    struct job *head, *tail;
+    pthread_cond_t expiry;   /* stop (the janitor's timed waits; monotonic clock) */
+    struct job *head, *tail; /* oldest first: deadlines in order */
     int stopping;
     int64_t wait_ms;         /* a job not taken by then is answered unavailable */
     int nworkers;
     pthread_t *threads;
+    pthread_t janitor;
     struct db **dbs;
 };
 
@@ -45,7 +47,6 @@ static size_t take(struct batcher *b, struct job **jobs)
 {
     size_t n = 0;
     while (b->head && n < BATCH_MAX) {
-        b->head->taken = 1;
         jobs[n++] = b->head;
         b->head = b->head->next;
     }
@@ -137,6 +138,15 @@ static void commit_jobs(struct db *db, struct job **jobs, size_t n)
     free(orders);
 }
 
+/* Hands each job its outcome (outside mu: the callback may take its time). */
+static void finish(struct job **jobs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        jobs[i]->done(jobs[i]->arg, &jobs[i]->res);
+        free(jobs[i]);
+    }
+}
+
 static void *worker_main(void *arg)
 {
     struct worker_arg *w = arg;
@@ -151,14 +161,42 @@ static void *worker_main(void *arg)
         size_t n = take(b, jobs);
         pthread_mutex_unlock(&b->mu);
         commit_jobs(w->db, jobs, n);
+        finish(jobs, n);
         pthread_mutex_lock(&b->mu);
-        for (size_t i = 0; i < n; i++) {
-            jobs[i]->done = 1;
-            pthread_cond_signal(&jobs[i]->cv); /* under mu: the job lives until its waiter sees done */
-        }
     }
     pthread_mutex_unlock(&b->mu);
     free(w);
+    return NULL;
+}
+
+/* Answers unavailable what no committer took in time (all of them stuck on
+ * the database): the head of the queue is always the next to expire. It
+ * needs no wake-up: with the queue empty it looks again after wait_ms, by
+ * when no job queued meanwhile can have expired. */
+static void *janitor_main(void *arg)
+{
+    struct batcher *b = arg;
+    struct job *late[BATCH_MAX];
+    pthread_mutex_lock(&b->mu);
+    while (!b->stopping) {
+        int64_t now = mono_ms();
+        if (!b->head || b->head->deadline_ms > now) {
+            struct timespec until = mono_deadline(b->head ? b->head->deadline_ms - now : b->wait_ms);
+            pthread_cond_timedwait(&b->expiry, &b->mu, &until);
+            continue;
+        }
+        size_t n = 0;
+        while (b->head && b->head->deadline_ms <= now && n < BATCH_MAX) {
+            late[n++] = b->head;
+            b->head = b->head->next;
+        }
+        if (!b->head)
+            b->tail = NULL;
+        pthread_mutex_unlock(&b->mu);
+        finish(late, n); /* each job's res is still ERR_UNAVAILABLE */
+        pthread_mutex_lock(&b->mu);
+    }
+    pthread_mutex_unlock(&b->mu);
     return NULL;
 }
 
@@ -168,6 +206,7 @@ void batcher_start(const char *url, int workers, int64_t wait_ms, struct batcher
     b->wait_ms = wait_ms;
     pthread_mutex_init(&b->mu, NULL);
     pthread_cond_init(&b->work, NULL);
+    cond_init_monotonic(&b->expiry);
     b->nworkers = workers;
     b->threads = xcalloc((size_t)workers, sizeof *b->threads);
     b->dbs = xcalloc((size_t)workers, sizeof *b->dbs);
@@ -179,6 +218,8 @@ void batcher_start(const char *url, int workers, int64_t wait_ms, struct batcher
         if (pthread_create(&b->threads[i], NULL, worker_main, w) != 0)
             abort(); /* cannot take orders without committers: nothing to unwind */
     }
+    if (pthread_create(&b->janitor, NULL, janitor_main, b) != 0)
+        abort();
     *out = b;
 }
 
@@ -189,58 +230,33 @@ void batcher_stop(struct batcher *b)
     pthread_mutex_lock(&b->mu);
     b->stopping = 1;
     pthread_cond_broadcast(&b->work);
+    pthread_cond_broadcast(&b->expiry);
     pthread_mutex_unlock(&b->mu);
+    pthread_join(b->janitor, NULL);
     for (int i = 0; i < b->nworkers; i++) {
-        pthread_join(b->threads[i], NULL);
+        pthread_join(b->threads[i], NULL); /* each answered what it took, then the rest */
         db_free(b->dbs[i]);
     }
     pthread_cond_destroy(&b->work);
+    pthread_cond_destroy(&b->expiry);
     pthread_mutex_destroy(&b->mu);
     free(b->threads);
     free(b->dbs);
     free(b);
 }
 
-/* Takes a job that no committer took in time out of the queue; caller holds mu. */
-static void unlink_job(struct batcher *b, struct job *job)
+void batcher_submit(struct batcher *b, const struct order_new *o, batcher_done_fn done,
+                    void *arg)
 {
-    struct job *prev = NULL;
-    for (struct job *j = b->head; j; prev = j, j = j->next) {
-        if (j != job)
-            continue;
-        if (prev)
-            prev->next = j->next;
-        else
-            b->head = j->next;
-        if (b->tail == j)
-            b->tail = prev;
-        return;
-    }
-}
-
-void batcher_create(struct batcher *b, const struct order_new *o, struct order_result *res)
-{
-    struct job job = {.order = o, .res = {ERR_UNAVAILABLE, NULL, 0, ""}};
-    struct timespec until = mono_deadline(b->wait_ms);
-    cond_init_monotonic(&job.cv);
+    struct job *job = xcalloc(1, sizeof *job);
+    *job = (struct job){.order = o, .res = {ERR_UNAVAILABLE, NULL, 0, ""}, .done = done,
+                        .arg = arg, .deadline_ms = mono_ms() + b->wait_ms};
     pthread_mutex_lock(&b->mu);
     if (b->tail)
-        b->tail->next = &job;
+        b->tail->next = job;
     else
-        b->head = &job;
-    b->tail = &job;
+        b->head = job;
+    b->tail = job;
     pthread_cond_signal(&b->work);
-    /* Once taken, the job is being written: its outcome is waited for
-     * (bounded by the connection's own deadlines). */
-    while (!job.done) {
-        if (job.taken)
-            pthread_cond_wait(&job.cv, &b->mu);
-        else if (pthread_cond_timedwait(&job.cv, &b->mu, &until) == ETIMEDOUT && !job.taken) {
-            unlink_job(b, &job); /* the committers are stuck: 503 rather than wait on */
-            break;
-        }
-    }
     pthread_mutex_unlock(&b->mu);
-    pthread_cond_destroy(&job.cv);
-    *res = job.res;
 }

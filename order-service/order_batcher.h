@@ -1,6 +1,6 @@
 /* order_batcher.h - application-level group commit for new orders.
  *
- * Request threads hand their order to the batcher and wait; committer
+ * Request handlers hand their order to the batcher and return; committer
  * threads take every order queued meanwhile (up to a bound) and write them
  * with ONE statement and ONE commit (order_store_create). Every answer is
  * still given after its own order is durable; a batch the database refuses
@@ -24,7 +24,13 @@ void batcher_start(const char *url, int workers, int64_t wait_ms, struct batcher
 /* Writes what is queued, stops the threads, frees. NULL is a no-op. */
 void batcher_stop(struct batcher *b);
 
-/* Blocks until o is committed (or refused); *res as order_store_create's. */
-void batcher_create(struct batcher *b, const struct order_new *o, struct order_result *res);
+/* Called once per order, on a committer's (or the janitor's) thread, after
+ * it was committed or refused; res as order_store_create's (its doc is the
+ * callee's). */
+typedef void (*batcher_done_fn)(void *arg, struct order_result *res);
+
+/* Queues o (which must live until done is called) and returns at once. */
+void batcher_submit(struct batcher *b, const struct order_new *o, batcher_done_fn done,
+                    void *arg);
 
 #endif

@@ -92,37 +92,71 @@ static void reply_created(struct service *svc, json_t *doc, struct http_resp *re
     relay_notify(svc->relay); /* the OrderCreated row is committed: publish it now */
 }
 
+/* An order handed to the batcher, with what its answer needs: from the
+ * handler (on the HTTP server's thread) to the batcher's callback. */
+struct pending {
+    struct service *svc;
+    struct http_resp *resp;
+    struct http_deferred *deferred;
+    struct order_request r;
+    char *key;
+    char tp[TRACEPARENT_LEN + 1];
+    int sampled;
+    struct order_new o;
+};
+
+static void answer_created(struct pending *p, struct order_result *res)
+{
+    struct http_resp *resp = p->resp;
+    if (res->e == ERR_OK) {
+        log_created(res, p->tp, p->sampled);
+        reply_created(p->svc, res->doc, resp);
+    }
+    else if (res->e == ERR_CONFLICT && res->same)
+        http_resp_json(resp, 200, res->doc);
+    else if (res->e == ERR_CONFLICT)
+        http_resp_error(resp, 409, "idempotency_key_reused",
+                        "this Idempotency-Key was used with a different request", NULL);
+    else if (res->e == ERR_UNAVAILABLE || res->e == ERR_RETRY)
+        http_resp_error(resp, 503, "unavailable", "the database cannot be reached; retry later", NULL);
+    else {
+        log_error("order not written: %s", err_str(res->e));
+        http_resp_error(resp, 500, "internal", "internal error", NULL);
+    }
+}
+
+/* The batcher's callback: the answer, then the connection resumes. */
+static void created(void *arg, struct order_result *res)
+{
+    struct pending *p = arg;
+    struct http_deferred *d = p->deferred;
+    answer_created(p, res);
+    order_request_cleanup(&p->r);
+    free(p->key);
+    free(p);
+    http_resume(d);
+}
+
+/* A quick route: validates on the server's thread, hands the order to the
+ * batcher and returns; the batcher's committer answers after the commit. */
 static void post_orders(const struct http_req *req, struct http_resp *resp, void *ctx)
 {
     struct service *svc = ctx;
-    struct order_request r;
+    struct pending *p = xcalloc(1, sizeof *p);
     const char *key = NULL;
-    if (service_starting(svc, resp) || !parse_request(req, resp, &r, &key))
+    if (service_starting(svc, resp) || !parse_request(req, resp, &p->r, &key)) {
+        free(p);
         return;
+    }
+    p->svc = svc;
+    p->resp = resp;
+    p->key = key ? xstrdup(key) : NULL;
     /* the order's span: a child of the caller's, or the root of a new trace
      * (an invalid header is ignored, never an error) */
-    char tp[TRACEPARENT_LEN + 1];
-    int sampled = trace_continue(http_req_header(req, "traceparent"), tp);
-    struct order_new o = {&r, key, tp};
-    struct order_result res = {ERR_UNAVAILABLE, NULL, 0, ""};
-    if (atomic_load(&svc->schema_ready))
-        batcher_create(((struct order_app *)svc->app)->batcher, &o, &res);
-    if (res.e == ERR_OK) {
-        log_created(&res, tp, sampled);
-        reply_created(svc, res.doc, resp);
-    }
-    else if (res.e == ERR_CONFLICT && res.same)
-        http_resp_json(resp, 200, res.doc);
-    else if (res.e == ERR_CONFLICT)
-        http_resp_error(resp, 409, "idempotency_key_reused",
-                        "this Idempotency-Key was used with a different request", NULL);
-    else if (res.e == ERR_UNAVAILABLE || res.e == ERR_RETRY)
-        http_resp_error(resp, 503, "unavailable", "the database cannot be reached; retry later", NULL);
-    else {
-        log_error("order not written: %s", err_str(res.e));
-        http_resp_error(resp, 500, "internal", "internal error", NULL);
-    }
-    order_request_cleanup(&r);
+    p->sampled = trace_continue(http_req_header(req, "traceparent"), p->tp);
+    p->o = (struct order_new){&p->r, p->key, p->tp};
+    p->deferred = http_defer(req);
+    batcher_submit(((struct order_app *)svc->app)->batcher, &p->o, created, p);
 }
 
 static void get_order(const struct http_req *req, struct http_resp *resp, void *ctx)
@@ -147,7 +181,7 @@ static void get_order(const struct http_req *req, struct http_resp *resp, void *
 }
 
 const struct http_route order_routes[] = {
-    {"POST", "/orders", "/orders", post_orders, 0},
+    {"POST", "/orders", "/orders", post_orders, 1},
     {"GET", "/orders/", "/orders/{id}", get_order, 0},
 };
 const size_t order_nroutes = ARRAY_LEN(order_routes);
