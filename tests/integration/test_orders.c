@@ -1,11 +1,18 @@
 /* test_orders.c - order intake against the real Postgres: one transaction
  * for order + items + outbox row, rejections that write nothing, concurrency
- * and the Idempotency-Key race, and 503 while Postgres is away. */
+ * and the Idempotency-Key race, and 503 while Postgres is away; the group
+ * commit's own bound on an order that no committer takes. */
+#include "order.h"
+#include "order_batcher.h"
 #include "support/harness.h"
 #include "suites.h"
 #include "util.h"
 
+#include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -297,6 +304,71 @@ START_TEST(invalid_traceparent_is_ignored_and_a_trace_started)
 }
 END_TEST
 
+/* ---- the batcher alone, its database not answering ---- */
+
+struct outcome {
+    atomic_int done;
+    enum err e;
+    int64_t at_ms;
+};
+
+static void record(void *arg, struct order_result *res)
+{
+    struct outcome *o = arg;
+    o->e = res->e;
+    json_decref(res->doc);
+    o->at_ms = mono_ms();
+    atomic_store(&o->done, 1);
+}
+
+/* A Postgres that takes connections and never answers: a listening socket
+ * nobody accepts on (the kernel completes the handshakes). */
+static int silent_server(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    ck_assert_int_eq(listen(fd, 16), 0);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+/* The one committer is stuck connecting (2 s) with the first order: the
+ * second, which nobody takes, is answered unavailable at its own bound
+ * (300 ms), not after the first one's wait. */
+START_TEST(an_order_no_committer_takes_in_time_is_answered_unavailable)
+{
+    int port, fd = silent_server(&port);
+    char url[128];
+    snprintf(url, sizeof url, "postgresql://x@127.0.0.1:%d/x?connect_timeout=2", port);
+    struct order_request req;
+    struct field_error fe;
+    ck_assert_int_eq(order_request_parse(ORDER, strlen(ORDER), &req, &fe), ERR_OK);
+    struct order_new o = {&req, NULL, NULL};
+    struct outcome first = {0}, second = {0};
+    struct batcher *b;
+    batcher_start(url, 1, 300, &b);
+    batcher_submit(b, &o, record, &first);
+    sleep_ms(200); /* the committer has taken it */
+    int64_t t0 = mono_ms();
+    batcher_submit(b, &o, record, &second);
+    while (!atomic_load(&second.done) && mono_ms() - t0 < 5000)
+        sleep_ms(10);
+    ck_assert_msg(atomic_load(&second.done), "the second order was never answered");
+    ck_assert_int_eq(second.e, ERR_UNAVAILABLE);
+    ck_assert_msg(second.at_ms - t0 < 1000, "answered after %lld ms",
+                  (long long)(second.at_ms - t0));
+    ck_assert(!atomic_load(&first.done)); /* still connecting */
+    batcher_stop(b); /* the committer gives up, answers the first, stops */
+    ck_assert(atomic_load(&first.done));
+    ck_assert_int_ne(first.e, ERR_OK);
+    order_request_cleanup(&req);
+    close(fd);
+}
+END_TEST
+
 Suite *orders_suite(void)
 {
     Suite *s = suite_create("orders");
@@ -314,6 +386,9 @@ Suite *orders_suite(void)
     tcase_add_test(tc, postgres_down_answers_503_then_recovers);
     tcase_add_test(tc, traceparent_travels_with_the_event);
     tcase_add_test(tc, invalid_traceparent_is_ignored_and_a_trace_started);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("batcher");
+    tcase_add_test(tc, an_order_no_committer_takes_in_time_is_answered_unavailable);
     suite_add_tcase(s, tc);
     return s;
 }
