@@ -50,6 +50,7 @@ struct http_server {
     struct http_limits lim;
     atomic_int inflight;    /* requests begun and not yet completed */
     atomic_int deferred;    /* suspended by http_defer(), not resumed yet */
+    atomic_int closing;     /* http_stop began: no new deferral, connections close */
     /* the workers: handlers that may block run here, never on MHD's threads */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -64,6 +65,7 @@ struct http_server {
 };
 
 #define STOP_GRACE_MS 5000 /* past the database cut (service.c): the last replies go out */
+#define SEND_GRACE_MS 300   /* for replies resumed at the very end to be written */
 #define MHD_THREADS 2       /* never block: they only read, route and write */
 #define REAP_EVERY_MS 200
 #define FD_RESERVE 256      /* for Postgres, NATS, files */
@@ -168,7 +170,8 @@ static const struct http_route *pick(struct http_server *s, struct http_req *req
     return NULL;
 }
 
-static enum MHD_Result send_resp(struct MHD_Connection *conn, struct http_resp *resp)
+static enum MHD_Result send_resp(struct http_server *s, struct MHD_Connection *conn,
+                                 struct http_resp *resp)
 {
     char *text = resp->text_owned;
     const char *ctype = "text/plain; version=0.0.4; charset=utf-8";
@@ -179,6 +182,8 @@ static enum MHD_Result send_resp(struct MHD_Connection *conn, struct http_resp *
     struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), text,
                                                              MHD_RESPMEM_MUST_FREE);
     MHD_add_response_header(r, "Content-Type", ctype);
+    if (atomic_load(&s->closing)) /* the client moves on: the server is stopping */
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     if (resp->location)
         MHD_add_response_header(r, "Location", resp->location);
     enum MHD_Result ret = MHD_queue_response(conn, (unsigned)resp->status, r);
@@ -188,7 +193,7 @@ static enum MHD_Result send_resp(struct MHD_Connection *conn, struct http_resp *
 
 static enum MHD_Result answer(struct MHD_Connection *conn, struct conn_state *st)
 {
-    enum MHD_Result ret = send_resp(conn, &st->resp);
+    enum MHD_Result ret = send_resp(st->server, conn, &st->resp);
     const char *route = st->label;
     char labels[256];
     snprintf(labels, sizeof labels, "route=\"%s\",code=\"%d\"", route, st->resp.status);
@@ -234,9 +239,15 @@ static enum MHD_Result received(struct http_server *s, struct MHD_Connection *co
         st->answered = 1;
         return answer(conn, st);
     }
-    MHD_suspend_connection(conn);
-    st->queued_ms = mono_ms();
     pthread_mutex_lock(&s->mu);
+    if (s->stopping) { /* no worker will take it: answered here, never left suspended */
+        pthread_mutex_unlock(&s->mu);
+        http_resp_error(&st->resp, 503, "unavailable", "the server is stopping; retry later", NULL);
+        st->answered = 1;
+        return answer(conn, st);
+    }
+    MHD_suspend_connection(conn); /* under mu: the workers drain the queue before they end */
+    st->queued_ms = mono_ms();
     if (s->qtail)
         s->qtail->next = st;
     else
@@ -250,8 +261,13 @@ static enum MHD_Result received(struct http_server *s, struct MHD_Connection *co
 struct http_deferred *http_defer(const struct http_req *req)
 {
     struct conn_state *st = (struct conn_state *)((char *)req - offsetof(struct conn_state, req));
+    struct http_server *s = st->server;
+    atomic_fetch_add(&s->deferred, 1); /* before the check: http_stop checks in reverse */
+    if (atomic_load(&s->closing)) {
+        atomic_fetch_sub(&s->deferred, 1);
+        return NULL;
+    }
     st->deferred = 1;
-    atomic_fetch_add(&st->server->deferred, 1);
     MHD_suspend_connection(req->conn);
     return (struct http_deferred *)st;
 }
@@ -445,9 +461,15 @@ static void stop_threads(struct http_server *s)
     atomic_store(&s->reaper_stop, 1);
     pthread_join(s->reaper, NULL);
     free(s->workers);
+}
+
+/* After MHD has stopped: its threads lock mu and smu until then. */
+static void free_server(struct http_server *s)
+{
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->smu);
+    free(s);
 }
 
 enum err http_start(int port, const struct http_limits *lim, const struct http_route *routes,
@@ -477,7 +499,7 @@ enum err http_start(int port, const struct http_limits *lim, const struct http_r
      * the connections silently between two processes. */
     if (!s->daemon) {
         stop_threads(s);
-        free(s);
+        free_server(s);
         return ERR_IO;
     }
     *out = s;
@@ -491,17 +513,21 @@ void http_stop(struct http_server *s)
     MHD_socket lsock = MHD_quiesce_daemon(s->daemon); /* no new connections */
     if (lsock != MHD_INVALID_SOCKET)
         close(lsock);
+    atomic_store(&s->closing, 1); /* no new deferral; each answer closes its connection */
     /* MHD_stop_daemon closes connections without sending queued replies:
      * first let the requests in flight be answered (bounded, within the
      * 10 s a stop may take; every database wait ends before). */
     for (int64_t end = mono_ms() + STOP_GRACE_MS; atomic_load(&s->inflight) > 0 && mono_ms() < end;)
         sleep_ms(10);
-    stop_threads(s); /* every connection a worker suspended has been resumed */
     /* MHD must not stop with a connection suspended. Whoever holds a
      * deferred request answers it within its own bounded waits (the order
-     * batcher: the database deadlines, which the stop has cut short). */
+     * batcher: the database deadlines, which the stop has cut short), and
+     * no new one is deferred now. */
     while (atomic_load(&s->deferred) > 0)
         sleep_ms(10);
+    stop_threads(s); /* the workers answer what is queued; later requests get 503 */
+    for (int64_t end = mono_ms() + SEND_GRACE_MS; atomic_load(&s->inflight) > 0 && mono_ms() < end;)
+        sleep_ms(10); /* the last answers leave before MHD closes their connections */
     MHD_stop_daemon(s->daemon);
-    free(s);
+    free_server(s);
 }

@@ -72,7 +72,8 @@ void http_req_peer(const struct http_req *req, char *out, size_t n);
  * connection waits (suspended) until whoever finishes the work has filled
  * the resp the handler was given and called http_resume() with what
  * http_defer() returned. Every deferred request must be resumed: the
- * server's stop waits for it. */
+ * server's stop waits for it. NULL once the server is stopping: the
+ * handler then answers at once. */
 struct http_deferred;
 struct http_deferred *http_defer(const struct http_req *req);
 void http_resume(struct http_deferred *d);

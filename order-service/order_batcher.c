@@ -250,8 +250,9 @@ void batcher_submit(struct batcher *b, const struct order_new *o, batcher_done_f
 {
     struct job *job = xcalloc(1, sizeof *job);
     *job = (struct job){.order = o, .res = {ERR_UNAVAILABLE, NULL, 0, ""}, .done = done,
-                        .arg = arg, .deadline_ms = mono_ms() + b->wait_ms};
+                        .arg = arg};
     pthread_mutex_lock(&b->mu);
+    job->deadline_ms = mono_ms() + b->wait_ms; /* under mu: the queue stays in deadline order */
     if (b->tail)
         b->tail->next = job;
     else

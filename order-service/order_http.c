@@ -156,7 +156,14 @@ static void post_orders(const struct http_req *req, struct http_resp *resp, void
     p->sampled = trace_continue(http_req_header(req, "traceparent"), p->tp);
     p->o = (struct order_new){&p->r, p->key, p->tp};
     p->deferred = http_defer(req);
-    batcher_submit(((struct order_app *)svc->app)->batcher, &p->o, created, p);
+    if (p->deferred) {
+        batcher_submit(((struct order_app *)svc->app)->batcher, &p->o, created, p);
+        return;
+    }
+    http_resp_error(resp, 503, "unavailable", "the service is stopping; retry later", NULL);
+    order_request_cleanup(&p->r);
+    free(p->key);
+    free(p);
 }
 
 static void get_order(const struct http_req *req, struct http_resp *resp, void *ctx)
