@@ -174,11 +174,8 @@ int event_customer_id_valid(const char *s)
 
 json_t *event_load_object(const char *body, size_t len, struct field_error *fe)
 {
-    json_t *o = json_fast_load(body, len); /* most bodies: the same value, faster */
-    if (o)
-        return o;
     json_error_t jerr;
-    o = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *o = json_load_body(body, len, &jerr);
     if (!json_is_object(o)) {
         fail(fe, "", o ? "body is not a JSON object" : jerr.text);
         json_decref(o);

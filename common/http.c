@@ -506,6 +506,13 @@ enum err http_start(int port, const struct http_limits *lim, const struct http_r
     return ERR_OK;
 }
 
+/* Until no request is in flight, or ms have passed. */
+static void wait_idle(struct http_server *s, int64_t ms)
+{
+    for (int64_t end = mono_ms() + ms; atomic_load(&s->inflight) > 0 && mono_ms() < end;)
+        sleep_ms(10);
+}
+
 void http_stop(struct http_server *s)
 {
     if (!s)
@@ -517,8 +524,7 @@ void http_stop(struct http_server *s)
     /* MHD_stop_daemon closes connections without sending queued replies:
      * first let the requests in flight be answered (bounded, within the
      * 10 s a stop may take; every database wait ends before). */
-    for (int64_t end = mono_ms() + STOP_GRACE_MS; atomic_load(&s->inflight) > 0 && mono_ms() < end;)
-        sleep_ms(10);
+    wait_idle(s, STOP_GRACE_MS);
     /* MHD must not stop with a connection suspended. Whoever holds a
      * deferred request answers it within its own bounded waits (the order
      * batcher: the database deadlines, which the stop has cut short), and
@@ -526,8 +532,7 @@ void http_stop(struct http_server *s)
     while (atomic_load(&s->deferred) > 0)
         sleep_ms(10);
     stop_threads(s); /* the workers answer what is queued; later requests get 503 */
-    for (int64_t end = mono_ms() + SEND_GRACE_MS; atomic_load(&s->inflight) > 0 && mono_ms() < end;)
-        sleep_ms(10); /* the last answers leave before MHD closes their connections */
+    wait_idle(s, SEND_GRACE_MS); /* the last answers leave before MHD closes their connections */
     MHD_stop_daemon(s->daemon);
     free_server(s);
 }

@@ -11,5 +11,8 @@
  * caller to json_decref(). NULL when the text is anything else, valid or
  * not: then ask jansson, which decides and explains. */
 json_t *json_fast_load(const char *text, size_t len);
+/* json_loadb(text, len, JSON_REJECT_DUPLICATES, err), the fast path first:
+ * what every parser of outside bodies calls. */
+json_t *json_load_body(const char *text, size_t len, json_error_t *err);
 
 #endif

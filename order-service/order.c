@@ -22,9 +22,7 @@ enum err order_request_parse(const char *body, size_t len, struct order_request 
     memset(out, 0, sizeof *out);
     memset(fe, 0, sizeof *fe);
     json_error_t jerr;
-    json_t *o = json_fast_load(body, len); /* most bodies: the same value, faster */
-    if (!o)
-        o = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *o = json_load_body(body, len, &jerr);
     if (!o) {
         snprintf(fe->message, sizeof fe->message, "body is not valid JSON: %.200s", jerr.text);
         return ERR_INVALID;
@@ -72,7 +70,9 @@ static void fingerprint_append(struct buf *b, const struct order_request *r)
     buf_json_field(b, "{\"customer_id\":", r->customer_id);
     buf_append(b, ",\"items\":[", 10);
     for (size_t i = 0; i < r->nitems; i++) {
-        buf_append(b, i ? ",{\"qty\":" : "{\"qty\":", i ? 8 : 7);
+        if (i)
+            buf_append(b, ",", 1);
+        buf_append(b, "{\"qty\":", 7);
         buf_int(b, r->items[i].qty);
         buf_json_field(b, ",\"sku\":", r->items[i].sku);
         buf_append(b, "}", 1);

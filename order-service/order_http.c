@@ -125,15 +125,20 @@ static void answer_created(struct pending *p, struct order_result *res)
     }
 }
 
+static void pending_free(struct pending *p)
+{
+    order_request_cleanup(&p->r);
+    free(p->key);
+    free(p);
+}
+
 /* The batcher's callback: the answer, then the connection resumes. */
 static void created(void *arg, struct order_result *res)
 {
     struct pending *p = arg;
     struct http_deferred *d = p->deferred;
     answer_created(p, res);
-    order_request_cleanup(&p->r);
-    free(p->key);
-    free(p);
+    pending_free(p);
     http_resume(d);
 }
 
@@ -161,9 +166,7 @@ static void post_orders(const struct http_req *req, struct http_resp *resp, void
         return;
     }
     http_resp_error(resp, 503, "unavailable", "the service is stopping; retry later", NULL);
-    order_request_cleanup(&p->r);
-    free(p->key);
-    free(p);
+    pending_free(p);
 }
 
 static void get_order(const struct http_req *req, struct http_resp *resp, void *ctx)
