@@ -26,19 +26,22 @@ struct admin {
     pthread_mutex_t mu;       /* one operator action at a time on db */
     struct db *db;
     struct db_stmt *stmts;
+    char *resend_sql;         /* the statement "admin_resend", for this service */
 };
 
 static struct metric *m_actions, *m_denied;
 
-void admin_new(const char *database_url, const struct db_stmt *svc_stmts, size_t nsvc,
-               struct admin **out)
+void admin_new(const char *database_url, const struct admin_def *def,
+               const struct db_stmt *svc_stmts, size_t nsvc, struct admin **out)
 {
     struct admin *a = xcalloc(1, sizeof *a);
-    size_t n = admin_store_nstmts + inbox_nstmts + nsvc;
+    size_t n = admin_store_nstmts + inbox_nstmts + nsvc + 1;
     a->stmts = xcalloc(n, sizeof *a->stmts);
     memcpy(a->stmts, admin_store_stmts, admin_store_nstmts * sizeof *a->stmts);
     memcpy(a->stmts + admin_store_nstmts, inbox_stmts, inbox_nstmts * sizeof *a->stmts);
     memcpy(a->stmts + admin_store_nstmts + inbox_nstmts, svc_stmts, nsvc * sizeof *a->stmts);
+    a->resend_sql = admin_store_resend_sql(def->order_events_sql);
+    a->stmts[n - 1] = (struct db_stmt){"admin_resend", a->resend_sql};
     db_new(database_url, a->stmts, n, &a->db);
     pthread_mutex_init(&a->mu, NULL);
     m_actions = metrics_register("admin_actions_total", "Admin API actions, by action and result.",
@@ -57,6 +60,7 @@ void admin_free(struct admin *a)
         return;
     db_free(a->db);
     free(a->stmts);
+    free(a->resend_sql);
     pthread_mutex_destroy(&a->mu);
     free(a);
 }
@@ -390,7 +394,7 @@ static const char *resend(struct service *svc, struct admin *a, const char *orde
     if (!db)
         return "unavailable";
     const char *result = "ok";
-    enum err e = admin_store_resend(db, order_id, svc->def->admin.resend_types, ids);
+    enum err e = admin_store_resend(db, order_id, ids);
     if (e == ERR_OK && json_array_size(*ids) == 0) {
         http_resp_error(resp, 404, "not_found", "no outbox event is kept for this order", NULL);
         result = "not_found";

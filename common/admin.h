@@ -15,17 +15,17 @@
 
 struct admin;
 
-/* What differs per service: the event types re-sent for one order. */
+/* What differs per service: which events /admin/orders/resend sends again. */
 struct admin_def {
-    const char *const *resend_types;   /* NULL-terminated */
+    const char *order_events_sql;      /* their ids (column event_id) for order $1::uuid */
     const char *stream;                /* the stream its outbox relay writes (reconcile) */
 };
 
 /* Creates the admin state: one Postgres connection (lazy) prepared with the
- * admin's, the inbox's and the service's statements (svc_stmts must outlive
- * it). */
-void admin_new(const char *database_url, const struct db_stmt *svc_stmts, size_t nsvc,
-               struct admin **out);
+ * admin's, the inbox's and the service's statements (def and svc_stmts must
+ * outlive it). */
+void admin_new(const char *database_url, const struct admin_def *def,
+               const struct db_stmt *svc_stmts, size_t nsvc, struct admin **out);
 /* NULL is a no-op. */
 void admin_free(struct admin *a);
 

@@ -45,21 +45,25 @@ const struct db_stmt admin_store_stmts[] = {
      "AND p.event_id = d.event_id AND p.processed_at = d.created_at"},
     {"admin_dead_letter_done",
      "UPDATE dead_letters SET reapplied_at = now(), reapply_result = $2 WHERE id = $1::bigint"},
-    /* The order's events of these types: queued again if still in the
-     * outbox, written to it again (same id and body) if published. */
-    {"admin_resend",
-     "WITH u AS (UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = now() "
-     "  WHERE aggregate_id = $1::uuid AND event_type = ANY($2::text[]) RETURNING event_id), "
-     "i AS (INSERT INTO outbox (event_id, subject, event_type, payload, aggregate_id, traceparent) "
-     "  SELECT DISTINCT ON (p.event_id) p.event_id, p.subject, p.event_type, p.payload, "
-     "  p.aggregate_id, p.traceparent FROM outbox_published p "
-     "  WHERE p.aggregate_id = $1::uuid AND p.event_type = ANY($2::text[]) "
-     "  AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.event_id = p.event_id) "
-     "  ORDER BY p.event_id, p.published_at DESC "
-     "  ON CONFLICT (event_id) DO NOTHING RETURNING event_id) "
-     "SELECT event_id FROM u UNION ALL SELECT event_id FROM i"},
 };
 const size_t admin_store_nstmts = ARRAY_LEN(admin_store_stmts);
+
+/* The order's events (ids from events_sql): queued again if still in the
+ * outbox, written to it again (same id and body) if published. */
+char *admin_store_resend_sql(const char *events_sql)
+{
+    return xasprintf(
+        "WITH e AS (%s), "
+        "u AS (UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = now() "
+        "  WHERE event_id IN (SELECT event_id FROM e) RETURNING event_id), "
+        "i AS (INSERT INTO outbox (event_id, subject, event_type, payload, aggregate_id, traceparent) "
+        "  SELECT p.event_id, p.subject, p.event_type, p.payload, p.aggregate_id, p.traceparent "
+        "  FROM outbox_published p WHERE p.event_id IN (SELECT event_id FROM e) "
+        "  AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.event_id = p.event_id) "
+        "  ON CONFLICT (event_id) DO NOTHING RETURNING event_id) "
+        "SELECT event_id FROM u UNION ALL SELECT event_id FROM i",
+        events_sql);
+}
 
 /* Text whatever its bytes (a subject or error may come from the wire). */
 static json_t *safe_text(const char *s)
@@ -219,24 +223,16 @@ enum err admin_store_dead_letter_done(struct db *db, long long id, const char *r
     return by_id(db, "admin_dead_letter_done", id, result);
 }
 
-enum err admin_store_resend(struct db *db, const char *order_id, const char *const *types,
-                            json_t **ids)
+enum err admin_store_resend(struct db *db, const char *order_id, json_t **ids)
 {
-    struct buf arr;
-    buf_init(&arr);
-    buf_append(&arr, "{", 1);
-    for (size_t i = 0; types[i]; i++)
-        buf_pg_array_elem(&arr, types[i]);
-    buf_append(&arr, "}", 1);
-    const char *params[] = {order_id, arr.data};
+    const char *params[] = {order_id};
     PGresult *r = NULL;
-    enum err e = db_exec(db, "admin_resend", 2, params, &r);
+    enum err e = db_exec(db, "admin_resend", 1, params, &r);
     if (e == ERR_OK) {
         *ids = json_array();
         for (int i = 0; i < PQntuples(r); i++)
             json_array_append_new(*ids, json_string(PQgetvalue(r, i, 0)));
     }
     PQclear(r);
-    buf_cleanup(&arr);
     return e;
 }

@@ -44,9 +44,12 @@ void admin_dead_letter_cleanup(struct dead_letter *d);
 enum err admin_store_forget_poisoned(struct db *db, long long id);
 enum err admin_store_dead_letter_done(struct db *db, long long id, const char *result);
 
-/* Every event of one order whose type is in types (NULL-terminated) back to
- * pending, same event ids: *ids = JSON array of them (empty: none kept). */
-enum err admin_store_resend(struct db *db, const char *order_id, const char *const *types,
-                            json_t **ids);
+/* The text of the statement "admin_resend" ($1: an order id), given the
+ * service's query of that order's event ids (a column named event_id);
+ * caller frees. */
+char *admin_store_resend_sql(const char *events_sql);
+/* Every event of one order back to pending, same event ids: *ids = JSON
+ * array of them (empty: none kept). */
+enum err admin_store_resend(struct db *db, const char *order_id, json_t **ids);
 
 #endif

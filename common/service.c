@@ -222,7 +222,7 @@ static enum err start_parts(struct service *svc, const struct http_route *routes
         ih->ctx = svc;
         ih->after_commit = after_commit;
     }
-    admin_new(c->database_url, svc->def->stmts, svc->def->nstmts, &svc->admin);
+    admin_new(c->database_url, &svc->def->admin, svc->def->stmts, svc->def->nstmts, &svc->admin);
     return start_http(svc, routes, nroutes, http, admin_http);
 }
 

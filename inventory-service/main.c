@@ -6,8 +6,10 @@
 #include "inventory_store.h"
 #include "service.h"
 
-/* /admin/orders/resend sends these events of the order again */
-static const char *const resend_types[] = {"InventoryReserved", "InventoryRejected", NULL};
+/* /admin/orders/resend sends the order's reply (InventoryReserved or
+ * InventoryRejected) again */
+#define ORDER_EVENTS_SQL \
+    "SELECT reply_event_id AS event_id FROM order_decisions WHERE order_id = $1::uuid"
 
 int main(int argc, char **argv)
 {
@@ -21,7 +23,7 @@ int main(int argc, char **argv)
         .stmts = inventory_store_stmts,
         .nstmts = inventory_store_nstmts,
         .inbox = &inventory_orders_handler,
-        .admin = {resend_types, "INVENTORY"},
+        .admin = {ORDER_EVENTS_SQL, "INVENTORY"},
         .register_metrics = inventory_consumer_register_metrics,
     };
     return service_main(&def, argc, argv);

@@ -6,8 +6,8 @@
 #include "order_store.h"
 #include "service.h"
 
-/* /admin/orders/resend sends these events of the order again */
-static const char *const resend_types[] = {"OrderCreated", NULL};
+/* /admin/orders/resend sends the order's OrderCreated again */
+#define ORDER_EVENTS_SQL "SELECT event_id FROM orders WHERE id = $1::uuid"
 
 int main(int argc, char **argv)
 {
@@ -20,7 +20,7 @@ int main(int argc, char **argv)
         .stmts = order_store_stmts,
         .nstmts = order_store_nstmts,
         .inbox = &order_replies_handler,
-        .admin = {resend_types, "ORDERS"},
+        .admin = {ORDER_EVENTS_SQL, "ORDERS"},
         .register_metrics = order_http_register_metrics,
         .app_start = order_app_start,
         .app_stop = order_app_stop,

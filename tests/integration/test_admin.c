@@ -1,7 +1,7 @@
 /* test_admin.c - the admin API against real servers: the token guard, a
  * dead outbox row listed, requeued and published once, a poison message
- * listed and re-applied once its cause is fixed, one order's event sent
- * again with its own id. */
+ * listed and re-applied once its cause is fixed, one order's event (and
+ * the inventory's reply to it) sent again with its own id. */
 #include "support/harness.h"
 #include "suites.h"
 #include "util.h"
@@ -70,12 +70,18 @@ static int file_contains(const char *path, const char *needle)
     return found;
 }
 
+/* A broker, and the service with the admin API enabled. */
+static void start_with_token(struct svc *s, const char *name)
+{
+    static const char *const env[] = {"ADMIN_TOKEN=" TOKEN, NULL};
+    natsd_start(&nats);
+    svc_start(s, name, nats.url, env);
+}
+
 START_TEST(token_guard_401_403_200_and_never_logged)
 {
-    natsd_start(&nats);
     struct svc s;
-    const char *env[] = {"ADMIN_TOKEN=" TOKEN, NULL};
-    svc_start(&s, "order-service", nats.url, env);
+    start_with_token(&s, "order-service");
     struct http_result r;
     ck_assert_int_eq(admin_do(s.port, "GET", "/admin/outbox", NULL, NULL, &r), 401);
     ck_assert_str_eq(error_code(r.body), "unauthorized");
@@ -174,6 +180,7 @@ END_TEST
 
 #define GHOST "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"
 #define REPLY_ID "12345678-1234-4234-8234-123456789abc"
+#define EVENT_ID "0e0e0e0e-1111-4222-8333-444444444444" /* an OrderCreated of GHOST */
 
 static int dead_letters(void *arg)
 {
@@ -199,10 +206,8 @@ static int reapply(struct svc *s, long id, struct http_result *r)
 
 START_TEST(poison_listed_and_reapplied_once_its_cause_is_fixed)
 {
-    natsd_start(&nats);
     struct svc s;
-    const char *env[] = {"ADMIN_TOKEN=" TOKEN, NULL};
-    svc_start(&s, "order-service", nats.url, env);
+    start_with_token(&s, "order-service");
     /* a reply for an order this database does not have, and bytes that are no JSON */
     ck_assert_int_eq(natsd_publish(&nats, "inventory.reserved", REPLY_ID,
         "{\"event_id\":\"" REPLY_ID "\",\"type\":\"InventoryReserved\",\"order_id\":\"" GHOST
@@ -257,30 +262,72 @@ static int stream_has_one(void *arg)
     return all_published(NULL) && natsd_stream_msgs(&nats, "ORDERS") == 1;
 }
 
+/* POST /admin/orders/resend for the order in body: answered with event_id,
+ * published again, and dropped by JetStream as a duplicate (the same
+ * Nats-Msg-Id, inside the window): the stream still holds one message. */
+static void assert_resent_once(struct svc *s, const char *body, const char *event_id,
+                               const char *stream)
+{
+    struct http_result r;
+    ck_assert_int_eq(admin(s, "POST", "/admin/orders/resend", body, &r), 200);
+    ck_assert_ptr_nonnull(strstr(r.body, event_id));
+    http_result_free(&r);
+    int resent = 0;
+    for (int i = 0; i < 100 && !resent; i++, sleep_ms(50))
+        resent = svc_metric(s, "outbox_duplicates_total") == 1;
+    ck_assert(resent);
+    ck_assert_int_eq(natsd_stream_msgs(&nats, stream), 1);
+}
+
 START_TEST(resend_sends_one_orders_event_again_with_its_id)
 {
-    natsd_start(&nats);
     struct svc s;
-    const char *env[] = {"ADMIN_TOKEN=" TOKEN, NULL};
-    svc_start(&s, "order-service", nats.url, env);
+    start_with_token(&s, "order-service");
     struct http_result r;
     ck_assert_int_eq(http_post_json(s.port, "/orders", ORDER, &r), 201);
     char *body = xasprintf("{\"order_id\":\"%s\"}", json_field(r.body, "id"));
     http_result_free(&r);
     ck_assert(wait_until(stream_has_one, NULL, 10000));
     char *event_id = pg_text("orders", "SELECT event_id FROM outbox_events");
-    ck_assert_int_eq(admin(&s, "POST", "/admin/orders/resend", body, &r), 200);
-    ck_assert_ptr_nonnull(strstr(r.body, event_id));
-    http_result_free(&r);
-    int resent = 0; /* JetStream dropped it: the same Nats-Msg-Id, inside the window */
-    for (int i = 0; i < 100 && !resent; i++, sleep_ms(50))
-        resent = svc_metric(&s, "outbox_duplicates_total") == 1;
-    ck_assert(resent);
-    ck_assert_int_eq(natsd_stream_msgs(&nats, "ORDERS"), 1);
+    assert_resent_once(&s, body, event_id, "ORDERS");
     ck_assert_int_eq(admin(&s, "POST", "/admin/orders/resend",
                            "{\"order_id\":\"" GHOST "\"}", NULL), 404);
     free(event_id);
     free(body);
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+}
+END_TEST
+
+static int reply_published(void *arg)
+{
+    (void)arg;
+    return pg_long("inventory", "SELECT count(*) FROM outbox_published") == 1 &&
+           natsd_stream_msgs(&nats, "INVENTORY") == 1;
+}
+
+/* The inventory's side: the order's reply, found by the decision's id. */
+START_TEST(resend_sends_one_orders_reply_again_with_its_id)
+{
+    struct svc s;
+    start_with_token(&s, "inventory-service");
+    struct http_result r;
+    ck_assert_int_eq(http_do(s.port, "PUT", "/inventory/SKU-1",
+                             (const char *const[]){"Content-Type: application/json", NULL},
+                             "{\"available\":5}", 15, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    http_result_free(&r);
+    ck_assert_int_eq(natsd_publish(&nats, "orders.created", EVENT_ID,
+        "{\"event_id\":\"" EVENT_ID "\",\"type\":\"OrderCreated\",\"order_id\":\"" GHOST "\","
+        "\"customer_id\":\"c-1\",\"items\":[{\"sku\":\"SKU-1\",\"qty\":2}],"
+        "\"occurred_at\":\"2026-01-01T00:00:00Z\"}"), 0);
+    ck_assert(wait_until(reply_published, NULL, 10000));
+    char *reply_id = pg_text("inventory", "SELECT reply_event_id FROM order_decisions");
+    assert_resent_once(&s, "{\"order_id\":\"" GHOST "\"}", reply_id, "INVENTORY");
+    /* the stock was reserved once: a re-send is not a second decision */
+    ck_assert_int_eq(pg_long("inventory", "SELECT reserved FROM stock WHERE sku = 'SKU-1'"), 2);
+    ck_assert_int_eq(admin(&s, "POST", "/admin/orders/resend",
+                           "{\"order_id\":\"" EVENT_ID "\"}", NULL), 404);
+    free(reply_id);
     ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
 }
 END_TEST
@@ -359,6 +406,7 @@ Suite *admin_suite(void)
     tcase_add_test(tc, dead_row_listed_requeued_published_once);
     tcase_add_test(tc, poison_listed_and_reapplied_once_its_cause_is_fixed);
     tcase_add_test(tc, resend_sends_one_orders_event_again_with_its_id);
+    tcase_add_test(tc, resend_sends_one_orders_reply_again_with_its_id);
     tcase_add_test(tc, reconcile_reports_nothing_then_exactly_the_deleted_message);
     suite_add_tcase(s, tc);
     return s;
