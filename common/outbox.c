@@ -268,6 +268,15 @@ static void batch_free(struct batch *b)
     free(b);
 }
 
+/* A relay transaction's commit does not wait for the WAL to reach the disk.
+ * All it records is that JetStream has the rows (or that sending failed);
+ * if Postgres crashes before that reaches the disk, the rows are pending
+ * again and are published again. JetStream drops the copy within the
+ * duplicate window, and consumers drop it past the window: the same loss
+ * as a relay killed between ack and mark. Every other commit (intake,
+ * inbox) stays synchronous. */
+#define RELAY_BEGIN "BEGIN; SET LOCAL synchronous_commit = off"
+
 /* Opens a transaction on b->db, claims at most RELAY_BATCH due rows and
  * publishes them, waiting for their acks. The rows stay locked. */
 static enum err claim_publish(struct relay *r, struct batch *b)
@@ -275,7 +284,7 @@ static enum err claim_publish(struct relay *r, struct batch *b)
     char limit[16];
     snprintf(limit, sizeof limit, "%d", r->cfg->relay_batch);
     const char *params[] = {limit};
-    enum err e = db_exec_sql(b->db, "BEGIN");
+    enum err e = db_exec_sql(b->db, RELAY_BEGIN);
     if (e == ERR_OK)
         e = db_exec(b->db, "claim", 1, params, &b->res);
     if (e != ERR_OK || (b->claimed = PQntuples(b->res)) == 0)

@@ -1,6 +1,7 @@
 /* test_recovery.c - what nothing may break, past every window: orders whose
  * events JetStream lost settle even after their outbox rows were pruned,
- * in both directions, and the stock books stay exact.
+ * in both directions, and the stock books stay exact; a Postgres crash
+ * (kill -9) loses no answered order and no applied effect.
  *
  * Timers are short here (REDRIVE_AFTER 1 s, OUTBOX_RETENTION 1 s, a 1 s
  * duplicate window) so that the whole story runs in seconds. */
@@ -183,6 +184,63 @@ START_TEST(stuck_orders_never_starve_a_newer_one)
 }
 END_TEST
 
+/* Postgres's WAL writer made lazy (a 10 s delay, no early flush): a commit
+ * that does not wait for its WAL would still be in memory at the crash. */
+static void lazy_wal_writer(int on)
+{
+    ck_assert_int_eq(pg_exec("orders", on ? "ALTER SYSTEM SET wal_writer_delay = '10s'"
+                                          : "ALTER SYSTEM RESET wal_writer_delay"), 0);
+    ck_assert_int_eq(pg_exec("orders", on ? "ALTER SYSTEM SET wal_writer_flush_after = '1GB'"
+                                          : "ALTER SYSTEM RESET wal_writer_flush_after"), 0);
+    ck_assert_int_eq(pg_exec("orders", "SELECT pg_reload_conf()"), 0);
+}
+
+static void crash_postgres(void)
+{
+    stack_cmd("pg-crash"); /* kill -9 of every Postgres process */
+    stack_cmd("pg-start"); /* crash recovery */
+}
+
+/* kill -9 of Postgres right after orders were answered, and again right
+ * after inventory decided them: every answered order and every applied
+ * effect survives (their commits wait for the WAL); a relay mark lost with
+ * the crash (the relay's commits do not wait) only publishes its events
+ * again, and each stream keeps one message per event. */
+START_TEST(a_postgres_crash_loses_no_answered_order_and_no_effect)
+{
+    static const char *const keep[] = {"OUTBOX_RETENTION=1h", NULL};
+    const long n = 300;
+    lazy_wal_writer(1);
+    svc_stop(&inv, SIGTERM); /* nothing downstream commits meanwhile */
+    svc_start(&orders, "order-service", nats.url, keep);
+    post_orders((int)n);
+    crash_postgres(); /* the last ones answered a moment ago */
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM orders"), n);
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM order_items"), n);
+    wait_sql("orders", "SELECT count(*) FROM outbox_published", n, 60000);
+    wait_sql("orders", "SELECT count(*) FROM outbox", 0, 60000);
+    ck_assert_int_eq(natsd_stream_msgs(&nats, "ORDERS"), n);
+    svc_start(&inv, "inventory-service", nats.url, keep);
+    wait_sql("inventory", "SELECT count(*) FROM order_decisions", n, 60000);
+    crash_postgres();
+    ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM order_decisions"), n);
+    assert_books(n);
+    ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM processed_messages"), n);
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM processed_messages"), n);
+    wait_sql("inventory", "SELECT count(*) FROM outbox", 0, 60000);
+    ck_assert_int_eq(natsd_stream_msgs(&nats, "INVENTORY"), n);
+    lazy_wal_writer(0);
+}
+END_TEST
+
+static void teardown_wal(void)
+{
+    pg_exec("orders", "ALTER SYSTEM RESET wal_writer_delay");
+    pg_exec("orders", "ALTER SYSTEM RESET wal_writer_flush_after");
+    pg_exec("orders", "SELECT pg_reload_conf()");
+    teardown();
+}
+
 Suite *recovery_suite(void)
 {
     Suite *s = suite_create("recovery");
@@ -193,6 +251,11 @@ Suite *recovery_suite(void)
     tcase_add_test(tc, replies_lost_with_their_outbox_rows_pruned_all_settle);
     tcase_add_test(tc, stuck_orders_never_starve_a_newer_one);
     tcase_add_test(tc, a_rebuilt_order_created_keeps_the_orders_trace);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("postgres_crash");
+    tcase_add_checked_fixture(tc, setup, teardown_wal);
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, a_postgres_crash_loses_no_answered_order_and_no_effect);
     suite_add_tcase(s, tc);
     return s;
 }
