@@ -330,11 +330,14 @@ int broker_connected(struct broker *b)
     return up;
 }
 
-static void stream_config(const struct broker *b, jsStreamConfig *cfg, const char **subjects)
+/* A stream's settings, from this service's own (both services are set
+ * alike: the contract's "identical settings on both sides"). */
+static void stream_config(const struct broker *b, const struct stream_def *def,
+                          jsStreamConfig *cfg, const char **subjects)
 {
     jsStreamConfig_Init(cfg);
-    subjects[0] = b->own->subjects;
-    cfg->Name = b->own->name;
+    subjects[0] = def->subjects;
+    cfg->Name = def->name;
     cfg->Subjects = subjects;
     cfg->SubjectsLen = 1;
     cfg->Storage = js_FileStorage;
@@ -357,6 +360,25 @@ static natsStatus stream_info(jsCtx *js, const char *name, int wait_ms, jsErrCod
     return s;
 }
 
+/* Creates a stream from this service's settings; one that exists already
+ * is updated to them when update is set, else left as it is. */
+static natsStatus add_stream(const struct broker *b, const struct stream_def *def, jsCtx *js,
+                             int update, jsErrCode *jerr)
+{
+    *jerr = 0;
+    jsStreamConfig cfg;
+    const char *subjects[1];
+    stream_config(b, def, &cfg, subjects);
+    jsStreamInfo *si = NULL;
+    natsStatus s = js_AddStream(&si, js, &cfg, NULL, jerr);
+    if (s != NATS_OK && *jerr == JSStreamNameExistErr && update)
+        s = js_UpdateStream(&si, js, &cfg, NULL, jerr); /* converge the settings */
+    else if (s != NATS_OK && *jerr == JSStreamNameExistErr)
+        s = NATS_OK; /* created meanwhile (another instance, or its writer) */
+    jsStreamInfo_Destroy(si);
+    return s;
+}
+
 /* Creates the written stream; the first time (start-up) an existing one is
  * updated to these settings, later (it was reported missing) it is first
  * looked up, so that only a really missing stream costs a meta-leader call. */
@@ -365,18 +387,7 @@ static natsStatus ensure_own(struct broker *b, jsCtx *js, int first, jsErrCode *
     natsStatus s = NATS_NOT_FOUND;
     if (!first && (s = stream_info(js, b->own->name, API_WAIT_MS, jerr)) != NATS_NOT_FOUND)
         return s;
-    *jerr = 0;
-    jsStreamConfig cfg;
-    const char *subjects[1];
-    stream_config(b, &cfg, subjects);
-    jsStreamInfo *si = NULL;
-    s = js_AddStream(&si, js, &cfg, NULL, jerr);
-    if (s != NATS_OK && *jerr == JSStreamNameExistErr && first)
-        s = js_UpdateStream(&si, js, &cfg, NULL, jerr); /* converge the settings */
-    else if (s != NATS_OK && *jerr == JSStreamNameExistErr)
-        s = NATS_OK; /* created meanwhile (another instance) */
-    jsStreamInfo_Destroy(si);
-    return s;
+    return add_stream(b, b->own, js, first, jerr);
 }
 
 static enum err ensure_on(struct broker *b, struct conn *c, char *msg, size_t msglen)
@@ -601,12 +612,17 @@ static natsStatus ensure_consumer(jsCtx *js, const char *stream, const char *dur
     return s;
 }
 
-/* The stream read is its writer's: only check that it is there, then
- * ensure our own durable consumer on it. */
-static natsStatus ensure_reader(struct conn *c, const char *stream, const char *durable,
-                                const char *filter, jsErrCode *jerr)
+/* The stream read, created if missing because its writer has not run yet
+ * (an existing one is never changed: its writer's settings stand, and its
+ * writer's start converges the one made here to them); then our own
+ * durable consumer on it. */
+static natsStatus ensure_reader(const struct broker *b, struct conn *c, const char *stream,
+                                const char *durable, const char *filter, jsErrCode *jerr)
 {
     natsStatus s = stream_info(c->js_admin, stream, API_WAIT_MS, jerr);
+    const struct stream_def *def = find_stream(stream);
+    if (s == NATS_NOT_FOUND && def)
+        s = add_stream(b, def, c->js_admin, 0, jerr);
     if (s == NATS_OK)
         s = ensure_consumer(c->js_admin, stream, durable, filter, jerr);
     return s;
@@ -628,7 +644,7 @@ static enum err reader_error(struct broker *b, struct conn *c, const char *strea
 {
     note_timeout(b, s);
     if (s == NATS_NOT_FOUND && msg)
-        snprintf(msg, msglen, "stream %s does not exist yet (its writer creates it)", stream);
+        snprintf(msg, msglen, "stream %s does not exist and could not be created", stream);
     else
         set_msg(msg, msglen, durable, s, jerr);
     return conn_up(c) && s != NATS_NOT_FOUND && s != NATS_TIMEOUT ? ERR_BROKER : ERR_UNAVAILABLE;
@@ -640,7 +656,7 @@ enum err broker_subscribe(struct broker *b, const char *stream, const char *dura
     struct conn *c = conn_get(b);
     jsErrCode jerr = 0;
     natsSubscription *sub = NULL;
-    natsStatus s = conn_up(c) ? ensure_reader(c, stream, durable, filter, &jerr)
+    natsStatus s = conn_up(c) ? ensure_reader(b, c, stream, durable, filter, &jerr)
                               : NATS_CONNECTION_DISCONNECTED;
     if (s == NATS_OK)
         s = bind_sub(c, stream, durable, filter, &sub, &jerr);
@@ -717,7 +733,7 @@ enum err broker_sub_refresh(struct broker_sub *sub, char *msg, size_t msglen)
     jsErrCode jerr = 0;
     natsStatus s = conn_up(c) ? NATS_OK : NATS_CONNECTION_DISCONNECTED;
     if (s == NATS_OK && atomic_load(&sub->missing))
-        s = ensure_reader(c, sub->stream, sub->durable, sub->filter, &jerr);
+        s = ensure_reader(b, c, sub->stream, sub->durable, sub->filter, &jerr);
     if (s == NATS_OK)
         atomic_store(&sub->missing, 0);
     if (s == NATS_OK && c != sub->c && (s = rebind(sub, c, &jerr)) == NATS_OK)
