@@ -40,11 +40,28 @@ static void kill_children(void)
             waitpid(children[i], NULL, 0);
 }
 
+/* Every process started, also in $ITEST_TMP/pids: scripts/test stops by
+ * those PIDs whatever is left once the suites ended, however they ended. */
+static void note_pid(pid_t pid)
+{
+    const char *t = getenv("ITEST_TMP");
+    if (!t || !*t)
+        return;
+    char path[512];
+    snprintf(path, sizeof path, "%s/pids", t);
+    FILE *f = fopen(path, "a");
+    if (f) {
+        fprintf(f, "%d\n", (int)pid);
+        fclose(f);
+    }
+}
+
 static void track(pid_t pid)
 {
     static int registered;
     if (!registered++)
         atexit(kill_children);
+    note_pid(pid);
     for (size_t i = 0; i < ARRAY_LEN(children); i++) {
         if (children[i] <= 0 || waitpid(children[i], NULL, WNOHANG) != 0) {
             children[i] = pid;

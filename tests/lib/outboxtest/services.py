@@ -40,6 +40,15 @@ def http(method, url, body=None, timeout=5.0):
 LIVE = set()  # every instance running, for stop_all
 
 
+def note_pid(pid):
+    """Every process started, also in $ITEST_TMP/pids: scripts/test stops by
+    those PIDs whatever is left once the tests ended, however they ended."""
+    tmp = os.environ.get("ITEST_TMP")
+    if tmp:
+        with open(os.path.join(tmp, "pids"), "a") as f:
+            f.write("%d\n" % pid)
+
+
 def stop_all():
     """kill -9 every instance still running (the test is ending abnormally)."""
     for svc in list(LIVE):
@@ -102,6 +111,7 @@ class Service:
                     [os.path.join(REPO, "bin", self.kind + "-service")], env=env, cwd=REPO,
                     stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
             LIVE.add(self)
+            note_pid(self.popen.pid)
             said = proc.wait_until(lambda: not self.alive() or any(
                 s in self._log_since(offset) for s in ("listening on port", "cannot listen")),
                 START_SECS, 0.02)
