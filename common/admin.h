@@ -22,8 +22,8 @@ struct admin_def {
 };
 
 /* Creates the admin state: one Postgres connection (lazy) prepared with the
- * admin's, the inbox's and the service's statements (def and svc_stmts must
- * outlive it). */
+ * admin's (the resend's built from def), the inbox's and the service's
+ * statements (svc_stmts must outlive it). */
 void admin_new(const char *database_url, const struct admin_def *def,
                const struct db_stmt *svc_stmts, size_t nsvc, struct admin **out);
 /* NULL is a no-op. */

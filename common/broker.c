@@ -4,6 +4,7 @@
  * the contract, liveness, and the translation of natsStatus into enum err;
  * not what is published or what a message means. */
 #include "broker.h"
+#include "log.h"
 #include "backoff.h"
 #include "util.h"
 
@@ -346,18 +347,40 @@ static void stream_config(const struct broker *b, const struct stream_def *def,
     cfg->MaxAge = b->set.max_age_ms * NS_PER_MS;
 }
 
-/* Looks the stream up (cheap: the stream leader answers). */
-static natsStatus stream_info(jsCtx *js, const char *name, int wait_ms, jsErrCode *jerr)
+/* Looks the stream up (cheap: the stream leader answers); *si (may be
+ * NULL: not wanted) is the caller's to destroy. */
+static natsStatus stream_lookup(jsCtx *js, const char *name, int wait_ms, jsStreamInfo **si,
+                                jsErrCode *jerr)
 {
     jsOptions o;
     jsOptions_Init(&o);
     o.Wait = wait_ms;
-    jsStreamInfo *si = NULL;
-    natsStatus s = js_GetStreamInfo(&si, js, name, &o, jerr);
-    jsStreamInfo_Destroy(si);
+    jsStreamInfo *got = NULL;
+    natsStatus s = js_GetStreamInfo(&got, js, name, &o, jerr);
+    if (si)
+        *si = got;
+    else
+        jsStreamInfo_Destroy(got);
     if (s == NATS_NOT_FOUND || *jerr == JSStreamNotFoundErr)
         s = NATS_NOT_FOUND;
     return s;
+}
+
+static natsStatus stream_info(jsCtx *js, const char *name, int wait_ms, jsErrCode *jerr)
+{
+    return stream_lookup(js, name, wait_ms, NULL, jerr);
+}
+
+/* True when the stream has this service's settings (what stream_config()
+ * sets that a reader's may differ in). */
+static int has_own_settings(const struct broker *b, const jsStreamInfo *si)
+{
+    jsStreamConfig want;
+    const char *subjects[1];
+    stream_config(b, b->own, &want, subjects);
+    const jsStreamConfig *got = si ? si->Config : NULL;
+    return got && got->Replicas == want.Replicas && got->MaxAge == want.MaxAge &&
+           got->Duplicates == want.Duplicates;
 }
 
 /* Creates a stream from this service's settings; one that exists already
@@ -379,15 +402,24 @@ static natsStatus add_stream(const struct broker *b, const struct stream_def *de
     return s;
 }
 
-/* Creates the written stream; the first time (start-up) an existing one is
- * updated to these settings, later (it was reported missing) it is first
- * looked up, so that only a really missing stream costs a meta-leader call. */
+/* Creates the written stream, or updates an existing one to these
+ * settings. The first time (start-up) directly; later (it was reported
+ * missing) after a look-up, so that only a stream really missing, or made
+ * meanwhile by a reader from its own settings, costs a meta-leader call. */
 static natsStatus ensure_own(struct broker *b, jsCtx *js, int first, jsErrCode *jerr)
 {
-    natsStatus s = NATS_NOT_FOUND;
-    if (!first && (s = stream_info(js, b->own->name, API_WAIT_MS, jerr)) != NATS_NOT_FOUND)
-        return s;
-    return add_stream(b, b->own, js, first, jerr);
+    if (first)
+        return add_stream(b, b->own, js, 1, jerr);
+    jsStreamInfo *si = NULL;
+    natsStatus s = stream_lookup(js, b->own->name, API_WAIT_MS, &si, jerr);
+    int foreign = s == NATS_OK && !has_own_settings(b, si);
+    if (s == NATS_NOT_FOUND || foreign)
+        s = add_stream(b, b->own, js, 1, jerr);
+    if (foreign && s == NATS_OK)
+        log_info("stream %s had other settings (made by a reader): set to this service's",
+                 b->own->name);
+    jsStreamInfo_Destroy(si);
+    return s;
 }
 
 static enum err ensure_on(struct broker *b, struct conn *c, char *msg, size_t msglen)
@@ -452,8 +484,11 @@ static enum err probe_on(struct broker *b, struct conn *c, char *msg, size_t msg
     if (atomic_load(&b->stream_state) != STREAM_OK)
         return ensure_on(b, c, msg, msglen);
     jsErrCode jerr = 0;
-    natsStatus s = stream_info(c->js_admin, b->own->name, PROBE_WAIT_MS, &jerr);
-    if (s == NATS_NOT_FOUND) {
+    jsStreamInfo *si = NULL;
+    natsStatus s = stream_lookup(c->js_admin, b->own->name, PROBE_WAIT_MS, &si, &jerr);
+    int foreign = s == NATS_OK && !has_own_settings(b, si); /* a reader made it again */
+    jsStreamInfo_Destroy(si);
+    if (s == NATS_NOT_FOUND || foreign) {
         note_answer(b);
         forget_stream(b);
         return ensure_on(b, c, msg, msglen);

@@ -79,8 +79,10 @@ enum err broker_probe(struct broker *b, int *recycled, char *msg, size_t msglen)
  * on one broker. Returns ERR_UNAVAILABLE (nothing sent) when disconnected. */
 enum err broker_publish(struct broker *b, struct broker_out *msgs, size_t n, int timeout_ms);
 
-/* Checks that `stream` exists (its writer creates it), ensures the durable
- * pull consumer `durable` on it with filter, and binds a subscription. */
+/* Ensures that `stream` exists (created from this service's settings if
+ * missing; an existing one is left as its writer set it), ensures the
+ * durable pull consumer `durable` on it with filter, and binds a
+ * subscription. */
 enum err broker_subscribe(struct broker *b, const char *stream, const char *durable,
                           const char *filter, struct broker_sub **out, char *msg, size_t msglen);
 void broker_sub_free(struct broker_sub *sub);

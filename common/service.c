@@ -10,6 +10,7 @@
 #include "retention.h"
 #include "util.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -133,17 +134,26 @@ void service_db_error(struct service *svc, struct db *db, enum err e, struct htt
     http_resp_error(resp, 500, "internal", "internal error", NULL);
 }
 
-/* Waits up to ms for SIGTERM/SIGINT (blocked in every thread). 1 if one came. */
+/* Waits up to ms (< 0: for ever) for SIGTERM/SIGINT (blocked in every
+ * thread). 1 if one came. A process stopped (SIGSTOP) and continued sees
+ * the wait end early with EINTR on Linux: that is no stop signal, so it
+ * waits on, for what is left. */
 static int wait_signal(int64_t ms)
 {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
-    if (ms < 0)
-        return sigwaitinfo(&set, NULL) > 0;
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000};
-    return sigtimedwait(&set, NULL, &ts) > 0;
+    int64_t end = mono_ms() + ms;
+    for (;;) {
+        int64_t left = end - mono_ms();
+        struct timespec ts = {.tv_sec = left / 1000, .tv_nsec = (left % 1000) * 1000000};
+        int sig = ms < 0 ? sigwaitinfo(&set, NULL) : left > 0 ? sigtimedwait(&set, NULL, &ts) : -1;
+        if (sig > 0)
+            return 1;
+        if (errno != EINTR || (ms >= 0 && left <= 0))
+            return 0;
+    }
 }
 
 /* Applies migrations, retrying while Postgres is unreachable. 0 on success,

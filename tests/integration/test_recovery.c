@@ -184,62 +184,72 @@ START_TEST(stuck_orders_never_starve_a_newer_one)
 }
 END_TEST
 
-/* Postgres's WAL writer made lazy (a 10 s delay, no early flush): a commit
- * that does not wait for its WAL would still be in memory at the crash. */
-static void lazy_wal_writer(int on)
+/* Freezes (SIGSTOP) Postgres's processes that write the WAL in the
+ * background (the WAL writer, and the writers that flush it before a data
+ * page): a commit that does not wait for its WAL then stays in memory until
+ * the crash, where it is lost. One that waits flushes it itself. */
+static void freeze_wal_writers(void)
 {
-    ck_assert_int_eq(pg_exec("orders", on ? "ALTER SYSTEM SET wal_writer_delay = '10s'"
-                                          : "ALTER SYSTEM RESET wal_writer_delay"), 0);
-    ck_assert_int_eq(pg_exec("orders", on ? "ALTER SYSTEM SET wal_writer_flush_after = '1GB'"
-                                          : "ALTER SYSTEM RESET wal_writer_flush_after"), 0);
-    ck_assert_int_eq(pg_exec("orders", "SELECT pg_reload_conf()"), 0);
+    char *pids = pg_text("orders", "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity "
+                         "WHERE backend_type IN ('walwriter', 'background writer', 'checkpointer')");
+    ck_assert_ptr_nonnull(pids);
+    int n = 0;
+    for (char *save = NULL, *t = strtok_r(pids, " ", &save); t; t = strtok_r(NULL, " ", &save), n++)
+        ck_assert_int_eq(kill((pid_t)atoi(t), SIGSTOP), 0);
+    ck_assert_int_eq(n, 3);
+    free(pids);
 }
 
 static void crash_postgres(void)
 {
-    stack_cmd("pg-crash"); /* kill -9 of every Postgres process */
+    stack_cmd("pg-crash"); /* kill -9 of every Postgres process, the frozen ones too */
     stack_cmd("pg-start"); /* crash recovery */
+}
+
+static void freeze(struct svc *s, int on)
+{
+    ck_assert_int_eq(kill(s->proc.pid, on ? SIGSTOP : SIGCONT), 0);
 }
 
 /* kill -9 of Postgres right after orders were answered, and again right
  * after inventory decided them: every answered order and every applied
  * effect survives (their commits wait for the WAL); a relay mark lost with
  * the crash (the relay's commits do not wait) only publishes its events
- * again, and each stream keeps one message per event. */
+ * again, and each stream keeps one message per event. Before each crash
+ * the other service is frozen: a commit of its would flush the WAL before
+ * it, and hide a commit under test that did not wait. */
 START_TEST(a_postgres_crash_loses_no_answered_order_and_no_effect)
 {
     static const char *const keep[] = {"OUTBOX_RETENTION=1h", NULL};
     const long n = 300;
-    lazy_wal_writer(1);
     svc_stop(&inv, SIGTERM); /* nothing downstream commits meanwhile */
     svc_start(&orders, "order-service", nats.url, keep);
+    freeze_wal_writers();
     post_orders((int)n);
-    crash_postgres(); /* the last ones answered a moment ago */
+    freeze(&orders, 1); /* the last ones answered a moment ago */
+    crash_postgres();
+    freeze(&orders, 0);
     ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM orders"), n);
     ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM order_items"), n);
     wait_sql("orders", "SELECT count(*) FROM outbox_published", n, 60000);
     wait_sql("orders", "SELECT count(*) FROM outbox", 0, 60000);
     ck_assert_int_eq(natsd_stream_msgs(&nats, "ORDERS"), n);
+    freeze(&orders, 1); /* applies no reply meanwhile */
+    freeze_wal_writers();
     svc_start(&inv, "inventory-service", nats.url, keep);
     wait_sql("inventory", "SELECT count(*) FROM order_decisions", n, 60000);
+    freeze(&inv, 1);
     crash_postgres();
+    freeze(&inv, 0);
+    freeze(&orders, 0);
     ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM order_decisions"), n);
     assert_books(n);
     ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM processed_messages"), n);
     ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM processed_messages"), n);
     wait_sql("inventory", "SELECT count(*) FROM outbox", 0, 60000);
     ck_assert_int_eq(natsd_stream_msgs(&nats, "INVENTORY"), n);
-    lazy_wal_writer(0);
 }
 END_TEST
-
-static void teardown_wal(void)
-{
-    pg_exec("orders", "ALTER SYSTEM RESET wal_writer_delay");
-    pg_exec("orders", "ALTER SYSTEM RESET wal_writer_flush_after");
-    pg_exec("orders", "SELECT pg_reload_conf()");
-    teardown();
-}
 
 Suite *recovery_suite(void)
 {
@@ -253,7 +263,7 @@ Suite *recovery_suite(void)
     tcase_add_test(tc, a_rebuilt_order_created_keeps_the_orders_trace);
     suite_add_tcase(s, tc);
     tc = tcase_create("postgres_crash");
-    tcase_add_checked_fixture(tc, setup, teardown_wal);
+    tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, a_postgres_crash_loses_no_answered_order_and_no_effect);
     suite_add_tcase(s, tc);

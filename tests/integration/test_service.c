@@ -83,6 +83,28 @@ START_TEST(sigterm_exits_zero)
 }
 END_TEST
 
+/* Frozen (SIGSTOP) and thawed (SIGCONT), a service carries on: on Linux a
+ * stop and continue ends its wait for SIGTERM early (EINTR), which it once
+ * took for a stop signal and shut down. */
+START_TEST(a_frozen_and_thawed_service_carries_on)
+{
+    struct svc s;
+    svc_start(&s, "order-service", nats.url, NULL);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(kill(s.proc.pid, SIGSTOP), 0);
+        sleep_ms(300);
+        ck_assert_int_eq(kill(s.proc.pid, SIGCONT), 0);
+    }
+    sleep_ms(1000); /* a service that took it for SIGTERM is gone by now */
+    ck_assert_int_eq(http_post_json(s.port, "/orders",
+                                    "{\"customer_id\":\"c-1\",\"items\":[{\"sku\":\"SKU-1\",\"qty\":1}]}",
+                                    NULL), 201);
+    ck_assert_int_eq(http_get(s.port, "/healthz", NULL), 200);
+    ck_assert(!proc_log_has(&s.proc, "stopping"));
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+}
+END_TEST
+
 static int ready_is(struct svc *s, int want)
 {
     return http_get(s->port, "/readyz", NULL) == want;
@@ -295,6 +317,7 @@ Suite *service_suite(void)
     tcase_set_timeout(tc, 90);
     tcase_add_test(tc, malformed_environment_stops_the_start);
     tcase_add_test(tc, sigterm_exits_zero);
+    tcase_add_test(tc, a_frozen_and_thawed_service_carries_on);
     tcase_add_test(tc, readyz_follows_nats_without_restart);
     tcase_add_test(tc, each_stream_is_created_by_either_and_configured_by_its_writer);
     tcase_add_test(tc, starts_and_serves_while_nats_is_down);
