@@ -63,6 +63,7 @@ struct broker {
     int nservers;
     pthread_mutex_t ensure_mu;
     atomic_int stream_state;
+    _Atomic int64_t own_created; /* creation time of the written stream as last set up here */
     atomic_int timeouts;     /* JetStream timeouts in a row on the current connection */
     atomic_int moves;        /* + 1 at every reconnect or replacement of the connection */
     struct pub_batch batch;
@@ -371,22 +372,27 @@ static natsStatus stream_info(jsCtx *js, const char *name, int wait_ms, jsErrCod
     return stream_lookup(js, name, wait_ms, NULL, jerr);
 }
 
-/* True when the stream has this service's settings (what stream_config()
- * sets that a reader's may differ in). */
-static int has_own_settings(const struct broker *b, const jsStreamInfo *si)
+/* True when the written stream was made again since this service set it up
+ * (another creation time), by a reader, with other settings (what
+ * stream_config() sets that a reader's may differ in). A stream this
+ * service set up and someone changed since (another instance with other
+ * settings, an operator) is left alone: no tug of war. */
+static int made_by_a_reader(const struct broker *b, const jsStreamInfo *si)
 {
     jsStreamConfig want;
     const char *subjects[1];
     stream_config(b, b->own, &want, subjects);
     const jsStreamConfig *got = si ? si->Config : NULL;
-    return got && got->Replicas == want.Replicas && got->MaxAge == want.MaxAge &&
-           got->Duplicates == want.Duplicates;
+    return got && si->Created != atomic_load(&b->own_created) &&
+           (got->Replicas != want.Replicas || got->MaxAge != want.MaxAge ||
+            got->Duplicates != want.Duplicates);
 }
 
 /* Creates a stream from this service's settings; one that exists already
- * is updated to them when update is set, else left as it is. */
+ * is updated to them when update is set, else left as it is. *created (may
+ * be NULL): the stream's creation time, when known. */
 static natsStatus add_stream(const struct broker *b, const struct stream_def *def, jsCtx *js,
-                             int update, jsErrCode *jerr)
+                             int update, int64_t *created, jsErrCode *jerr)
 {
     *jerr = 0;
     jsStreamConfig cfg;
@@ -398,27 +404,46 @@ static natsStatus add_stream(const struct broker *b, const struct stream_def *de
         s = js_UpdateStream(&si, js, &cfg, NULL, jerr); /* converge the settings */
     else if (s != NATS_OK && *jerr == JSStreamNameExistErr)
         s = NATS_OK; /* created meanwhile (another instance, or its writer) */
+    if (created && si)
+        *created = si->Created;
     jsStreamInfo_Destroy(si);
     return s;
 }
 
 /* Creates the written stream, or updates an existing one to these
  * settings. The first time (start-up) directly; later (it was reported
- * missing) after a look-up, so that only a stream really missing, or made
- * meanwhile by a reader from its own settings, costs a meta-leader call. */
+ * missing, or looked made by a reader) after a look-up, so that only a
+ * stream really missing, or made again by a reader from its own settings,
+ * costs a meta-leader call. Such a stream is usable as it is: when it cannot
+ * be updated (say, more replicas than the nodes up), it is used meanwhile. */
 static natsStatus ensure_own(struct broker *b, jsCtx *js, int first, jsErrCode *jerr)
 {
-    if (first)
-        return add_stream(b, b->own, js, 1, jerr);
-    jsStreamInfo *si = NULL;
-    natsStatus s = stream_lookup(js, b->own->name, API_WAIT_MS, &si, jerr);
-    int foreign = s == NATS_OK && !has_own_settings(b, si);
-    if (s == NATS_NOT_FOUND || foreign)
-        s = add_stream(b, b->own, js, 1, jerr);
-    if (foreign && s == NATS_OK)
-        log_info("stream %s had other settings (made by a reader): set to this service's",
-                 b->own->name);
-    jsStreamInfo_Destroy(si);
+    int64_t created = 0;
+    natsStatus s;
+    if (first) {
+        s = add_stream(b, b->own, js, 1, &created, jerr);
+    } else {
+        jsStreamInfo *si = NULL;
+        s = stream_lookup(js, b->own->name, API_WAIT_MS, &si, jerr);
+        int foreign = s == NATS_OK && made_by_a_reader(b, si);
+        if (s == NATS_OK && si)
+            created = si->Created;
+        jsStreamInfo_Destroy(si);
+        if (s == NATS_NOT_FOUND) {
+            s = add_stream(b, b->own, js, 1, &created, jerr);
+        } else if (foreign) {
+            natsStatus u = add_stream(b, b->own, js, 1, NULL, jerr);
+            if (u == NATS_OK)
+                log_info("stream %s was made again by a reader, from other settings: set to "
+                         "this service's", b->own->name);
+            else
+                log_warn("stream %s was made again by a reader, from other settings, and "
+                         "cannot be set to this service's (%s): used as it is",
+                         b->own->name, natsStatus_GetText(u));
+        }
+    }
+    if (s == NATS_OK)
+        atomic_store(&b->own_created, created);
     return s;
 }
 
@@ -486,7 +511,7 @@ static enum err probe_on(struct broker *b, struct conn *c, char *msg, size_t msg
     jsErrCode jerr = 0;
     jsStreamInfo *si = NULL;
     natsStatus s = stream_lookup(c->js_admin, b->own->name, PROBE_WAIT_MS, &si, &jerr);
-    int foreign = s == NATS_OK && !has_own_settings(b, si); /* a reader made it again */
+    int foreign = s == NATS_OK && made_by_a_reader(b, si);
     jsStreamInfo_Destroy(si);
     if (s == NATS_NOT_FOUND || foreign) {
         note_answer(b);
@@ -657,7 +682,7 @@ static natsStatus ensure_reader(const struct broker *b, struct conn *c, const ch
     natsStatus s = stream_info(c->js_admin, stream, API_WAIT_MS, jerr);
     const struct stream_def *def = find_stream(stream);
     if (s == NATS_NOT_FOUND && def)
-        s = add_stream(b, def, c->js_admin, 0, jerr);
+        s = add_stream(b, def, c->js_admin, 0, NULL, jerr);
     if (s == NATS_OK)
         s = ensure_consumer(c->js_admin, stream, durable, filter, jerr);
     return s;

@@ -88,17 +88,18 @@ END_TEST
  * took for a stop signal and shut down. */
 START_TEST(a_frozen_and_thawed_service_carries_on)
 {
+    static const char order[] = "{\"customer_id\":\"c-1\",\"items\":[{\"sku\":\"SKU-1\",\"qty\":1}]}";
     struct svc s;
     svc_start(&s, "order-service", nats.url, NULL);
+    /* serving orders: past its start-up, waiting for a stop signal */
+    ck_assert_int_eq(http_post_json(s.port, "/orders", order, NULL), 201);
     for (int i = 0; i < 3; i++) {
         ck_assert_int_eq(kill(s.proc.pid, SIGSTOP), 0);
         sleep_ms(300);
         ck_assert_int_eq(kill(s.proc.pid, SIGCONT), 0);
     }
     sleep_ms(1000); /* a service that took it for SIGTERM is gone by now */
-    ck_assert_int_eq(http_post_json(s.port, "/orders",
-                                    "{\"customer_id\":\"c-1\",\"items\":[{\"sku\":\"SKU-1\",\"qty\":1}]}",
-                                    NULL), 201);
+    ck_assert_int_eq(http_post_json(s.port, "/orders", order, NULL), 201);
     ck_assert_int_eq(http_get(s.port, "/healthz", NULL), 200);
     ck_assert(!proc_log_has(&s.proc, "stopping"));
     ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);

@@ -478,8 +478,21 @@ char *pg_text(const char *db, const char *sql)
     return v;
 }
 
+/* Postgres's background writers, which a failed test may have left frozen
+ * (SIGSTOP: the recovery suite's crash test), run again. */
+static void thaw_pg_writers(const char *db)
+{
+    char *pids = pg_text(db, "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity "
+                         "WHERE backend_type IN ('walwriter', 'background writer', 'checkpointer')");
+    for (char *save = NULL, *t = pids ? strtok_r(pids, " ", &save) : NULL; t;
+         t = strtok_r(NULL, " ", &save))
+        kill((pid_t)atoi(t), SIGCONT);
+    free(pids);
+}
+
 void pg_reset(const char *db)
 {
+    thaw_pg_writers(db);
     /* Sessions of an earlier test's processes may linger a moment after they
      * were killed: end them, so that they hold no lock on what is dropped. */
     static const char *const sql =
