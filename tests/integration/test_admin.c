@@ -298,6 +298,41 @@ START_TEST(resend_sends_one_orders_event_again_with_its_id)
 }
 END_TEST
 
+/* An order whose OrderCreated is still in the outbox (dead: too large for
+ * the broker's limit, fixed since): the resend queues that very row again. */
+START_TEST(resend_queues_an_orders_dead_event_again)
+{
+    natsd_start_conf(&nats, "max_payload: 1024");
+    struct svc s;
+    const char *env[] = {"ADMIN_TOKEN=" TOKEN, "RELAY_MAX_ATTEMPTS=2", NULL};
+    svc_start(&s, "order-service", nats.url, env);
+    struct buf order; /* 60 items: an OrderCreated over 1,024 bytes */
+    buf_init(&order);
+    buf_printf(&order, "{\"customer_id\":\"c-1\",\"items\":[");
+    for (int i = 1; i <= 60; i++)
+        buf_printf(&order, "%s{\"sku\":\"SKU-%d\",\"qty\":1}", i > 1 ? "," : "", i);
+    buf_printf(&order, "]}");
+    struct http_result r;
+    ck_assert_int_eq(http_post_json(s.port, "/orders", order.data, &r), 201);
+    char *body = xasprintf("{\"order_id\":\"%s\"}", json_field(r.body, "id"));
+    http_result_free(&r);
+    ck_assert(wait_until(row_dead, NULL, 20000));
+    natsd_kill(&nats); /* the cause is fixed: the default limit again */
+    nats.conf[0] = '\0';
+    natsd_restart(&nats);
+    char *event_id = pg_text("orders", "SELECT event_id FROM orders");
+    ck_assert_int_eq(admin(&s, "POST", "/admin/orders/resend", body, &r), 200);
+    ck_assert_ptr_nonnull(strstr(r.body, event_id));
+    http_result_free(&r);
+    ck_assert(wait_until(all_published, NULL, 20000));
+    ck_assert_int_eq(natsd_stream_msgs(&nats, "ORDERS"), 1);
+    free(event_id);
+    free(body);
+    buf_cleanup(&order);
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+}
+END_TEST
+
 static int reply_published(void *arg)
 {
     (void)arg;
@@ -407,6 +442,7 @@ Suite *admin_suite(void)
     tcase_add_test(tc, poison_listed_and_reapplied_once_its_cause_is_fixed);
     tcase_add_test(tc, resend_sends_one_orders_event_again_with_its_id);
     tcase_add_test(tc, resend_sends_one_orders_reply_again_with_its_id);
+    tcase_add_test(tc, resend_queues_an_orders_dead_event_again);
     tcase_add_test(tc, reconcile_reports_nothing_then_exactly_the_deleted_message);
     suite_add_tcase(s, tc);
     return s;
