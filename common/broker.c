@@ -674,7 +674,7 @@ static natsStatus ensure_consumer(jsCtx *js, const char *stream, const char *dur
 
 /* The stream read, created if missing because its writer has not run yet
  * (an existing one is never changed: its writer's settings stand, and its
- * writer's start converges the one made here to them); then our own
+ * writer sets the one made here to them, see ensure_own()); then our own
  * durable consumer on it. */
 static natsStatus ensure_reader(const struct broker *b, struct conn *c, const char *stream,
                                 const char *durable, const char *filter, jsErrCode *jerr)

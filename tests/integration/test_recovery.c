@@ -184,31 +184,18 @@ START_TEST(stuck_orders_never_starve_a_newer_one)
 }
 END_TEST
 
-/* Freezes (SIGSTOP) Postgres's processes that write the WAL in the
- * background (the WAL writer, and the writers that flush it before a data
- * page): a commit that does not wait for its WAL then stays in memory until
- * the crash, where it is lost. One that waits flushes it itself. */
+/* Freezes Postgres's background writers: a commit that does not wait for
+ * its WAL then stays in memory until the crash, where it is lost. One that
+ * waits flushes it itself. */
 static void freeze_wal_writers(void)
 {
-    char *pids = pg_text("orders", "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity "
-                         "WHERE backend_type IN ('walwriter', 'background writer', 'checkpointer')");
-    ck_assert_ptr_nonnull(pids);
-    int n = 0;
-    for (char *save = NULL, *t = strtok_r(pids, " ", &save); t; t = strtok_r(NULL, " ", &save), n++)
-        ck_assert_int_eq(kill((pid_t)atoi(t), SIGSTOP), 0);
-    ck_assert_int_eq(n, 3);
-    free(pids);
+    ck_assert_int_eq(pg_signal_writers(SIGSTOP), 3);
 }
 
 static void crash_postgres(void)
 {
     stack_cmd("pg-crash"); /* kill -9 of every Postgres process, the frozen ones too */
     stack_cmd("pg-start"); /* crash recovery */
-}
-
-static void freeze(struct svc *s, int on)
-{
-    ck_assert_int_eq(kill(s->proc.pid, on ? SIGSTOP : SIGCONT), 0);
 }
 
 /* kill -9 of Postgres right after orders were answered, and again right
@@ -226,22 +213,22 @@ START_TEST(a_postgres_crash_loses_no_answered_order_and_no_effect)
     svc_start(&orders, "order-service", nats.url, keep);
     freeze_wal_writers();
     post_orders((int)n);
-    freeze(&orders, 1); /* the last ones answered a moment ago */
+    svc_freeze(&orders); /* the last ones answered a moment ago */
     crash_postgres();
-    freeze(&orders, 0);
+    svc_thaw(&orders);
     ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM orders"), n);
     ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM order_items"), n);
     wait_sql("orders", "SELECT count(*) FROM outbox_published", n, 60000);
     wait_sql("orders", "SELECT count(*) FROM outbox", 0, 60000);
     ck_assert_int_eq(natsd_stream_msgs(&nats, "ORDERS"), n);
-    freeze(&orders, 1); /* applies no reply meanwhile */
+    svc_freeze(&orders); /* applies no reply meanwhile */
     freeze_wal_writers();
     svc_start(&inv, "inventory-service", nats.url, keep);
     wait_sql("inventory", "SELECT count(*) FROM order_decisions", n, 60000);
-    freeze(&inv, 1);
+    svc_freeze(&inv);
     crash_postgres();
-    freeze(&inv, 0);
-    freeze(&orders, 0);
+    svc_thaw(&inv);
+    svc_thaw(&orders);
     ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM order_decisions"), n);
     assert_books(n);
     ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM processed_messages"), n);

@@ -94,9 +94,9 @@ START_TEST(a_frozen_and_thawed_service_carries_on)
     /* serving orders: past its start-up, waiting for a stop signal */
     ck_assert_int_eq(http_post_json(s.port, "/orders", order, NULL), 201);
     for (int i = 0; i < 3; i++) {
-        ck_assert_int_eq(kill(s.proc.pid, SIGSTOP), 0);
+        svc_freeze(&s);
         sleep_ms(300);
-        ck_assert_int_eq(kill(s.proc.pid, SIGCONT), 0);
+        svc_thaw(&s);
     }
     sleep_ms(1000); /* a service that took it for SIGTERM is gone by now */
     ck_assert_int_eq(http_post_json(s.port, "/orders", order, NULL), 201);

@@ -281,6 +281,18 @@ void natsd_thaw(struct natsd *n)
     kill(n->proc.pid, SIGCONT);
 }
 
+void svc_freeze(struct svc *s)
+{
+    if (kill(s->proc.pid, SIGSTOP) != 0)
+        die("svc_freeze");
+}
+
+void svc_thaw(struct svc *s)
+{
+    if (kill(s->proc.pid, SIGCONT) != 0)
+        die("svc_thaw");
+}
+
 int natsd_has_client(struct natsd *n, const char *name)
 {
     struct http_result r;
@@ -478,21 +490,21 @@ char *pg_text(const char *db, const char *sql)
     return v;
 }
 
-/* Postgres's background writers, which a failed test may have left frozen
- * (SIGSTOP: the recovery suite's crash test), run again. */
-static void thaw_pg_writers(const char *db)
+int pg_signal_writers(int sig)
 {
-    char *pids = pg_text(db, "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity "
+    char *pids = pg_text("orders", "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity "
                          "WHERE backend_type IN ('walwriter', 'background writer', 'checkpointer')");
+    int n = 0;
     for (char *save = NULL, *t = pids ? strtok_r(pids, " ", &save) : NULL; t;
          t = strtok_r(NULL, " ", &save))
-        kill((pid_t)atoi(t), SIGCONT);
+        n += kill((pid_t)atoi(t), sig) == 0;
     free(pids);
+    return n;
 }
 
 void pg_reset(const char *db)
 {
-    thaw_pg_writers(db);
+    pg_signal_writers(SIGCONT); /* a failed crash test may have left them frozen */
     /* Sessions of an earlier test's processes may linger a moment after they
      * were killed: end them, so that they hold no lock on what is dropped. */
     static const char *const sql =

@@ -75,6 +75,9 @@ int natsd_publish_traced(struct natsd *n, const char *subject, const char *msg_i
 /* ---- Postgres (the shared stack; each test resets its databases) ---- */
 const char *pg_url(const char *db);       /* "orders" | "inventory" */
 void pg_reset(const char *db);            /* drop every table of the database */
+/* Signals Postgres's background writers (the WAL writer, and the writers
+ * that flush it before a data page); returns how many were signalled. */
+int pg_signal_writers(int sig);
 /* First column of the first row as a long (-1 on error or no row). */
 long pg_long(const char *db, const char *sql);
 /* First column of the first row as a heap string (NULL on error). */
@@ -97,6 +100,8 @@ void svc_start(struct svc *s, const char *name, const char *nats_url, const char
 /* The same without waiting for anything. */
 void svc_spawn(struct svc *s, const char *name, const char *nats_url, const char *const env[]);
 int svc_stop(struct svc *s, int sig);
+void svc_freeze(struct svc *s);           /* SIGSTOP */
+void svc_thaw(struct svc *s);             /* SIGCONT */
 /* A series' value from the service's /metrics (exact "name{labels}"), or -1. */
 double svc_metric(struct svc *s, const char *series);
 
