@@ -10,11 +10,14 @@
  * creating the stream are not timed), so the figure is what JetStream itself
  * can take from one publisher.
  *
- *   js_publish -u URL -s STREAM -t SUBJECT -n COUNT [-c] [-p] [-m MAX_PENDING]
+ *   js_publish -u URL -s STREAM -t SUBJECT -n COUNT [-c] [-p] [-m MAX_PENDING] [-4]
  *     -c  create STREAM (file storage, 2-minute duplicate window, subjects
  *         SUBJECT's first token + ".>") if it does not exist
  *     -p  purge STREAM first (a durable consumer's floor moves past the purge)
  *     -m  most publishes in flight at once (0 = no limit; default 0)
+ *     -4  random (version-4) event and order ids, as a producer other than
+ *         order-service may send; by default they are time-ordered
+ *         (version 7), as order-service makes them
  *
  * Built by scripts/bench with cc + pkg-config libnats. */
 #define _GNU_SOURCE
@@ -40,6 +43,8 @@ struct opts {
     int create, purge;
     int64_t max_pending;
 };
+
+static int ids_v4; /* -4 */
 
 static atomic_long acks, errors;
 
@@ -77,11 +82,20 @@ static void seed_rng(void)
     rng_state |= 1; /* xorshift must not start at 0 */
 }
 
-/* A version-4 UUID (the services accept any well-formed one). */
-static void uuid4(char out[37])
+/* An id as order-service makes them: version 7 (RFC 9562), the unix time
+ * in ms, then random bits; or, with -4, a version-4 UUID (the services
+ * accept any well-formed one). */
+static void uuid_make(char out[37])
 {
     uint64_t hi = rng(), lo = rng();
-    hi = (hi & ~0xF000ULL) | 0x4000ULL;                         /* version 4 */
+    if (ids_v4) {
+        hi = (hi & ~0xF000ULL) | 0x4000ULL; /* version 4 */
+    } else {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+        hi = (ms << 16) | 0x7000ULL | (hi & 0x0FFFULL); /* unix_ts_ms, version 7, rand_a */
+    }
     lo = (lo & 0x3FFFFFFFFFFFFFFFULL) | 0x8000000000000000ULL; /* variant 10 */
     snprintf(out, 37, "%08x-%04x-%04x-%04x-%012llx", (unsigned)(hi >> 32),
              (unsigned)(hi >> 16) & 0xFFFF, (unsigned)hi & 0xFFFF, (unsigned)(lo >> 48),
@@ -104,7 +118,7 @@ static void rfc3339_now(char out[32])
 static int order_body(char *buf, size_t cap, long i, const char *event_id)
 {
     char order_id[37], at[32], items[256];
-    uuid4(order_id);
+    uuid_make(order_id);
     rfc3339_now(at);
     size_t n = 0;
     for (int k = 0; k < ITEMS_PER_ORDER; k++)
@@ -158,7 +172,7 @@ static void ensure_stream(jsCtx *js, const struct opts *o)
 static void publish_one(jsCtx *js, const struct opts *o, long i, size_t *bytes)
 {
     char id[37], body[512];
-    uuid4(id);
+    uuid_make(id);
     int len = order_body(body, sizeof body, i, id);
     natsMsg *m = NULL;
     natsStatus s = natsMsg_Create(&m, o->subject, NULL, body, len);
@@ -172,14 +186,14 @@ static void publish_one(jsCtx *js, const struct opts *o, long i, size_t *bytes)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: js_publish -u URL -s STREAM -t SUBJECT -n COUNT [-c] [-p] [-m MAX_PENDING]\n");
+    fprintf(stderr, "usage: js_publish -u URL -s STREAM -t SUBJECT -n COUNT [-c] [-p] [-m MAX_PENDING] [-4]\n");
     exit(2);
 }
 
 static void parse(int argc, char **argv, struct opts *o)
 {
     int c;
-    while ((c = getopt(argc, argv, "u:s:t:n:cpm:")) != -1) {
+    while ((c = getopt(argc, argv, "u:s:t:n:cpm:4")) != -1) {
         switch (c) {
         case 'u': o->url = optarg; break;
         case 's': o->stream = optarg; break;
@@ -187,6 +201,7 @@ static void parse(int argc, char **argv, struct opts *o)
         case 'n': o->count = atol(optarg); break;
         case 'c': o->create = 1; break;
         case 'p': o->purge = 1; break;
+        case '4': ids_v4 = 1; break;
         case 'm': o->max_pending = atoll(optarg); break;
         default: usage();
         }

@@ -4,7 +4,9 @@
 -- service's own SQL. What differs from the service, and why:
 --   $1 (the JSON array of orders) is built in the statement with
 --     json_build_array(json_build_object(..)), so that the order id and
---     the event id are fresh gen_random_uuid() values in every transaction;
+--     the event id are fresh in every transaction, time-ordered (UUID
+--     version 7) as the service makes them: the unix time in ms, '7', then
+--     a gen_random_uuid()'s last 18 digits;
 --   its customer_id, fingerprint, items and payload are the pgbench
 --     variables set by scripts/bench with -D (bound parameters in -M prepared);
 --     payload is an OrderCreated body of the service's size (~305 bytes);
@@ -14,8 +16,12 @@
 -- scripts/bench warns when order_store.c's statement changes (source-md5 below).
 -- source-md5: 214c3787f702b6fe43761e3e1515d1ce
 WITH x AS (SELECT * FROM json_to_recordset(json_build_array(json_build_object(
-    'id', gen_random_uuid(), 'customer_id', :customer_id::text, 'idempotency_key', NULL,
-    'fingerprint', :fingerprint::text, 'items', :items::json, 'event_id', gen_random_uuid(),
+    'id', (lpad(to_hex(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint), 12, '0')
+           || '7' || substr(gen_random_uuid()::text, 16))::uuid,
+    'customer_id', :customer_id::text, 'idempotency_key', NULL,
+    'fingerprint', :fingerprint::text, 'items', :items::json,
+    'event_id', (lpad(to_hex(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint), 12, '0')
+           || '7' || substr(gen_random_uuid()::text, 16))::uuid,
     'payload', :payload::text, 'traceparent', NULL)))
   AS x(id uuid, customer_id text, idempotency_key text, fingerprint text, items json,
        event_id uuid, payload text, traceparent text)),

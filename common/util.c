@@ -105,13 +105,9 @@ void hex_encode(const void *p, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
-void uuid_v4(char out[UUID_STR_LEN])
+/* 16 bytes as 8-4-4-4-12 lower-case hex digits. */
+static void uuid_format(const unsigned char b[16], char out[UUID_STR_LEN])
 {
-    unsigned char b[16];
-    random_bytes(b, sizeof b);
-    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
-    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-    /* 8-4-4-4-12 hex digits */
     static const unsigned char groups[] = {4, 2, 2, 2, 6};
     char *o = out;
     const unsigned char *q = b;
@@ -122,6 +118,35 @@ void uuid_v4(char out[UUID_STR_LEN])
         o += 2 * groups[g];
         q += groups[g];
     }
+}
+
+void uuid_v4(char out[UUID_STR_LEN])
+{
+    unsigned char b[16];
+    random_bytes(b, sizeof b);
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+    uuid_format(b, out);
+}
+
+/* RFC 9562: unix_ts_ms (48 bits), ver 7, rand_a (12 bits: here the
+ * fraction of the millisecond, its "method 3", so that ids of one thread
+ * sort in time order within a millisecond too), var 10, rand_b (62 bits,
+ * random). */
+void uuid_v7(char out[UUID_STR_LEN])
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    unsigned frac = (unsigned)(((uint64_t)(ts.tv_nsec % 1000000) << 12) / 1000000u); /* < 4096 */
+    unsigned char b[16];
+    random_bytes(b + 8, 8);
+    for (int i = 0; i < 6; i++)
+        b[i] = (unsigned char)(ms >> (8 * (5 - i)));
+    b[6] = (unsigned char)(0x70 | (frac >> 8));
+    b[7] = (unsigned char)(frac & 0xff);
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+    uuid_format(b, out);
 }
 
 int uuid_valid(const char *s)

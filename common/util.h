@@ -22,6 +22,11 @@ char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Fills out with a random version-4 UUID in canonical lower-case form. */
 void uuid_v4(char out[UUID_STR_LEN]);
+/* Fills out with a time-ordered version-7 UUID (RFC 9562): the ids this
+ * system makes (orders, events). Ids made one after the other sort in
+ * time order, so each Postgres index on them grows at its right edge
+ * instead of at a random leaf; 62 bits stay random. */
+void uuid_v7(char out[UUID_STR_LEN]);
 /* True when s is a canonical UUID (36 chars, hex and dashes, any case). */
 int uuid_valid(const char *s);
 

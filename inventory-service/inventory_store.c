@@ -226,7 +226,7 @@ static void new_reply_row(struct rows *rows, struct buf *payload, struct written
                           const char *traceparent)
 {
     struct inventory_reply rep = {.kind = kind};
-    uuid_v4(rep.event_id);
+    uuid_v7(rep.event_id);
     buf_pg_array_elem(&w->replies, rep.event_id);
     buf_pg_array_elem(&w->orders, o->order_id);
     memcpy(rep.order_id, o->order_id, sizeof rep.order_id);

@@ -86,8 +86,8 @@ static void order_row_init(struct order_row *r, const struct order_new *o, struc
                            struct buf *payload)
 {
     struct order_created ev = {.items = o->req->items, .nitems = o->req->nitems};
-    uuid_v4(r->id);
-    uuid_v4(ev.event_id);
+    uuid_v7(r->id);
+    uuid_v7(ev.event_id);
     memcpy(ev.order_id, r->id, sizeof r->id);
     memcpy(r->event_id, ev.event_id, sizeof r->event_id);
     snprintf(ev.customer_id, sizeof ev.customer_id, "%s", o->req->customer_id);

@@ -56,6 +56,46 @@ START_TEST(uuid_v4_calls_differ)
 }
 END_TEST
 
+START_TEST(uuid_v7_has_version_variant_and_the_time)
+{
+    for (int i = 0; i < 100; i++) {
+        char id[UUID_STR_LEN];
+        long long before = (long long)(wall_s() * 1000) - 1;
+        uuid_v7(id);
+        long long after = (long long)(wall_s() * 1000) + 1;
+        ck_assert_msg(shape_is(id, "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"), "bad uuid %s", id);
+        ck_assert_int_eq(id[14], '7');
+        ck_assert_msg(strchr("89ab", id[19]) != NULL, "variant nibble %c in %s", id[19], id);
+        char ms_hex[13];
+        memcpy(ms_hex, id, 8);
+        memcpy(ms_hex + 8, id + 9, 4);
+        ms_hex[12] = '\0';
+        long long ms = strtoll(ms_hex, NULL, 16);
+        ck_assert_msg(ms >= before && ms <= after, "%s: %lld ms, not in [%lld, %lld]", id, ms,
+                      before, after);
+    }
+}
+END_TEST
+
+/* What the indexes gain: ids made one after the other sort in that order
+ * (the clock's resolution is far below the 244 ns of the sub-millisecond
+ * field, so two ids may share a prefix: then only ever equal or later). */
+START_TEST(uuid_v7_ids_made_in_turn_sort_in_turn)
+{
+    char prev[UUID_STR_LEN], id[UUID_STR_LEN];
+    uuid_v7(prev);
+    int later = 0;
+    for (int i = 0; i < 10000; i++) {
+        uuid_v7(id);
+        ck_assert_msg(strncmp(prev, id, 18) <= 0, "%s made after %s sorts before it", id, prev);
+        later += strncmp(prev, id, 18) < 0;
+        ck_assert_str_ne(prev, id);
+        memcpy(prev, id, sizeof id);
+    }
+    ck_assert_int_gt(later, 0);
+}
+END_TEST
+
 START_TEST(uuid_valid_accepts_canonical_any_case)
 {
     ck_assert(uuid_valid("123e4567-e89b-42d3-a456-426614174000"));
@@ -319,6 +359,8 @@ Suite *util_suite(void)
     tcase_add_test(tc, uuid_v4_is_canonical_lower_case);
     tcase_add_test(tc, uuid_v4_has_version_and_variant);
     tcase_add_test(tc, uuid_v4_calls_differ);
+    tcase_add_test(tc, uuid_v7_has_version_variant_and_the_time);
+    tcase_add_test(tc, uuid_v7_ids_made_in_turn_sort_in_turn);
     tcase_add_test(tc, uuid_valid_accepts_canonical_any_case);
     tcase_add_test(tc, uuid_valid_rejects_malformed);
     suite_add_tcase(s, tc);
