@@ -106,6 +106,32 @@ START_TEST(project_migrations_apply_cleanly)
 }
 END_TEST
 
+/* An event sent again while its earlier publish is still filed: listed
+ * once, by where it stands now (pending). */
+START_TEST(outbox_events_lists_an_event_sent_again_once)
+{
+    char msg[512];
+    static const char *const dbs[] = {"orders", "inventory"};
+    static const char *const dirs[] = {"migrations/order", "migrations/inventory"};
+    for (int i = 0; i < 2; i++) {
+        if (i)
+            pg_reset(dbs[i]);
+        ck_assert_int_eq(migrate_run(pg_url(dbs[i]), dirs[i], NULL, msg, sizeof msg), ERR_OK);
+        ck_assert_int_eq(pg_exec(dbs[i],
+            "INSERT INTO outbox_published (id, event_id, subject, event_type, payload, attempts, "
+            "created_at, published_at) SELECT 1, e, 's', 't', '{}', 0, now(), now() FROM "
+            "(VALUES ('0e0e0e0e-1111-4222-8333-444444444444'::uuid), "
+            "('0e0e0e0e-1111-4222-8333-555555555555'::uuid)) v(e)"), 0);
+        ck_assert_int_eq(pg_exec(dbs[i],
+            "INSERT INTO outbox (event_id, subject, event_type, payload) "
+            "VALUES ('0e0e0e0e-1111-4222-8333-444444444444', 's', 't', '{}')"), 0);
+        ck_assert_int_eq(pg_long(dbs[i], "SELECT count(*) FROM outbox_events"), 2);
+        ck_assert_int_eq(pg_long(dbs[i], "SELECT count(*) FROM outbox_events WHERE event_id = "
+                                         "'0e0e0e0e-1111-4222-8333-444444444444' AND status = 'pending'"), 1);
+    }
+}
+END_TEST
+
 Suite *migrate_suite(void)
 {
     Suite *s = suite_create("migrate");
@@ -117,6 +143,7 @@ Suite *migrate_suite(void)
     tcase_add_test(tc, failing_file_keeps_nothing_of_itself);
     tcase_add_test(tc, unreachable_server_is_unavailable);
     tcase_add_test(tc, project_migrations_apply_cleanly);
+    tcase_add_test(tc, outbox_events_lists_an_event_sent_again_once);
     suite_add_tcase(s, tc);
     return s;
 }
