@@ -185,9 +185,11 @@ static int64_t retry_cap_ms(const struct config *c, int permanent)
     return half < cap ? half : cap;
 }
 
-/* Failed rows: attempts + 1, error, backoff; permanent ones may turn dead. */
+/* Failed rows: attempts + 1, error, backoff; permanent ones may turn dead.
+ * *dead: the rows marked (event id, dead?, order id), for log_dead() once
+ * the transaction committed. */
 static enum err mark_failed(struct relay *r, struct db *db, PGresult *res, const struct broker_out *m, int n,
-                            int *count, const char **first_err)
+                            int *count, const char **first_err, PGresult **dead)
 {
     struct buf ids, errs, delays, perm;
     struct buf *all[] = {&ids, &errs, &delays, &perm};
@@ -214,8 +216,16 @@ static enum err mark_failed(struct relay *r, struct db *db, PGresult *res, const
     char max[16];
     snprintf(max, sizeof max, "%d", r->cfg->relay_max_attempts);
     const char *params[] = {ids.data, errs.data, delays.data, perm.data, max};
-    PGresult *dead = NULL;
-    enum err e = *count ? db_exec(db, "mark_failed", 5, params, &dead) : ERR_OK;
+    enum err e = *count ? db_exec(db, "mark_failed", 5, params, dead) : ERR_OK;
+    for (size_t k = 0; k < ARRAY_LEN(all); k++)
+        buf_cleanup(all[k]);
+    return e;
+}
+
+/* Counts and logs the events mark_failed() turned dead, once committed: a
+ * transaction that did not commit turned none. */
+static void log_dead(PGresult *dead)
+{
     for (int i = 0; dead && i < PQntuples(dead); i++)
         if (PQgetvalue(dead, i, 1)[0] == 't') {
             metric_add(m_dead, "", 1);
@@ -224,10 +234,6 @@ static enum err mark_failed(struct relay *r, struct db *db, PGresult *res, const
                                                                              : PQgetvalue(dead, i, 2)),
                      "outbox event %s is dead after permanent rejections", PQgetvalue(dead, i, 0));
         }
-    PQclear(dead);
-    for (size_t k = 0; k < ARRAY_LEN(all); k++)
-        buf_cleanup(all[k]);
-    return e;
 }
 
 /* One line per published event, with its order and trace: at info when the
@@ -309,10 +315,11 @@ static enum err mark_commit(struct relay *r, struct batch *b)
 {
     int published = 0, nfail = 0;
     const char *first_err = NULL;
+    PGresult *dead = NULL;
     enum err e = mark_published(b->db, r->cfg->outbox_retention_ms > 0, b->res, b->msgs, b->claimed,
                                 &published);
     if (e == ERR_OK)
-        e = mark_failed(r, b->db, b->res, b->msgs, b->claimed, &nfail, &first_err);
+        e = mark_failed(r, b->db, b->res, b->msgs, b->claimed, &nfail, &first_err, &dead);
     if (e == ERR_OK)
         e = db_exec_sql(b->db, "COMMIT");
     if (e == ERR_OK) {
@@ -320,9 +327,11 @@ static enum err mark_commit(struct relay *r, struct batch *b)
         metric_add(m_failures, "", nfail);
         note_outcome(r, nfail > 0, first_err);
         log_published(b->res, b->msgs, b->claimed);
+        log_dead(dead);
     } else if (e != ERR_UNAVAILABLE || db_is_connected(b->db)) {
         log_warn("relay: marking a batch: %s", db_errmsg(b->db)); /* rows pending again */
     }
+    PQclear(dead);
     return e;
 }
 
