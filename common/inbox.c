@@ -72,7 +72,7 @@ struct inbox {
     int nworkers;
     atomic_int stopping;
     atomic_int dbs_up;      /* workers whose connection is up: fetching makes sense */
-    int64_t next_gauges_ms; /* worker 0's */
+    _Atomic int64_t next_gauges_ms; /* taken by whichever worker finds it due */
     int64_t next_lag_ms;    /* fetcher's */
     int empty_fetches;      /* in a row: a deleted consumer also looks like this (fetcher) */
     /* The next batch, handed from the fetcher to a worker. */
@@ -420,14 +420,16 @@ static void process_batch(struct worker *w, struct broker_in *msgs, int n, struc
     free_bodies(sl, n);
 }
 
-/* The gauge behind the dead-letter alert (worker 0, on its connection). */
+/* The gauge behind the dead-letter alert, on the connection of the first
+ * worker to find it due (any connected worker: one whose database is away,
+ * or that is busy with a long batch, does not leave it stale). */
 static void update_dead_gauge(struct worker *w)
 {
     struct inbox *in = w->in;
     int64_t now = mono_ms();
-    if (now < in->next_gauges_ms)
+    int64_t due = atomic_load(&in->next_gauges_ms);
+    if (now < due || !atomic_compare_exchange_strong(&in->next_gauges_ms, &due, now + GAUGES_EVERY_MS))
         return;
-    in->next_gauges_ms = now + GAUGES_EVERY_MS;
     PGresult *res = NULL;
     if (db_exec(w->db, "inbox_dead_open", 0, NULL, &res) == ERR_OK)
         metric_set(in->m_dead_open, "", strtod(PQgetvalue(res, 0, 0), NULL));
@@ -579,8 +581,7 @@ static void *worker_main(void *arg)
             sleep_ms(RESUBSCRIBE_MS);
             continue;
         }
-        if (w == &in->workers[0])
-            update_dead_gauge(w);
+        update_dead_gauge(w);
         struct broker_in *msgs = NULL;
         int n = 0;
         if (!take_batch(in, FETCH_WAIT_MS, &msgs, &n))
