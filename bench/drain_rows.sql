@@ -2,13 +2,10 @@
 -- the service writes them (subject, type, the order id as aggregate_id, a
 -- contract-format body of the same shape and size as bench/js_publish.c's:
 -- 4 SKUs out of 5, ~305 bytes). Its ids are time-ordered (UUID version 7,
--- RFC 9562) as the service makes them: five a millisecond, about its intake.
+-- RFC 9562, bench/uuid7.sql) like the service's: five a millisecond, about
+-- its intake.
 --   psql -v count=100000 -f bench/drain_rows.sql orders
--- uuid7(ms): unix_ts_ms, version 7, then a random UUID's last 18 digits
--- (12 random bits, variant 10, 62 random bits).
-CREATE FUNCTION pg_temp.uuid7(ms bigint) RETURNS uuid LANGUAGE sql VOLATILE AS $$
-    SELECT (lpad(to_hex(ms), 12, '0') || '7' || substr(gen_random_uuid()::text, 16))::uuid
-$$;
+\ir uuid7.sql
 
 INSERT INTO outbox (event_id, subject, event_type, aggregate_id, payload)
 SELECT s.id, 'orders.created', 'OrderCreated', s.order_id,

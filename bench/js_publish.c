@@ -17,7 +17,7 @@
  *     -m  most publishes in flight at once (0 = no limit; default 0)
  *     -4  random (version-4) event and order ids, as a producer other than
  *         order-service may send; by default they are time-ordered
- *         (version 7), as order-service makes them
+ *         (version 7) like order-service's, to the millisecond
  *
  * Built by scripts/bench with cc + pkg-config libnats. */
 #define _GNU_SOURCE
@@ -82,9 +82,9 @@ static void seed_rng(void)
     rng_state |= 1; /* xorshift must not start at 0 */
 }
 
-/* An id as order-service makes them: version 7 (RFC 9562), the unix time
- * in ms, then random bits; or, with -4, a version-4 UUID (the services
- * accept any well-formed one). */
+/* An id like order-service's: version 7 (RFC 9562), the unix time in ms,
+ * then random bits (order-service orders them within the ms too); or, with
+ * -4, a version-4 UUID (the services accept any well-formed one). */
 static void uuid_make(char out[37])
 {
     uint64_t hi = rng(), lo = rng();

@@ -5,8 +5,8 @@
 --   $1 (the JSON array of orders) is built in the statement with
 --     json_build_array(json_build_object(..)), so that the order id and
 --     the event id are fresh in every transaction, time-ordered (UUID
---     version 7) as the service makes them: the unix time in ms, '7', then
---     a gen_random_uuid()'s last 18 digits;
+--     version 7) like the service's, to the millisecond: the unix time in
+--     ms, '7', then a gen_random_uuid()'s last 18 digits (bench/uuid7.sql);
 --   its customer_id, fingerprint, items and payload are the pgbench
 --     variables set by scripts/bench with -D (bound parameters in -M prepared);
 --     payload is an OrderCreated body of the service's size (~305 bytes);

@@ -223,7 +223,10 @@ static enum err mark_failed(struct relay *r, struct db *db, PGresult *res, const
 }
 
 /* Counts and logs the events mark_failed() turned dead, once committed: a
- * transaction that did not commit turned none. */
+ * transaction that did not commit turned none. (A commit whose outcome is
+ * unknown, the connection lost on the way, is counted as not made: the
+ * counter may miss such an event, never count one twice; the outbox_dead
+ * gauge, read from the table, has it either way.) */
 static void log_dead(PGresult *dead)
 {
     for (int i = 0; dead && i < PQntuples(dead); i++)

@@ -129,16 +129,27 @@ void uuid_v4(char out[UUID_STR_LEN])
     uuid_format(b, out);
 }
 
-/* RFC 9562: unix_ts_ms (48 bits), ver 7, rand_a (12 bits: here the
- * fraction of the millisecond, its "method 3", so that ids of one thread
- * sort in time order within a millisecond too), var 10, rand_b (62 bits,
- * random). */
+uint64_t uuid_v7_tick_after(uint64_t last, uint64_t now)
+{
+    return now > last ? now : last + 1;
+}
+
+/* RFC 9562: unix_ts_ms (48 bits), ver 7, rand_a (12 bits: the fraction
+ * of the millisecond, its "method 3"), var 10, rand_b (62 bits, random).
+ * Per thread, (ms, fraction) only ever grows: an id not later than the
+ * thread's last one (the same 244 ns tick, or a clock stepped back) takes
+ * the last one's plus one tick (its §6.2 monotonic counter). */
 void uuid_v7(char out[UUID_STR_LEN])
 {
+    static _Thread_local uint64_t last; /* ms << 12 | fraction, of this thread's last id */
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     uint64_t ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-    unsigned frac = (unsigned)(((uint64_t)(ts.tv_nsec % 1000000) << 12) / 1000000u); /* < 4096 */
+    uint64_t frac = ((uint64_t)(ts.tv_nsec % 1000000) << 12) / 1000000u; /* < 4096 */
+    uint64_t t = uuid_v7_tick_after(last, (ms << 12) | frac);
+    last = t;
+    ms = t >> 12;
+    frac = t & 0xfff;
     unsigned char b[16];
     random_bytes(b + 8, 8);
     for (int i = 0; i < 6; i++)

@@ -23,10 +23,15 @@ char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Fills out with a random version-4 UUID in canonical lower-case form. */
 void uuid_v4(char out[UUID_STR_LEN]);
 /* Fills out with a time-ordered version-7 UUID (RFC 9562): the ids this
- * system makes (orders, events). Ids made one after the other sort in
- * time order, so each Postgres index on them grows at its right edge
- * instead of at a random leaf; 62 bits stay random. */
+ * system makes (orders, events). The ids one thread makes sort in the
+ * order it made them (the ids of several threads, to within the clock), so
+ * each Postgres index on them grows at its right edge instead of at a
+ * random leaf; 62 bits stay random. */
 void uuid_v7(char out[UUID_STR_LEN]);
+/* uuid_v7's clock: the (ms << 12 | fraction of the ms) of its next id,
+ * given its last one's and the clock's now: now, or last + 1 when now is
+ * not later (the same tick, or a clock stepped back). */
+uint64_t uuid_v7_tick_after(uint64_t last, uint64_t now);
 /* True when s is a canonical UUID (36 chars, hex and dashes, any case). */
 int uuid_valid(const char *s);
 

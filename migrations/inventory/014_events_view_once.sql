@@ -2,7 +2,8 @@
 -- re-send, or the recovery's) has a pending row in the outbox while its
 -- earlier publish is still filed in outbox_published, until JetStream
 -- acknowledges it again; the view listed it twice meanwhile. It now shows
--- where the event stands: the outbox row, while there is one.
+-- where the event stands: the outbox row, while there is one (a re-send
+-- that goes dead shows as dead; its earlier publish is in outbox_published).
 CREATE OR REPLACE VIEW outbox_events AS
 SELECT id, event_id, subject, event_type, payload, traceparent, aggregate_id, status,
        attempts, last_error, created_at, next_attempt_at, published_at, stream_seq
