@@ -17,10 +17,12 @@
  *     -m  most publishes in flight at once (0 = no limit; default 0)
  *     -4  random (version-4) event and order ids, as a producer other than
  *         order-service may send; by default they are time-ordered
- *         (version 7) like order-service's, to the millisecond
+ *         (version 7), made by the services' own uuid_v7
  *
- * Built by scripts/bench with cc + pkg-config libnats. */
-#define _GNU_SOURCE
+ * Built by scripts/bench with cc + pkg-config libnats, with the services'
+ * common/util.c (ids, clocks). */
+#include "util.h"
+
 #include <nats/nats.h>
 
 #include <stdatomic.h>
@@ -55,61 +57,13 @@ static void die(const char *what, natsStatus s, jsErrCode jerr)
     exit(1);
 }
 
-static double now_s(void)
+/* An event or order id: as order-service makes them, or with -4 random. */
+static void uuid_make(char out[UUID_STR_LEN])
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* xorshift64*: fast, and random enough for ids that only must not repeat. */
-static uint64_t rng_state;
-static uint64_t rng(void)
-{
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 2685821657736338717ULL;
-}
-
-static void seed_rng(void)
-{
-    FILE *f = fopen("/dev/urandom", "rb");
-    if (!f || fread(&rng_state, sizeof rng_state, 1, f) != 1)
-        rng_state = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
-    if (f)
-        fclose(f);
-    rng_state |= 1; /* xorshift must not start at 0 */
-}
-
-/* An id like order-service's: version 7 (RFC 9562), the unix time in ms,
- * then random bits (order-service orders them within the ms too); or, with
- * -4, a version-4 UUID (the services accept any well-formed one). */
-static void uuid_make(char out[37])
-{
-    uint64_t hi = rng(), lo = rng();
-    if (ids_v4) {
-        hi = (hi & ~0xF000ULL) | 0x4000ULL; /* version 4 */
-    } else {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        uint64_t ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-        hi = (ms << 16) | 0x7000ULL | (hi & 0x0FFFULL); /* unix_ts_ms, version 7, rand_a */
-    }
-    lo = (lo & 0x3FFFFFFFFFFFFFFFULL) | 0x8000000000000000ULL; /* variant 10 */
-    snprintf(out, 37, "%08x-%04x-%04x-%04x-%012llx", (unsigned)(hi >> 32),
-             (unsigned)(hi >> 16) & 0xFFFF, (unsigned)hi & 0xFFFF, (unsigned)(lo >> 48),
-             (unsigned long long)(lo & 0xFFFFFFFFFFFFULL));
-}
-
-static void rfc3339_now(char out[32])
-{
-    struct timespec ts;
-    struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    size_t n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, 32 - n, ".%06ldZ", ts.tv_nsec / 1000);
+    if (ids_v4)
+        uuid_v4(out);
+    else
+        uuid_v7(out);
 }
 
 /* The i-th OrderCreated body: 4 distinct SKUs out of 5, qty 1-3. The same
@@ -117,9 +71,9 @@ static void rfc3339_now(char out[32])
  * bodies of the same size. Returns its length. */
 static int order_body(char *buf, size_t cap, long i, const char *event_id)
 {
-    char order_id[37], at[32], items[256];
+    char order_id[UUID_STR_LEN], at[32], items[256];
     uuid_make(order_id);
-    rfc3339_now(at);
+    time_rfc3339(at);
     size_t n = 0;
     for (int k = 0; k < ITEMS_PER_ORDER; k++)
         n += (size_t)snprintf(items + n, sizeof items - n, "%s{\"sku\":\"SKU-%ld\",\"qty\":%ld}",
@@ -171,7 +125,7 @@ static void ensure_stream(jsCtx *js, const struct opts *o)
 
 static void publish_one(jsCtx *js, const struct opts *o, long i, size_t *bytes)
 {
-    char id[37], body[512];
+    char id[UUID_STR_LEN], body[512];
     uuid_make(id);
     int len = order_body(body, sizeof body, i, id);
     natsMsg *m = NULL;
@@ -214,7 +168,6 @@ int main(int argc, char **argv)
 {
     struct opts o = {0};
     parse(argc, argv, &o);
-    seed_rng();
 
     natsConnection *nc = NULL;
     jsCtx *js = NULL;
@@ -234,14 +187,14 @@ int main(int argc, char **argv)
         die("purge", s, jerr);
 
     size_t bytes = 0;
-    double t0 = now_s();
+    double t0 = mono_s();
     for (long i = 0; i < o.count; i++)
         publish_one(js, &o, i, &bytes);
     jsPubOptions po;
     jsPubOptions_Init(&po);
     po.MaxWait = COMPLETE_WAIT_MS;
     s = js_PublishAsyncComplete(js, &po);
-    double secs = now_s() - t0;
+    double secs = mono_s() - t0;
     if (s != NATS_OK)
         die("waiting for acks", s, 0);
 
