@@ -531,15 +531,28 @@ static int take_batch(struct inbox *in, int64_t ms, struct broker_in **msgs, int
     return got;
 }
 
+/* Fetcher thread: whether a worker's connection is up, waiting up to
+ * RESUBSCRIBE_MS for one (note_db() wakes it: at start, the first batch is
+ * fetched as soon as a worker has connected, not a period later). */
+static int wait_for_db(struct inbox *in)
+{
+    struct timespec until = mono_deadline(RESUBSCRIBE_MS);
+    pthread_mutex_lock(&in->mu);
+    while (atomic_load(&in->dbs_up) == 0 && !atomic_load(&in->stopping))
+        if (pthread_cond_timedwait(&in->cv, &in->mu, &until) != 0)
+            break;
+    int up = atomic_load(&in->dbs_up) > 0;
+    pthread_mutex_unlock(&in->mu);
+    return up;
+}
+
 static void *fetch_main(void *arg)
 {
     struct inbox *in = arg;
     while (!atomic_load(&in->stopping)) {
         /* no fetch while Postgres is away: deliveries would be used up for nothing */
-        if (atomic_load(&in->dbs_up) == 0) {
-            sleep_ms(RESUBSCRIBE_MS);
+        if (!wait_for_db(in))
             continue;
-        }
         if (!ensure_sub(in))
             continue;
         update_lag_gauge(in);
@@ -565,8 +578,11 @@ static void *fetch_main(void *arg)
 /* Counts the worker's connection in or out of in->dbs_up. */
 static void note_db(struct worker *w, int up)
 {
-    if (up != w->up)
-        atomic_fetch_add(&w->in->dbs_up, up ? 1 : -1);
+    if (up != w->up && atomic_fetch_add(&w->in->dbs_up, up ? 1 : -1) == 0 && up) {
+        pthread_mutex_lock(&w->in->mu); /* the first one up: wake the fetcher */
+        pthread_cond_broadcast(&w->in->cv);
+        pthread_mutex_unlock(&w->in->mu);
+    }
     w->up = up;
 }
 

@@ -24,18 +24,20 @@ struct ready {
     size_t n;
     struct prober *p;
     atomic_int stopping;
+    atomic_uint rechecks;  /* ready_recheck() calls so far */
 };
 
 static void *prober_main(void *arg)
 {
     struct prober *p = arg;
     while (!atomic_load(&p->r->stopping)) {
+        unsigned seen = atomic_load(&p->r->rechecks);
         if (p->check->probe(p->r->ctx))
             atomic_store(&p->ok_at_ms, mono_ms());
         else
             atomic_store(&p->ok_at_ms, 0);
-        for (int64_t end = mono_ms() + READY_EVERY_MS;
-             mono_ms() < end && !atomic_load(&p->r->stopping);)
+        for (int64_t end = mono_ms() + READY_EVERY_MS; mono_ms() < end &&
+             !atomic_load(&p->r->stopping) && atomic_load(&p->r->rechecks) == seen;)
             sleep_ms(STOP_SLICE_MS);
     }
     return NULL;
@@ -54,6 +56,12 @@ void ready_start(const struct ready_check *checks, size_t n, void *ctx, struct r
             abort(); /* no readiness without its probers: nothing to unwind */
     }
     *out = r;
+}
+
+void ready_recheck(struct ready *r)
+{
+    if (r)
+        atomic_fetch_add(&r->rechecks, 1);
 }
 
 void ready_stop(struct ready *r)

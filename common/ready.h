@@ -19,6 +19,9 @@ struct ready;
 /* Starts one prober per check (every READY_EVERY_MS); checks and ctx must
  * outlive it. */
 void ready_start(const struct ready_check *checks, size_t n, void *ctx, struct ready **out);
+/* Has every prober probe again now (within STOP_SLICE_MS) rather than at
+ * its next period: start-up calls it once a check can pass. NULL is a no-op. */
+void ready_recheck(struct ready *r);
 /* Stops and joins the probers (each finishes its probe first). NULL is a no-op. */
 void ready_stop(struct ready *r);
 /* 1 when every check succeeded recently; *body = {"checks":{name:"ok|down"}} (new ref). */

@@ -273,6 +273,7 @@ static int run(struct service *svc)
     if (svc->def->app_start)
         svc->def->app_start(svc);
     atomic_store(&svc->schema_ready, 1); /* publishes relay and app to request threads */
+    ready_recheck(svc->ready);            /* ready now, not a probe period later */
     wait_signal(-1);
     log_info("stopping: finishing in-flight requests and batches");
     db_cut_at(mono_ms() + STOP_DB_CUT_MS); /* whatever Postgres does, no wait outlasts this */

@@ -11,7 +11,7 @@ int main(void)
 {
     Suite *(*const suites[])(void) = {
         admin_suite, backoff_suite, config_suite, event_suite, inventory_suite, json_fast_suite,
-        metrics_suite, order_suite, trace_suite, util_suite, waker_suite,
+        metrics_suite, order_suite, ready_suite, trace_suite, util_suite, waker_suite,
     };
     SRunner *sr = srunner_create(NULL);
     for (size_t i = 0; i < sizeof suites / sizeof suites[0]; i++)

@@ -15,6 +15,7 @@ Suite *inventory_suite(void);
 Suite *json_fast_suite(void);
 Suite *metrics_suite(void);
 Suite *order_suite(void);
+Suite *ready_suite(void);
 Suite *trace_suite(void);
 Suite *util_suite(void);
 Suite *waker_suite(void);
