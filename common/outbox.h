@@ -15,21 +15,14 @@
 #include "broker.h"
 #include "config.h"
 
-/* The INSERT a writer uses inside its own transaction for many events at
- * once: $1 is a JSON array of {event_id, subject, event_type, payload,
- * aggregate_id, traceparent (optional)}. */
-#define OUTBOX_INSERT_MANY_SQL                                                                \
-    "INSERT INTO outbox (event_id, subject, event_type, payload, aggregate_id, traceparent) " \
-    "SELECT event_id, subject, event_type, payload, aggregate_id, traceparent "               \
-    "FROM json_to_recordset($1::json) AS x(event_id uuid, subject text, "                     \
-    "event_type text, payload text, aggregate_id uuid, traceparent text)"
-
-/* Queues events to be sent again, rebuilt by the caller from its own records
- * ($1: a JSON array as for OUTBOX_INSERT_MANY_SQL), under their own ids. An
- * event published less than $2 ms ago (its outbox_published row says so) is
- * left alone, and so is one still in the outbox (pending or dead); any other
- * is written to the outbox again. The event keeps its id, so a receiver that
- * has it already ignores it. Returns the event ids queued. */
+/* Queues events to be sent again, rebuilt by the caller from its own
+ * records ($1: a JSON array of {event_id, subject, event_type, payload (the
+ * body as a JSON string: a rare path), aggregate_id, traceparent
+ * (optional)}), under their own ids. An event published less than $2 ms ago
+ * (its outbox_published row says so) is left alone, and so is one still in
+ * the outbox (pending or dead); any other is written to the outbox again.
+ * The event keeps its id, so a receiver that has it already ignores it.
+ * Returns the event ids queued. */
 #define OUTBOX_RESEND_SQL                                                                     \
     "INSERT INTO outbox (event_id, subject, event_type, payload, aggregate_id, "              \
     "traceparent) SELECT DISTINCT ON (event_id) event_id, subject, event_type, payload, "     \
