@@ -7,39 +7,48 @@
 
 #include <stdatomic.h>
 
-static atomic_int can_pass;
+static atomic_int can_pass, probes;
 
 static int probe_flag(void *ctx)
 {
     (void)ctx;
+    atomic_fetch_add(&probes, 1);
     return atomic_load(&can_pass);
 }
 
 static const struct ready_check checks[] = {{"flag", probe_flag}};
 
-/* Polls the report for up to ms; 1 once it says ready. */
-static int ready_within(struct ready *r, int64_t ms)
+static int report(struct ready *r)
 {
-    for (int64_t end = mono_ms() + ms; mono_ms() < end; sleep_ms(10)) {
-        json_t *body = NULL;
-        int ok = ready_report(r, &body);
-        json_decref(body);
-        if (ok)
+    json_t *body = NULL;
+    int ok = ready_report(r, &body);
+    json_decref(body);
+    return ok;
+}
+
+/* Waits up to ms for at least n probes so far; 1 if they came. */
+static int probes_within(int n, int64_t ms)
+{
+    for (int64_t end = mono_ms() + ms; mono_ms() < end; sleep_ms(5))
+        if (atomic_load(&probes) >= n)
             return 1;
-    }
     return 0;
 }
 
 START_TEST(recheck_probes_again_at_once)
 {
     atomic_store(&can_pass, 0);
+    atomic_store(&probes, 0);
     struct ready *r = NULL;
     ready_start(checks, 1, NULL, &r);
-    sleep_ms(100); /* the first probe failed; the next is due 1 s after it */
-    ck_assert_int_eq(ready_within(r, 1), 0);
+    ck_assert(probes_within(1, 3000)); /* the first probe, failed; the next is due 1 s later */
+    int64_t first = mono_ms();
+    ck_assert_int_eq(report(r), 0);
     atomic_store(&can_pass, 1);
     ready_recheck(r);
-    ck_assert_int_eq(ready_within(r, 600), 1);
+    ck_assert(probes_within(2, 3000));
+    ck_assert_int_lt(mono_ms() - first, 700); /* not the period's 1,000 ms */
+    ck_assert_int_eq(report(r), 1);
     ready_stop(r);
 }
 END_TEST
@@ -47,9 +56,10 @@ END_TEST
 START_TEST(a_failing_probe_reports_down_with_its_name)
 {
     atomic_store(&can_pass, 0);
+    atomic_store(&probes, 0);
     struct ready *r = NULL;
     ready_start(checks, 1, NULL, &r);
-    sleep_ms(50);
+    ck_assert(probes_within(1, 3000));
     json_t *body = NULL;
     ck_assert_int_eq(ready_report(r, &body), 0);
     ck_assert_str_eq(json_string_value(json_object_get(json_object_get(body, "checks"), "flag")),
