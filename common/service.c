@@ -65,15 +65,7 @@ static void on_readyz(const struct http_req *req, struct http_resp *resp, void *
     (void)req;
     struct service *svc = ctx;
     json_t *body = NULL;
-    int ok = 0;
-    if (svc->ready) {
-        ok = ready_report(svc->ready, &body);
-    } else { /* asked before the probers started: every check down, same shape */
-        json_t *checks = json_object();
-        for (size_t i = 0; i < ARRAY_LEN(ready_checks); i++)
-            json_object_set_new(checks, ready_checks[i].name, json_string("down"));
-        body = json_pack("{s:o}", "checks", checks);
-    }
+    int ok = ready_report(svc->ready, &body); /* started before the server */
     http_resp_json(resp, ok ? 200 : 503, body);
 }
 
@@ -194,12 +186,13 @@ static enum err start_http(struct service *svc, const struct http_route *routes,
     const struct config *c = &svc->cfg;
     struct http_limits lim = {c->http_threads, c->http_max_connections, c->http_max_per_ip,
                               c->http_request_timeout_ms};
+    /* before the server's threads exist: /readyz reads svc->ready unlocked */
+    ready_start(ready_checks, ARRAY_LEN(ready_checks), svc, &svc->ready);
     if (http_start(c->port, &lim, routes, nroutes, svc, http) != ERR_OK) {
         log_error("PORT: cannot listen on port %d", c->port);
         return ERR_IO;
     }
     log_info("listening on port %d", c->port);
-    ready_start(ready_checks, ARRAY_LEN(ready_checks), svc, &svc->ready);
     if (c->admin_port == 0)
         return ERR_OK;
     struct http_limits alim = {2, 64, 16, c->http_request_timeout_ms};
