@@ -62,6 +62,24 @@ def leaders(stack):
     return out
 
 
+def streams_settled(stack, names):
+    """Each named stream is empty on its leader, and (in a cluster) the
+    leader says every replica is current with no lag: a purge has been
+    applied everywhere, not only where it was asked."""
+    lead = leaders(stack)["streams"] if stack.nodes != [0] else {}
+    for name in names:
+        node = node_index(stack, lead.get(name)) if lead else stack.nodes[0]
+        if node is None:
+            return False
+        st = next((x for x in _streams(jsz(stack, node)) if x.get("name") == name), None)
+        if not st or (st.get("state") or {}).get("messages", 0) != 0:
+            return False
+        for r in (st.get("cluster") or {}).get("replicas") or []:
+            if not r.get("current") or r.get("lag", 0) != 0:
+                return False
+    return True
+
+
 def node_index(stack, name):
     """"n2" -> 2 (the stack's node numbering)."""
     for i in stack.nodes:

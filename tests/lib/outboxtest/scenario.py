@@ -158,16 +158,23 @@ class Scenario:
         for db in ("orders", "inventory"):
             checks.sql(self.stack.pg_url(db), "DROP SCHEMA public CASCADE; CREATE SCHEMA public")
 
+        existing = []
+
         def purged():
             try:
                 with jsapi.Nats(self.stack.nats_url, timeout=5) as n:
-                    for stream in ("ORDERS", "INVENTORY"):
-                        jsapi.purge_stream(n, stream)
+                    existing[:] = [st for st in ("ORDERS", "INVENTORY") if jsapi.purge_stream(n, st)]
                 return True
             except (OSError, jsapi.NatsError, ValueError):
                 return False
         if not proc.wait_until(purged, 30, 1):
             raise RuntimeError("could not purge the streams")
+        # Every replica must have applied the purge before a fault: once, a
+        # whole-cluster kill -9 five seconds after it brought the purged
+        # messages back (nats-server 2.9.10), and the fresh databases took
+        # the previous scenario's events for this one's.
+        if not proc.wait_until(lambda: cluster.streams_settled(self.stack, existing), 30, 0.2):
+            raise RuntimeError("the purged streams did not settle on every replica")
 
     def start_services(self):
         env = dict(self.cfg.env, NATS_URL=self.stack.nats_url, LOG_LEVEL="info", RELAY_SWEEP_MS="100")
