@@ -18,23 +18,21 @@ CREATE TEMP TABLE tpl_outbox ON COMMIT DROP AS
 TRUNCATE processed_messages, outbox_published;
 
 INSERT INTO processed_messages (event_id, subject, processed_at)
-SELECT pg_temp.uuid7(a.ms), t.subject, a.at
+SELECT pg_temp.uuid7_nth(a.at, g), t.subject, a.at
 FROM generate_series(0, :count + :keep - 1) AS g
 JOIN tpl_processed AS t ON t.k = g % (SELECT count(*) FROM tpl_processed),
-     LATERAL (SELECT at, (extract(epoch FROM at) * 1000)::bigint + g / 5 AS ms
-              FROM (SELECT CASE WHEN g < :count THEN now() - interval '8 days'
-                                ELSE now() END AS at) AS x) AS a
+     LATERAL (SELECT CASE WHEN g < :count THEN now() - interval '8 days'
+                          ELSE now() END AS at) AS a
 ORDER BY g;
 
 INSERT INTO outbox_published (id, event_id, subject, event_type, aggregate_id, payload,
                               traceparent, attempts, created_at, published_at, stream_seq)
-SELECT g + 1, pg_temp.uuid7(a.ms), t.subject, t.event_type, pg_temp.uuid7(a.ms), t.payload,
+SELECT g + 1, pg_temp.uuid7_nth(a.at, g), t.subject, t.event_type, pg_temp.uuid7_nth(a.at, g), t.payload,
        t.traceparent, t.attempts, a.at, a.at, t.stream_seq
 FROM generate_series(0, :count + :keep - 1) AS g
 JOIN tpl_outbox AS t ON t.k = g % (SELECT count(*) FROM tpl_outbox),
-     LATERAL (SELECT at, (extract(epoch FROM at) * 1000)::bigint + g / 5 AS ms
-              FROM (SELECT CASE WHEN g < :count THEN now() - interval '2 hours'
-                                ELSE now() END AS at) AS x) AS a
+     LATERAL (SELECT CASE WHEN g < :count THEN now() - interval '2 hours'
+                          ELSE now() END AS at) AS a
 ORDER BY g;
 COMMIT;
 VACUUM ANALYZE processed_messages, outbox_published;

@@ -6,3 +6,9 @@
 CREATE FUNCTION pg_temp.uuid7(ms bigint) RETURNS uuid LANGUAGE sql VOLATILE AS $$
     SELECT (lpad(to_hex(ms), 12, '0') || '7' || substr(gen_random_uuid()::text, 16))::uuid
 $$;
+
+-- pg_temp.uuid7_nth(at, n): the n-th of a run of ids made from the time at
+-- on, five a millisecond (about the intake's rate).
+CREATE FUNCTION pg_temp.uuid7_nth(at timestamptz, n bigint) RETURNS uuid LANGUAGE sql VOLATILE AS $$
+    SELECT pg_temp.uuid7((extract(epoch FROM at) * 1000)::bigint + n / 5)
+$$;

@@ -66,9 +66,10 @@ def streams_settled(stack, names):
     """Each named stream is empty on its leader, and (in a cluster) the
     leader says every replica is current with no lag: a purge has been
     applied everywhere, not only where it was asked."""
-    lead = leaders(stack)["streams"] if stack.nodes != [0] else {}
+    single = stack.nodes == [0]
+    lead = {} if single else leaders(stack)["streams"]
     for name in names:
-        node = node_index(stack, lead.get(name)) if lead else stack.nodes[0]
+        node = 0 if single else node_index(stack, lead.get(name))
         if node is None:
             return False
         st = next((x for x in _streams(jsz(stack, node)) if x.get("name") == name), None)
