@@ -35,12 +35,17 @@ static const struct stream_def streams[] = {
 /* What is known of the written stream. */
 enum stream_state { STREAM_UNKNOWN, STREAM_OK, STREAM_MISSING };
 
-/* Results of the batch being published; written by nats.c's ack thread. */
+/* Results of the batch being published; written by nats.c's ack thread.
+ * c and moves belong to the publishing thread alone (no lock): the
+ * connection it was sent on (a reference), NULL when nothing is in flight. */
 struct pub_batch {
     pthread_mutex_t mu;
     struct broker_out *msgs;
     natsMsg **sent;          /* sent[i] is msgs[i]'s natsMsg while in flight */
     size_t n;
+    size_t hint;             /* where the next ack is looked for first */
+    struct conn *c;
+    int moves;
 };
 
 /* One connection and its contexts. Users hold a reference for the length
@@ -157,12 +162,19 @@ static int is_permanent(natsStatus s, jsErrCode code)
     return s == NATS_MAX_PAYLOAD || code == JSStreamMessageExceedsMaximumErr;
 }
 
-/* Finds which message of the batch a natsMsg pointer is. */
+/* Finds which message of the batch a natsMsg pointer is. Acks come back
+ * mostly in the order sent, so the search starts after the last one found:
+ * one comparison each, where a search from the start made a batch's acks
+ * cost its size squared. */
 static struct broker_out *batch_find(struct pub_batch *pb, natsMsg *m)
 {
-    for (size_t i = 0; i < pb->n; i++)
-        if (pb->sent[i] == m)
+    for (size_t k = 0; k < pb->n; k++) {
+        size_t i = (pb->hint + k) % pb->n;
+        if (pb->sent[i] == m) {
+            pb->hint = i + 1;
             return &pb->msgs[i];
+        }
+    }
     return NULL;
 }
 
@@ -620,7 +632,7 @@ static natsStatus wait_acks(struct broker *b, struct conn *c, int moves, int tim
     return s;
 }
 
-enum err broker_publish(struct broker *b, struct broker_out *msgs, size_t n, int timeout_ms)
+enum err broker_send(struct broker *b, struct broker_out *msgs, size_t n)
 {
     struct conn *c = conn_get(b);
     if (!conn_up(c)) {
@@ -632,24 +644,43 @@ enum err broker_publish(struct broker *b, struct broker_out *msgs, size_t n, int
     pthread_mutex_lock(&b->batch.mu);
     b->batch.msgs = msgs;
     b->batch.n = n;
+    b->batch.hint = 0;
     b->batch.sent = xcalloc(n, sizeof *b->batch.sent);
     pthread_mutex_unlock(&b->batch.mu);
-
-    int moves = atomic_load(&b->moves);
+    b->batch.c = c;
+    b->batch.moves = atomic_load(&b->moves);
     send_all(b, c->js, msgs, n);
-    natsStatus s = wait_acks(b, c, moves, timeout_ms);
+    return ERR_OK;
+}
+
+void broker_wait_acks(struct broker *b, int timeout_ms)
+{
+    struct conn *c = b->batch.c;
+    if (!c)
+        return; /* nothing in flight */
+    natsStatus s = wait_acks(b, c, b->batch.moves, timeout_ms);
     if (s != NATS_OK)
         reclaim_pending(b, c->js, natsStatus_GetText(s));
 
     pthread_mutex_lock(&b->batch.mu);
+    struct broker_out *msgs = b->batch.msgs;
+    size_t n = b->batch.n;
     free(b->batch.sent);
     b->batch.sent = NULL;
     b->batch.msgs = NULL;
     b->batch.n = 0;
     pthread_mutex_unlock(&b->batch.mu);
     note_batch(b, s, msgs, n);
+    b->batch.c = NULL;
     conn_put(b, c);
-    return ERR_OK;
+}
+
+enum err broker_publish(struct broker *b, struct broker_out *msgs, size_t n, int timeout_ms)
+{
+    enum err e = broker_send(b, msgs, n);
+    if (e == ERR_OK)
+        broker_wait_acks(b, timeout_ms);
+    return e;
 }
 
 static natsStatus ensure_consumer(jsCtx *js, const char *stream, const char *durable,

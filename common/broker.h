@@ -74,9 +74,17 @@ enum err broker_ensure_stream(struct broker *b, char *msg, size_t msglen);
 #define BROKER_RECYCLE_AFTER 3
 enum err broker_probe(struct broker *b, int *recycled, char *msg, size_t msglen);
 
-/* Publishes n messages asynchronously and waits up to timeout_ms for their
- * acks, filling each one's result fields. Must not be called concurrently
- * on one broker. Returns ERR_UNAVAILABLE (nothing sent) when disconnected. */
+/* Sends n messages asynchronously; their acks fill each one's result
+ * fields as they come, until broker_wait_acks(). One batch in flight per
+ * broker, from one thread at a time; msgs must outlive the flight. Returns
+ * ERR_UNAVAILABLE (nothing sent, each message's err says so) when
+ * disconnected. */
+enum err broker_send(struct broker *b, struct broker_out *msgs, size_t n);
+/* Waits up to timeout_ms for the acks of the batch in flight, then ends
+ * the flight (what got no ack says so in its err). At once when nothing is
+ * in flight. */
+void broker_wait_acks(struct broker *b, int timeout_ms);
+/* broker_send(), then broker_wait_acks() when something was sent. */
 enum err broker_publish(struct broker *b, struct broker_out *msgs, size_t n, int timeout_ms);
 
 /* Ensures that `stream` exists (created from this service's settings if

@@ -2,8 +2,9 @@
  * published rows is retention.c's, on its own thread.
  * Owns the relay and marker threads, their two Postgres connections and the
  * outbox rows' life (pending -> published, i.e. moved to outbox_published |
- * dead); not the rows' content. While the marker marks and commits batch N
- * on one connection, the relay claims and publishes batch N+1 on the other. */
+ * dead); not the rows' content. Three batches overlap, each on its own
+ * connection: while the marker marks and commits batch N, batch N+1's acks
+ * come in and the relay claims batch N+2. */
 #include "outbox.h"
 #include "backoff.h"
 #include "db.h"
@@ -81,13 +82,14 @@ struct batch {
     PGresult *res;
     struct broker_out *msgs;
     int claimed, acked;
+    enum err err;            /* how the claim went */
 };
 
 struct relay {
     const struct config *cfg;
     struct broker *broker;
-    struct db *db[2];        /* batches alternate between them (pass k on db[k % 2]) */
-    unsigned pass;           /* passes so far; the marker may be on db[(pass - 1) % 2] */
+    struct db *db[3];        /* batches take them in turn (pass k on db[k % 3]) */
+    unsigned pass;           /* passes so far; the marker may be on db[(pass - 1) % 3] */
     pthread_t thread, marker;
     struct waker waker;
     int64_t next_stats_ms;
@@ -286,30 +288,37 @@ static void batch_free(struct batch *b)
  * inbox) stays synchronous. */
 #define RELAY_BEGIN "BEGIN; SET LOCAL synchronous_commit = off"
 
-/* Opens a transaction on b->db, claims at most RELAY_BATCH due rows and
- * publishes them, waiting for their acks. The rows stay locked. */
-static enum err claim_publish(struct relay *r, struct batch *b)
+/* A new batch on the next connection: a transaction opened there, and at
+ * most RELAY_BATCH due rows claimed, which stay locked until it ends.
+ * b->claimed is 0 when nothing is due or Postgres failed (b->err). */
+static struct batch *claim(struct relay *r)
 {
+    struct batch *b = xcalloc(1, sizeof *b);
+    b->db = r->db[r->pass++ % ARRAY_LEN(r->db)];
     char limit[16];
     snprintf(limit, sizeof limit, "%d", r->cfg->relay_batch);
     const char *params[] = {limit};
-    enum err e = db_exec_sql(b->db, RELAY_BEGIN);
-    if (e == ERR_OK)
-        e = db_exec(b->db, "claim", 1, params, &b->res);
-    if (e != ERR_OK || (b->claimed = PQntuples(b->res)) == 0)
-        return e; /* nothing due: batch_free's rollback ends the empty transaction */
+    b->err = db_exec_sql(b->db, RELAY_BEGIN);
+    if (b->err == ERR_OK)
+        b->err = db_exec(b->db, "claim", 1, params, &b->res);
+    if (b->err == ERR_OK)
+        b->claimed = PQntuples(b->res);
+    else if (b->err != ERR_UNAVAILABLE || db_is_connected(b->db))
+        log_warn("relay: %s", db_errmsg(b->db));
+    return b; /* nothing claimed: batch_free's rollback ends the transaction */
+}
+
+/* Sends a claimed batch; its acks come in while the relay claims the next
+ * one. Rows that cannot be sent (no stream, no connection) say why. */
+static void send_batch(struct relay *r, struct batch *b)
+{
     b->msgs = rows_to_msgs(b->res, b->claimed);
     char why[160];
     if (broker_ensure_stream(r->broker, why, sizeof why) == ERR_OK)
-        broker_publish(r->broker, b->msgs, (size_t)b->claimed, PUBLISH_TIMEOUT_MS);
+        broker_send(r->broker, b->msgs, (size_t)b->claimed);
     else
         for (int i = 0; i < b->claimed; i++)
             snprintf(b->msgs[i].err, sizeof b->msgs[i].err, "%s", why);
-    for (int i = 0; i < b->claimed; i++)
-        b->acked += b->msgs[i].acked;
-    if (b->acked)
-        failpoint_hit("relay_after_ack"); /* JetStream has them; the rows say pending */
-    return ERR_OK;
 }
 
 /* Marks a published batch (acked: published; the rest: backoff or dead)
@@ -385,7 +394,7 @@ static void marker_give(struct relay *r, struct batch *b)
 static void update_stats(struct relay *r)
 {
     PGresult *res = NULL;
-    struct db *idle = r->db[r->pass % 2]; /* the marker is on the other one, if busy */
+    struct db *idle = r->db[r->pass % ARRAY_LEN(r->db)]; /* the marker's is pass - 1 */
     if (db_exec(idle, "stats", 0, NULL, &res) == ERR_OK) {
         double pending = strtod(PQgetvalue(res, 0, 0), NULL);
         double dead = strtod(PQgetvalue(res, 0, 1), NULL);
@@ -405,29 +414,46 @@ static void housekeeping(struct relay *r)
     }
 }
 
-/* Drains what is due: passes continue while they come back full. Pass k
- * claims and publishes on db[k % 2] while the marker marks pass k-1 on the
- * other connection; SKIP LOCKED keeps the two batches apart. The last pass
- * is left to the marker too: rows committed meanwhile (a notify) are
- * claimed at once on the other connection, not after that mark's commit. */
+/* Waits for the acks of the batch sent, then hands it to the marker once
+ * that has committed the one before. 0 when nothing was acknowledged (the
+ * broker is away) or the batch before could not be marked (Postgres is):
+ * draining stops, the next sweep retries. */
+static int land(struct relay *r, struct batch *b)
+{
+    broker_wait_acks(r->broker, PUBLISH_TIMEOUT_MS);
+    for (int i = 0; i < b->claimed; i++)
+        b->acked += b->msgs[i].acked;
+    if (b->acked)
+        failpoint_hit("relay_after_ack"); /* JetStream has them; the rows say pending */
+    enum err marked = marker_wait(r); /* the marker is idle after it */
+    int go = b->acked > 0 && marked == ERR_OK;
+    marker_give(r, b); /* b is the marker's now */
+    return go;
+}
+
+/* Drains what is due: passes continue while they come back full. While the
+ * acks of pass k come in, pass k+1 is claimed on the next connection, and
+ * the marker marks pass k-1 on a third (SKIP LOCKED keeps them apart). The
+ * last pass is left to the marker too: rows committed meanwhile (a notify)
+ * are claimed at once, not after that mark's commit. */
 static void drain(struct relay *r)
 {
+    struct batch *sent = NULL; /* its acks still coming */
     for (int n = 0; n < DRAIN_MAX_PASSES; n++) {
-        struct batch *b = xcalloc(1, sizeof *b);
-        b->db = r->db[r->pass++ % 2];
-        enum err e = claim_publish(r, b);
-        enum err marked = marker_wait(r);
-        if (e != ERR_OK && (e != ERR_UNAVAILABLE || db_is_connected(b->db)))
-            log_warn("relay: %s", db_errmsg(b->db));
-        int more = e == ERR_OK && marked == ERR_OK && b->claimed == r->cfg->relay_batch &&
-                   b->acked > 0 && !waker_stopping(&r->waker);
-        if (e == ERR_OK && b->claimed > 0)
-            marker_give(r, b);
-        else
-            batch_free(b);
-        if (!more)
-            break; /* Postgres down, nothing (more) due, or stopping: the next sweep retries */
+        struct batch *b = claim(r);
+        int go = !sent || land(r, sent);
+        sent = NULL;
+        if (!go || b->claimed == 0 || waker_stopping(&r->waker)) {
+            batch_free(b); /* not sent: its rows are pending again */
+            break; /* nothing (more) due, Postgres or NATS away, or stopping */
+        }
+        send_batch(r, b);
+        sent = b;
+        if (b->claimed < r->cfg->relay_batch)
+            break; /* the rest came after this claim: a notify or the sweep brings it */
     }
+    if (sent)
+        land(r, sent);
 }
 
 static void *relay_main(void *arg)
