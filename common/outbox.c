@@ -88,8 +88,8 @@ struct batch {
 struct relay {
     const struct config *cfg;
     struct broker *broker;
-    struct db *db[3];        /* batches take them in turn (pass k on db[k % 3]) */
-    unsigned pass;           /* passes so far; the marker may be on db[(pass - 1) % 3] */
+    struct db *db[3];        /* one per batch: claimed, sent, being marked */
+    struct db *marking;      /* the last batch handed to the marker is on it */
     pthread_t thread, marker;
     struct waker waker;
     int64_t next_stats_ms;
@@ -288,13 +288,23 @@ static void batch_free(struct batch *b)
  * inbox) stays synchronous. */
 #define RELAY_BEGIN "BEGIN; SET LOCAL synchronous_commit = off"
 
-/* A new batch on the next connection: a transaction opened there, and at
- * most RELAY_BATCH due rows claimed, which stay locked until it ends.
- * b->claimed is 0 when nothing is due or Postgres failed (b->err). */
-static struct batch *claim(struct relay *r)
+/* The connection that neither the marker's batch nor `busy` (may be NULL) is on. */
+static struct db *free_db(const struct relay *r, const struct db *busy)
+{
+    size_t i = 0;
+    while (r->db[i] == r->marking || r->db[i] == busy)
+        i++;
+    return r->db[i];
+}
+
+/* A new batch on a free connection (`sent`, may be NULL, holds another): a
+ * transaction opened there, and at most RELAY_BATCH due rows claimed, which
+ * stay locked until it ends. b->claimed is 0 when nothing is due or
+ * Postgres failed (b->err). */
+static struct batch *claim(struct relay *r, const struct batch *sent)
 {
     struct batch *b = xcalloc(1, sizeof *b);
-    b->db = r->db[r->pass++ % ARRAY_LEN(r->db)];
+    b->db = free_db(r, sent ? sent->db : NULL);
     char limit[16];
     snprintf(limit, sizeof limit, "%d", r->cfg->relay_batch);
     const char *params[] = {limit};
@@ -385,6 +395,7 @@ static enum err marker_wait(struct relay *r)
 /* Hands a published batch to the idle marker. */
 static void marker_give(struct relay *r, struct batch *b)
 {
+    r->marking = b->db; /* the relay thread's alone: no lock */
     pthread_mutex_lock(&r->mu);
     r->to_mark = b;
     pthread_cond_broadcast(&r->cv);
@@ -394,7 +405,7 @@ static void marker_give(struct relay *r, struct batch *b)
 static void update_stats(struct relay *r)
 {
     PGresult *res = NULL;
-    struct db *idle = r->db[r->pass % ARRAY_LEN(r->db)]; /* the marker's is pass - 1 */
+    struct db *idle = free_db(r, NULL);
     if (db_exec(idle, "stats", 0, NULL, &res) == ERR_OK) {
         double pending = strtod(PQgetvalue(res, 0, 0), NULL);
         double dead = strtod(PQgetvalue(res, 0, 1), NULL);
@@ -432,15 +443,15 @@ static int land(struct relay *r, struct batch *b)
 }
 
 /* Drains what is due: passes continue while they come back full. While the
- * acks of pass k come in, pass k+1 is claimed on the next connection, and
- * the marker marks pass k-1 on a third (SKIP LOCKED keeps them apart). The
+ * acks of pass k come in, pass k+1 is claimed on another connection, and
+ * the marker marks pass k-1 on the third (SKIP LOCKED keeps them apart). The
  * last pass is left to the marker too: rows committed meanwhile (a notify)
  * are claimed at once, not after that mark's commit. */
 static void drain(struct relay *r)
 {
     struct batch *sent = NULL; /* its acks still coming */
     for (int n = 0; n < DRAIN_MAX_PASSES; n++) {
-        struct batch *b = claim(r);
+        struct batch *b = claim(r, sent);
         int go = !sent || land(r, sent);
         sent = NULL;
         if (!go || b->claimed == 0 || waker_stopping(&r->waker)) {

@@ -6,6 +6,7 @@
 #include "suites.h"
 #include "util.h"
 
+#include <libpq-fe.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -230,6 +231,38 @@ START_TEST(a_broker_killed_in_mid_backlog_loses_nothing_and_duplicates_nothing)
 }
 END_TEST
 
+/* While the marker is held up (a lock the test takes on outbox_published),
+ * one-row batches keep coming: each new drain claims a batch, sends it, and
+ * claims the next behind it. None of them may take the connection of the
+ * batch still being marked: nothing fails, nothing is logged as wrong, and
+ * each event is published once when the lock goes. */
+START_TEST(a_claim_never_takes_the_connection_of_the_batch_being_marked)
+{
+    struct svc s;
+    const char *env[] = {"RELAY_BATCH=1", NULL};
+    svc_start(&s, "order-service", nats.url, env);
+    post_orders(&s, 2); /* every relay connection has been used (and its statements prepared) */
+    ck_assert(wait_until(drained, NULL, 10000));
+    PGconn *c = PQconnectdb(pg_url("orders"));
+    PQclear(PQexec(c, "BEGIN"));
+    PGresult *r = PQexec(c, "LOCK TABLE outbox_published IN SHARE MODE");
+    ck_assert_int_eq(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(http_post_json(s.port, "/orders", ORDER, NULL), 201);
+        sleep_ms(300);
+    }
+    PQclear(PQexec(c, "ROLLBACK"));
+    PQfinish(c);
+    ck_assert(wait_until(drained, NULL, 10000));
+    ck_assert_int_eq(natsd_stream_msgs(&nats, "ORDERS"), 5);
+    ck_assert_double_eq(svc_metric(&s, "outbox_published_total"), 5);
+    ck_assert_double_eq(svc_metric(&s, "outbox_duplicates_total"), 0);
+    ck_assert(!proc_log_has(&s.proc, "\"level\":\"warn\""));
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+}
+END_TEST
+
 Suite *relay_suite(void)
 {
     Suite *s = suite_create("relay");
@@ -244,6 +277,7 @@ Suite *relay_suite(void)
     tcase_add_test(tc, published_rows_are_pruned_after_retention);
     tcase_add_test(tc, a_backlog_drains_without_a_single_resend);
     tcase_add_test(tc, a_broker_killed_in_mid_backlog_loses_nothing_and_duplicates_nothing);
+    tcase_add_test(tc, a_claim_never_takes_the_connection_of_the_batch_being_marked);
     suite_add_tcase(s, tc);
     return s;
 }
