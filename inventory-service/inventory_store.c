@@ -29,6 +29,21 @@ const struct db_stmt inventory_store_stmts[] = {
     {"decisions_undo",
      "WITH d AS (DELETE FROM order_decisions WHERE order_id = ANY($1::uuid[])) "
      "DELETE FROM outbox WHERE event_id = ANY($2::uuid[])"},
+    /* stock_lock and stock_take in one round trip, for a batch whose every
+     * order was reserved on the unlocked levels: the rows of $1 locked in
+     * sku order; the takes ($2, $3: each sku, how much in all) made only if
+     * every one still fits the locked level. Then deciding again under the
+     * lock gives the same decisions (each order in turn fits, as all of
+     * them together do), and the stock is what stock_take would leave. The
+     * locked levels, and whether the takes were made, come back. */
+    {"stock_lock_take",
+     "WITH l AS (SELECT sku, available FROM stock WHERE sku = ANY($1::text[]) ORDER BY sku FOR UPDATE), "
+     "v AS (SELECT * FROM unnest($2::text[], $3::bigint[]) AS v(sku, qty)), "
+     "ok AS (SELECT count(*) = (SELECT count(*) FROM v) AND bool_and(l.available >= v.qty) AS fits "
+     "  FROM v JOIN l USING (sku)), "
+     "u AS (UPDATE stock s SET available = s.available - v.qty, reserved = s.reserved + v.qty, "
+     "  updated_at = now() FROM v, ok WHERE ok.fits AND s.sku = v.sku) "
+     "SELECT sku, available, (SELECT fits FROM ok) FROM l ORDER BY sku"},
     /* ($1, $2): each sku the batch took from, and how much in all */
     {"stock_take",
      "UPDATE stock s SET available = s.available - v.qty, reserved = s.reserved + v.qty, "
@@ -93,18 +108,24 @@ enum err inventory_store_get(struct db *db, const char *sku, json_t **doc)
     return one_row(db, "stock_get", 1, params, doc);
 }
 
+/* Every sku of the batch, as a Postgres array (repeats are harmless). */
+static void batch_skus(const struct order_created *const *orders, size_t n, struct buf *skus)
+{
+    buf_init(skus);
+    buf_append(skus, "{", 1);
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < orders[i]->nitems; j++)
+            buf_pg_array_elem(skus, orders[i]->items[j].sku);
+    buf_append(skus, "}", 1);
+}
+
 /* The levels of every sku of the batch, by stmt ("stock_read" or
  * "stock_lock"); *res holds the rows (sku, available). */
 static enum err stock_levels(struct db *db, const char *stmt, const struct order_created *const *orders,
                              size_t n, PGresult **res)
 {
     struct buf skus;
-    buf_init(&skus);
-    buf_append(&skus, "{", 1);
-    for (size_t i = 0; i < n; i++)
-        for (size_t j = 0; j < orders[i]->nitems; j++)
-            buf_pg_array_elem(&skus, orders[i]->items[j].sku);
-    buf_append(&skus, "}", 1);
+    batch_skus(orders, n, &skus);
     const char *params[] = {skus.data};
     enum err e = db_exec(db, stmt, 1, params, res);
     buf_cleanup(&skus);
@@ -129,29 +150,62 @@ static struct stock_level *decide_all(PGresult *locked, const struct order_creat
     return lv;
 }
 
+/* What a batch takes from each sku (levels lv, see decide_all): one
+ * element per sku it took from, as two Postgres arrays. */
+static void takes(const struct stock_level *lv, size_t nlv, struct buf *skus, struct buf *qtys)
+{
+    buf_init(skus);
+    buf_init(qtys);
+    buf_append(skus, "{", 1);
+    buf_append(qtys, "{", 1);
+    for (size_t i = 0; i < nlv; i++) {
+        if (!lv[i].taken)
+            continue;
+        if (qtys->len > 1)
+            buf_append(qtys, ",", 1);
+        buf_pg_array_elem(skus, lv[i].sku);
+        buf_int(qtys, lv[i].taken);
+    }
+    buf_append(skus, "}", 1);
+    buf_append(qtys, "}", 1);
+}
+
 /* Takes what the batch reserved off the locked stock rows: one row per sku. */
 static enum err take_stock(struct db *db, const struct stock_level *lv, size_t nlv)
 {
     struct buf skus, qtys;
-    buf_init(&skus);
-    buf_init(&qtys);
-    buf_append(&skus, "{", 1);
-    buf_append(&qtys, "{", 1);
-    for (size_t i = 0; i < nlv; i++) {
-        if (!lv[i].taken)
-            continue;
-        if (qtys.len > 1)
-            buf_append(&qtys, ",", 1);
-        buf_pg_array_elem(&skus, lv[i].sku);
-        buf_int(&qtys, lv[i].taken);
-    }
-    buf_append(&skus, "}", 1);
-    buf_append(&qtys, "}", 1);
+    takes(lv, nlv, &skus, &qtys);
     const char *params[] = {skus.data, qtys.data};
     enum err e = qtys.len > 2 ? db_exec(db, "stock_take", 2, params, NULL) : ERR_OK;
     buf_cleanup(&skus);
     buf_cleanup(&qtys);
     return e;
+}
+
+/* stock_lock_take: the batch's stock rows locked (*locked: sku,
+ * available, as stock_lock gives them) and, if they all still fit, the
+ * takes of lv (levels decided on before the lock) made (*taken = 1). */
+static enum err lock_and_take(struct db *db, const struct order_created *const *orders, size_t n,
+                              const struct stock_level *lv, size_t nlv, PGresult **locked, int *taken)
+{
+    struct buf all, skus, qtys;
+    batch_skus(orders, n, &all);
+    takes(lv, nlv, &skus, &qtys);
+    const char *params[] = {all.data, skus.data, qtys.data};
+    enum err e = db_exec(db, "stock_lock_take", 3, params, locked);
+    *taken = e == ERR_OK && PQntuples(*locked) > 0 && PQgetvalue(*locked, 0, 2)[0] == 't';
+    buf_cleanup(&all);
+    buf_cleanup(&skus);
+    buf_cleanup(&qtys);
+    return e;
+}
+
+static int all_reserved(const enum reply_kind *kinds, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (kinds[i] != REPLY_RESERVED)
+            return 0;
+    return n > 0;
 }
 
 /* Rows for a json_to_recordset() parameter, written as text: a JSON array
@@ -301,10 +355,13 @@ static enum err undo_decisions(struct db *db, const struct written *w)
  * reply, and takes their stock. Optimistic: the decisions are taken and
  * written on levels read without a lock, so that a batch holds its stock
  * rows only from the lock to its commit (a hot sku is in every batch; the
- * next worker waits for nothing else). Under the lock they are taken again
- * on the locked levels (pure C); if any differs (stock went, came or was
- * created meanwhile), the written ones are taken back and these written
- * instead: the result is always what deciding under the lock gives. */
+ * next worker waits for nothing else). When every order was reserved, one
+ * statement locks the rows and makes the takes if they still fit (the
+ * usual case: the lock is then held for that statement and the commit).
+ * Otherwise the decisions are taken again on the locked levels (pure C);
+ * if any differs (stock went, came or was created meanwhile), the written
+ * ones are taken back and these written instead: the result is always
+ * what deciding under the lock gives. */
 static enum err reserve(struct db *db, const struct order_created *const *orders,
                         const char *const *traceparents, size_t n, enum reply_kind *kinds)
 {
@@ -313,14 +370,19 @@ static enum err reserve(struct db *db, const struct order_created *const *orders
     enum reply_kind *again = xcalloc(n, sizeof *again);
     struct stock_level *lv = NULL;
     struct written w = {.orders = {.data = NULL}};
+    int taken = 0;
     enum err e = stock_levels(db, "stock_read", orders, n, &seen);
     if (e == ERR_OK) {
-        free(decide_all(seen, orders, n, kinds, reasons));
+        lv = decide_all(seen, orders, n, kinds, reasons);
         e = write_decisions(db, orders, traceparents, n, kinds, reasons, &w);
+        if (e == ERR_OK && all_reserved(kinds, n))
+            e = lock_and_take(db, orders, n, lv, (size_t)PQntuples(seen), &locked, &taken);
+        free(lv);
+        lv = NULL;
     }
-    if (e == ERR_OK)
+    if (e == ERR_OK && !locked)
         e = stock_levels(db, "stock_lock", orders, n, &locked);
-    if (e == ERR_OK) {
+    if (e == ERR_OK && !taken) {
         lv = decide_all(locked, orders, n, again, now);
         if (!same_decisions(kinds, reasons, again, now, n)) {
             log_debug("stock changed meanwhile: the batch's %zu decisions are taken again "
@@ -331,9 +393,9 @@ static enum err reserve(struct db *db, const struct order_created *const *orders
             if (e == ERR_OK)
                 e = write_decisions(db, orders, traceparents, n, kinds, now, &w);
         }
+        if (e == ERR_OK)
+            e = take_stock(db, lv, (size_t)PQntuples(locked));
     }
-    if (e == ERR_OK)
-        e = take_stock(db, lv, (size_t)PQntuples(locked));
     written_cleanup(&w);
     free(lv);
     free(again);
