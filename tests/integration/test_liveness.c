@@ -113,6 +113,12 @@ static int64_t freeze_and_publish(struct natsd n[CLUSTER_NODES], struct svc *s, 
     int ok = wait_until(published, want, 30000);
     int64_t took = mono_ms() - t0;
     natsd_thaw(&n[at]);
+    if (!ok) { /* what the service and each node said, before the run deletes it */
+        fprintf(stderr, "liveness: node %d was frozen\n", at);
+        proc_print_tail(&s->proc, "order-service", 60);
+        for (int i = 0; i < CLUSTER_NODES; i++)
+            proc_print_tail(&n[i].proc, "nats-server", 40);
+    }
     ck_assert_msg(ok, "the order's event was not published within 30 s of the freeze");
     ck_assert_msg(took < 20000, "publishing resumed only %lld ms after the freeze",
                   (long long)took);

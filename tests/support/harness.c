@@ -101,6 +101,36 @@ void proc_start(struct proc *p, const char *const argv[], const char *const env[
     track(p->pid);
 }
 
+#define TAIL_WIDTH 600
+
+void proc_print_tail(const struct proc *p, const char *what, int lines)
+{
+    FILE *f = fopen(p->log, "r");
+    if (!f || lines <= 0) {
+        if (f)
+            fclose(f);
+        return;
+    }
+    char (*ring)[TAIL_WIDTH + 2] = xcalloc((size_t)lines, sizeof *ring);
+    char line[TAIL_WIDTH + 2];
+    size_t n = 0, keep = (size_t)lines;
+    while (fgets(line, sizeof line, f)) {
+        size_t len = strlen(line);
+        if (len && line[len - 1] != '\n') { /* cut: the rest of this line is skipped */
+            int c;
+            while ((c = fgetc(f)) != EOF && c != '\n')
+                ;
+            line[len - 1] = '\n';
+        }
+        memcpy(ring[n++ % keep], line, len + 1);
+    }
+    fclose(f);
+    fprintf(stderr, "---- %s: %s (last %zu of %zu lines) ----\n", what, p->log, n < keep ? n : keep, n);
+    for (size_t i = n > keep ? n - keep : 0; i < n; i++)
+        fputs(ring[i % keep], stderr);
+    free(ring);
+}
+
 int proc_log_has(const struct proc *p, const char *what)
 {
     FILE *f = fopen(p->log, "r");

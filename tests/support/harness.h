@@ -24,6 +24,10 @@ int proc_stop(struct proc *p, int sig, int timeout_ms);
 int proc_wait(struct proc *p, int timeout_ms);
 /* Whether a line of its log so far contains what. */
 int proc_log_has(const struct proc *p, const char *what);
+/* The last `lines` lines of the process's log on stderr (each cut at 600
+ * characters), headed by `what`: for a test to show, before it fails, what
+ * a server said (the run deletes the logs afterwards). */
+void proc_print_tail(const struct proc *p, const char *what, int lines);
 
 /* ---- a private nats-server with JetStream ---- */
 struct natsd {
