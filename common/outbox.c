@@ -1,6 +1,6 @@
 /* outbox.c - the relay loop: wait, claim, publish, mark; gauges. Pruning
  * published rows is retention.c's, on its own thread.
- * Owns the relay and marker threads, their two Postgres connections and the
+ * Owns the relay and marker threads, their three Postgres connections and the
  * outbox rows' life (pending -> published, i.e. moved to outbox_published |
  * dead); not the rows' content. Three batches overlap, each on its own
  * connection: while the marker marks and commits batch N, batch N+1's acks
@@ -82,7 +82,6 @@ struct batch {
     PGresult *res;
     struct broker_out *msgs;
     int claimed, acked;
-    enum err err;            /* how the claim went */
 };
 
 struct relay {
@@ -300,7 +299,7 @@ static struct db *free_db(const struct relay *r, const struct db *busy)
 /* A new batch on a free connection (`sent`, may be NULL, holds another): a
  * transaction opened there, and at most RELAY_BATCH due rows claimed, which
  * stay locked until it ends. b->claimed is 0 when nothing is due or
- * Postgres failed (b->err). */
+ * Postgres failed (logged). */
 static struct batch *claim(struct relay *r, const struct batch *sent)
 {
     struct batch *b = xcalloc(1, sizeof *b);
@@ -308,12 +307,12 @@ static struct batch *claim(struct relay *r, const struct batch *sent)
     char limit[16];
     snprintf(limit, sizeof limit, "%d", r->cfg->relay_batch);
     const char *params[] = {limit};
-    b->err = db_exec_sql(b->db, RELAY_BEGIN);
-    if (b->err == ERR_OK)
-        b->err = db_exec(b->db, "claim", 1, params, &b->res);
-    if (b->err == ERR_OK)
+    enum err e = db_exec_sql(b->db, RELAY_BEGIN);
+    if (e == ERR_OK)
+        e = db_exec(b->db, "claim", 1, params, &b->res);
+    if (e == ERR_OK)
         b->claimed = PQntuples(b->res);
-    else if (b->err != ERR_UNAVAILABLE || db_is_connected(b->db))
+    else if (e != ERR_UNAVAILABLE || db_is_connected(b->db))
         log_warn("relay: %s", db_errmsg(b->db));
     return b; /* nothing claimed: batch_free's rollback ends the transaction */
 }
@@ -442,7 +441,8 @@ static int land(struct relay *r, struct batch *b)
     return go;
 }
 
-/* Drains what is due: passes continue while they come back full. While the
+/* Drains what is due: passes continue while they come back full, or rows
+ * were committed (a notify) since the last claim. While the
  * acks of pass k come in, pass k+1 is claimed on another connection, and
  * the marker marks pass k-1 on the third (SKIP LOCKED keeps them apart). The
  * last pass is left to the marker too: rows committed meanwhile (a notify)
@@ -460,8 +460,10 @@ static void drain(struct relay *r)
         }
         send_batch(r, b);
         sent = b;
-        if (b->claimed < r->cfg->relay_batch)
-            break; /* the rest came after this claim: a notify or the sweep brings it */
+        if (b->claimed < r->cfg->relay_batch && !waker_take(&r->waker))
+            break; /* all claimed; what commits later is notified or swept */
+        /* more due, or committed (notified) since the claim: claimed now,
+         * while this batch's acks come in */
     }
     if (sent)
         land(r, sent);
