@@ -441,8 +441,7 @@ static int land(struct relay *r, struct batch *b)
     return go;
 }
 
-/* Drains what is due: passes continue while they come back full, or rows
- * were committed (a notify) since the last claim. While the
+/* Drains what is due: passes continue while they come back full. While the
  * acks of pass k come in, pass k+1 is claimed on another connection, and
  * the marker marks pass k-1 on the third (SKIP LOCKED keeps them apart). The
  * last pass is left to the marker too: rows committed meanwhile (a notify)
@@ -460,10 +459,8 @@ static void drain(struct relay *r)
         }
         send_batch(r, b);
         sent = b;
-        if (b->claimed < r->cfg->relay_batch && !waker_take(&r->waker))
-            break; /* all claimed; what commits later is notified or swept */
-        /* more due, or committed (notified) since the claim: claimed now,
-         * while this batch's acks come in */
+        if (b->claimed < r->cfg->relay_batch)
+            break; /* the rest came after this claim: a notify or the sweep brings it */
     }
     if (sent)
         land(r, sent);

@@ -45,15 +45,6 @@ void waker_notify(struct waker *w)
     set_flag(w, &w->notified);
 }
 
-int waker_take(struct waker *w)
-{
-    pthread_mutex_lock(&w->mu);
-    int n = w->notified;
-    w->notified = 0;
-    pthread_mutex_unlock(&w->mu);
-    return n;
-}
-
 void waker_stop(struct waker *w)
 {
     set_flag(w, &w->stopping);

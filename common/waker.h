@@ -19,9 +19,6 @@ void waker_cleanup(struct waker *w);
 int waker_wait(struct waker *w, int64_t ms);
 /* Ends the current or next wait early. */
 void waker_notify(struct waker *w);
-/* 1 if notified since the last wait (or take), and no more: for a loop
- * that looks for new work before it would wait. */
-int waker_take(struct waker *w);
 /* Ends every wait from now on. */
 void waker_stop(struct waker *w);
 int waker_stopping(struct waker *w);

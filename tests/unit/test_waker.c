@@ -1,6 +1,5 @@
 /* test_waker.c - the background loops' wait: a notify ends it early (even
- * one sent before the wait), a stop ends it for good, otherwise it lasts;
- * a notify taken by the loop itself is gone. */
+ * one sent before the wait), a stop ends it for good, otherwise it lasts. */
 #include "suites.h"
 #include "util.h"
 #include "waker.h"
@@ -53,23 +52,6 @@ START_TEST(stop_ends_the_wait_for_good)
 }
 END_TEST
 
-/* A loop that took the notify itself (it went on working) does not wake
- * for it again: the wait after lasts its time. */
-START_TEST(a_taken_notify_is_gone)
-{
-    struct waker w;
-    waker_init(&w);
-    ck_assert_int_eq(waker_take(&w), 0);
-    waker_notify(&w);
-    ck_assert_int_eq(waker_take(&w), 1);
-    ck_assert_int_eq(waker_take(&w), 0);
-    int64_t t0 = mono_ms();
-    ck_assert_int_eq(waker_wait(&w, 120), 1);
-    ck_assert_int_ge(mono_ms() - t0, 100);
-    waker_cleanup(&w);
-}
-END_TEST
-
 Suite *waker_suite(void)
 {
     Suite *s = suite_create("waker");
@@ -77,7 +59,6 @@ Suite *waker_suite(void)
     tcase_add_test(tc, wait_lasts_its_time);
     tcase_add_test(tc, notify_before_the_wait_is_not_lost);
     tcase_add_test(tc, stop_ends_the_wait_for_good);
-    tcase_add_test(tc, a_taken_notify_is_gone);
     suite_add_tcase(s, tc);
     return s;
 }
