@@ -211,6 +211,39 @@ static int half_published(void *arg)
 /* The broker dies while a backlog drains: a batch is then sent and the next
  * one already claimed behind it. Nothing is lost or given up on, and once
  * the broker is back each event is in the stream once. */
+static int low_id_published(void *arg)
+{
+    (void)arg;
+    return pg_long("orders", "SELECT count(*) FROM outbox_published WHERE id = -1") == 1;
+}
+
+/* A long drain claims each batch past the last one's ids; a row committed
+ * meanwhile under a lower id (another committer's, committed late) must not
+ * wait for the whole backlog: it is published while the drain goes on. */
+START_TEST(a_row_committed_late_under_a_low_id_is_not_left_behind_by_a_drain)
+{
+    struct svc s;
+    const char *env[] = {"RELAY_BATCH=10", NULL};
+    svc_start(&s, "order-service", nats.url, env);
+    insert_backlog();
+    ck_assert(wait_until(half_published, &s, 30000));
+    long before = pg_long("orders", "SELECT count(*) FROM outbox_published");
+    ck_assert_int_eq(pg_exec("orders",
+        "INSERT INTO outbox (id, event_id, subject, event_type, payload) "
+        "VALUES (-1, gen_random_uuid(), 'orders.created', 'OrderCreated', 'late')"), 0);
+    ck_assert(wait_until(low_id_published, NULL, 30000));
+    /* claimed after a few batches (16 passes at most, the batches in flight),
+     * not after the rest of a drain (up to 1,000 passes of 10) */
+    long ahead = pg_long("orders", "SELECT count(*) FROM outbox_published WHERE published_at < "
+                                   "(SELECT published_at FROM outbox_published WHERE id = -1)") - before;
+    ck_assert_int_lt(ahead, 500);
+    ck_assert_int_gt(pending(), 1000); /* the drain was still going */
+    ck_assert(wait_until(drained, NULL, 120000));
+    ck_assert_int_eq(natsd_stream_msgs(&nats, "ORDERS"), BACKLOG + 1);
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+}
+END_TEST
+
 START_TEST(a_broker_killed_in_mid_backlog_loses_nothing_and_duplicates_nothing)
 {
     struct svc s;
@@ -277,6 +310,7 @@ Suite *relay_suite(void)
     tcase_add_test(tc, published_rows_are_pruned_after_retention);
     tcase_add_test(tc, a_backlog_drains_without_a_single_resend);
     tcase_add_test(tc, a_broker_killed_in_mid_backlog_loses_nothing_and_duplicates_nothing);
+    tcase_add_test(tc, a_row_committed_late_under_a_low_id_is_not_left_behind_by_a_drain);
     tcase_add_test(tc, a_claim_never_takes_the_connection_of_the_batch_being_marked);
     suite_add_tcase(s, tc);
     return s;
