@@ -306,8 +306,8 @@ static struct db *free_db(const struct relay *r, const struct db *busy)
 
 /* A new batch on a free connection (`sent`, may be NULL, holds another): a
  * transaction opened there, and at most RELAY_BATCH due rows claimed with
- * ids above `after`, which stay locked until it ends. b->claimed is 0 when nothing is due or
- * Postgres failed (logged). */
+ * ids above `after`, which stay locked until it ends. b->claimed is 0 when
+ * nothing is due or Postgres failed (logged). */
 static struct batch *claim(struct relay *r, const struct batch *sent, const char *after)
 {
     struct batch *b = xcalloc(1, sizeof *b);
@@ -449,6 +449,14 @@ static int land(struct relay *r, struct batch *b)
     return go;
 }
 
+/* Where pass n of a drain claims from: past the batch just sent (its ids
+ * in order), or from the head at the drain's start and every HEAD_EVERY
+ * passes. */
+static const char *claim_from(const struct batch *sent, int n)
+{
+    return sent && n % HEAD_EVERY ? PQgetvalue(sent->res, sent->claimed - 1, 0) : FROM_HEAD;
+}
+
 /* Drains what is due: passes continue while they come back full. While the
  * acks of pass k come in, pass k+1 is claimed on another connection, and
  * the marker marks pass k-1 on the third (SKIP LOCKED keeps them apart). The
@@ -458,9 +466,7 @@ static void drain(struct relay *r)
 {
     struct batch *sent = NULL; /* its acks still coming */
     for (int n = 0; n < DRAIN_MAX_PASSES; n++) {
-        /* past the batch just sent (its ids in order), or from the head */
-        struct batch *b = claim(r, sent, sent && n % HEAD_EVERY
-                                             ? PQgetvalue(sent->res, sent->claimed - 1, 0) : FROM_HEAD);
+        struct batch *b = claim(r, sent, claim_from(sent, n));
         int go = !sent || land(r, sent);
         sent = NULL;
         if (!go || b->claimed == 0 || waker_stopping(&r->waker)) {

@@ -13,6 +13,13 @@
 
 #define RFC3339(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
 
+/* The batch's stock rows ($1) locked in one statement, in sku order:
+ * concurrent batches cannot deadlock. */
+#define STOCK_LOCK "SELECT sku, available FROM stock WHERE sku = ANY($1::text[]) ORDER BY sku FOR UPDATE"
+/* What a take does to a stock row s, v.qty being what is taken. */
+#define STOCK_TAKE_SET \
+    "SET available = s.available - v.qty, reserved = s.reserved + v.qty, updated_at = now() "
+
 const struct db_stmt inventory_store_stmts[] = {
     {"stock_put",
      "INSERT INTO stock (sku, available) VALUES ($1, $2::bigint) ON CONFLICT (sku) DO UPDATE "
@@ -21,9 +28,7 @@ const struct db_stmt inventory_store_stmts[] = {
     /* The levels as committed now, read without a lock (decisions are taken
      * on these, then again on the locked ones). */
     {"stock_read", "SELECT sku, available FROM stock WHERE sku = ANY($1::text[]) ORDER BY sku"},
-    /* One statement, rows locked in sku order: concurrent batches cannot deadlock. */
-    {"stock_lock",
-     "SELECT sku, available FROM stock WHERE sku = ANY($1::text[]) ORDER BY sku FOR UPDATE"},
+    {"stock_lock", STOCK_LOCK},
     /* Takes back decisions written in this transaction ($1: their orders,
      * $2: their replies' event ids), to decide them again. */
     {"decisions_undo",
@@ -37,17 +42,16 @@ const struct db_stmt inventory_store_stmts[] = {
      * them together do), and the stock is what stock_take would leave. The
      * locked levels, and whether the takes were made, come back. */
     {"stock_lock_take",
-     "WITH l AS (SELECT sku, available FROM stock WHERE sku = ANY($1::text[]) ORDER BY sku FOR UPDATE), "
+     "WITH l AS (" STOCK_LOCK "), "
      "v AS (SELECT * FROM unnest($2::text[], $3::bigint[]) AS v(sku, qty)), "
      "ok AS (SELECT count(*) = (SELECT count(*) FROM v) AND bool_and(l.available >= v.qty) AS fits "
      "  FROM v JOIN l USING (sku)), "
-     "u AS (UPDATE stock s SET available = s.available - v.qty, reserved = s.reserved + v.qty, "
-     "  updated_at = now() FROM v, ok WHERE ok.fits AND s.sku = v.sku) "
+     "u AS (UPDATE stock s " STOCK_TAKE_SET "FROM v, ok WHERE ok.fits AND s.sku = v.sku) "
      "SELECT sku, available, (SELECT fits FROM ok) FROM l ORDER BY sku"},
     /* ($1, $2): each sku the batch took from, and how much in all */
     {"stock_take",
-     "UPDATE stock s SET available = s.available - v.qty, reserved = s.reserved + v.qty, "
-     "updated_at = now() FROM unnest($1::text[], $2::bigint[]) AS v(sku, qty) WHERE s.sku = v.sku"},
+     "UPDATE stock s " STOCK_TAKE_SET
+     "FROM unnest($1::text[], $2::bigint[]) AS v(sku, qty) WHERE s.sku = v.sku"},
     /* The orders of $1 (uuid[]) decided already, with what was decided. */
     {"decisions_of",
      "SELECT order_id, outcome, coalesce(reason, ''), reply_event_id, " RFC3339("decided_at")

@@ -121,11 +121,8 @@ START_TEST(lock_on_orders_is_bounded)
     svc_start(&orders, "order-service", nats.url, NULL);
     svc_start(&inv, "inventory-service", nats.url, NULL);
     put_stock(&inv);
-    PGconn *c = PQconnectdb(pg_url("orders"));
-    PQclear(PQexec(c, "BEGIN"));
-    PGresult *r = PQexec(c, "LOCK TABLE orders IN ACCESS EXCLUSIVE MODE");
-    ck_assert_int_eq(PQresultStatus(r), PGRES_COMMAND_OK);
-    PQclear(r);
+    PGconn *c = pg_hold("orders", "LOCK TABLE orders IN ACCESS EXCLUSIVE MODE");
+    ck_assert_ptr_nonnull(c);
     /* Three clients post all along; a request's bound is 3 s, plus the batch ahead of it. */
     struct poster p[3];
     pthread_t t[3];
@@ -141,8 +138,7 @@ START_TEST(lock_on_orders_is_bounded)
         ck_assert_msg(p[i].worst_ms < 8000, "a POST took %d ms under the lock", p[i].worst_ms);
     }
     ck_assert_msg(worst < HEALTHZ_MAX_MS, "/healthz took %lld ms", (long long)worst);
-    PQclear(PQexec(c, "COMMIT"));
-    PQfinish(c);
+    pg_release(c, "COMMIT");
     for (int i = 0; i < 5; i++) {
         int64_t ms;
         ck_assert_int_eq(timed_post(orders.port, ORDER_JSON, 10000, &ms, NULL), 201);

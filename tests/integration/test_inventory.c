@@ -344,10 +344,8 @@ START_TEST(harmless_redeliveries_do_not_count_as_refusals)
     put_stock("SKU-1", 100);
     char ev[UUID_STR_LEN], order[UUID_STR_LEN];
     uuid_v4(ev), uuid_v4(order);
-    PGconn *c = PQconnectdb(pg_url("inventory"));
-    PGresult *r = PQexec(c, "BEGIN; SELECT 1 FROM stock WHERE sku = 'SKU-1' FOR UPDATE");
-    ck_assert_int_eq(PQresultStatus(r), PGRES_TUPLES_OK);
-    PQclear(r);
+    PGconn *c = pg_hold("inventory", "SELECT 1 FROM stock WHERE sku = 'SKU-1' FOR UPDATE");
+    ck_assert_ptr_nonnull(c);
     char *body = order_event(ev, order, "[{\"sku\":\"SKU-1\",\"qty\":1}]");
     publish(body);
     ck_assert_msg(wait_until(delivered_often, NULL, 60000), "only %ld lock timeouts",
@@ -359,8 +357,7 @@ START_TEST(harmless_redeliveries_do_not_count_as_refusals)
                              "$$BEGIN RAISE EXCEPTION 'refused'; END$$; CREATE TRIGGER refuse "
                              "BEFORE INSERT ON order_decisions FOR EACH ROW EXECUTE FUNCTION refuse()"),
                      0);
-    PQclear(PQexec(c, "COMMIT"));
-    PQfinish(c);
+    pg_release(c, "COMMIT");
     refused_event = ev;
     ck_assert(wait_until(refused_twice_or_dead, NULL, 30000));
     ck_assert_msg(dead_letters() == 0, "dead-lettered after %ld refusal(s): deliveries counted",
@@ -409,16 +406,13 @@ static void order_while_stock_moves(int read, int locked)
     svc_stop(&inv, SIGTERM);
     svc_start(&inv, "inventory-service", nats.url, env);
     put_stock("SKU-1", read);
-    PGconn *c = PQconnectdb(pg_url("inventory"));
-    char *sql = xasprintf("BEGIN; UPDATE stock SET available = %d WHERE sku = 'SKU-1'", locked);
-    PGresult *r = PQexec(c, sql);
-    ck_assert_int_eq(PQresultStatus(r), PGRES_COMMAND_OK);
-    PQclear(r);
+    char *sql = xasprintf("UPDATE stock SET available = %d WHERE sku = 'SKU-1'", locked);
+    PGconn *c = pg_hold("inventory", sql);
     free(sql);
+    ck_assert_ptr_nonnull(c);
     publish_order("[{\"sku\":\"SKU-1\",\"qty\":8}]");
     ck_assert_msg(wait_until(waiting_for_stock, NULL, 10000), "the batch never waited for the row");
-    PQclear(PQexec(c, "COMMIT"));
-    PQfinish(c);
+    pg_release(c, "COMMIT");
     target = 1;
     ck_assert(wait_until(replies_reach, NULL, 15000));
     ck_assert(proc_log_has(&inv.proc, "taken again under the lock"));

@@ -202,16 +202,15 @@ START_TEST(sigterm_answers_requests_in_flight)
     struct svc s;
     svc_start(&s, "order-service", nats.url, NULL);
     /* hold the request inside its transaction with a lock, then ask to stop */
-    PGconn *c = PQconnectdb(pg_url("orders"));
-    PQclear(PQexec(c, "BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE"));
+    PGconn *c = pg_hold("orders", "LOCK TABLE orders IN ACCESS EXCLUSIVE MODE");
+    ck_assert_ptr_nonnull(c);
     struct late_post lp = {s.port, 0};
     pthread_t t;
     pthread_create(&t, NULL, post_once, &lp);
     sleep_ms(500);
     kill(s.proc.pid, SIGTERM);
     sleep_ms(1000);
-    PQclear(PQexec(c, "COMMIT"));
-    PQfinish(c);
+    pg_release(c, "COMMIT");
     pthread_join(t, NULL);
     ck_assert_int_eq(lp.status, 201); /* answered, not cut off */
     ck_assert_int_eq(proc_wait(&s.proc, 10000), 0);

@@ -105,12 +105,9 @@ void proc_start(struct proc *p, const char *const argv[], const char *const env[
 
 void proc_print_tail(const struct proc *p, const char *what, int lines)
 {
-    FILE *f = fopen(p->log, "r");
-    if (!f || lines <= 0) {
-        if (f)
-            fclose(f);
+    FILE *f = lines > 0 ? fopen(p->log, "r") : NULL;
+    if (!f)
         return;
-    }
     char (*ring)[TAIL_WIDTH + 2] = xcalloc((size_t)lines, sizeof *ring);
     char line[TAIL_WIDTH + 2];
     size_t n = 0, keep = (size_t)lines;
@@ -494,6 +491,29 @@ int pg_exec(const char *db, const char *sql)
     PQclear(r);
     PQfinish(c);
     return ok ? 0 : -1;
+}
+
+PGconn *pg_hold(const char *db, const char *sql)
+{
+    PGconn *c = NULL;
+    char *tx = xasprintf("BEGIN; %s", sql);
+    PGresult *r = pg_run(db, tx, &c);
+    int st = PQresultStatus(r);
+    int ok = r && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK);
+    if (!ok) {
+        fprintf(stderr, "pg_hold(%s): %s", sql, PQerrorMessage(c));
+        PQfinish(c);
+        c = NULL;
+    }
+    PQclear(r);
+    free(tx);
+    return c;
+}
+
+void pg_release(PGconn *c, const char *how)
+{
+    PQclear(PQexec(c, how));
+    PQfinish(c);
 }
 
 long pg_long(const char *db, const char *sql)

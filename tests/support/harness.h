@@ -7,6 +7,7 @@
 #ifndef TESTS_HARNESS_H
 #define TESTS_HARNESS_H
 
+#include <libpq-fe.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -88,6 +89,12 @@ long pg_long(const char *db, const char *sql);
 char *pg_text(const char *db, const char *sql);
 /* Runs sql; returns 0 on success. */
 int pg_exec(const char *db, const char *sql);
+/* A connection with a transaction left open, in which sql ran (a lock, a
+ * row updated and not committed): what a test holds while a service waits
+ * for it. NULL if sql failed. pg_release() ends it: how is "COMMIT" or
+ * "ROLLBACK". */
+PGconn *pg_hold(const char *db, const char *sql);
+void pg_release(PGconn *c, const char *how);
 
 /* Runs `scripts/stack <cmd>` on the test's stack (pg-stop, pg-start). */
 void stack_cmd(const char *cmd);
