@@ -173,10 +173,13 @@ static int migrate(const struct config *cfg, int64_t deadline_ms)
     }
 }
 
-static void after_commit(void *ctx)
+/* The reply rows the handler wrote are offered to the relay; any other
+ * outbox row (a reply sent again) is claimed on the notify. */
+static void after_commit(void *ctx, struct db *db)
 {
     struct service *svc = ctx;
-    relay_notify(svc->relay);
+    if (!relay_offer(svc->relay, db))
+        relay_notify(svc->relay);
 }
 
 /* The HTTP servers: PORT, and ADMIN_PORT for /admin/ when it is set. */
