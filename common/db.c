@@ -44,9 +44,6 @@ struct db {
     int64_t retry_at_ms;
     int64_t backoff_ms;
     char err[512];
-    int async_commit;        /* db_set_async_commit() */
-    PGresult **kept;         /* see db_keep() */
-    int nkept, capkept;
 };
 
 /* When any connection (or db_ping) of this process last reached a server:
@@ -68,11 +65,6 @@ void db_configure(const struct db_limits *l)
     limits = *l;
 }
 
-void db_set_async_commit(struct db *db)
-{
-    db->async_commit = 1;
-}
-
 void db_set_kind(struct db *db, enum db_kind kind)
 {
     db->kind = kind;
@@ -89,62 +81,11 @@ static void db_drop(struct db *db)
     db->conn = NULL;
 }
 
-static void drop_kept(struct db *db)
-{
-    while (db->nkept > 0)
-        PQclear(db->kept[--db->nkept]);
-}
-
-void db_keep(struct db *db, PGresult *res)
-{
-    if (db->nkept == db->capkept) {
-        db->capkept = db->capkept ? 2 * db->capkept : 4;
-        db->kept = xrealloc(db->kept, (size_t)db->capkept * sizeof *db->kept);
-    }
-    db->kept[db->nkept++] = res;
-}
-
-PGresult *db_take_kept(struct db *db)
-{
-    return db->nkept > 0 ? db->kept[--db->nkept] : NULL;
-}
-
-/* A result with no rows and src's columns first .. first+n-1. */
-static PGresult *empty_like(const PGresult *src, int first, int n)
-{
-    PGresult *r = PQmakeEmptyPGresult(NULL, PGRES_TUPLES_OK);
-    PGresAttDesc *att = xcalloc((size_t)n, sizeof *att);
-    for (int c = 0; c < n; c++)
-        att[c] = (PGresAttDesc){.name = PQfname(src, first + c), .typid = PQftype(src, first + c),
-                                .typlen = PQfsize(src, first + c), .atttypmod = -1};
-    if (!r || !PQsetResultAttrs(r, n, att))
-        abort(); /* out of memory */
-    free(att);
-    return r;
-}
-
-PGresult *db_result_append(PGresult *dst, const PGresult *src, int first, int n)
-{
-    if (!dst)
-        dst = empty_like(src, first, n);
-    int base = PQntuples(dst);
-    for (int t = 0; t < PQntuples(src); t++)
-        for (int c = 0; c < n; c++) {
-            int null = PQgetisnull(src, t, first + c);
-            if (!PQsetvalue(dst, base + t, c, null ? NULL : PQgetvalue(src, t, first + c),
-                            null ? -1 : PQgetlength(src, t, first + c)))
-                abort(); /* out of memory */
-        }
-    return dst;
-}
-
 void db_free(struct db *db)
 {
     if (!db)
         return;
     db_drop(db);
-    drop_kept(db);
-    free(db->kept);
     free(db->url);
     free(db);
 }
@@ -168,20 +109,17 @@ static long long keepalive_interval_s(void)
     return limits.tcp_ms / 6000 > 0 ? limits.tcp_ms / 6000 : 1;
 }
 
-/* The server-side settings of db's sessions, as libpq `options`: the
- * bounds of its kind, and whether its commits wait for the WAL flush. */
-static void session_options(const struct db *db, char *out, size_t n)
+/* The server-side bounds of a session of this kind, as libpq `options`. */
+static void session_options(enum db_kind kind, char *out, size_t n)
 {
-    enum db_kind kind = db->kind;
     long long stmt = kind == DB_REQUEST ? limits.request_ms : kind == DB_WORK ? limits.work_ms : 0;
     /* the server's side of the socket too: a partitioned client's locks go soon */
     snprintf(out, n, "-c statement_timeout=%lld -c lock_timeout=%lld "
              "-c idle_in_transaction_session_timeout=%lld -c client_connection_check_interval=%d "
              "-c tcp_keepalives_idle=%lld -c tcp_keepalives_interval=%lld "
-             "-c tcp_keepalives_count=3 -c tcp_user_timeout=%lld%s",
+             "-c tcp_keepalives_count=3 -c tcp_user_timeout=%lld",
              stmt, stmt, (long long)limits.idle_tx_ms, CHECK_INTERVAL_MS, keepalive_idle_s(),
-             keepalive_interval_s(), (long long)limits.tcp_ms,
-             db->async_commit ? " -c synchronous_commit=off" : "");
+             keepalive_interval_s(), (long long)limits.tcp_ms);
 }
 
 struct kv {
@@ -210,7 +148,7 @@ static PGconn *open_conn(const struct db *db)
                                     (const char *[]){db->url, NULL}, 1);
     struct kv kv = {.n = 0};
     char options[1024], idle[24], intvl[24], tcp[24];
-    session_options(db, options, sizeof options);
+    session_options(db->kind, options, sizeof options);
     size_t used = strlen(options);
     for (PQconninfoOption *o = opts; o->keyword && kv.n < 48; o++) {
         if (!o->val)
@@ -503,7 +441,6 @@ enum err db_begin(struct db *db)
 {
     PGresult *r = NULL;
     db->txid[0] = '\0';
-    drop_kept(db);
     enum err e = db_connect(db);
     if (e == ERR_OK) /* one round trip: the last result is the id's */
         e = check_result(db, PQsendQuery(db->conn, "BEGIN; SELECT txid_current()")
@@ -588,7 +525,6 @@ long db_delete_older(struct db *db, const char *name, int64_t age_ms, long chunk
 
 void db_rollback(struct db *db)
 {
-    drop_kept(db);
     if (db->conn && PQtransactionStatus(db->conn) != PQTRANS_IDLE)
         db_exec_sql(db, "ROLLBACK");
 }

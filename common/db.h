@@ -49,10 +49,6 @@ void db_new(const char *url, const struct db_stmt *stmts, size_t nstmts, struct 
 void db_free(struct db *db);
 /* Sets the kind before the first use (DB_WORK by default). */
 void db_set_kind(struct db *db, enum db_kind kind);
-/* Its commits do not wait for the WAL flush (synchronous_commit = off for
- * the session): for what may be lost in a Postgres crash (see outbox.c).
- * Before the first connect. */
-void db_set_async_commit(struct db *db);
 
 /* Connects if needed. ERR_UNAVAILABLE while the server cannot be reached
  * (retried no sooner than the backoff allows, capped at 2 s). */
@@ -84,15 +80,6 @@ enum err db_begin(struct db *db);
  * the bound. Failpoints: db_commit_cut cuts the socket right after COMMIT is
  * sent (committed, the answer lost); db_commit_lost just before it (aborted). */
 enum err db_commit(struct db *db);
-/* Results a statement of the open transaction returned, for after its
- * commit (the outbox rows it wrote, which the relay publishes at once, see
- * relay_offer()): kept on the handle (db_keep takes res), taken one by one
- * once COMMIT succeeded; db_begin and db_rollback drop them. */
-void db_keep(struct db *db, PGresult *res);
-PGresult *db_take_kept(struct db *db);
-/* Appends the rows of src, columns first .. first+n-1, to dst (NULL: a
- * new result with those columns); returns dst. */
-PGresult *db_result_append(PGresult *dst, const PGresult *src, int first, int n);
 /* SQLSTATE of the last error ("" if none), e.g. "40P01" deadlock. */
 const char *db_sqlstate(const struct db *db);
 /* Rolls back whatever transaction is open; harmless when none is. */

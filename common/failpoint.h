@@ -4,7 +4,6 @@
  * itself with SIGKILL the n-th time (default first) it passes `name`, so a
  * test can prove that a crash at that exact instant loses nothing. Known
  * names: relay_after_ack (acks received, rows not yet marked),
- * relay_offer (outbox rows committed, not yet offered to the relay),
  * inbox_after_commit (effect committed, message not yet acked). */
 #ifndef COMMON_FAILPOINT_H
 #define COMMON_FAILPOINT_H

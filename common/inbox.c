@@ -404,7 +404,7 @@ static void process_batch(struct worker *w, struct broker_in *msgs, int n, struc
     if (e == ERR_OK) {
         failpoint_hit("inbox_after_commit");
         if (in->h->after_commit)
-            in->h->after_commit(in->h->ctx, w->db);
+            in->h->after_commit(in->h->ctx);
         settle_all(in, msgs, sl, n, 1);
     } else {
         db_rollback(w->db);

@@ -47,9 +47,8 @@ struct inbox_handler {
      * duplicates (a redelivery, or a sender that never got our answer and
      * asks again). Sets nothing; errors as for apply. */
     enum err (*on_duplicates)(struct db *db, struct inbox_item *items, size_t n, void *ctx);
-    /* Called after each commit that applied something, with the connection
-     * (e.g. to offer the relay the outbox rows written: relay_offer()). */
-    void (*after_commit)(void *ctx, struct db *db);
+    /* Called after each commit that applied something (e.g. wake the relay). */
+    void (*after_commit)(void *ctx);
     void *ctx;
 };
 

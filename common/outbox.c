@@ -16,7 +16,6 @@
 #include "waker.h"
 
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,36 +34,6 @@
 #define HEAD_EVERY 16         /* passes of a drain between claims from the head */
 #define FROM_HEAD "-9223372036854775808" /* below every id */
 
-/* Moves acknowledged rows ($1 ids, $2 their stream sequences) out of the
- * outbox into outbox_published; `guard` narrows the rows (see MINE). */
-#define MARK_PUBLISHED(guard)                                                                  \
-    "WITH d AS (DELETE FROM outbox o USING unnest($1::bigint[], $2::bigint[]) AS v(id, seq) "  \
-    "  WHERE o.id = v.id" guard " RETURNING o.*, v.seq) "                                      \
-    "INSERT INTO outbox_published (id, event_id, subject, event_type, payload, traceparent, "  \
-    "  aggregate_id, attempts, created_at, published_at, stream_seq) "                         \
-    "SELECT id, event_id, subject, event_type, payload, traceparent, aggregate_id, attempts, " \
-    "  created_at, now(), seq FROM d "                                                         \
-    "ON CONFLICT (event_id) DO UPDATE SET id = EXCLUDED.id, subject = EXCLUDED.subject, "      \
-    "  event_type = EXCLUDED.event_type, payload = EXCLUDED.payload, "                         \
-    "  traceparent = EXCLUDED.traceparent, aggregate_id = EXCLUDED.aggregate_id, "             \
-    "  attempts = EXCLUDED.attempts, created_at = EXCLUDED.created_at, "                       \
-    "  published_at = EXCLUDED.published_at, stream_seq = EXCLUDED.stream_seq"
-#define MARK_UNKEPT(guard) "DELETE FROM outbox o WHERE o.id = ANY($1::bigint[])" guard
-/* $1..$5: ids, errors, delays, permanent?, RELAY_MAX_ATTEMPTS */
-#define MARK_FAILED(guard)                                                                     \
-    "UPDATE outbox o SET attempts = o.attempts + 1, last_error = v.err, "                      \
-    "next_attempt_at = now() + v.delay_ms * interval '1 millisecond', "                        \
-    "status = CASE WHEN v.permanent AND o.attempts + 1 >= $5::int THEN 'dead' ELSE 'pending' END " \
-    "FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bool[]) "                         \
-    "AS v(id, err, delay_ms, permanent) WHERE o.id = v.id" guard " "                           \
-    "RETURNING o.event_id, o.status = 'dead', o.aggregate_id"
-/* An offered batch's rows ($1) that are still pending and that no claim
- * holds: SKIP LOCKED, as a claim that holds one marks it itself. The
- * statement locks them and marks them at once. */
-#define MINE                                                                                   \
-    " AND o.id IN (SELECT id FROM outbox WHERE id = ANY($1::bigint[]) AND status = 'pending' " \
-    "FOR UPDATE SKIP LOCKED)"
-
 static const struct db_stmt relay_stmts[] = {
     /* $2: past the rows this drain claimed already (FROM_HEAD at its start, and
      * every HEAD_EVERY passes). The scan then starts after them, not at the
@@ -73,19 +42,36 @@ static const struct db_stmt relay_stmts[] = {
      * less Postgres CPU per event in a drain. A row committed late under a
      * lower id is claimed when a pass starts from the head again. */
     {"claim",
-     "SELECT " OUTBOX_ROW_COLS " FROM outbox WHERE status = 'pending' AND next_attempt_at <= now() AND id > $2::bigint "
+     "SELECT id, event_id, subject, event_type, payload, traceparent, "
+     "extract(epoch FROM created_at), attempts, aggregate_id FROM outbox "
+     "WHERE status = 'pending' AND next_attempt_at <= now() AND id > $2::bigint "
      "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"},
     /* Acknowledged rows leave the outbox, filed in outbox_published (see
      * migration 010: a delete touches no index of the outbox, where an
      * in-place mark rewrote the row into all of them). An event published
      * again (a re-send) replaces its earlier row: one row per event. */
-    {"mark_published", MARK_PUBLISHED("")},
-    {"mark_published_offered", MARK_PUBLISHED(MINE)},
+    {"mark_published",
+     "WITH d AS (DELETE FROM outbox o USING unnest($1::bigint[], $2::bigint[]) AS v(id, seq) "
+     "  WHERE o.id = v.id RETURNING o.*, v.seq) "
+     "INSERT INTO outbox_published (id, event_id, subject, event_type, payload, traceparent, "
+     "  aggregate_id, attempts, created_at, published_at, stream_seq) "
+     "SELECT id, event_id, subject, event_type, payload, traceparent, aggregate_id, attempts, "
+     "  created_at, now(), seq FROM d "
+     "ON CONFLICT (event_id) DO UPDATE SET id = EXCLUDED.id, subject = EXCLUDED.subject, "
+     "  event_type = EXCLUDED.event_type, payload = EXCLUDED.payload, "
+     "  traceparent = EXCLUDED.traceparent, aggregate_id = EXCLUDED.aggregate_id, "
+     "  attempts = EXCLUDED.attempts, created_at = EXCLUDED.created_at, "
+     "  published_at = EXCLUDED.published_at, stream_seq = EXCLUDED.stream_seq"},
     /* OUTBOX_RETENTION=0: nothing is kept, so nothing is filed. */
-    {"mark_unkept", MARK_UNKEPT("")},
-    {"mark_unkept_offered", MARK_UNKEPT(MINE)},
-    {"mark_failed", MARK_FAILED("")},
-    {"mark_failed_offered", MARK_FAILED(MINE)},
+    {"mark_published_unkept",
+     "DELETE FROM outbox WHERE id = ANY($1::bigint[])"},
+    {"mark_failed",
+     "UPDATE outbox SET attempts = attempts + 1, last_error = v.err, "
+     "next_attempt_at = now() + v.delay_ms * interval '1 millisecond', "
+     "status = CASE WHEN v.permanent AND attempts + 1 >= $5::int THEN 'dead' ELSE 'pending' END "
+     "FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bool[]) "
+     "AS v(id, err, delay_ms, permanent) WHERE outbox.id = v.id "
+     "RETURNING outbox.event_id, outbox.status = 'dead', outbox.aggregate_id"},
     /* Not yet acknowledged = pending, and dead (given up on; counted apart
      * too). Each part reads one partial index; the oldest row is the lowest
      * id, close enough to the oldest commit for an age gauge. */
@@ -98,15 +84,12 @@ static const struct db_stmt relay_stmts[] = {
 };
 
 /* One claimed batch: its connection holds the rows' locks until the
- * transaction that marks them commits. An offered one (relay_offer) holds
- * none: its connection is chosen when it is marked, by statements that
- * lock and mark at once, each its own transaction (MINE). */
+ * transaction that marks them commits. */
 struct batch {
     struct db *db;
     PGresult *res;
     struct broker_out *msgs;
     int claimed, acked;
-    int offered;
 };
 
 struct relay {
@@ -118,13 +101,11 @@ struct relay {
     struct waker waker;
     int64_t next_stats_ms;
     int last_failed; /* log state changes once, not every pass (marker thread) */
-    pthread_mutex_t mu;      /* guards the hand-over below, and the offers */
+    pthread_mutex_t mu;      /* guards the hand-over below */
     pthread_cond_t cv;
     struct batch *to_mark;   /* handed to the marker; NULL when it is idle */
     enum err mark_err;       /* how the last batch marked ended */
     int marker_stop;
-    PGresult *offered;       /* the rows offered since the relay last took them */
-    atomic_int claim_due;    /* relay_notify(): claim, not only take offers */
 };
 
 static struct metric *m_published, *m_duplicates, *m_failures, *m_dead, *m_pending, *m_oldest,
@@ -170,20 +151,10 @@ static struct broker_out *rows_to_msgs(PGresult *res, int n)
     return m;
 }
 
-/* The statement `base`, or its variant for an offered batch (MINE). */
-static const char *mark_stmt(const struct batch *b, const char *base, char *buf, size_t n)
+/* Acknowledged rows: out of the outbox, into outbox_published when kept. */
+static enum err mark_published(struct db *db, int keep, PGresult *res, const struct broker_out *m,
+                               int n, int *count)
 {
-    snprintf(buf, n, "%s%s", base, b->offered ? "_offered" : "");
-    return buf;
-}
-
-/* Acknowledged rows: out of the outbox, into outbox_published when kept.
- * *count: how many it moved. */
-static enum err mark_published(const struct batch *b, int keep, int *count)
-{
-    PGresult *res = b->res;
-    const struct broker_out *m = b->msgs;
-    int n = b->claimed, acked = 0;
     struct buf ids, seqs;
     buf_init(&ids);
     buf_init(&seqs);
@@ -202,21 +173,15 @@ static enum err mark_published(const struct batch *b, int keep, int *count)
         buf_int(&seqs, (int64_t)m[i].seq); /* JetStream sequences stay below 2^63 */
         metric_observe(m_latency, "", now - strtod(PQgetvalue(res, i, 6), NULL));
         duplicates += m[i].duplicate;
-        acked++;
+        (*count)++;
     }
     metric_add(m_duplicates, "", duplicates);
     buf_append(&ids, "}", 1);
     buf_append(&seqs, "}", 1);
     const char *params[] = {ids.data, seqs.data};
-    char name[32];
-    PGresult *done = NULL;
-    enum err e = !acked ? ERR_OK
-                 : keep ? db_exec(b->db, mark_stmt(b, "mark_published", name, sizeof name), 2,
-                                  params, &done)
-                        : db_exec(b->db, mark_stmt(b, "mark_unkept", name, sizeof name), 1,
-                                  params, &done);
-    *count = done ? atoi(PQcmdTuples(done)) : 0;
-    PQclear(done);
+    enum err e = !*count ? ERR_OK
+                 : keep  ? db_exec(db, "mark_published", 2, params, NULL)
+                         : db_exec(db, "mark_published_unkept", 1, params, NULL);
     buf_cleanup(&ids);
     buf_cleanup(&seqs);
     return e;
@@ -231,13 +196,10 @@ static int64_t retry_cap_ms(const struct config *c, int permanent)
 
 /* Failed rows: attempts + 1, error, backoff; permanent ones may turn dead.
  * *dead: the rows marked (event id, dead?, order id), for log_dead() once
- * the transaction committed; *count: how many. */
-static enum err mark_failed(struct relay *r, const struct batch *b, int *count,
-                            const char **first_err, PGresult **dead)
+ * the transaction committed. */
+static enum err mark_failed(struct relay *r, struct db *db, PGresult *res, const struct broker_out *m, int n,
+                            int *count, const char **first_err, PGresult **dead)
 {
-    PGresult *res = b->res;
-    const struct broker_out *m = b->msgs;
-    int n = b->claimed, failed = 0;
     struct buf ids, errs, delays, perm;
     struct buf *all[] = {&ids, &errs, &delays, &perm};
     for (size_t k = 0; k < ARRAY_LEN(all); k++) {
@@ -256,18 +218,14 @@ static enum err mark_failed(struct relay *r, const struct batch *b, int *count,
         buf_printf(&perm, "%s%s", sep, m[i].permanent ? "t" : "f");
         if (!*first_err)
             *first_err = m[i].err;
-        failed++;
+        (*count)++;
     }
     for (size_t k = 0; k < ARRAY_LEN(all); k++)
         buf_append(all[k], "}", 1);
     char max[16];
     snprintf(max, sizeof max, "%d", r->cfg->relay_max_attempts);
     const char *params[] = {ids.data, errs.data, delays.data, perm.data, max};
-    char name[32];
-    enum err e = failed ? db_exec(b->db, mark_stmt(b, "mark_failed", name, sizeof name), 5, params,
-                                  dead)
-                        : ERR_OK;
-    *count = *dead ? PQntuples(*dead) : 0;
+    enum err e = *count ? db_exec(db, "mark_failed", 5, params, dead) : ERR_OK;
     for (size_t k = 0; k < ARRAY_LEN(all); k++)
         buf_cleanup(all[k]);
     return e;
@@ -322,12 +280,20 @@ static void note_outcome(struct relay *r, int failed, const char *err)
 
 static void batch_free(struct batch *b)
 {
-    if (b->db)
-        db_rollback(b->db); /* no-op after COMMIT */
+    db_rollback(b->db); /* no-op after COMMIT */
     free(b->msgs);
     PQclear(b->res);
     free(b);
 }
+
+/* A relay transaction's commit does not wait for the WAL to reach the disk.
+ * All it records is that JetStream has the rows (or that sending failed);
+ * if Postgres crashes before that reaches the disk, the rows are pending
+ * again and are published again. JetStream drops the copy within the
+ * duplicate window, and consumers drop it past the window: the same loss
+ * as a relay killed between ack and mark. Every other commit (intake,
+ * inbox) stays synchronous. */
+#define RELAY_BEGIN "BEGIN; SET LOCAL synchronous_commit = off"
 
 /* The connection that neither the marker's batch nor `busy` (may be NULL) is on. */
 static struct db *free_db(const struct relay *r, const struct db *busy)
@@ -349,7 +315,7 @@ static struct batch *claim(struct relay *r, const struct batch *sent, const char
     char limit[16];
     snprintf(limit, sizeof limit, "%d", r->cfg->relay_batch);
     const char *params[] = {limit, after};
-    enum err e = db_exec_sql(b->db, "BEGIN");
+    enum err e = db_exec_sql(b->db, RELAY_BEGIN);
     if (e == ERR_OK)
         e = db_exec(b->db, "claim", 2, params, &b->res);
     if (e == ERR_OK)
@@ -373,17 +339,17 @@ static void send_batch(struct relay *r, struct batch *b)
 }
 
 /* Marks a published batch (acked: published; the rest: backoff or dead)
- * and commits, releasing its rows (an offered batch: each statement its own
- * transaction). Runs on the marker thread. */
+ * and commits, releasing its rows. Runs on the marker thread. */
 static enum err mark_commit(struct relay *r, struct batch *b)
 {
     int published = 0, nfail = 0;
     const char *first_err = NULL;
     PGresult *dead = NULL;
-    enum err e = mark_published(b, r->cfg->outbox_retention_ms > 0, &published);
+    enum err e = mark_published(b->db, r->cfg->outbox_retention_ms > 0, b->res, b->msgs, b->claimed,
+                                &published);
     if (e == ERR_OK)
-        e = mark_failed(r, b, &nfail, &first_err, &dead);
-    if (e == ERR_OK && !b->offered)
+        e = mark_failed(r, b->db, b->res, b->msgs, b->claimed, &nfail, &first_err, &dead);
+    if (e == ERR_OK)
         e = db_exec_sql(b->db, "COMMIT");
     if (e == ERR_OK) {
         metric_add(m_published, "", published);
@@ -467,11 +433,10 @@ static void housekeeping(struct relay *r)
 }
 
 /* Waits for the acks of the batch sent, then hands it to the marker once
- * that has committed the one before (an offered batch onto the connection
- * neither that one nor `next`, the batch claimed meanwhile, is on). 0 when
- * nothing was acknowledged (the broker is away) or the batch before could
- * not be marked (Postgres is): draining stops, the next sweep retries. */
-static int land(struct relay *r, struct batch *b, const struct batch *next)
+ * that has committed the one before. 0 when nothing was acknowledged (the
+ * broker is away) or the batch before could not be marked (Postgres is):
+ * draining stops, the next sweep retries. */
+static int land(struct relay *r, struct batch *b)
 {
     broker_wait_acks(r->broker, PUBLISH_TIMEOUT_MS);
     for (int i = 0; i < b->claimed; i++)
@@ -480,8 +445,6 @@ static int land(struct relay *r, struct batch *b, const struct batch *next)
         failpoint_hit("relay_after_ack"); /* JetStream has them; the rows say pending */
     enum err marked = marker_wait(r); /* the marker is idle after it */
     int go = b->acked > 0 && marked == ERR_OK;
-    if (!b->db)
-        b->db = free_db(r, next ? next->db : NULL);
     marker_give(r, b); /* b is the marker's now */
     return go;
 }
@@ -491,31 +454,7 @@ static int land(struct relay *r, struct batch *b, const struct batch *next)
  * passes. */
 static const char *claim_from(const struct batch *sent, int n)
 {
-    return sent && !sent->offered && n % HEAD_EVERY ? PQgetvalue(sent->res, sent->claimed - 1, 0)
-                                                    : FROM_HEAD;
-}
-
-/* Every row offered since the last call, as one batch, or NULL. */
-static struct batch *take_offer(struct relay *r)
-{
-    pthread_mutex_lock(&r->mu);
-    PGresult *res = r->offered;
-    r->offered = NULL;
-    pthread_mutex_unlock(&r->mu);
-    if (!res)
-        return NULL;
-    struct batch *b = xcalloc(1, sizeof *b);
-    *b = (struct batch){.res = res, .claimed = PQntuples(res), .offered = 1};
-    return b;
-}
-
-/* Offers not sent (the broker or Postgres away, or stopping): their rows
- * are pending, a sweep publishes them once their grace is over. */
-static void drop_offers(struct relay *r)
-{
-    struct batch *b = take_offer(r);
-    if (b)
-        batch_free(b);
+    return sent && n % HEAD_EVERY ? PQgetvalue(sent->res, sent->claimed - 1, 0) : FROM_HEAD;
 }
 
 /* Drains what is due: passes continue while they come back full. While the
@@ -523,46 +462,33 @@ static void drop_offers(struct relay *r)
  * the marker marks pass k-1 on the third (SKIP LOCKED keeps them apart). The
  * last pass is left to the marker too: rows committed meanwhile (a notify)
  * are claimed at once, not after that mark's commit. */
-static void drain(struct relay *r, int claiming)
+static void drain(struct relay *r)
 {
     struct batch *sent = NULL; /* its acks still coming */
     for (int n = 0; n < DRAIN_MAX_PASSES; n++) {
-        struct batch *b = take_offer(r);
-        if (!b && !claiming)
-            break;
-        if (!b)
-            b = claim(r, sent, claim_from(sent, n));
-        int go = !sent || land(r, sent, b);
+        struct batch *b = claim(r, sent, claim_from(sent, n));
+        int go = !sent || land(r, sent);
         sent = NULL;
         if (!go || b->claimed == 0 || waker_stopping(&r->waker)) {
             batch_free(b); /* not sent: its rows are pending again */
-            if (!go)
-                drop_offers(r); /* they would fail the same way */
             break; /* nothing (more) due, Postgres or NATS away, or stopping */
         }
         send_batch(r, b);
         sent = b;
-        if (!b->offered && b->claimed < r->cfg->relay_batch)
-            claiming = 0; /* the rest came after this claim: a notify or the sweep brings it */
+        if (b->claimed < r->cfg->relay_batch)
+            break; /* the rest came after this claim: a notify or the sweep brings it */
     }
     if (sent)
-        land(r, sent, NULL);
+        land(r, sent);
 }
 
-/* Drains offers whenever some come, and claims on a notify and every
- * RELAY_SWEEP_MS. */
 static void *relay_main(void *arg)
 {
     struct relay *r = arg;
-    int64_t next_sweep = 0, wait_ms;
     do {
-        int claiming = atomic_exchange(&r->claim_due, 0) || mono_ms() >= next_sweep;
-        if (claiming)
-            next_sweep = mono_ms() + r->cfg->relay_sweep_ms;
-        drain(r, claiming);
+        drain(r);
         housekeeping(r);
-        wait_ms = next_sweep - mono_ms();
-    } while (waker_wait(&r->waker, wait_ms > 0 ? wait_ms : 0));
+    } while (waker_wait(&r->waker, r->cfg->relay_sweep_ms));
     marker_wait(r); /* its last batch marked before the connections close */
     return NULL;
 }
@@ -573,17 +499,8 @@ static struct relay *relay_new(const struct config *cfg, struct broker *b)
     struct relay *r = xcalloc(1, sizeof *r);
     r->cfg = cfg;
     r->broker = b;
-    /* A relay commit does not wait for the WAL to reach the disk. All it
-     * records is that JetStream has the rows (or that sending failed); if
-     * Postgres crashes before that reaches the disk, the rows are pending
-     * again and are published again. JetStream drops the copy within the
-     * duplicate window, and consumers drop it past the window: the same
-     * loss as a relay killed between ack and mark. Every other commit
-     * (intake, inbox) stays synchronous. */
-    for (size_t i = 0; i < ARRAY_LEN(r->db); i++) {
+    for (size_t i = 0; i < ARRAY_LEN(r->db); i++)
         db_new(cfg->database_url, relay_stmts, ARRAY_LEN(relay_stmts), &r->db[i]);
-        db_set_async_commit(r->db[i]);
-    }
     waker_init(&r->waker);
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cv, NULL);
@@ -601,31 +518,8 @@ void relay_start(const struct config *cfg, struct broker *b, struct relay **out)
 
 void relay_notify(struct relay *r)
 {
-    if (r) {
-        atomic_store(&r->claim_due, 1);
+    if (r)
         waker_notify(&r->waker);
-    }
-}
-
-int relay_offer(struct relay *r, struct db *db)
-{
-    PGresult *res;
-    int rows = 0;
-    while ((res = db_take_kept(db))) {
-        rows += PQntuples(res);
-        if (r && PQntuples(res) > 0) {
-            failpoint_hit("relay_offer"); /* committed, not yet offered */
-            pthread_mutex_lock(&r->mu); /* joins the rows the relay has not taken yet */
-            if (r->offered)
-                db_result_append(r->offered, res, 0, OUTBOX_ROW_NCOLS);
-            else
-                r->offered = res, res = NULL;
-            pthread_mutex_unlock(&r->mu);
-            waker_notify(&r->waker);
-        }
-        PQclear(res);
-    }
-    return rows;
 }
 
 void relay_request_stop(struct relay *r)
@@ -640,7 +534,6 @@ void relay_stop(struct relay *r)
         return;
     relay_request_stop(r);
     pthread_join(r->thread, NULL); /* its last drain waited for the marker */
-    drop_offers(r); /* made while it stopped: the next start's sweep has them */
     pthread_mutex_lock(&r->mu);
     r->marker_stop = 1;
     pthread_cond_broadcast(&r->cv);

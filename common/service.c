@@ -173,13 +173,10 @@ static int migrate(const struct config *cfg, int64_t deadline_ms)
     }
 }
 
-/* The reply rows the handler wrote are offered to the relay; any other
- * outbox row (a reply sent again) is claimed on the notify. */
-static void after_commit(void *ctx, struct db *db)
+static void after_commit(void *ctx)
 {
     struct service *svc = ctx;
-    if (!relay_offer(svc->relay, db))
-        relay_notify(svc->relay);
+    relay_notify(svc->relay);
 }
 
 /* The HTTP servers: PORT, and ADMIN_PORT for /admin/ when it is set. */

@@ -72,10 +72,8 @@ const struct db_stmt inventory_store_stmts[] = {
      "  occurred_at timestamptz, traceparent text, reserved json)), "
      "d AS (INSERT INTO order_decisions (order_id, outcome, reason, reply_event_id, decided_at, "
      "  reserved) SELECT aggregate_id, outcome, reason, event_id, occurred_at, reserved FROM x) "
-     "INSERT INTO outbox (event_id, subject, event_type, payload, aggregate_id, traceparent, "
-     "  next_attempt_at) "
-     "SELECT event_id, subject, event_type, payload, aggregate_id, traceparent, "
-     OUTBOX_OFFER_GRACE " FROM x RETURNING " OUTBOX_ROW_COLS},
+     "INSERT INTO outbox (event_id, subject, event_type, payload, aggregate_id, traceparent) "
+     "SELECT event_id, subject, event_type, payload, aggregate_id, traceparent FROM x"},
     {"outbox_resend", OUTBOX_RESEND_SQL},
 };
 const size_t inventory_store_nstmts = ARRAY_LEN(inventory_store_stmts);
@@ -268,11 +266,9 @@ static void reply_row(struct rows *rows, struct buf *payload, const struct inven
 }
 
 /* What write_decisions() wrote, as Postgres arrays: the orders and their
- * replies' event ids (to take them back); kept: their rows are the last
- * result kept on the connection, for the relay (db_keep). */
+ * replies' event ids (to take them back). */
 struct written {
     struct buf orders, replies;
-    int kept;
 };
 
 static void written_cleanup(struct written *w)
@@ -298,10 +294,9 @@ static void new_reply_row(struct rows *rows, struct buf *payload, struct written
 }
 
 /* Runs stmt with rows as its JSON parameter (then frees them); *nrows (if
- * not NULL) gets how many rows the statement returned; *out (if not NULL)
- * the result (NULL when there were no rows to send). */
+ * not NULL) gets how many rows the statement returned. */
 static enum err exec_json_rows(struct db *db, const char *stmt, struct rows *rows,
-                               const char *arg2, long *nrows, PGresult **out)
+                               const char *arg2, long *nrows)
 {
     buf_append(&rows->text, "]", 1);
     const char *params[] = {rows->text.data, arg2};
@@ -309,12 +304,14 @@ static enum err exec_json_rows(struct db *db, const char *stmt, struct rows *row
     enum err e = rows->n ? db_exec(db, stmt, arg2 ? 2 : 1, params, &res) : ERR_OK;
     if (nrows)
         *nrows = e == ERR_OK && res ? PQntuples(res) : 0;
-    if (out && e == ERR_OK)
-        *out = res;
-    else
-        PQclear(res);
+    PQclear(res);
     buf_cleanup(&rows->text);
     return e;
+}
+
+static enum err exec_json(struct db *db, const char *stmt, struct rows *rows)
+{
+    return exec_json_rows(db, stmt, rows, NULL, NULL);
 }
 
 /* Writes the decisions of orders[0..n) with their replies; w notes what
@@ -337,12 +334,7 @@ static enum err write_decisions(struct db *db, const struct order_created *const
     buf_append(&w->orders, "}", 1);
     buf_append(&w->replies, "}", 1);
     buf_cleanup(&payload);
-    PGresult *written = NULL;
-    enum err e = exec_json_rows(db, "decide", &replies, NULL, NULL, &written);
-    if (written)
-        db_keep(db, written); /* the replies, for the relay once committed */
-    w->kept = written != NULL;
-    return e;
+    return exec_json(db, "decide", &replies);
 }
 
 /* Whether two passes of decide_all() decided every order alike (a reason
@@ -360,8 +352,6 @@ static int same_decisions(const enum reply_kind *a, const char *const *ra, const
 static enum err undo_decisions(struct db *db, const struct written *w)
 {
     const char *params[] = {w->orders.data, w->replies.data};
-    if (w->kept)
-        PQclear(db_take_kept(db)); /* their replies are no more */
     return db_exec(db, "decisions_undo", 2, params, NULL);
 }
 
@@ -477,7 +467,7 @@ enum err inventory_store_resend_replies(struct db *db, const char *const *order_
         snprintf(age, sizeof age, "%lld", (long long)min_age_ms);
         struct rows rows;
         stored_replies(res, traceparents, n, &rows);
-        e = exec_json_rows(db, "outbox_resend", &rows, age, resent, NULL);
+        e = exec_json_rows(db, "outbox_resend", &rows, age, resent);
     }
     PQclear(res);
     return e;

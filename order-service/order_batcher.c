@@ -2,7 +2,6 @@
  * threads. Owns the queue, the committers and their connections; the SQL
  * is order_store.c. */
 #include "order_batcher.h"
-#include "outbox.h"
 #include "util.h"
 
 #include <pthread.h>
@@ -36,7 +35,6 @@ struct batcher {
     pthread_t *threads;
     pthread_t janitor;
     struct db **dbs;
-    struct relay *relay;     /* offered each batch's outbox rows once committed */
 };
 
 struct worker_arg {
@@ -106,10 +104,9 @@ static void jitter_sleep(int attempt)
     sleep_ms((JITTER_MIN_MS + rand_r(&seed) % JITTER_SPAN_MS) * attempt);
 }
 
-/* The write, retried a bounded number of times when that can help; once
- * committed, its OrderCreated rows go to the relay. */
-static enum err write_orders(struct batcher *b, struct db *db, const struct order_new **orders,
-                             size_t n, struct order_result *res)
+/* The write, retried a bounded number of times when that can help. */
+static enum err write_orders(struct db *db, const struct order_new **orders, size_t n,
+                             struct order_result *res)
 {
     int again = 0;
     enum err e = write_once(db, orders, n, res, &again);
@@ -117,26 +114,24 @@ static enum err write_orders(struct batcher *b, struct db *db, const struct orde
         jitter_sleep(attempt);
         e = write_once(db, orders, n, res, &again);
     }
-    if (e == ERR_OK)
-        relay_offer(b->relay, db);
     return e;
 }
 
 /* One transaction for the batch; if the database refuses it (not for want
  * of time or connection), each order alone, so that only the bad one fails. */
-static void commit_jobs(struct batcher *b, struct db *db, struct job **jobs, size_t n)
+static void commit_jobs(struct db *db, struct job **jobs, size_t n)
 {
     qsort(jobs, n, sizeof *jobs, by_key);
     const struct order_new **orders = xcalloc(n, sizeof *orders);
     struct order_result *res = xcalloc(n, sizeof *res);
     for (size_t i = 0; i < n; i++)
         orders[i] = jobs[i]->order;
-    enum err e = write_orders(b, db, orders, n, res);
+    enum err e = write_orders(db, orders, n, res);
     int refused = e != ERR_OK && e != ERR_UNAVAILABLE && e != ERR_RETRY;
     for (size_t i = 0; i < n; i++) {
         enum err ei = e;
         if (refused && n > 1)
-            ei = write_orders(b, db, &orders[i], 1, &res[i]);
+            ei = write_orders(db, &orders[i], 1, &res[i]);
         jobs[i]->res = ei == ERR_OK ? res[i] : (struct order_result){.e = ei};
     }
     free(res);
@@ -165,7 +160,7 @@ static void *worker_main(void *arg)
             break; /* stopping, and nothing left to write */
         size_t n = take(b, jobs);
         pthread_mutex_unlock(&b->mu);
-        commit_jobs(b, w->db, jobs, n);
+        commit_jobs(w->db, jobs, n);
         finish(jobs, n);
         pthread_mutex_lock(&b->mu);
     }
@@ -205,12 +200,10 @@ static void *janitor_main(void *arg)
     return NULL;
 }
 
-void batcher_start(const char *url, int workers, int64_t wait_ms, struct relay *relay,
-                   struct batcher **out)
+void batcher_start(const char *url, int workers, int64_t wait_ms, struct batcher **out)
 {
     struct batcher *b = xcalloc(1, sizeof *b);
     b->wait_ms = wait_ms;
-    b->relay = relay;
     pthread_mutex_init(&b->mu, NULL);
     pthread_cond_init(&b->work, NULL);
     cond_init_monotonic(&b->expiry);

@@ -19,11 +19,8 @@
 struct batcher;
 
 /* Starts `workers` committer threads, each with its own connection to url.
- * An order that no committer took within wait_ms is answered unavailable.
- * Each commit's OrderCreated rows are offered to relay (relay_offer). */
-struct relay;
-void batcher_start(const char *url, int workers, int64_t wait_ms, struct relay *relay,
-                   struct batcher **out);
+ * An order that no committer took within wait_ms is answered unavailable. */
+void batcher_start(const char *url, int workers, int64_t wait_ms, struct batcher **out);
 /* Writes what is queued, stops the threads, frees. NULL is a no-op. */
 void batcher_stop(struct batcher *b);
 

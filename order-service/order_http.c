@@ -58,8 +58,7 @@ struct order_app {
 void order_app_start(struct service *svc)
 {
     struct order_app *app = xcalloc(1, sizeof *app);
-    batcher_start(svc->cfg.database_url, COMMITTERS, svc->cfg.db_request_timeout_ms, svc->relay,
-                  &app->batcher);
+    batcher_start(svc->cfg.database_url, COMMITTERS, svc->cfg.db_request_timeout_ms, &app->batcher);
     redrive_start(&svc->cfg, svc->relay, &app->redrive);
     svc->app = app;
 }
@@ -85,11 +84,12 @@ static void log_created(const struct order_result *res, const char *traceparent,
              "order accepted");
 }
 
-static void reply_created(json_t *doc, struct http_resp *resp)
+static void reply_created(struct service *svc, json_t *doc, struct http_resp *resp)
 {
     resp->location = xasprintf("/orders/%s", json_string_value(json_object_get(doc, "id")));
     http_resp_json(resp, 201, doc);
-    metric_add(m_created, "", 1); /* its OrderCreated row is the relay's already */
+    metric_add(m_created, "", 1);
+    relay_notify(svc->relay); /* the OrderCreated row is committed: publish it now */
 }
 
 /* An order handed to the batcher, with what its answer needs: from the
@@ -110,7 +110,7 @@ static void answer_created(struct pending *p, struct order_result *res)
     struct http_resp *resp = p->resp;
     if (res->e == ERR_OK) {
         log_created(res, p->tp, p->sampled);
-        reply_created(res->doc, resp);
+        reply_created(p->svc, res->doc, resp);
     }
     else if (res->e == ERR_CONFLICT && res->same)
         http_resp_json(resp, 200, res->doc);

@@ -2,7 +2,6 @@
  * outbox tables. Owns the statements and reading their results; not the
  * validation (order.c) nor the HTTP replies (order_http.c). */
 #include "order_store.h"
-#include "outbox.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -11,7 +10,6 @@
 
 #define ORDER_COLS "o.id, o.customer_id, o.status, o.reason, " DB_RFC3339("o.created_at") ", " \
                    DB_RFC3339("o.updated_at")
-#define ORDER_NCOLS 6
 #define ITEMS_OF_O "(SELECT json_agg(json_build_object('sku', sku, 'qty', qty) ORDER BY line) " \
                    "FROM order_items WHERE order_id = o.id)::text"
 
@@ -19,9 +17,7 @@ const struct db_stmt order_store_stmts[] = {
     /* Many orders, one statement, one transaction: $1 is a JSON array of
      * {id, customer_id, idempotency_key, fingerprint, items, event_id,
      * payload, traceparent}. A key already taken (even by an earlier order of
-     * the same array) inserts nothing for that order. Each row returned is an
-     * order (ORDER_COLS) and its OrderCreated outbox row (OUTBOX_ROW_COLS),
-     * which the relay is offered once committed. */
+     * the same array) inserts nothing for that order. */
     {"order_create",
      "WITH x AS (SELECT * FROM json_to_recordset($1::json) AS x(id uuid, customer_id text, "
      "  idempotency_key text, fingerprint text, items json, event_id uuid, payload text, "
@@ -33,11 +29,10 @@ const struct db_stmt order_store_stmts[] = {
      "i AS (INSERT INTO order_items (order_id, line, sku, qty) "
      "  SELECT o.id, it.line, it.sku, it.qty FROM o JOIN x ON x.id = o.id, ROWS FROM "
      "  (json_to_recordset(x.items) AS (sku text, qty int)) WITH ORDINALITY AS it(sku, qty, line)), "
-     "e AS (INSERT INTO outbox (event_id, subject, event_type, payload, aggregate_id, traceparent, "
-     "  next_attempt_at) "
-     "  SELECT x.event_id, 'orders.created', 'OrderCreated', x.payload, x.id, x.traceparent, "
-     "  " OUTBOX_OFFER_GRACE " FROM o JOIN x ON x.id = o.id RETURNING " OUTBOX_ROW_COLS ") "
-     "SELECT " ORDER_COLS ", e.* FROM o JOIN e ON e.aggregate_id = o.id"},
+     "e AS (INSERT INTO outbox (event_id, subject, event_type, payload, aggregate_id, traceparent) "
+     "  SELECT x.event_id, 'orders.created', 'OrderCreated', x.payload, x.id, x.traceparent "
+     "  FROM o JOIN x ON x.id = o.id) "
+     "SELECT " ORDER_COLS " FROM o"},
     {"order_by_key",
      "SELECT " ORDER_COLS ", " ITEMS_OF_O ", o.request_hash = md5($2) "
      "FROM orders o WHERE o.idempotency_key = $1"},
@@ -157,8 +152,6 @@ enum err order_store_create(struct db *db, const struct order_new *const *o, siz
                 out[i].doc = row_doc(r, k, rows[i].items); /* the request's items, in its order */
                 memcpy(out[i].event_id, rows[i].event_id, sizeof out[i].event_id);
             }
-    if (e == ERR_OK && PQntuples(r) > 0) /* the outbox rows, for the relay once committed */
-        db_keep(db, db_result_append(NULL, r, ORDER_NCOLS, OUTBOX_ROW_NCOLS));
     PQclear(r);
     if (e == ERR_OK)
         resolve_keys(db, o, rows, n, out);

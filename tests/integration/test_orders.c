@@ -349,7 +349,7 @@ START_TEST(an_order_no_committer_takes_in_time_is_answered_unavailable)
     struct order_new o = {&req, NULL, NULL};
     struct outcome first = {0}, second = {0};
     struct batcher *b;
-    batcher_start(url, 1, 300, NULL, &b);
+    batcher_start(url, 1, 300, &b);
     batcher_submit(b, &o, record, &first);
     sleep_ms(200); /* the committer has taken it */
     int64_t t0 = mono_ms();

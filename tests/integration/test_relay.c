@@ -44,102 +44,6 @@ static void post_orders(struct svc *s, int n)
         ck_assert_int_eq(http_post_json(s->port, "/orders", ORDER, NULL), 201);
 }
 
-/* n rows committed behind the relay's back (not offered): only a claim,
- * on a sweep, publishes them. */
-static void insert_rows(int n)
-{
-    char sql[300];
-    snprintf(sql, sizeof sql,
-             "INSERT INTO outbox (event_id, subject, event_type, payload) "
-             "SELECT gen_random_uuid(), 'orders.created', 'OrderCreated', '{\"n\":' || g || '}' "
-             "FROM generate_series(1, %d) g", n);
-    ck_assert_int_eq(pg_exec("orders", sql), 0);
-}
-
-static long stream_orders(void)
-{
-    return natsd_stream_msgs(&nats, "ORDERS");
-}
-
-static int stream_reaches(void *n)
-{
-    return stream_orders() >= *(const long *)n;
-}
-
-/* The intake offers its rows to the relay, which publishes them without a
- * claim: with no sweep for an hour, every order is published, once, and
- * its row moved out. */
-START_TEST(an_order_is_published_by_its_offer_without_a_sweep)
-{
-    struct svc s;
-    const char *env[] = {"RELAY_SWEEP_MS=3600000", NULL};
-    svc_start(&s, "order-service", nats.url, env);
-    sleep_ms(300); /* the start's sweep is over */
-    post_orders(&s, 200);
-    ck_assert(wait_until(drained, NULL, 10000));
-    ck_assert_int_eq(stream_orders(), 200);
-    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox_published"), 200);
-    ck_assert_double_eq(svc_metric(&s, "outbox_published_total"), 200);
-    ck_assert_double_eq(svc_metric(&s, "outbox_duplicates_total"), 0);
-    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
-}
-END_TEST
-
-/* Killed between the commit and the offer: the rows wait out their grace
- * (no claim takes a row its writer is about to publish), then the next
- * process's sweep publishes them, once. */
-START_TEST(a_crash_before_the_offer_leaves_the_rows_to_a_sweep)
-{
-    struct svc s;
-    const char *env[] = {"FAILPOINTS=relay_offer", NULL};
-    svc_start(&s, "order-service", nats.url, env);
-    http_post_json(s.port, "/orders", ORDER, NULL); /* committed, then the process dies */
-    ck_assert_int_eq(proc_wait(&s.proc, 10000), 128 + SIGKILL);
-    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM orders"), 1);
-    ck_assert_int_eq(pending(), 1);
-    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox "
-                             "WHERE next_attempt_at > created_at + interval '500 ms'"), 1);
-    ck_assert_int_eq(stream_orders(), 0);
-    svc_start(&s, "order-service", nats.url, NULL);
-    ck_assert(wait_until(drained, NULL, 10000));
-    ck_assert_int_eq(stream_orders(), 1);
-    ck_assert_double_eq(svc_metric(&s, "outbox_duplicates_total"), 0);
-    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
-}
-END_TEST
-
-/* An offered row that a claim holds by the time its ack is in (here a
- * test's lock, as a sweep's claim would after the grace) is left to that
- * claim: the marker skips it instead of waiting for the lock, so the rows
- * offered after it are marked meanwhile; once the lock goes, a sweep sends
- * it again and JetStream drops the copy. */
-START_TEST(an_offered_row_a_claim_holds_is_left_to_it)
-{
-    struct svc s;
-    svc_start(&s, "order-service", nats.url, NULL);
-    post_orders(&s, 1); /* the relay's connections and stream are up */
-    ck_assert(wait_until(drained, NULL, 10000));
-    natsd_freeze(&nats);
-    post_orders(&s, 1); /* offered and sent; its ack waits for the thaw */
-    sleep_ms(300);
-    PGconn *c = pg_hold("orders", "SELECT id FROM outbox FOR UPDATE");
-    ck_assert_ptr_nonnull(c);
-    natsd_thaw(&nats);
-    ck_assert(wait_until(stream_reaches, &(long){2}, 10000));
-    post_orders(&s, 1);
-    int marked = 0; /* the third is marked while the second is held */
-    for (int i = 0; i < 100 && !marked; i++, sleep_ms(50))
-        marked = pg_long("orders", "SELECT count(*) FROM outbox_published") == 2;
-    ck_assert(marked);
-    ck_assert_int_eq(pending(), 1);
-    pg_release(c, "ROLLBACK");
-    ck_assert(wait_until(drained, NULL, 10000));
-    ck_assert_int_eq(stream_orders(), 3);
-    ck_assert_double_eq(svc_metric(&s, "outbox_duplicates_total"), 1);
-    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
-}
-END_TEST
-
 START_TEST(broker_outage_loses_nothing_and_publishes_once)
 {
     struct svc s;
@@ -222,7 +126,10 @@ START_TEST(two_relays_publish_each_event_once)
     svc_start(&a, "order-service", nats.url, NULL);
     svc_start(&b, "order-service", nats.url, NULL);
     /* rows committed behind the relays' backs: only the sweeps find them */
-    insert_rows(3000);
+    ck_assert_int_eq(pg_exec("orders",
+        "INSERT INTO outbox (event_id, subject, event_type, payload) "
+        "SELECT gen_random_uuid(), 'orders.created', 'OrderCreated', '{\"n\":' || g || '}' "
+        "FROM generate_series(1, 3000) g"), 0);
     ck_assert(wait_until(drained, NULL, 30000));
     ck_assert_int_eq(natsd_stream_msgs(&nats, "ORDERS"), 3000);
     double pa = svc_metric(&a, "outbox_published_total"), pb = svc_metric(&b, "outbox_published_total");
@@ -366,12 +273,12 @@ START_TEST(a_claim_never_takes_the_connection_of_the_batch_being_marked)
     struct svc s;
     const char *env[] = {"RELAY_BATCH=1", NULL};
     svc_start(&s, "order-service", nats.url, env);
-    insert_rows(2); /* every relay connection has been used (and its statements prepared) */
+    post_orders(&s, 2); /* every relay connection has been used (and its statements prepared) */
     ck_assert(wait_until(drained, NULL, 10000));
     PGconn *c = pg_hold("orders", "LOCK TABLE outbox_published IN SHARE MODE");
     ck_assert_ptr_nonnull(c);
     for (int i = 0; i < 3; i++, sleep_ms(300))
-        insert_rows(1);
+        post_orders(&s, 1);
     pg_release(c, "ROLLBACK");
     ck_assert(wait_until(drained, NULL, 10000));
     ck_assert_int_eq(natsd_stream_msgs(&nats, "ORDERS"), 5);
@@ -398,9 +305,6 @@ Suite *relay_suite(void)
     tcase_add_test(tc, a_broker_killed_in_mid_backlog_loses_nothing_and_duplicates_nothing);
     tcase_add_test(tc, a_row_committed_late_under_a_low_id_is_not_left_behind_by_a_drain);
     tcase_add_test(tc, a_claim_never_takes_the_connection_of_the_batch_being_marked);
-    tcase_add_test(tc, an_order_is_published_by_its_offer_without_a_sweep);
-    tcase_add_test(tc, a_crash_before_the_offer_leaves_the_rows_to_a_sweep);
-    tcase_add_test(tc, an_offered_row_a_claim_holds_is_left_to_it);
     suite_add_tcase(s, tc);
     return s;
 }
