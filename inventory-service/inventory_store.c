@@ -123,17 +123,12 @@ static void batch_skus(const struct order_created *const *orders, size_t n, stru
     buf_append(skus, "}", 1);
 }
 
-/* The levels of every sku of the batch, by stmt ("stock_read" or
+/* The levels of the batch's skus (batch_skus), by stmt ("stock_read" or
  * "stock_lock"); *res holds the rows (sku, available). */
-static enum err stock_levels(struct db *db, const char *stmt, const struct order_created *const *orders,
-                             size_t n, PGresult **res)
+static enum err stock_levels(struct db *db, const char *stmt, const char *skus, PGresult **res)
 {
-    struct buf skus;
-    batch_skus(orders, n, &skus);
-    const char *params[] = {skus.data};
-    enum err e = db_exec(db, stmt, 1, params, res);
-    buf_cleanup(&skus);
-    return e;
+    const char *params[] = {skus};
+    return db_exec(db, stmt, 1, params, res);
 }
 
 /* Decides each order in turn against the locked levels (pure C); returns
@@ -186,19 +181,17 @@ static enum err take_stock(struct db *db, const struct stock_level *lv, size_t n
     return e;
 }
 
-/* stock_lock_take: the batch's stock rows locked (*locked: sku,
- * available, as stock_lock gives them) and, if they all still fit, the
- * takes of lv (levels decided on before the lock) made (*taken = 1). */
-static enum err lock_and_take(struct db *db, const struct order_created *const *orders, size_t n,
-                              const struct stock_level *lv, size_t nlv, PGresult **locked, int *taken)
+/* stock_lock_take: the stock rows of `all` (batch_skus) locked (*locked:
+ * sku, available, as stock_lock gives them) and, if they all still fit,
+ * the takes of lv (levels decided on before the lock) made (*taken = 1). */
+static enum err lock_and_take(struct db *db, const char *all, const struct stock_level *lv,
+                              size_t nlv, PGresult **locked, int *taken)
 {
-    struct buf all, skus, qtys;
-    batch_skus(orders, n, &all);
+    struct buf skus, qtys;
     takes(lv, nlv, &skus, &qtys);
-    const char *params[] = {all.data, skus.data, qtys.data};
+    const char *params[] = {all, skus.data, qtys.data};
     enum err e = db_exec(db, "stock_lock_take", 3, params, locked);
     *taken = e == ERR_OK && PQntuples(*locked) > 0 && PQgetvalue(*locked, 0, 2)[0] == 't';
-    buf_cleanup(&all);
     buf_cleanup(&skus);
     buf_cleanup(&qtys);
     return e;
@@ -375,17 +368,19 @@ static enum err reserve(struct db *db, const struct order_created *const *orders
     struct stock_level *lv = NULL;
     struct written w = {.orders = {.data = NULL}};
     int taken = 0;
-    enum err e = stock_levels(db, "stock_read", orders, n, &seen);
+    struct buf skus;
+    batch_skus(orders, n, &skus); /* read, locked: the same rows */
+    enum err e = stock_levels(db, "stock_read", skus.data, &seen);
     if (e == ERR_OK) {
         lv = decide_all(seen, orders, n, kinds, reasons);
         e = write_decisions(db, orders, traceparents, n, kinds, reasons, &w);
         if (e == ERR_OK && all_reserved(kinds, n))
-            e = lock_and_take(db, orders, n, lv, (size_t)PQntuples(seen), &locked, &taken);
+            e = lock_and_take(db, skus.data, lv, (size_t)PQntuples(seen), &locked, &taken);
         free(lv);
         lv = NULL;
     }
     if (e == ERR_OK && !locked)
-        e = stock_levels(db, "stock_lock", orders, n, &locked);
+        e = stock_levels(db, "stock_lock", skus.data, &locked);
     if (e == ERR_OK && !taken) {
         lv = decide_all(locked, orders, n, again, now);
         if (!same_decisions(kinds, reasons, again, now, n)) {
@@ -401,6 +396,7 @@ static enum err reserve(struct db *db, const struct order_created *const *orders
             e = take_stock(db, lv, (size_t)PQntuples(locked));
     }
     written_cleanup(&w);
+    buf_cleanup(&skus);
     free(lv);
     free(again);
     free(now);

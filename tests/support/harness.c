@@ -113,11 +113,14 @@ void proc_print_tail(const struct proc *p, const char *what, int lines)
     size_t n = 0, keep = (size_t)lines;
     while (fgets(line, sizeof line, f)) {
         size_t len = strlen(line);
-        if (len && line[len - 1] != '\n') { /* cut: the rest of this line is skipped */
+        if (len == sizeof line - 1 && line[len - 1] != '\n') { /* cut: skip the rest */
             int c;
             while ((c = fgetc(f)) != EOF && c != '\n')
                 ;
             line[len - 1] = '\n';
+        } else if (len && line[len - 1] != '\n') { /* the last line, unfinished */
+            line[len++] = '\n';
+            line[len] = '\0';
         }
         memcpy(ring[n++ % keep], line, len + 1);
     }
