@@ -1,6 +1,7 @@
 /* ready.c - the readiness probers and their cached outcome. Owns the
  * prober threads; what a probe does belongs to the service. */
 #include "ready.h"
+#include "log.h"
 #include "util.h"
 
 #include <pthread.h>
@@ -11,11 +12,14 @@
 #define READY_EVERY_MS 1000
 #define READY_FRESH_MS 3500   /* a success older than this (a hung probe) counts as down */
 #define STOP_SLICE_MS 50
+#define WARN_AFTER_MS 5000    /* a dependency down this long is logged, once, and its return */
 
 struct prober {
     struct ready *r;
     const struct ready_check *check;
     _Atomic int64_t ok_at_ms;      /* last success, 0 never */
+    int64_t down_since_ms;         /* first failure of the current run of them, 0 none */
+    int warned;                    /* that run was logged */
     pthread_t thread;
 };
 
@@ -27,15 +31,34 @@ struct ready {
     atomic_uint rechecks;  /* ready_recheck() calls so far */
 };
 
+/* An operator reads in the log what /readyz says: a dependency that has not
+ * answered for WARN_AFTER_MS (from the start on, too), and when it is back.
+ * Shorter blips (a connection still being made at start) say nothing. */
+static void note_outcome(struct prober *p, int ok)
+{
+    int64_t now = mono_ms();
+    if (ok) {
+        if (p->warned)
+            log_info("readiness: %s answers again", p->check->name);
+        p->down_since_ms = 0;
+        p->warned = 0;
+    } else if (!p->down_since_ms) {
+        p->down_since_ms = now;
+    } else if (!p->warned && now - p->down_since_ms >= WARN_AFTER_MS) {
+        log_warn("readiness: %s has not answered for %lld s: /readyz answers 503",
+                 p->check->name, (long long)(now - p->down_since_ms) / 1000);
+        p->warned = 1;
+    }
+}
+
 static void *prober_main(void *arg)
 {
     struct prober *p = arg;
     while (!atomic_load(&p->r->stopping)) {
         unsigned seen = atomic_load(&p->r->rechecks);
-        if (p->check->probe(p->r->ctx))
-            atomic_store(&p->ok_at_ms, mono_ms());
-        else
-            atomic_store(&p->ok_at_ms, 0);
+        int ok = p->check->probe(p->r->ctx);
+        atomic_store(&p->ok_at_ms, ok ? mono_ms() : 0);
+        note_outcome(p, ok);
         for (int64_t end = mono_ms() + READY_EVERY_MS; mono_ms() < end &&
              !atomic_load(&p->r->stopping) && atomic_load(&p->r->rechecks) == seen;)
             sleep_ms(STOP_SLICE_MS);

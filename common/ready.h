@@ -1,6 +1,7 @@
 /* ready.h - /readyz without waiting: each dependency is probed by its own
  * background thread (a real round trip, bounded by the probe), and /readyz
- * reads the cached outcome, so it answers at once whatever hangs.
+ * reads the cached outcome, so it answers at once whatever hangs. A check
+ * failing for 5 s is logged once (warn), and its return (info).
  *
  * A check is a row {name, probe}; add one to the service's table. */
 #ifndef COMMON_READY_H

@@ -141,6 +141,11 @@ START_TEST(starts_and_serves_while_nats_is_down)
     ck_assert_int_eq(http_get(s.port, "/readyz", NULL), 503);
     ck_assert_int_eq(http_post_json(s.port, "/orders",
                      "{\"customer_id\":\"c-1\",\"items\":[{\"sku\":\"A\",\"qty\":1}]}", NULL), 201);
+    int said = 0; /* the log says why it is not ready, not only /readyz */
+    for (int i = 0; i < 100 && !said; i++, sleep_ms(100))
+        said = proc_log_has(&s.proc, "readiness: nats has not answered for");
+    ck_assert(said);
+    ck_assert(!proc_log_has(&s.proc, "readiness: postgres"));
     ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
 }
 END_TEST
