@@ -37,11 +37,16 @@ const struct db_stmt order_store_stmts[] = {
      "SELECT " ORDER_COLS ", " ITEMS_OF_O ", o.request_hash = md5($2) "
      "FROM orders o WHERE o.idempotency_key = $1"},
     {"order_get", "SELECT " ORDER_COLS ", " ITEMS_OF_O " FROM orders o WHERE o.id = $1::uuid"},
-    /* $1: [{id, status, reason}]; each PENDING order moves once */
+    /* $1: [{id, status, reason}]; each PENDING order moves once. Each order
+     * is found by its id: "(...) IS TRUE" keeps the planner off the partial
+     * index of pending orders (orders_pending_page), whose statistics are
+     * the last vacuum's. When that vacuum found none pending, the plan read
+     * every pending order's entry, dead ones included, for each batch of
+     * replies (2-15 ms under load, against 0.05 by id). */
     {"order_settle",
      "UPDATE orders o SET status = v.status, reason = v.reason, updated_at = now() "
      "FROM json_to_recordset($1::json) AS v(id uuid, status text, reason text) "
-     "WHERE o.id = v.id AND o.status = 'PENDING' RETURNING o.id, o.status"},
+     "WHERE o.id = v.id AND (o.status = 'PENDING') IS TRUE RETURNING o.id, o.status"},
     {"order_status", "SELECT id, status FROM orders WHERE id = ANY($1::uuid[])"},
 };
 const size_t order_store_nstmts = ARRAY_LEN(order_store_stmts);

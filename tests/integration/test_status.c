@@ -256,6 +256,35 @@ START_TEST(order_whose_event_the_broker_lost_is_redriven)
 }
 END_TEST
 
+static long pending_index_scans(void)
+{
+    return pg_long("orders", "SELECT idx_scan FROM pg_stat_user_indexes "
+                             "WHERE indexrelname = 'orders_pending_page'");
+}
+
+/* Replies settle their orders found by id. The partial index of pending
+ * orders has the statistics of the last vacuum; when that found none
+ * pending, a plan that followed it read every pending order's entry, dead
+ * ones included, for each batch of replies. Counted by Postgres itself,
+ * once the service's sessions have ended (its re-drive, the index's other
+ * reader, first looks after 30 s). */
+START_TEST(replies_settle_orders_by_id_after_a_vacuum_found_none_pending)
+{
+    ck_assert_int_eq(svc_stop(&orders, SIGTERM), 0);
+    ck_assert_int_eq(pg_exec("orders", "VACUUM orders"), 0);
+    long before = pending_index_scans();
+    svc_start(&orders, "order-service", nats.url, NULL);
+    char id[64];
+    for (int i = 0; i < 8; i++) { /* more batches than a plan's first five */
+        char *body = settle("[{\"sku\":\"SKU-NONE\",\"qty\":1}]", id);
+        ck_assert_str_eq(json_field(body, "status"), "REJECTED");
+        free(body);
+    }
+    ck_assert_int_eq(svc_stop(&orders, SIGTERM), 0);
+    ck_assert_int_eq(pending_index_scans() - before, 0);
+}
+END_TEST
+
 Suite *status_suite(void)
 {
     Suite *s = suite_create("status");
@@ -269,6 +298,7 @@ Suite *status_suite(void)
     tcase_add_test(tc, duplicated_or_contradicting_reply_changes_nothing);
     tcase_add_test(tc, broker_restarted_on_an_empty_store_is_set_up_again);
     tcase_add_test(tc, order_whose_event_the_broker_lost_is_redriven);
+    tcase_add_test(tc, replies_settle_orders_by_id_after_a_vacuum_found_none_pending);
     suite_add_tcase(s, tc);
     return s;
 }
