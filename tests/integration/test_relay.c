@@ -201,10 +201,16 @@ START_TEST(a_backlog_drains_without_a_single_resend)
 }
 END_TEST
 
-static int half_published(void *arg)
+/* The service counted at least `want` events acknowledged. */
+struct published {
+    struct svc *s;
+    int want;
+};
+
+static int published_all(void *arg)
 {
-    struct svc *s = arg;
-    return svc_metric(s, "outbox_published_total") >= 5000;
+    struct published *p = arg;
+    return svc_metric(p->s, "outbox_published_total") >= p->want;
 }
 
 static int low_id_published(void *arg)
@@ -222,7 +228,7 @@ START_TEST(a_row_committed_late_under_a_low_id_is_not_left_behind_by_a_drain)
     const char *env[] = {"RELAY_BATCH=10", NULL};
     svc_start(&s, "order-service", nats.url, env);
     insert_backlog();
-    ck_assert(wait_until(half_published, &s, 30000));
+    ck_assert(wait_until(published_all, &(struct published){&s, BACKLOG / 4}, 30000)); /* well into it */
     long before = pg_long("orders", "SELECT count(*) FROM outbox_published");
     ck_assert_int_eq(pg_exec("orders",
         "INSERT INTO outbox (id, event_id, subject, event_type, payload) "
@@ -248,7 +254,7 @@ START_TEST(a_broker_killed_in_mid_backlog_loses_nothing_and_duplicates_nothing)
     struct svc s;
     svc_start(&s, "order-service", nats.url, NULL);
     insert_backlog();
-    ck_assert(wait_until(half_published, &s, 30000));
+    ck_assert(wait_until(published_all, &(struct published){&s, BACKLOG / 4}, 30000)); /* well into it */
     natsd_kill(&nats);
     ck_assert_int_lt(pg_long("orders", "SELECT count(*) FROM outbox_published"), BACKLOG);
     /* one statement, one snapshot: a batch being marked is in one or the other */
@@ -292,17 +298,6 @@ END_TEST
 static long outbox_seq_scans(void)
 {
     return pg_long("orders", "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'outbox'");
-}
-
-struct published {
-    struct svc *s;
-    int want;
-};
-
-static int published_all(void *arg)
-{
-    struct published *p = arg;
-    return svc_metric(p->s, "outbox_published_total") >= p->want;
 }
 
 /* A vacuum that finds the outbox drained records it as empty. The relay's
