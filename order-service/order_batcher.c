@@ -11,6 +11,15 @@
 #include <time.h>
 
 #define BATCH_MAX 128 /* orders per statement: bounds one statement's size and time */
+/* Committers write one batch at a time: the orders that queue meanwhile go
+ * out together in the next, and while one committer answers its batch the
+ * other writes. Two batches written side by side were each half the size
+ * and cost the whole flow more Postgres CPU per order, and every commit
+ * took longer. A second write starts beside the first only if the queue
+ * holds a full batch, or the first has been writing this long (a slow
+ * disk, a lock wait, a batch retried order by order): a stuck write never
+ * holds the others back for longer. */
+#define SOLO_MS 20
 #define CONFLICT_RETRIES 3    /* deadlock or serialization failure: the batch again */
 #define JITTER_MIN_MS 5
 #define JITTER_SPAN_MS 45
@@ -29,6 +38,9 @@ struct batcher {
     pthread_cond_t work;     /* a job was queued, or stop */
     pthread_cond_t expiry;   /* stop (the janitor's timed waits; monotonic clock) */
     struct job *head, *tail; /* oldest first: deadlines in order */
+    size_t queued;           /* jobs from head to tail */
+    int writing;             /* committers between take and commit */
+    int64_t writing_since_ms; /* when the oldest of them took its batch (roughly) */
     int stopping;
     int64_t wait_ms;         /* a job not taken by then is answered unavailable */
     int nworkers;
@@ -52,7 +64,20 @@ static size_t take(struct batcher *b, struct job **jobs)
     }
     if (!b->head)
         b->tail = NULL;
+    b->queued -= n;
     return n;
+}
+
+/* 0 when a committer may take a batch now, else how long to wait before
+ * asking again (-1: until woken). Caller holds mu. */
+static int64_t turn_wait(const struct batcher *b)
+{
+    if (!b->head)
+        return b->stopping ? 0 : -1;
+    if (!b->writing || b->stopping || b->queued >= BATCH_MAX)
+        return 0;
+    int64_t left = b->writing_since_ms + SOLO_MS - mono_ms();
+    return left > 0 ? left : 0;
 }
 
 /* Keys in one order (keyless first): two batches then take the unique
@@ -154,13 +179,27 @@ static void *worker_main(void *arg)
     struct job *jobs[BATCH_MAX];
     pthread_mutex_lock(&b->mu);
     for (;;) {
-        while (!b->head && !b->stopping)
-            pthread_cond_wait(&b->work, &b->mu);
+        int64_t wait;
+        while ((wait = turn_wait(b)) != 0) {
+            if (wait < 0) {
+                pthread_cond_wait(&b->work, &b->mu);
+            } else {
+                struct timespec until = mono_deadline(wait);
+                pthread_cond_timedwait(&b->work, &b->mu, &until);
+            }
+        }
         if (!b->head)
             break; /* stopping, and nothing left to write */
         size_t n = take(b, jobs);
+        if (!b->writing++)
+            b->writing_since_ms = mono_ms();
         pthread_mutex_unlock(&b->mu);
         commit_jobs(w->db, jobs, n);
+        pthread_mutex_lock(&b->mu);
+        if (--b->writing)
+            b->writing_since_ms = mono_ms(); /* the other's write: timed from now */
+        pthread_cond_signal(&b->work); /* a committer waiting for its turn writes while this one answers */
+        pthread_mutex_unlock(&b->mu);
         finish(jobs, n);
         pthread_mutex_lock(&b->mu);
     }
@@ -189,6 +228,7 @@ static void *janitor_main(void *arg)
         while (b->head && b->head->deadline_ms <= now && n < BATCH_MAX) {
             late[n++] = b->head;
             b->head = b->head->next;
+            b->queued--;
         }
         if (!b->head)
             b->tail = NULL;
@@ -205,7 +245,7 @@ void batcher_start(const char *url, int workers, int64_t wait_ms, struct batcher
     struct batcher *b = xcalloc(1, sizeof *b);
     b->wait_ms = wait_ms;
     pthread_mutex_init(&b->mu, NULL);
-    pthread_cond_init(&b->work, NULL);
+    cond_init_monotonic(&b->work);
     cond_init_monotonic(&b->expiry);
     b->nworkers = workers;
     b->threads = xcalloc((size_t)workers, sizeof *b->threads);
@@ -258,6 +298,7 @@ void batcher_submit(struct batcher *b, const struct order_new *o, batcher_done_f
     else
         b->head = job;
     b->tail = job;
+    b->queued++;
     pthread_cond_signal(&b->work);
     pthread_mutex_unlock(&b->mu);
 }

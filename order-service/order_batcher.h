@@ -3,7 +3,9 @@
  * Request handlers hand their order to the batcher and return; committer
  * threads take every order queued meanwhile (up to a bound) and write them
  * with ONE statement and ONE commit (order_store_create). Every answer is
- * still given after its own order is durable; a batch the database refuses
+ * still given after its own order is durable. The committers write one
+ * batch at a time (another one starts beside it only when the queue holds a
+ * full batch or the write has taken 20 ms). A batch the database refuses
  * is retried order by order, so one bad order never fails the others.
  * Each batch is one transaction whose id is read first: a commit whose
  * connection is lost is settled (db_commit), never guessed. Deadlocks and

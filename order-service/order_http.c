@@ -48,7 +48,7 @@ static int parse_request(const struct http_req *req, struct http_resp *resp,
     return 1;
 }
 
-#define COMMITTERS 2 /* committer threads: one writes while the other's batch fills */
+#define COMMITTERS 2 /* committer threads: one writes while the other answers its batch */
 
 struct order_app {
     struct batcher *batcher;

@@ -229,6 +229,33 @@ START_TEST(idempotency_key_with_other_body_is_409)
 }
 END_TEST
 
+/* The committers write one batch at a time, but a write that is stuck (here
+ * on an Idempotency-Key that an open transaction holds) does not hold back
+ * the orders behind it: another committer writes them beside it. */
+START_TEST(a_stuck_write_does_not_hold_back_the_orders_behind_it)
+{
+    PGconn *hold = pg_hold("orders", "INSERT INTO orders (id, customer_id, idempotency_key, event_id) "
+                                     "VALUES (gen_random_uuid(), 'holder', 'held-key', gen_random_uuid())");
+    ck_assert_ptr_nonnull(hold);
+    struct shot stuck = {.key = "held-key", .body = ORDER};
+    pthread_t t;
+    pthread_create(&t, NULL, fire, &stuck);
+    sleep_ms(300); /* a committer has taken it and waits for the holder */
+    for (int i = 0; i < 5; i++) {
+        struct shot next = {.body = ORDER};
+        int64_t t0 = mono_ms();
+        fire(&next);
+        ck_assert_int_eq(next.status, 201);
+        ck_assert_msg(mono_ms() - t0 < 2000, "answered after %lld ms", (long long)(mono_ms() - t0));
+    }
+    ck_assert_int_eq(stuck.status, 0); /* still waiting */
+    pg_release(hold, "ROLLBACK");
+    pthread_join(t, NULL);
+    ck_assert_int_eq(stuck.status, 201);
+    ck_assert_int_eq(count("orders"), 6);
+}
+END_TEST
+
 START_TEST(one_bad_order_in_a_group_commit_fails_alone)
 {
     ck_assert_int_eq(pg_exec("orders",
@@ -383,6 +410,7 @@ Suite *orders_suite(void)
     tcase_add_test(tc, idempotency_race_creates_one_order);
     tcase_add_test(tc, idempotency_key_with_other_body_is_409);
     tcase_add_test(tc, one_bad_order_in_a_group_commit_fails_alone);
+    tcase_add_test(tc, a_stuck_write_does_not_hold_back_the_orders_behind_it);
     tcase_add_test(tc, postgres_down_answers_503_then_recovers);
     tcase_add_test(tc, traceparent_travels_with_the_event);
     tcase_add_test(tc, invalid_traceparent_is_ignored_and_a_trace_started);
