@@ -32,6 +32,7 @@
 #define STATS_EVERY_MS 1000
 #define DRAIN_MAX_PASSES 1000 /* bounds one wake-up's work so stop stays prompt */
 #define HEAD_EVERY 16         /* passes of a drain between claims from the head */
+#define MARKERS 2             /* batches marked at once: a mark costs more than a claim and a send */
 #define FROM_HEAD "-9223372036854775808" /* below every id */
 
 static const struct db_stmt relay_stmts[] = {
@@ -92,19 +93,27 @@ struct batch {
     int claimed, acked;
 };
 
+/* A marker thread: marks and commits the batches handed to it, one at a time. */
+struct marker {
+    struct relay *r;
+    pthread_t thread;
+    struct db *db;           /* the last batch handed to it is on it (relay thread's) */
+    struct batch *to_mark;   /* handed to it; NULL when it is idle (under r->mu) */
+    enum err err;            /* how the last batch it marked ended (under r->mu) */
+};
+
 struct relay {
     const struct config *cfg;
     struct broker *broker;
-    struct db *db[3];        /* one per batch: claimed, sent, being marked */
-    struct db *marking;      /* the last batch handed to the marker is on it */
-    pthread_t thread, marker;
+    struct db *db[MARKERS + 2]; /* one per batch: claimed, sent, one per marker */
+    struct marker markers[MARKERS];
+    int next_marker;         /* the one the next sent batch goes to (relay thread's) */
+    pthread_t thread;
     struct waker waker;
     int64_t next_stats_ms;
-    int last_failed; /* log state changes once, not every pass (marker thread) */
-    pthread_mutex_t mu;      /* guards the hand-over below */
+    int last_failed; /* log state changes once, not every pass (marker threads, under mu) */
+    pthread_mutex_t mu;      /* guards the hand-overs */
     pthread_cond_t cv;
-    struct batch *to_mark;   /* handed to the marker; NULL when it is idle */
-    enum err mark_err;       /* how the last batch marked ended */
     int marker_stop;
 };
 
@@ -295,11 +304,19 @@ static void batch_free(struct batch *b)
  * inbox) stays synchronous. */
 #define RELAY_BEGIN "BEGIN; SET LOCAL synchronous_commit = off"
 
-/* The connection that neither the marker's batch nor `busy` (may be NULL) is on. */
+static int marked_on(const struct relay *r, const struct db *db)
+{
+    for (int k = 0; k < MARKERS; k++)
+        if (r->markers[k].db == db)
+            return 1;
+    return 0;
+}
+
+/* The connection that no marker's batch nor `busy` (may be NULL) is on. */
 static struct db *free_db(const struct relay *r, const struct db *busy)
 {
     size_t i = 0;
-    while (r->db[i] == r->marking || r->db[i] == busy)
+    while (marked_on(r, r->db[i]) || r->db[i] == busy)
         i++;
     return r->db[i];
 }
@@ -354,7 +371,9 @@ static enum err mark_commit(struct relay *r, struct batch *b)
     if (e == ERR_OK) {
         metric_add(m_published, "", published);
         metric_add(m_failures, "", nfail);
+        pthread_mutex_lock(&r->mu);
         note_outcome(r, nfail > 0, first_err);
+        pthread_mutex_unlock(&r->mu);
         log_published(b->res, b->msgs, b->claimed);
         log_dead(dead);
     } else if (e != ERR_UNAVAILABLE || db_is_connected(b->db)) {
@@ -366,20 +385,21 @@ static enum err mark_commit(struct relay *r, struct batch *b)
 
 static void *marker_main(void *arg)
 {
-    struct relay *r = arg;
+    struct marker *m = arg;
+    struct relay *r = m->r;
     pthread_mutex_lock(&r->mu);
     for (;;) {
-        while (!r->to_mark && !r->marker_stop)
+        while (!m->to_mark && !r->marker_stop)
             pthread_cond_wait(&r->cv, &r->mu);
-        struct batch *b = r->to_mark;
+        struct batch *b = m->to_mark;
         if (!b)
             break; /* stopping, and nothing left to mark */
         pthread_mutex_unlock(&r->mu);
         enum err e = mark_commit(r, b);
         batch_free(b);
         pthread_mutex_lock(&r->mu);
-        r->to_mark = NULL;
-        r->mark_err = e;
+        m->to_mark = NULL;
+        m->err = e;
         pthread_cond_broadcast(&r->cv);
     }
     pthread_mutex_unlock(&r->mu);
@@ -388,23 +408,23 @@ static void *marker_main(void *arg)
 
 /* Waits until the marker has committed (or given up) what it was handed;
  * returns how that ended. */
-static enum err marker_wait(struct relay *r)
+static enum err marker_wait(struct relay *r, struct marker *m)
 {
     pthread_mutex_lock(&r->mu);
-    while (r->to_mark)
+    while (m->to_mark)
         pthread_cond_wait(&r->cv, &r->mu);
-    enum err e = r->mark_err;
-    r->mark_err = ERR_OK;
+    enum err e = m->err;
+    m->err = ERR_OK;
     pthread_mutex_unlock(&r->mu);
     return e;
 }
 
-/* Hands a published batch to the idle marker. */
-static void marker_give(struct relay *r, struct batch *b)
+/* Hands a published batch to an idle marker. */
+static void marker_give(struct relay *r, struct marker *m, struct batch *b)
 {
-    r->marking = b->db; /* the relay thread's alone: no lock */
+    m->db = b->db; /* the relay thread's alone: no lock */
     pthread_mutex_lock(&r->mu);
-    r->to_mark = b;
+    m->to_mark = b;
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
 }
@@ -432,20 +452,22 @@ static void housekeeping(struct relay *r)
     }
 }
 
-/* Waits for the acks of the batch sent, then hands it to the marker once
- * that has committed the one before. 0 when nothing was acknowledged (the
- * broker is away) or the batch before could not be marked (Postgres is):
- * draining stops, the next sweep retries. */
+/* Waits for the acks of the batch sent, then hands it to the next marker
+ * in turn once that has committed its batch before. 0 when nothing was
+ * acknowledged (the broker is away) or that batch could not be marked
+ * (Postgres is): draining stops, the next sweep retries. */
 static int land(struct relay *r, struct batch *b)
 {
+    struct marker *m = &r->markers[r->next_marker];
+    r->next_marker = (r->next_marker + 1) % MARKERS;
     broker_wait_acks(r->broker, PUBLISH_TIMEOUT_MS);
     for (int i = 0; i < b->claimed; i++)
         b->acked += b->msgs[i].acked;
     if (b->acked)
         failpoint_hit("relay_after_ack"); /* JetStream has them; the rows say pending */
-    enum err marked = marker_wait(r); /* the marker is idle after it */
+    enum err marked = marker_wait(r, m); /* the marker is idle after it */
     int go = b->acked > 0 && marked == ERR_OK;
-    marker_give(r, b); /* b is the marker's now */
+    marker_give(r, m, b); /* b is the marker's now */
     return go;
 }
 
@@ -459,9 +481,9 @@ static const char *claim_from(const struct batch *sent, int n)
 
 /* Drains what is due: passes continue while they come back full. While the
  * acks of pass k come in, pass k+1 is claimed on another connection, and
- * the marker marks pass k-1 on the third (SKIP LOCKED keeps them apart). The
- * last pass is left to the marker too: rows committed meanwhile (a notify)
- * are claimed at once, not after that mark's commit. */
+ * the markers mark passes k-1 and k-2 on two more (SKIP LOCKED keeps them
+ * apart). The last pass is left to a marker too: rows committed meanwhile
+ * (a notify) are claimed at once, not after that mark's commit. */
 static void drain(struct relay *r)
 {
     struct batch *sent = NULL; /* its acks still coming */
@@ -489,7 +511,8 @@ static void *relay_main(void *arg)
         drain(r);
         housekeeping(r);
     } while (waker_wait(&r->waker, r->cfg->relay_sweep_ms));
-    marker_wait(r); /* its last batch marked before the connections close */
+    for (int k = 0; k < MARKERS; k++)
+        marker_wait(r, &r->markers[k]); /* their last batches marked before the connections close */
     return NULL;
 }
 
@@ -510,9 +533,13 @@ static struct relay *relay_new(const struct config *cfg, struct broker *b)
 void relay_start(const struct config *cfg, struct broker *b, struct relay **out)
 {
     struct relay *r = relay_new(cfg, b);
-    if (pthread_create(&r->marker, NULL, marker_main, r) != 0 ||
-        pthread_create(&r->thread, NULL, relay_main, r) != 0)
-        abort(); /* cannot run without its relay threads: nothing to unwind */
+    for (int k = 0; k < MARKERS; k++) {
+        r->markers[k].r = r;
+        if (pthread_create(&r->markers[k].thread, NULL, marker_main, &r->markers[k]) != 0)
+            abort(); /* cannot run without its relay threads: nothing to unwind */
+    }
+    if (pthread_create(&r->thread, NULL, relay_main, r) != 0)
+        abort();
     *out = r;
 }
 
@@ -533,12 +560,13 @@ void relay_stop(struct relay *r)
     if (!r)
         return;
     relay_request_stop(r);
-    pthread_join(r->thread, NULL); /* its last drain waited for the marker */
+    pthread_join(r->thread, NULL); /* its last drain waited for the markers */
     pthread_mutex_lock(&r->mu);
     r->marker_stop = 1;
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
-    pthread_join(r->marker, NULL);
+    for (int k = 0; k < MARKERS; k++)
+        pthread_join(r->markers[k].thread, NULL);
     for (size_t i = 0; i < ARRAY_LEN(r->db); i++)
         db_free(r->db[i]);
     pthread_cond_destroy(&r->cv);
