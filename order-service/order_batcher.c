@@ -54,17 +54,23 @@ struct worker_arg {
     struct db *db;
 };
 
+/* Unlinks the oldest queued job; caller holds mu and has checked head. */
+static struct job *pop(struct batcher *b)
+{
+    struct job *j = b->head;
+    b->head = j->next;
+    if (!b->head)
+        b->tail = NULL;
+    b->queued--;
+    return j;
+}
+
 /* Takes up to BATCH_MAX queued jobs; caller holds mu. */
 static size_t take(struct batcher *b, struct job **jobs)
 {
     size_t n = 0;
-    while (b->head && n < BATCH_MAX) {
-        jobs[n++] = b->head;
-        b->head = b->head->next;
-    }
-    if (!b->head)
-        b->tail = NULL;
-    b->queued -= n;
+    while (b->head && n < BATCH_MAX)
+        jobs[n++] = pop(b);
     return n;
 }
 
@@ -225,13 +231,8 @@ static void *janitor_main(void *arg)
             continue;
         }
         size_t n = 0;
-        while (b->head && b->head->deadline_ms <= now && n < BATCH_MAX) {
-            late[n++] = b->head;
-            b->head = b->head->next;
-            b->queued--;
-        }
-        if (!b->head)
-            b->tail = NULL;
+        while (b->head && b->head->deadline_ms <= now && n < BATCH_MAX)
+            late[n++] = pop(b);
         pthread_mutex_unlock(&b->mu);
         finish(late, n); /* each job's res is still ERR_UNAVAILABLE */
         pthread_mutex_lock(&b->mu);
