@@ -35,16 +35,6 @@
 #define MARKERS 2             /* batches marked at once: a mark costs more than a claim and a send */
 #define FROM_HEAD "-9223372036854775808" /* below every id */
 
-/* Moves the acked rows ($1 ids, $2 their stream sequences) from the outbox
- * to outbox_published; on_conflict is the INSERT's clause. */
-#define MARK_PUBLISHED(on_conflict)                                                         \
-    "WITH d AS (DELETE FROM outbox o USING unnest($1::bigint[], $2::bigint[]) AS v(id, seq) " \
-    "  WHERE o.id = v.id RETURNING o.*, v.seq) "                                             \
-    "INSERT INTO outbox_published (id, event_id, subject, event_type, payload, traceparent, " \
-    "  aggregate_id, attempts, created_at, published_at, stream_seq) "                       \
-    "SELECT id, event_id, subject, event_type, payload, traceparent, aggregate_id, attempts, " \
-    "  created_at, statement_timestamp(), seq FROM d " on_conflict
-
 static const struct db_stmt relay_stmts[] = {
     /* $2: past the rows this drain claimed already (FROM_HEAD at its start, and
      * every HEAD_EVERY passes). The scan then starts after them, not at the
@@ -60,21 +50,23 @@ static const struct db_stmt relay_stmts[] = {
     /* Acknowledged rows leave the outbox, filed in outbox_published (see
      * migration 010: a delete touches no index of the outbox, where an
      * in-place mark rewrote the row into all of them). published_at is when
-     * the mark began, with every ack of the batch in hand. A plain INSERT:
-     * an event has at most one outbox row, and only its mark files it, so
-     * its earlier publish is filed already only when it was sent again (an
-     * operator's re-send, the recovery's). mark_published_again, under a
-     * savepoint, takes that case: the upsert's speculative insertion cost a
-     * sixth of the relay's Postgres time on every row. */
-    {"mark_published", MARK_PUBLISHED("")},
-    /* An event published again replaces its earlier row: one row per event. */
-    {"mark_published_again",
-     MARK_PUBLISHED("ON CONFLICT (event_id) DO UPDATE SET id = EXCLUDED.id, "
-                    "subject = EXCLUDED.subject, event_type = EXCLUDED.event_type, "
-                    "payload = EXCLUDED.payload, traceparent = EXCLUDED.traceparent, "
-                    "aggregate_id = EXCLUDED.aggregate_id, attempts = EXCLUDED.attempts, "
-                    "created_at = EXCLUDED.created_at, published_at = EXCLUDED.published_at, "
-                    "stream_seq = EXCLUDED.stream_seq")},
+     * the mark began, with every ack of the batch in hand. A plain INSERT,
+     * not an upsert: an upsert's speculative insertion cost a sixth of the
+     * relay's Postgres time, on every row, for the rare event filed already
+     * (see unfile). */
+    {"mark_published",
+     "WITH d AS (DELETE FROM outbox o USING unnest($1::bigint[], $2::bigint[]) AS v(id, seq) "
+     "  WHERE o.id = v.id RETURNING o.*, v.seq) "
+     "INSERT INTO outbox_published (id, event_id, subject, event_type, payload, traceparent, "
+     "  aggregate_id, attempts, created_at, published_at, stream_seq) "
+     "SELECT id, event_id, subject, event_type, payload, traceparent, aggregate_id, attempts, "
+     "  created_at, statement_timestamp(), seq FROM d"},
+    /* An event sent again (an operator's re-send, the recovery's) while its
+     * earlier publish is still filed: that earlier row goes, so that the
+     * batch, published again, files the new one. One row per event. */
+    {"unfile",
+     "DELETE FROM outbox_published p USING outbox o "
+     "WHERE o.id = ANY($1::bigint[]) AND p.event_id = o.event_id"},
     /* OUTBOX_RETENTION=0: nothing is kept, so nothing is filed. */
     {"mark_published_unkept",
      "DELETE FROM outbox WHERE id = ANY($1::bigint[])"},
@@ -172,21 +164,6 @@ static struct broker_out *rows_to_msgs(PGresult *res, int n)
     return m;
 }
 
-/* Files acked rows in outbox_published; an event published before (sent
- * again) replaces its earlier row. */
-static enum err file_published(struct db *db, const char *const params[2])
-{
-    enum err e = db_exec_sql(db, "SAVEPOINT file");
-    if (e == ERR_OK)
-        e = db_exec(db, "mark_published", 2, params, NULL);
-    if (e == ERR_CONFLICT) {
-        e = db_exec_sql(db, "ROLLBACK TO SAVEPOINT file");
-        if (e == ERR_OK)
-            e = db_exec(db, "mark_published_again", 2, params, NULL);
-    }
-    return e;
-}
-
 /* Acknowledged rows: out of the outbox, into outbox_published when kept. */
 static enum err mark_published(struct db *db, int keep, PGresult *res, const struct broker_out *m,
                                int n, int *count)
@@ -216,7 +193,7 @@ static enum err mark_published(struct db *db, int keep, PGresult *res, const str
     buf_append(&seqs, "}", 1);
     const char *params[] = {ids.data, seqs.data};
     enum err e = !*count ? ERR_OK
-                 : keep  ? file_published(db, params)
+                 : keep  ? db_exec(db, "mark_published", 2, params, NULL)
                          : db_exec(db, "mark_published_unkept", 1, params, NULL);
     buf_cleanup(&ids);
     buf_cleanup(&seqs);
@@ -382,6 +359,30 @@ static void send_batch(struct relay *r, struct batch *b)
             snprintf(b->msgs[i].err, sizeof b->msgs[i].err, "%s", why);
 }
 
+/* The batch could not be filed: one of its events was sent again while its
+ * earlier publish is still filed. Its transaction is rolled back (its rows
+ * pending again), and those earlier rows go: the next pass publishes the
+ * batch again (JetStream drops the copies) and files it. */
+static void unfile(struct batch *b)
+{
+    db_rollback(b->db);
+    struct buf ids;
+    buf_init(&ids);
+    buf_append(&ids, "{", 1);
+    for (int i = 0; i < b->claimed; i++)
+        buf_printf(&ids, "%s%s", i ? "," : "", PQgetvalue(b->res, i, 0));
+    buf_append(&ids, "}", 1);
+    const char *params[] = {ids.data};
+    PGresult *res = NULL;
+    if (db_exec(b->db, "unfile", 1, params, &res) == ERR_OK)
+        log_info("relay: %s event(s) sent again replace their earlier publish in outbox_published",
+                 PQcmdTuples(res));
+    else
+        log_warn("relay: %s", db_errmsg(b->db));
+    PQclear(res);
+    buf_cleanup(&ids);
+}
+
 /* Marks a published batch (acked: published; the rest: backoff or dead)
  * and commits, releasing its rows. Runs on the marker thread. */
 static enum err mark_commit(struct relay *r, struct batch *b)
@@ -403,6 +404,8 @@ static enum err mark_commit(struct relay *r, struct batch *b)
         pthread_mutex_unlock(&r->mu);
         log_published(b->res, b->msgs, b->claimed);
         log_dead(dead);
+    } else if (e == ERR_CONFLICT) {
+        unfile(b);
     } else if (e != ERR_UNAVAILABLE || db_is_connected(b->db)) {
         log_warn("relay: marking a batch: %s", db_errmsg(b->db)); /* rows pending again */
     }
