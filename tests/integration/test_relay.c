@@ -222,6 +222,38 @@ static int low_id_published(void *arg)
 /* A long drain claims each batch past the last one's ids; a row committed
  * meanwhile under a lower id (another committer's, committed late) must not
  * wait for the whole backlog: it is published while the drain goes on. */
+/* A re-send (an operator's, the recovery's) writes an event to the outbox
+ * again while its earlier publish is still filed in outbox_published. The
+ * filing INSERT of its batch fails on the event's unique id: the batch goes
+ * back, the earlier row is unfiled, and the batch is published and filed
+ * again, the fresh rows in it too. One row per event, no message twice. */
+START_TEST(an_event_sent_again_replaces_its_earlier_publish_with_its_batch)
+{
+    struct svc s;
+    svc_start(&s, "order-service", nats.url, NULL);
+    post_orders(&s, 3);
+    ck_assert(wait_until(drained, NULL, 10000));
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox_published"), 3);
+    ck_assert_int_eq(pg_exec("orders", "DROP TABLE IF EXISTS earlier"), 0);
+    ck_assert_int_eq(pg_exec("orders", "CREATE TABLE earlier AS SELECT * FROM outbox_published "
+                                       "ORDER BY id LIMIT 1"), 0);
+    ck_assert_int_eq(pg_exec("orders",
+        "INSERT INTO outbox (event_id, subject, event_type, payload) "
+        "SELECT event_id, subject, event_type, payload FROM earlier UNION ALL "
+        "SELECT gen_random_uuid(), 'orders.created', 'OrderCreated', 'fresh' "
+        "FROM generate_series(1, 5)"), 0);
+    ck_assert(wait_until(drained, NULL, 10000));
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox"), 0);
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox_published"), 8);
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM outbox_published p JOIN earlier e "
+                                       "USING (event_id) WHERE p.id > e.id "
+                                       "AND p.published_at > e.published_at"), 1);
+    ck_assert_int_eq(natsd_stream_msgs(&nats, "ORDERS"), 8); /* the event once */
+    ck_assert_int_eq(pg_exec("orders", "DROP TABLE earlier"), 0);
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+}
+END_TEST
+
 START_TEST(a_row_committed_late_under_a_low_id_is_not_left_behind_by_a_drain)
 {
     struct svc s;
@@ -340,6 +372,7 @@ Suite *relay_suite(void)
     tcase_add_test(tc, published_rows_are_pruned_after_retention);
     tcase_add_test(tc, a_backlog_drains_without_a_single_resend);
     tcase_add_test(tc, a_broker_killed_in_mid_backlog_loses_nothing_and_duplicates_nothing);
+    tcase_add_test(tc, an_event_sent_again_replaces_its_earlier_publish_with_its_batch);
     tcase_add_test(tc, a_row_committed_late_under_a_low_id_is_not_left_behind_by_a_drain);
     tcase_add_test(tc, a_claim_never_takes_the_connection_of_the_batch_being_marked);
     tcase_add_test(tc, claims_follow_the_index_after_a_vacuum_found_the_outbox_empty);
