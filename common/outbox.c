@@ -164,6 +164,21 @@ static struct broker_out *rows_to_msgs(PGresult *res, int n)
     return m;
 }
 
+/* The metrics of a batch's acked rows, once their mark committed (a mark
+ * that did not commit is made again): commit-to-ack latency as of
+ * acked_at, and the acks that said JetStream had the event already. */
+static void count_acked(const struct batch *b, double acked_at)
+{
+    int duplicates = 0;
+    for (int i = 0; i < b->claimed; i++) {
+        if (!b->msgs[i].acked)
+            continue;
+        metric_observe(m_latency, "", acked_at - strtod(PQgetvalue(b->res, i, 6), NULL));
+        duplicates += b->msgs[i].duplicate;
+    }
+    metric_add(m_duplicates, "", duplicates);
+}
+
 /* Acknowledged rows: out of the outbox, into outbox_published when kept. */
 static enum err mark_published(struct db *db, int keep, PGresult *res, const struct broker_out *m,
                                int n, int *count)
@@ -173,8 +188,6 @@ static enum err mark_published(struct db *db, int keep, PGresult *res, const str
     buf_init(&seqs);
     buf_append(&ids, "{", 1);
     buf_append(&seqs, "{", 1);
-    double now = wall_s();
-    int duplicates = 0;
     for (int i = 0; i < n; i++) {
         if (!m[i].acked)
             continue;
@@ -184,11 +197,8 @@ static enum err mark_published(struct db *db, int keep, PGresult *res, const str
         }
         buf_append(&ids, PQgetvalue(res, i, 0), (size_t)PQgetlength(res, i, 0));
         buf_int(&seqs, (int64_t)m[i].seq); /* JetStream sequences stay below 2^63 */
-        metric_observe(m_latency, "", now - strtod(PQgetvalue(res, i, 6), NULL));
-        duplicates += m[i].duplicate;
         (*count)++;
     }
-    metric_add(m_duplicates, "", duplicates);
     buf_append(&ids, "}", 1);
     buf_append(&seqs, "}", 1);
     const char *params[] = {ids.data, seqs.data};
@@ -390,6 +400,7 @@ static enum err mark_commit(struct relay *r, struct batch *b)
     int published = 0, nfail = 0;
     const char *first_err = NULL;
     PGresult *dead = NULL;
+    double acked_at = wall_s();
     enum err e = mark_published(b->db, r->cfg->outbox_retention_ms > 0, b->res, b->msgs, b->claimed,
                                 &published);
     if (e == ERR_OK)
@@ -398,6 +409,7 @@ static enum err mark_commit(struct relay *r, struct batch *b)
         e = db_exec_sql(b->db, "COMMIT");
     if (e == ERR_OK) {
         metric_add(m_published, "", published);
+        count_acked(b, acked_at);
         metric_add(m_failures, "", nfail);
         pthread_mutex_lock(&r->mu);
         note_outcome(r, nfail > 0, first_err);
