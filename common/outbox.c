@@ -292,13 +292,18 @@ static void log_published(PGresult *res, const struct broker_out *m, int n)
     }
 }
 
+/* Logs a change between failing and publishing once, not every batch. The
+ * markers share the state: it changes under r->mu, the line is logged after. */
 static void note_outcome(struct relay *r, int failed, const char *err)
 {
-    if (failed && !r->last_failed)
-        log_warn("relay: publishing failed, will retry with backoff: %s", err);
-    else if (!failed && r->last_failed)
-        log_info("relay: publishing recovered");
+    pthread_mutex_lock(&r->mu);
+    int changed = failed != r->last_failed;
     r->last_failed = failed;
+    pthread_mutex_unlock(&r->mu);
+    if (changed && failed)
+        log_warn("relay: publishing failed, will retry with backoff: %s", err);
+    else if (changed)
+        log_info("relay: publishing recovered");
 }
 
 static void batch_free(struct batch *b)
@@ -380,7 +385,7 @@ static void unfile(struct batch *b)
     buf_init(&ids);
     buf_append(&ids, "{", 1);
     for (int i = 0; i < b->claimed; i++)
-        buf_printf(&ids, "%s%s", i ? "," : "", PQgetvalue(b->res, i, 0));
+        buf_pg_array_elem(&ids, PQgetvalue(b->res, i, 0));
     buf_append(&ids, "}", 1);
     const char *params[] = {ids.data};
     PGresult *res = NULL;
@@ -411,9 +416,7 @@ static enum err mark_commit(struct relay *r, struct batch *b)
         metric_add(m_published, "", published);
         count_acked(b, acked_at);
         metric_add(m_failures, "", nfail);
-        pthread_mutex_lock(&r->mu);
         note_outcome(r, nfail > 0, first_err);
-        pthread_mutex_unlock(&r->mu);
         log_published(b->res, b->msgs, b->claimed);
         log_dead(dead);
     } else if (e == ERR_CONFLICT) {
