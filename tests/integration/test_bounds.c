@@ -128,7 +128,7 @@ START_TEST(lock_on_orders_is_bounded)
     pthread_t t[3];
     for (int i = 0; i < 3; i++) {
         p[i] = (struct poster){.port = orders.port, .until_ms = mono_ms() + 17000};
-        pthread_create(&t[i], NULL, post_loop, &p[i]);
+        ck_assert_int_eq(pthread_create(&t[i], NULL, post_loop, &p[i]), 0);
     }
     int64_t worst = healthz_stays_fast(orders.port, 20000);
     for (int i = 0; i < 3; i++) {
@@ -207,7 +207,7 @@ START_TEST(frozen_postgres_then_sigterm)
     int64_t frozen_at = mono_ms();
     struct poster p = {.port = orders.port, .until_ms = mono_ms() + 1};
     pthread_t t;
-    pthread_create(&t, NULL, post_loop, &p); /* one POST in flight when SIGTERM comes */
+    ck_assert_int_eq(pthread_create(&t, NULL, post_loop, &p), 0); /* one POST in flight when SIGTERM comes */
     int64_t worst = healthz_stays_fast(orders.port, 4000);
     ck_assert_msg(worst < HEALTHZ_MAX_MS, "/healthz took %lld ms", (long long)worst);
     int st = timed_get(orders.port, "/readyz", 5000, &ms);

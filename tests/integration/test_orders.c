@@ -172,7 +172,7 @@ static void fire_all(struct shot *shots, int n)
 {
     pthread_t *t = xcalloc((size_t)n, sizeof *t);
     for (int i = 0; i < n; i++)
-        pthread_create(&t[i], NULL, fire, &shots[i]);
+        ck_assert_int_eq(pthread_create(&t[i], NULL, fire, &shots[i]), 0);
     for (int i = 0; i < n; i++)
         pthread_join(t[i], NULL);
     free(t);
@@ -239,7 +239,7 @@ START_TEST(a_stuck_write_does_not_hold_back_the_orders_behind_it)
     ck_assert_ptr_nonnull(hold);
     struct shot stuck = {.key = "held-key", .body = ORDER};
     pthread_t t;
-    pthread_create(&t, NULL, fire, &stuck);
+    ck_assert_int_eq(pthread_create(&t, NULL, fire, &stuck), 0);
     sleep_ms(300); /* a committer has taken it and waits for the holder */
     for (int i = 0; i < 5; i++) {
         struct shot next = {.body = ORDER};

@@ -211,7 +211,7 @@ START_TEST(sigterm_answers_requests_in_flight)
     ck_assert_ptr_nonnull(c);
     struct late_post lp = {s.port, 0};
     pthread_t t;
-    pthread_create(&t, NULL, post_once, &lp);
+    ck_assert_int_eq(pthread_create(&t, NULL, post_once, &lp), 0);
     sleep_ms(500);
     kill(s.proc.pid, SIGTERM);
     sleep_ms(1000);

@@ -41,7 +41,7 @@ START_TEST(stop_ends_the_wait_for_good)
     struct waker w;
     waker_init(&w);
     pthread_t t;
-    pthread_create(&t, NULL, stop_later, &w);
+    ck_assert_int_eq(pthread_create(&t, NULL, stop_later, &w), 0);
     int64_t t0 = mono_ms();
     ck_assert_int_eq(waker_wait(&w, 10000), 0);
     ck_assert_int_lt(mono_ms() - t0, 5000);
