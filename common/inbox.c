@@ -177,16 +177,14 @@ static enum err record_ids(struct worker *w, const struct broker_in *msgs, struc
             idx[m++] = i;
     qsort_r(idx, (size_t)m, sizeof *idx, by_event_id, sl);
     struct buf ids, subjects;
-    buf_init(&ids);
-    buf_init(&subjects);
-    buf_append(&ids, "{", 1);
-    buf_append(&subjects, "{", 1);
+    buf_pg_array_open(&ids);
+    buf_pg_array_open(&subjects);
     for (int k = 0; k < m; k++) {
         buf_pg_array_elem(&ids, sl[idx[k]].id);
         buf_pg_array_elem(&subjects, msgs[idx[k]].subject);
     }
-    buf_append(&ids, "}", 1);
-    buf_append(&subjects, "}", 1);
+    buf_pg_array_close(&ids);
+    buf_pg_array_close(&subjects);
     const char *params[] = {ids.data, subjects.data};
     PGresult *res = NULL;
     enum err e = db_exec(w->db, "inbox_record", 2, params, &res);

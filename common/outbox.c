@@ -184,23 +184,19 @@ static enum err mark_published(struct db *db, int keep, PGresult *res, const str
                                int n, int *count)
 {
     struct buf ids, seqs;
-    buf_init(&ids);
-    buf_init(&seqs);
-    buf_append(&ids, "{", 1);
-    buf_append(&seqs, "{", 1);
+    buf_pg_array_open(&ids);
+    buf_pg_array_open(&seqs);
     for (int i = 0; i < n; i++) {
         if (!m[i].acked)
             continue;
-        if (ids.len > 1) {
-            buf_append(&ids, ",", 1);
-            buf_append(&seqs, ",", 1);
-        }
+        buf_pg_array_sep(&ids);
+        buf_pg_array_sep(&seqs);
         buf_append(&ids, PQgetvalue(res, i, 0), (size_t)PQgetlength(res, i, 0));
         buf_int(&seqs, (int64_t)m[i].seq); /* JetStream sequences stay below 2^63 */
         (*count)++;
     }
-    buf_append(&ids, "}", 1);
-    buf_append(&seqs, "}", 1);
+    buf_pg_array_close(&ids);
+    buf_pg_array_close(&seqs);
     const char *params[] = {ids.data, seqs.data};
     enum err e = !*count ? ERR_OK
                  : keep  ? db_exec(db, "mark_published", 2, params, NULL)
@@ -225,26 +221,26 @@ static enum err mark_failed(struct relay *r, struct db *db, PGresult *res, const
 {
     struct buf ids, errs, delays, perm;
     struct buf *all[] = {&ids, &errs, &delays, &perm};
-    for (size_t k = 0; k < ARRAY_LEN(all); k++) {
-        buf_init(all[k]);
-        buf_append(all[k], "{", 1);
-    }
+    for (size_t k = 0; k < ARRAY_LEN(all); k++)
+        buf_pg_array_open(all[k]);
     for (int i = 0; i < n; i++) {
         if (m[i].acked)
             continue;
-        const char *sep = ids.len > 1 ? "," : "";
         int attempt = atoi(PQgetvalue(res, i, 7)) + 1;
-        buf_printf(&ids, "%s%s", sep, PQgetvalue(res, i, 0));
+        buf_pg_array_sep(&ids);
+        buf_append(&ids, PQgetvalue(res, i, 0), (size_t)PQgetlength(res, i, 0));
         buf_pg_array_elem(&errs, m[i].err[0] ? m[i].err : "unknown publish failure");
-        buf_printf(&delays, "%s%lld", sep, (long long)backoff_delay_ms(
-                   attempt, RETRY_BASE_MS, retry_cap_ms(r->cfg, m[i].permanent), backoff_rand01()));
-        buf_printf(&perm, "%s%s", sep, m[i].permanent ? "t" : "f");
+        buf_pg_array_sep(&delays);
+        buf_int(&delays, backoff_delay_ms(attempt, RETRY_BASE_MS, retry_cap_ms(r->cfg, m[i].permanent),
+                                          backoff_rand01()));
+        buf_pg_array_sep(&perm);
+        buf_append(&perm, m[i].permanent ? "t" : "f", 1);
         if (!*first_err)
             *first_err = m[i].err;
         (*count)++;
     }
     for (size_t k = 0; k < ARRAY_LEN(all); k++)
-        buf_append(all[k], "}", 1);
+        buf_pg_array_close(all[k]);
     char max[16];
     snprintf(max, sizeof max, "%d", r->cfg->relay_max_attempts);
     const char *params[] = {ids.data, errs.data, delays.data, perm.data, max};
@@ -382,11 +378,10 @@ static void unfile(struct batch *b)
 {
     db_rollback(b->db);
     struct buf ids;
-    buf_init(&ids);
-    buf_append(&ids, "{", 1);
+    buf_pg_array_open(&ids);
     for (int i = 0; i < b->claimed; i++)
         buf_pg_array_elem(&ids, PQgetvalue(b->res, i, 0));
-    buf_append(&ids, "}", 1);
+    buf_pg_array_close(&ids);
     const char *params[] = {ids.data};
     PGresult *res = NULL;
     if (db_exec(b->db, "unfile", 1, params, &res) == ERR_OK)

@@ -70,8 +70,7 @@ static enum err scan_stream(struct reconcile *rc, const char *stream, uint64_t l
 static char *id_array(const struct scan *sc, long *others)
 {
     struct buf a;
-    buf_init(&a);
-    buf_append(&a, "{", 1);
+    buf_pg_array_open(&a);
     *others = 0;
     for (uint64_t i = 0; i + sc->lo <= sc->hi; i++) {
         if (uuid_valid(sc->ids[i]))
@@ -79,7 +78,7 @@ static char *id_array(const struct scan *sc, long *others)
         else
             *others += sc->ids[i][0] != '\0';
     }
-    buf_append(&a, "}", 1);
+    buf_pg_array_close(&a);
     return a.data;
 }
 

@@ -265,9 +265,27 @@ void buf_reset(struct buf *b)
     b->data[0] = '\0';
 }
 
+void buf_pg_array_open(struct buf *b)
+{
+    buf_init(b);
+    buf_append(b, "{", 1);
+}
+
+void buf_pg_array_sep(struct buf *b)
+{
+    if (b->len > 1) /* past the "{" */
+        buf_append(b, ",", 1);
+}
+
+void buf_pg_array_close(struct buf *b)
+{
+    buf_append(b, "}", 1);
+}
+
 void buf_pg_array_elem(struct buf *b, const char *s)
 {
-    buf_append(b, b->len > 1 ? ",\"" : "\"", b->len > 1 ? 2 : 1);
+    buf_pg_array_sep(b);
+    buf_append(b, "\"", 1);
     for (size_t n; *s; s += n) {
         n = strcspn(s, "\"\\"); /* a run to copy as it is, then one to escape */
         buf_append(b, s, n);

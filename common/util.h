@@ -73,8 +73,14 @@ void buf_int(struct buf *b, int64_t v);
 /* Appends prefix as it is (e.g. ",\"key\":"), then value as a JSON string,
  * or null when value is NULL. */
 void buf_json_field(struct buf *b, const char *prefix, const char *value);
-/* Appends s as one element of a Postgres array literal (quoted, escaped). */
+/* A Postgres array literal: buf_pg_array_open() starts one in b (a new
+ * buffer, as buf_init() makes), buf_pg_array_elem() appends a text element
+ * (quoted, escaped), buf_pg_array_sep() the comma before any other element
+ * but the first (a number, appended as it is), buf_pg_array_close() ends it. */
+void buf_pg_array_open(struct buf *b);
+void buf_pg_array_sep(struct buf *b);
 void buf_pg_array_elem(struct buf *b, const char *s);
+void buf_pg_array_close(struct buf *b);
 
 /* Fills p with n random bytes from the kernel's CSPRNG (read ahead in a
  * small per-thread pool). */

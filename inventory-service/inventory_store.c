@@ -115,12 +115,11 @@ enum err inventory_store_get(struct db *db, const char *sku, json_t **doc)
 /* Every sku of the batch, as a Postgres array (repeats are harmless). */
 static void batch_skus(const struct order_created *const *orders, size_t n, struct buf *skus)
 {
-    buf_init(skus);
-    buf_append(skus, "{", 1);
+    buf_pg_array_open(skus);
     for (size_t i = 0; i < n; i++)
         for (size_t j = 0; j < orders[i]->nitems; j++)
             buf_pg_array_elem(skus, orders[i]->items[j].sku);
-    buf_append(skus, "}", 1);
+    buf_pg_array_close(skus);
 }
 
 /* The levels of the batch's skus (batch_skus), by stmt ("stock_read" or
@@ -153,20 +152,17 @@ static struct stock_level *decide_all(PGresult *locked, const struct order_creat
  * element per sku it took from, as two Postgres arrays. */
 static void takes(const struct stock_level *lv, size_t nlv, struct buf *skus, struct buf *qtys)
 {
-    buf_init(skus);
-    buf_init(qtys);
-    buf_append(skus, "{", 1);
-    buf_append(qtys, "{", 1);
+    buf_pg_array_open(skus);
+    buf_pg_array_open(qtys);
     for (size_t i = 0; i < nlv; i++) {
         if (!lv[i].taken)
             continue;
-        if (qtys->len > 1)
-            buf_append(qtys, ",", 1);
         buf_pg_array_elem(skus, lv[i].sku);
+        buf_pg_array_sep(qtys);
         buf_int(qtys, lv[i].taken);
     }
-    buf_append(skus, "}", 1);
-    buf_append(qtys, "}", 1);
+    buf_pg_array_close(skus);
+    buf_pg_array_close(qtys);
 }
 
 /* Takes what the batch reserved off the locked stock rows: one row per sku. */
@@ -318,14 +314,12 @@ static enum err write_decisions(struct db *db, const struct order_created *const
     struct buf payload;
     rows_init(&replies);
     buf_init(&payload);
-    buf_init(&w->orders);
-    buf_init(&w->replies);
-    buf_append(&w->orders, "{", 1);
-    buf_append(&w->replies, "{", 1);
+    buf_pg_array_open(&w->orders);
+    buf_pg_array_open(&w->replies);
     for (size_t i = 0; i < n; i++)
         new_reply_row(&replies, &payload, w, orders[i], kinds[i], reasons[i], traceparents[i]);
-    buf_append(&w->orders, "}", 1);
-    buf_append(&w->replies, "}", 1);
+    buf_pg_array_close(&w->orders);
+    buf_pg_array_close(&w->replies);
     buf_cleanup(&payload);
     return exec_json(db, "decide", &replies);
 }
@@ -408,11 +402,10 @@ static enum err reserve(struct db *db, const struct order_created *const *orders
 
 static void ids_array(struct buf *b, const char *const *ids, size_t n)
 {
-    buf_init(b);
-    buf_append(b, "{", 1);
+    buf_pg_array_open(b);
     for (size_t i = 0; i < n; i++)
         buf_pg_array_elem(b, ids[i]);
-    buf_append(b, "}", 1);
+    buf_pg_array_close(b);
 }
 
 /* The decisions taken for these orders, by stmt ("decisions_of" or

@@ -80,8 +80,7 @@ static long resend_due(struct redrive *r, PGresult *page, const char *after)
 {
     json_t *rows = json_array();
     struct buf ids;
-    buf_init(&ids);
-    buf_append(&ids, "{", 1);
+    buf_pg_array_open(&ids);
     for (int i = 0; i < PQntuples(page); i++) {
         json_t *ev = PQgetvalue(page, i, 6)[0] == 't' ? rebuild_event(page, i) : NULL;
         if (!ev)
@@ -89,7 +88,7 @@ static long resend_due(struct redrive *r, PGresult *page, const char *after)
         json_array_append_new(rows, ev);
         buf_pg_array_elem(&ids, PQgetvalue(page, i, 0));
     }
-    buf_append(&ids, "}", 1);
+    buf_pg_array_close(&ids);
     char *text = json_dumps(rows, JSON_COMPACT);
     const char *p2[] = {text, after}, *p1[] = {ids.data};
     PGresult *sent = NULL;

@@ -232,12 +232,11 @@ static enum err classify_rest(struct db *db, const struct inventory_reply *const
                               struct settle_outcome *out)
 {
     struct buf ids;
-    buf_init(&ids);
-    buf_append(&ids, "{", 1);
+    buf_pg_array_open(&ids);
     for (size_t i = 0; i < n; i++)
         if (!out[i].result)
             buf_pg_array_elem(&ids, rep[i]->order_id);
-    buf_append(&ids, "}", 1);
+    buf_pg_array_close(&ids);
     const char *params[] = {ids.data};
     PGresult *res = NULL;
     enum err e = db_exec(db, "order_status", 1, params, &res);

@@ -201,13 +201,30 @@ END_TEST
 START_TEST(buf_pg_array_elem_quotes_and_separates)
 {
     struct buf b;
-    buf_init(&b);
-    buf_append(&b, "{", 1);
+    buf_pg_array_open(&b);
     buf_pg_array_elem(&b, "SKU-1");
     buf_pg_array_elem(&b, "a,b c");
     buf_pg_array_elem(&b, "");
-    buf_append(&b, "}", 1);
+    buf_pg_array_close(&b);
     ck_assert_str_eq(b.data, "{\"SKU-1\",\"a,b c\",\"\"}");
+    buf_cleanup(&b);
+}
+END_TEST
+
+START_TEST(buf_pg_array_sep_separates_numbers_and_empty_arrays_stay_empty)
+{
+    struct buf b;
+    buf_pg_array_open(&b);
+    buf_pg_array_close(&b);
+    ck_assert_str_eq(b.data, "{}");
+    buf_cleanup(&b);
+    buf_pg_array_open(&b);
+    for (int64_t v = 7; v < 10; v++) {
+        buf_pg_array_sep(&b);
+        buf_int(&b, v);
+    }
+    buf_pg_array_close(&b);
+    ck_assert_str_eq(b.data, "{7,8,9}");
     buf_cleanup(&b);
 }
 END_TEST
@@ -215,11 +232,10 @@ END_TEST
 START_TEST(buf_pg_array_elem_escapes_quotes_and_backslashes)
 {
     struct buf b;
-    buf_init(&b);
-    buf_append(&b, "{", 1);
+    buf_pg_array_open(&b);
     buf_pg_array_elem(&b, "say \"hi\"");
     buf_pg_array_elem(&b, "C:\\dir\\");
-    buf_append(&b, "}", 1);
+    buf_pg_array_close(&b);
     ck_assert_str_eq(b.data, "{\"say \\\"hi\\\"\",\"C:\\\\dir\\\\\"}");
     buf_cleanup(&b);
 }
@@ -380,6 +396,7 @@ Suite *util_suite(void)
     tcase_add_test(tc, buf_reset_empties_and_reuses);
     tcase_add_test(tc, buf_pg_array_elem_quotes_and_separates);
     tcase_add_test(tc, buf_pg_array_elem_escapes_quotes_and_backslashes);
+    tcase_add_test(tc, buf_pg_array_sep_separates_numbers_and_empty_arrays_stay_empty);
     tcase_add_test(tc, utf8_valid_accepts_well_formed);
     tcase_add_test(tc, utf8_valid_rejects_malformed);
     tcase_add_test(tc, buf_escape_bytes_keeps_utf8_and_escapes_the_rest);
