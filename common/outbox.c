@@ -165,10 +165,11 @@ static struct broker_out *rows_to_msgs(PGresult *res, int n)
 }
 
 /* The metrics of a batch's acked rows, once their mark committed (a mark
- * that did not commit is made again): commit-to-ack latency as of
- * acked_at, and the acks that said JetStream had the event already. */
+ * that did not commit is made again): how many, commit-to-ack latency as
+ * of acked_at, and the acks that said JetStream had the event already. */
 static void count_acked(const struct batch *b, double acked_at)
 {
+    metric_add(m_published, "", b->acked);
     int duplicates = 0;
     for (int i = 0; i < b->claimed; i++) {
         if (!b->msgs[i].acked)
@@ -179,28 +180,28 @@ static void count_acked(const struct batch *b, double acked_at)
     metric_add(m_duplicates, "", duplicates);
 }
 
-/* Acknowledged rows: out of the outbox, into outbox_published when kept. */
-static enum err mark_published(struct db *db, int keep, PGresult *res, const struct broker_out *m,
-                               int n, int *count)
+/* The batch's acknowledged rows: out of the outbox, into outbox_published
+ * when kept. */
+static enum err mark_published(const struct batch *b, int keep)
 {
+    if (!b->acked)
+        return ERR_OK;
     struct buf ids, seqs;
     buf_pg_array_open(&ids);
     buf_pg_array_open(&seqs);
-    for (int i = 0; i < n; i++) {
-        if (!m[i].acked)
+    for (int i = 0; i < b->claimed; i++) {
+        if (!b->msgs[i].acked)
             continue;
         buf_pg_array_sep(&ids);
         buf_pg_array_sep(&seqs);
-        buf_append(&ids, PQgetvalue(res, i, 0), (size_t)PQgetlength(res, i, 0));
-        buf_int(&seqs, (int64_t)m[i].seq); /* JetStream sequences stay below 2^63 */
-        (*count)++;
+        buf_append(&ids, PQgetvalue(b->res, i, 0), (size_t)PQgetlength(b->res, i, 0));
+        buf_int(&seqs, (int64_t)b->msgs[i].seq); /* JetStream sequences stay below 2^63 */
     }
     buf_pg_array_close(&ids);
     buf_pg_array_close(&seqs);
     const char *params[] = {ids.data, seqs.data};
-    enum err e = !*count ? ERR_OK
-                 : keep  ? db_exec(db, "mark_published", 2, params, NULL)
-                         : db_exec(db, "mark_published_unkept", 1, params, NULL);
+    enum err e = keep ? db_exec(b->db, "mark_published", 2, params, NULL)
+                      : db_exec(b->db, "mark_published_unkept", 1, params, NULL);
     buf_cleanup(&ids);
     buf_cleanup(&seqs);
     return e;
@@ -213,22 +214,26 @@ static int64_t retry_cap_ms(const struct config *c, int permanent)
     return half < cap ? half : cap;
 }
 
-/* Failed rows: attempts + 1, error, backoff; permanent ones may turn dead.
- * *dead: the rows marked (event id, dead?, order id), for log_dead() once
- * the transaction committed. */
-static enum err mark_failed(struct relay *r, struct db *db, PGresult *res, const struct broker_out *m, int n,
-                            int *count, const char **first_err, PGresult **dead)
+/* The batch's failed rows: attempts + 1, error, backoff; permanent ones may
+ * turn dead. *first_err: the first one's error. *dead: the rows marked
+ * (event id, dead?, order id), for log_dead() once the transaction
+ * committed. */
+static enum err mark_failed(struct relay *r, const struct batch *b, const char **first_err,
+                            PGresult **dead)
 {
+    if (b->acked == b->claimed)
+        return ERR_OK;
+    const struct broker_out *m = b->msgs;
     struct buf ids, errs, delays, perm;
     struct buf *all[] = {&ids, &errs, &delays, &perm};
     for (size_t k = 0; k < ARRAY_LEN(all); k++)
         buf_pg_array_open(all[k]);
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < b->claimed; i++) {
         if (m[i].acked)
             continue;
-        int attempt = atoi(PQgetvalue(res, i, 7)) + 1;
+        int attempt = atoi(PQgetvalue(b->res, i, 7)) + 1;
         buf_pg_array_sep(&ids);
-        buf_append(&ids, PQgetvalue(res, i, 0), (size_t)PQgetlength(res, i, 0));
+        buf_append(&ids, PQgetvalue(b->res, i, 0), (size_t)PQgetlength(b->res, i, 0));
         buf_pg_array_elem(&errs, m[i].err[0] ? m[i].err : "unknown publish failure");
         buf_pg_array_sep(&delays);
         buf_int(&delays, backoff_delay_ms(attempt, RETRY_BASE_MS, retry_cap_ms(r->cfg, m[i].permanent),
@@ -237,14 +242,13 @@ static enum err mark_failed(struct relay *r, struct db *db, PGresult *res, const
         buf_append(&perm, m[i].permanent ? "t" : "f", 1);
         if (!*first_err)
             *first_err = m[i].err;
-        (*count)++;
     }
     for (size_t k = 0; k < ARRAY_LEN(all); k++)
         buf_pg_array_close(all[k]);
     char max[16];
     snprintf(max, sizeof max, "%d", r->cfg->relay_max_attempts);
     const char *params[] = {ids.data, errs.data, delays.data, perm.data, max};
-    enum err e = *count ? db_exec(db, "mark_failed", 5, params, dead) : ERR_OK;
+    enum err e = db_exec(b->db, "mark_failed", 5, params, dead);
     for (size_t k = 0; k < ARRAY_LEN(all); k++)
         buf_cleanup(all[k]);
     return e;
@@ -397,18 +401,16 @@ static void unfile(struct batch *b)
  * and commits, releasing its rows. Runs on the marker thread. */
 static enum err mark_commit(struct relay *r, struct batch *b)
 {
-    int published = 0, nfail = 0;
+    int nfail = b->claimed - b->acked;
     const char *first_err = NULL;
     PGresult *dead = NULL;
     double acked_at = wall_s();
-    enum err e = mark_published(b->db, r->cfg->outbox_retention_ms > 0, b->res, b->msgs, b->claimed,
-                                &published);
+    enum err e = mark_published(b, r->cfg->outbox_retention_ms > 0);
     if (e == ERR_OK)
-        e = mark_failed(r, b->db, b->res, b->msgs, b->claimed, &nfail, &first_err, &dead);
+        e = mark_failed(r, b, &first_err, &dead);
     if (e == ERR_OK)
         e = db_exec_sql(b->db, "COMMIT");
     if (e == ERR_OK) {
-        metric_add(m_published, "", published);
         count_acked(b, acked_at);
         metric_add(m_failures, "", nfail);
         note_outcome(r, nfail > 0, first_err);
