@@ -84,8 +84,12 @@ def whole_cluster(s):
 
 SCENARIOS = {"ha-stream-leader": stream_leader, "ha-meta-leader": meta_leader,
              "ha-freeze": freeze, "ha-instances": instances, "ha-cluster": whole_cluster}
-# What `make test` runs: all of them, in one cluster start.
-DEFAULT = ["ha-stream-leader", "ha-meta-leader", "ha-freeze", "ha-instances", "ha-cluster"]
+# What `make test` runs: all of them, in one cluster start. The whole-cluster
+# kill -9 comes first, while the streams hold no earlier scenario's
+# messages: nats-server 2.9.10 can bring purged messages back after one
+# (seen at the end of the list, with every replica current after the purge:
+# 9 of the previous scenario's events applied again by the fresh databases).
+DEFAULT = ["ha-cluster", "ha-stream-leader", "ha-meta-leader", "ha-freeze", "ha-instances"]
 
 
 def main(argv):
