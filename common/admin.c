@@ -42,7 +42,7 @@ void admin_new(const char *database_url, const struct admin_def *def,
     memcpy(a->stmts + admin_store_nstmts + inbox_nstmts, svc_stmts, nsvc * sizeof *a->stmts);
     a->resend_sql = admin_store_resend_sql(def->order_events_sql);
     a->stmts[n - 1] = (struct db_stmt){"admin_resend", a->resend_sql};
-    db_new(database_url, a->stmts, n, &a->db);
+    db_new(database_url, "admin", a->stmts, n, &a->db);
     pthread_mutex_init(&a->mu, NULL);
     m_actions = metrics_register("admin_actions_total", "Admin API actions, by action and result.",
                                  METRIC_COUNTER, NULL, 0);

@@ -6,6 +6,7 @@
 #include "failpoint.h"
 #include "util.h"
 
+#include <errno.h> /* program_invocation_short_name */
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -38,6 +39,7 @@ struct db {
     char state[6];           /* SQLSTATE of the last error, "" if none */
     int64_t cut_grace_ms;    /* settling an in-doubt commit may outlast the shutdown cut */
     char *url;
+    char app_name[64]; /* "<program>/<role>": NAMEDATALEN - 1 at most */
     const struct db_stmt *stmts;
     size_t nstmts;
     int64_t failed_at_ms;
@@ -51,10 +53,12 @@ struct db {
  * seen back, instead of answering 503 for up to BACKOFF_MAX_MS more. */
 static _Atomic int64_t seen_up_ms;
 
-void db_new(const char *url, const struct db_stmt *stmts, size_t nstmts, struct db **out)
+void db_new(const char *url, const char *role, const struct db_stmt *stmts, size_t nstmts,
+            struct db **out)
 {
     struct db *db = xcalloc(1, sizeof *db);
     db->url = xstrdup(url);
+    snprintf(db->app_name, sizeof db->app_name, "%s/%s", program_invocation_short_name, role);
     db->stmts = stmts;
     db->nstmts = nstmts;
     *out = db;
@@ -175,7 +179,7 @@ static PGconn *open_conn(const struct db *db)
     snprintf(tcp, sizeof tcp, "%lld", (long long)limits.tcp_ms);
     kv_default(&kv, "options", options);
     kv_default(&kv, "connect_timeout", CONNECT_TIMEOUT);
-    kv_default(&kv, "application_name", "outbox-service");
+    kv_default(&kv, "application_name", db->app_name);
     kv_default(&kv, "keepalives", "1");
     kv_default(&kv, "keepalives_idle", idle);
     kv_default(&kv, "keepalives_interval", intvl);
@@ -566,7 +570,7 @@ struct db_pool {
     int nfree, n;
 };
 
-void db_pool_new(const char *url, const struct db_stmt *stmts, size_t nstmts,
+void db_pool_new(const char *url, const char *role, const struct db_stmt *stmts, size_t nstmts,
                  int n, struct db_pool **out)
 {
     struct db_pool *p = xcalloc(1, sizeof *p);
@@ -574,7 +578,7 @@ void db_pool_new(const char *url, const struct db_stmt *stmts, size_t nstmts,
     pthread_cond_init(&p->cv, NULL);
     p->free_list = xcalloc((size_t)n, sizeof *p->free_list);
     for (int i = 0; i < n; i++) {
-        db_new(url, stmts, nstmts, &p->free_list[i]);
+        db_new(url, role, stmts, nstmts, &p->free_list[i]);
         db_set_kind(p->free_list[i], DB_REQUEST);
     }
     p->n = p->nfree = n;

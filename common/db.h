@@ -44,8 +44,11 @@ void db_configure(const struct db_limits *l);
  * the query is abandoned and its connection dropped. For shutdown. */
 void db_cut_at(int64_t at_ms);
 
-/* Creates a handle for url (copied); connects lazily. stmts must outlive it. */
-void db_new(const char *url, const struct db_stmt *stmts, size_t nstmts, struct db **out);
+/* Creates a handle for url (copied); connects lazily. stmts must outlive it.
+ * role names what the connection does, for the server's pg_stat_activity:
+ * its application_name is "<program>/<role>" unless DATABASE_URL sets one. */
+void db_new(const char *url, const char *role, const struct db_stmt *stmts, size_t nstmts,
+            struct db **out);
 void db_free(struct db *db);
 /* Sets the kind before the first use (DB_WORK by default). */
 void db_set_kind(struct db *db, enum db_kind kind);
@@ -92,7 +95,7 @@ int db_is_connected(const struct db *db);
 
 /* Pool of n handles for worker threads: acquire blocks until one is free. */
 struct db_pool;
-void db_pool_new(const char *url, const struct db_stmt *stmts, size_t nstmts,
+void db_pool_new(const char *url, const char *role, const struct db_stmt *stmts, size_t nstmts,
                  int n, struct db_pool **out);
 void db_pool_free(struct db_pool *p);
 struct db *db_pool_acquire(struct db_pool *p);

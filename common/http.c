@@ -444,10 +444,8 @@ static void start_threads(struct http_server *s, int workers)
     s->nworkers = workers;
     s->workers = xcalloc((size_t)workers, sizeof *s->workers);
     for (int i = 0; i < workers; i++)
-        if (pthread_create(&s->workers[i], NULL, worker_main, s) != 0)
-            abort(); /* cannot serve without workers: nothing to unwind */
-    if (pthread_create(&s->reaper, NULL, reaper_main, s) != 0)
-        abort();
+        thread_start(&s->workers[i], "http", worker_main, s);
+    thread_start(&s->reaper, "http-reaper", reaper_main, s);
 }
 
 static void stop_threads(struct http_server *s)

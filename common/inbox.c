@@ -640,7 +640,7 @@ void inbox_start(const struct config *cfg, struct broker *b, const struct inbox_
     in->workers = xcalloc((size_t)in->nworkers, sizeof *in->workers);
     for (int i = 0; i < in->nworkers; i++) {
         in->workers[i].in = in;
-        db_new(cfg->database_url, in->stmts, in->nstmts, &in->workers[i].db);
+        db_new(cfg->database_url, "inbox", in->stmts, in->nstmts, &in->workers[i].db);
     }
     in->m_results = metrics_register(h->metric, h->metric_help, METRIC_COUNTER, NULL, 0);
     declare_results(in, h->results);
@@ -657,10 +657,8 @@ void inbox_start(const struct config *cfg, struct broker *b, const struct inbox_
     pthread_mutex_init(&in->mu, NULL);
     cond_init_monotonic(&in->cv);
     for (int i = 0; i < in->nworkers; i++)
-        if (pthread_create(&in->workers[i].thread, NULL, worker_main, &in->workers[i]) != 0)
-            abort(); /* cannot run without its consumer threads: nothing to unwind */
-    if (pthread_create(&in->fetcher, NULL, fetch_main, in) != 0)
-        abort();
+        thread_start(&in->workers[i].thread, "inbox-apply", worker_main, &in->workers[i]);
+    thread_start(&in->fetcher, "inbox-fetch", fetch_main, in);
     *out = in;
 }
 

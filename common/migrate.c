@@ -157,7 +157,7 @@ enum err migrate_run(const char *url, const char *dir, int *applied,
     enum err e = list_files(dir, &files, &n, msg, msglen);
     if (e != ERR_OK)
         goto out;
-    db_new(url, NULL, 0, &db);
+    db_new(url, "migrate", NULL, 0, &db);
     db_set_kind(db, DB_UNBOUNDED); /* a migration may take long; a start waits for it */
     /* The session-level lock is released by the unlock below or, if this
      * process dies, by the server when the connection closes. */

@@ -565,7 +565,7 @@ static struct relay *relay_new(const struct config *cfg, struct broker *b)
     r->cfg = cfg;
     r->broker = b;
     for (size_t i = 0; i < ARRAY_LEN(r->db); i++)
-        db_new(cfg->database_url, relay_stmts, ARRAY_LEN(relay_stmts), &r->db[i]);
+        db_new(cfg->database_url, "relay", relay_stmts, ARRAY_LEN(relay_stmts), &r->db[i]);
     waker_init(&r->waker);
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cv, NULL);
@@ -577,11 +577,9 @@ void relay_start(const struct config *cfg, struct broker *b, struct relay **out)
     struct relay *r = relay_new(cfg, b);
     for (int k = 0; k < MARKERS; k++) {
         r->markers[k].r = r;
-        if (pthread_create(&r->markers[k].thread, NULL, marker_main, &r->markers[k]) != 0)
-            abort(); /* cannot run without its relay threads: nothing to unwind */
+        thread_start(&r->markers[k].thread, "relay-mark", marker_main, &r->markers[k]);
     }
-    if (pthread_create(&r->thread, NULL, relay_main, r) != 0)
-        abort();
+    thread_start(&r->thread, "relay", relay_main, r);
     *out = r;
 }
 

@@ -75,8 +75,7 @@ void ready_start(const struct ready_check *checks, size_t n, void *ctx, struct r
     for (size_t i = 0; i < n; i++) {
         r->p[i].r = r;
         r->p[i].check = &checks[i];
-        if (pthread_create(&r->p[i].thread, NULL, prober_main, &r->p[i]) != 0)
-            abort(); /* no readiness without its probers: nothing to unwind */
+        thread_start(&r->p[i].thread, "ready-probe", prober_main, &r->p[i]);
     }
     *out = r;
 }

@@ -303,9 +303,9 @@ void reconcile_start(const struct config *cfg, struct broker *b,
     rc->b = b;
     rc->s = *s;
     register_metrics(rc);
-    db_new(cfg->database_url, rc_stmts, ARRAY_LEN(rc_stmts), &rc->db);
+    db_new(cfg->database_url, "reconcile", rc_stmts, ARRAY_LEN(rc_stmts), &rc->db);
     pthread_mutex_init(&rc->mu, NULL);
-    waker_thread_start(&rc->waker, &rc->thread, reconcile_main, rc);
+    waker_thread_start(&rc->waker, &rc->thread, "reconcile", reconcile_main, rc);
     *out = rc;
 }
 

@@ -101,8 +101,8 @@ void retention_start(const struct config *cfg, struct retention **out)
     register_metrics();
     struct retention *r = xcalloc(1, sizeof *r);
     r->cfg = cfg;
-    db_new(cfg->database_url, retention_stmts, ARRAY_LEN(retention_stmts), &r->db);
-    waker_thread_start(&r->waker, &r->thread, retention_main, r);
+    db_new(cfg->database_url, "retention", retention_stmts, ARRAY_LEN(retention_stmts), &r->db);
+    waker_thread_start(&r->waker, &r->thread, "retention", retention_main, r);
     *out = r;
 }
 

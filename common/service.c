@@ -34,7 +34,7 @@ static int probe_postgres(void *ctx)
     if (!atomic_load(&svc->schema_ready))
         return 0;
     if (!svc->ready_db) {
-        db_new(svc->cfg.database_url, NULL, 0, &svc->ready_db);
+        db_new(svc->cfg.database_url, "ready", NULL, 0, &svc->ready_db);
         db_set_kind(svc->ready_db, DB_REQUEST);
     }
     return db_exec_sql(svc->ready_db, "SELECT 1") == ERR_OK;
@@ -212,7 +212,7 @@ static enum err start_parts(struct service *svc, const struct http_route *routes
     struct broker_settings bs = {c->nats_url, svc->def->name, svc->def->stream, c->js_replicas,
                                  c->stream_max_age_ms, c->stream_duplicate_window_ms,
                                  c->nats_ping_interval_ms, c->nats_max_pings_out};
-    db_pool_new(c->database_url, svc->def->stmts, svc->def->nstmts, c->http_threads, &svc->pool);
+    db_pool_new(c->database_url, "http", svc->def->stmts, svc->def->nstmts, c->http_threads, &svc->pool);
     if (broker_new(&bs, &svc->broker, msg, sizeof msg) != ERR_OK) {
         log_error("NATS_URL: %s", msg);
         return ERR_BROKER;

@@ -33,6 +33,15 @@ void *xcalloc(size_t count, size_t n)
     return p;
 }
 
+void thread_start(pthread_t *t, const char *name, void *(*fn)(void *), void *arg)
+{
+    if (pthread_create(t, NULL, fn, arg) != 0) {
+        fprintf(stderr, "{\"level\":\"error\",\"msg\":\"cannot start thread %s\"}\n", name);
+        abort();
+    }
+    pthread_setname_np(*t, name); /* only a label: a failure changes nothing */
+}
+
 void *xrealloc(void *p, size_t n)
 {
     void *q = realloc(p, n ? n : 1);

@@ -49,6 +49,10 @@ void sleep_ms(int64_t ms);
  * from now for pthread_cond_timedwait on it. */
 void cond_init_monotonic(pthread_cond_t *cv);
 struct timespec mono_deadline(int64_t ms);
+/* Starts a thread named name (at most 15 characters: what `top -H`, `ps -L`,
+ * perf and gdb show) or aborts: no part of a service can run without the
+ * threads it was built with, and there is nothing to unwind at start. */
+void thread_start(pthread_t *t, const char *name, void *(*fn)(void *), void *arg);
 
 /* Growable byte buffer, always NUL-terminated. */
 struct buf {

@@ -58,11 +58,11 @@ int waker_stopping(struct waker *w)
     return s;
 }
 
-void waker_thread_start(struct waker *w, pthread_t *t, void *(*fn)(void *), void *arg)
+void waker_thread_start(struct waker *w, pthread_t *t, const char *name, void *(*fn)(void *),
+                       void *arg)
 {
     waker_init(w);
-    if (pthread_create(t, NULL, fn, arg) != 0)
-        abort();
+    thread_start(t, name, fn, arg);
 }
 
 void waker_thread_stop(struct waker *w, pthread_t t)

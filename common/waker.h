@@ -25,7 +25,8 @@ int waker_stopping(struct waker *w);
 
 /* A background loop on its own thread: inits w, then runs fn(arg) on *t
  * (aborts if no thread can be made: nothing could run without it). */
-void waker_thread_start(struct waker *w, pthread_t *t, void *(*fn)(void *), void *arg);
+void waker_thread_start(struct waker *w, pthread_t *t, const char *name, void *(*fn)(void *),
+                       void *arg);
 /* Stops w's waits, joins t, cleans w up. */
 void waker_thread_stop(struct waker *w, pthread_t t);
 

@@ -253,14 +253,12 @@ void batcher_start(const char *url, int workers, int64_t wait_ms, struct batcher
     b->dbs = xcalloc((size_t)workers, sizeof *b->dbs);
     for (int i = 0; i < workers; i++) {
         struct worker_arg *w = xcalloc(1, sizeof *w);
-        db_new(url, order_store_stmts, order_store_nstmts, &b->dbs[i]);
+        db_new(url, "intake", order_store_stmts, order_store_nstmts, &b->dbs[i]);
         db_set_kind(b->dbs[i], DB_REQUEST); /* a request waits for it: bounded, then 503 */
         *w = (struct worker_arg){b, b->dbs[i]};
-        if (pthread_create(&b->threads[i], NULL, worker_main, w) != 0)
-            abort(); /* cannot take orders without committers: nothing to unwind */
+        thread_start(&b->threads[i], "intake-commit", worker_main, w);
     }
-    if (pthread_create(&b->janitor, NULL, janitor_main, b) != 0)
-        abort();
+    thread_start(&b->janitor, "intake-janitor", janitor_main, b);
     *out = b;
 }
 

@@ -180,8 +180,8 @@ void redrive_start(const struct config *cfg, struct relay *relay, struct redrive
                                      "OrderCreated events published again for orders still PENDING.",
                                      METRIC_COUNTER, NULL, 0);
     metric_add(r->m_redriven, "", 0);
-    db_new(cfg->database_url, redrive_stmts, ARRAY_LEN(redrive_stmts), &r->db);
-    waker_thread_start(&r->waker, &r->thread, redrive_main, r);
+    db_new(cfg->database_url, "redrive", redrive_stmts, ARRAY_LEN(redrive_stmts), &r->db);
+    waker_thread_start(&r->waker, &r->thread, "redrive", redrive_main, r);
     *out = r;
 }
 

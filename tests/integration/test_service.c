@@ -170,6 +170,29 @@ START_TEST(metrics_expose_the_contract_names)
 }
 END_TEST
 
+/* What each of a service's connections does shows in pg_stat_activity. */
+static int named_connections_seen(void *arg)
+{
+    (void)arg;
+    return pg_long("orders", "SELECT count(DISTINCT application_name) FROM pg_stat_activity "
+                             "WHERE application_name IN ('order-service/intake', "
+                             "'order-service/relay', 'order-service/inbox')") == 3;
+}
+
+START_TEST(connections_are_named_for_their_role)
+{
+    struct svc s;
+    svc_start(&s, "order-service", nats.url, NULL);
+    ck_assert_int_eq(http_post_json(s.port, "/orders",
+                                    "{\"customer_id\":\"c-1\",\"items\":[{\"sku\":\"SKU-1\",\"qty\":1}]}",
+                                    NULL), 201);
+    ck_assert_msg(wait_until(named_connections_seen, NULL, 10000), "names seen: %s",
+                  pg_text("orders", "SELECT string_agg(DISTINCT application_name, ' ') "
+                                    "FROM pg_stat_activity"));
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+}
+END_TEST
+
 START_TEST(migrate_only_applies_and_exits)
 {
     struct proc p;
@@ -327,6 +350,7 @@ Suite *service_suite(void)
     tcase_add_test(tc, each_stream_is_created_by_either_and_configured_by_its_writer);
     tcase_add_test(tc, starts_and_serves_while_nats_is_down);
     tcase_add_test(tc, metrics_expose_the_contract_names);
+    tcase_add_test(tc, connections_are_named_for_their_role);
     tcase_add_test(tc, migrate_only_applies_and_exits);
     tcase_add_test(tc, sigterm_answers_requests_in_flight);
     tcase_add_test(tc, request_paths_never_become_metric_labels);

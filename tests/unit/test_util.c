@@ -357,6 +357,22 @@ START_TEST(buf_json_field_writes_null_for_no_value)
 }
 END_TEST
 
+static void *report_own_name(void *arg)
+{
+    pthread_getname_np(pthread_self(), arg, 16);
+    return NULL;
+}
+
+START_TEST(thread_start_names_the_thread)
+{
+    char seen[16] = "";
+    pthread_t t;
+    thread_start(&t, "relay-mark", report_own_name, seen);
+    pthread_join(t, NULL);
+    ck_assert_str_eq(seen, "relay-mark");
+}
+END_TEST
+
 START_TEST(buf_int_writes_decimal)
 {
     struct buf b;
@@ -408,6 +424,7 @@ Suite *util_suite(void)
     tcase_add_test(tc, base64_pads_and_encodes_any_bytes);
     tcase_add_test(tc, utf8_preview_keeps_valid_text_and_replaces_the_rest);
     tcase_add_test(tc, hex_decode_round_trips_and_rejects_bad_digits);
+    tcase_add_test(tc, thread_start_names_the_thread);
     suite_add_tcase(s, tc);
     return s;
 }
