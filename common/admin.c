@@ -102,24 +102,33 @@ static void deny(const struct http_req *req, struct http_resp *resp, int status)
         http_resp_error(resp, 403, "forbidden", "the token is not valid", NULL);
 }
 
-/* The admin state when the request may proceed; else the reply is set. */
-static struct admin *guard(const struct http_req *req, struct http_resp *resp,
-                           struct service *svc)
+/* Every admin route's gate, before anything else about the request is
+ * looked at: disabled (no ADMIN_TOKEN) → 404, no token → 401, a wrong one
+ * → 403. */
+static int admin_gate(const struct http_req *req, struct http_resp *resp, void *ctx)
 {
+    const struct service *svc = ctx;
     const char *token = svc->cfg.admin_token;
     if (!token || !token[0]) {
         http_resp_error(resp, 404, "not_found", "no such resource", NULL);
-        return NULL;
+        return 0;
     }
     const char *auth = http_req_header(req, "Authorization");
-    if (!auth || strncasecmp(auth, "Bearer ", 7) != 0) {
+    if (!auth || strncasecmp(auth, "Bearer ", 7) != 0 || !auth[7]) {
         deny(req, resp, 401);
-        return NULL;
+        return 0;
     }
     if (!admin_token_equal(auth + 7, token)) {
         deny(req, resp, 403);
-        return NULL;
+        return 0;
     }
+    return 1;
+}
+
+/* The admin state when the request may proceed (its gate let it in); else
+ * the reply is set. */
+static struct admin *guard(struct http_resp *resp, struct service *svc)
+{
     if (!atomic_load(&svc->schema_ready) || !svc->admin) {
         http_resp_error(resp, 503, "unavailable", "the service is starting; retry later", NULL);
         return NULL;
@@ -233,7 +242,7 @@ typedef enum err (*list_fn)(struct db *db, const char *state, const struct admin
 static void list(const struct http_req *req, struct http_resp *resp, struct service *svc,
                  const char *const states[2], list_fn fetch)
 {
-    struct admin *a = guard(req, resp, svc);
+    struct admin *a = guard(resp, svc);
     struct admin_page pg;
     if (!a || query_page(req, resp, &pg) < 0)
         return;
@@ -299,7 +308,7 @@ static const char *requeue(struct service *svc, struct admin *a, const char *eve
 static void post_requeue(const struct http_req *req, struct http_resp *resp, void *ctx)
 {
     struct service *svc = ctx;
-    struct admin *a = guard(req, resp, svc);
+    struct admin *a = guard(resp, svc);
     json_t *o = a ? body_object(req, resp) : NULL;
     if (!o)
         return;
@@ -368,7 +377,7 @@ static const char *reapply(struct service *svc, struct admin *a, long long id,
 static void post_reapply(const struct http_req *req, struct http_resp *resp, void *ctx)
 {
     struct service *svc = ctx;
-    struct admin *a = guard(req, resp, svc);
+    struct admin *a = guard(resp, svc);
     json_t *o = a ? body_object(req, resp) : NULL;
     if (!o)
         return;
@@ -412,7 +421,7 @@ static const char *resend(struct service *svc, struct admin *a, const char *orde
 static void post_resend(const struct http_req *req, struct http_resp *resp, void *ctx)
 {
     struct service *svc = ctx;
-    struct admin *a = guard(req, resp, svc);
+    struct admin *a = guard(resp, svc);
     json_t *o = a ? body_object(req, resp) : NULL;
     const char *order_id = o ? body_uuid(o, "order_id", resp) : NULL;
     if (order_id) {
@@ -430,7 +439,7 @@ static void post_resend(const struct http_req *req, struct http_resp *resp, void
 static void get_reconcile(const struct http_req *req, struct http_resp *resp, void *ctx)
 {
     struct service *svc = ctx;
-    if (!guard(req, resp, svc))
+    if (!guard(resp, svc))
         return;
     json_t *rep = NULL;
     enum err e = reconcile_run(svc->reconcile, &rep);
@@ -450,11 +459,12 @@ static void get_reconcile(const struct http_req *req, struct http_resp *resp, vo
 }
 
 const struct http_route admin_routes[] = {
-    {"GET", "/admin/outbox", "/admin/outbox", get_outbox, 0},
-    {"POST", "/admin/outbox/requeue", "/admin/outbox/requeue", post_requeue, 0},
-    {"GET", "/admin/dead-letters", "/admin/dead-letters", get_dead_letters, 0},
-    {"POST", "/admin/dead-letters/reapply", "/admin/dead-letters/reapply", post_reapply, 0},
-    {"POST", "/admin/orders/resend", "/admin/orders/resend", post_resend, 0},
-    {"GET", "/admin/reconcile", "/admin/reconcile", get_reconcile, 0},
+    {"GET", "/admin/outbox", "/admin/outbox", get_outbox, 0, admin_gate},
+    {"POST", "/admin/outbox/requeue", "/admin/outbox/requeue", post_requeue, 0, admin_gate},
+    {"GET", "/admin/dead-letters", "/admin/dead-letters", get_dead_letters, 0, admin_gate},
+    {"POST", "/admin/dead-letters/reapply", "/admin/dead-letters/reapply", post_reapply, 0,
+     admin_gate},
+    {"POST", "/admin/orders/resend", "/admin/orders/resend", post_resend, 0, admin_gate},
+    {"GET", "/admin/reconcile", "/admin/reconcile", get_reconcile, 0, admin_gate},
 };
 const size_t admin_nroutes = ARRAY_LEN(admin_routes);

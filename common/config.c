@@ -4,6 +4,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,6 +87,34 @@ static int has_scheme(const char *v, const char *const *schemes)
     return 0;
 }
 
+/* libpq's port list: one per host, comma-separated, each 1-65535 or empty
+ * (the default port). */
+static int pg_ports_valid(const char *p)
+{
+    for (;;) {
+        char *end = (char *)p;
+        long port = *p == ',' || *p == '\0' ? 0 : strtol(p, &end, 10);
+        if ((end != p && (port < 1 || port > 65535)) || (*end != ',' && *end != '\0'))
+            return 0;
+        if (*end == '\0')
+            return 1;
+        p = end + 1;
+    }
+}
+
+/* A Postgres URL libpq can read, with valid ports: else the service would
+ * retry a connection that can never be made. */
+static int pg_url_valid(const char *url)
+{
+    PQconninfoOption *opts = PQconninfoParse(url, NULL);
+    int ok = opts != NULL;
+    for (PQconninfoOption *o = opts; ok && o->keyword; o++)
+        if (strcmp(o->keyword, "port") == 0 && o->val)
+            ok = pg_ports_valid(o->val);
+    PQconninfoFree(opts);
+    return ok;
+}
+
 /* A URL with a known scheme. NATS takes a comma-separated list of them;
  * a Postgres URL may itself hold commas (multi-host), so it is not split. */
 static int parse_url(const struct setting *s, const char *v, struct config *c)
@@ -96,7 +125,7 @@ static int parse_url(const struct setting *s, const char *v, struct config *c)
     for (char *tok = strtok_r(copy, sep, &save); tok && ok; tok = strtok_r(NULL, sep, &save))
         ok = has_scheme(tok, s->schemes) && !strpbrk(tok, " \t\n");
     free(copy);
-    if (!ok || v[strlen(v) - 1] == ',')
+    if (!ok || v[strlen(v) - 1] == ',' || (s->schemes == pg_schemes && !pg_url_valid(v)))
         return -1;
     *AT(c, s, char *) = xstrdup(v);
     return 0;

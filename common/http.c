@@ -104,7 +104,7 @@ void http_resp_error(struct http_resp *resp, int status, const char *code,
                      const char *message, const char *field)
 {
     json_t *e = json_pack("{s:s, s:s}", "code", code, "message", message);
-    if (field)
+    if (field && field[0]) /* only where one named field is at fault */
         json_object_set_new(e, "field", json_string(field));
     http_resp_json(resp, status, json_pack("{s:o}", "error", e));
 }
@@ -119,8 +119,8 @@ static const struct http_route *route_find(const struct http_server *s, const ch
         const struct http_route *r = &s->routes[i];
         size_t n = strlen(r->path);
         int prefix = r->path[n - 1] == '/';
-        int match = prefix ? strncmp(path, r->path, n) == 0 && path[n] != '\0'
-                           : strcmp(path, r->path) == 0;
+        /* an empty parameter is the handler's to refuse (a malformed id: 400) */
+        int match = prefix ? strncmp(path, r->path, n) == 0 : strcmp(path, r->path) == 0;
         if (!match)
             continue;
         *same_path = r;
@@ -145,7 +145,8 @@ static int has_body(const char *method)
            strcmp(method, "PATCH") == 0;
 }
 
-/* The route for the request, or NULL with resp set (404, 405, 413, 415).
+/* The route for the request, or NULL with resp set (the route's gate's
+ * refusal, 404, 405, 413, 415).
  * *name is the metrics label: from the table, never from the request. */
 static const struct http_route *pick(struct http_server *s, struct http_req *req,
                                      struct conn_state *st, struct http_resp *resp,
@@ -154,6 +155,8 @@ static const struct http_route *pick(struct http_server *s, struct http_req *req
     const struct http_route *known = NULL;
     const struct http_route *r = route_find(s, req->method, req->path, &known);
     *name = r ? r->name : known ? known->name : "unmatched";
+    if (known && known->gate && !known->gate(req, resp, s->ctx))
+        return NULL;
     if (!r && known)
         http_resp_error(resp, 405, "method_not_allowed", "method not allowed on this path", NULL);
     else if (!r)

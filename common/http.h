@@ -40,6 +40,10 @@ struct http_route {
     const char *name;      /* the `route` label in metrics */
     http_handler_fn fn;
     int quick;             /* never blocks: answered without a worker */
+    /* optional: who may ask, checked before anything else about the request
+     * (method, size, Content-Type), so that a refused client learns nothing
+     * else; 0 with resp set refuses it. */
+    int (*gate)(const struct http_req *req, struct http_resp *resp, void *ctx);
 };
 
 struct http_limits {

@@ -619,13 +619,37 @@ static void merge_stmts(struct inbox *in)
 }
 
 /* Every result label shows in /metrics from the start, at 0. */
-static void declare_results(struct inbox *in, const char *const *results)
+static void declare_results(struct metric *m, const char *const *results)
 {
     char lbl[64];
     for (const char *const *r = results; *r; r++) {
         label(lbl, sizeof lbl, *r);
-        metric_add(in->m_results, lbl, 0);
+        metric_add(m, lbl, 0);
     }
+}
+
+/* The consumer's metrics (registered once: a second call finds them). */
+static void register_metrics(const struct inbox_handler *h, struct metric **results,
+                             struct metric **dead_open, struct metric **lag)
+{
+    *results = metrics_register(h->metric, h->metric_help, METRIC_COUNTER, NULL, 0);
+    declare_results(*results, h->results);
+    static const char *const common_results[] = {"duplicate", "poison", NULL};
+    declare_results(*results, common_results);
+    *dead_open = metrics_register("inbox_dead_letters",
+                                  "Dead letters not yet re-applied (GET /admin/dead-letters).",
+                                  METRIC_GAUGE, NULL, 0);
+    *lag = metrics_register("inbox_consumer_pending",
+                            "Messages the durable consumer has not yet acknowledged "
+                            "(undelivered + unacknowledged).", METRIC_GAUGE, NULL, 0);
+    metric_add(*dead_open, "", 0);
+    metric_add(*lag, "", 0);
+}
+
+void inbox_register_metrics(const struct inbox_handler *h)
+{
+    struct metric *results, *dead_open, *lag;
+    register_metrics(h, &results, &dead_open, &lag);
 }
 
 void inbox_start(const struct config *cfg, struct broker *b, const struct inbox_handler *h,
@@ -642,18 +666,7 @@ void inbox_start(const struct config *cfg, struct broker *b, const struct inbox_
         in->workers[i].in = in;
         db_new(cfg->database_url, "inbox", in->stmts, in->nstmts, &in->workers[i].db);
     }
-    in->m_results = metrics_register(h->metric, h->metric_help, METRIC_COUNTER, NULL, 0);
-    declare_results(in, h->results);
-    static const char *const common_results[] = {"duplicate", "poison", NULL};
-    declare_results(in, common_results);
-    in->m_dead_open = metrics_register("inbox_dead_letters",
-                                       "Dead letters not yet re-applied (GET /admin/dead-letters).",
-                                       METRIC_GAUGE, NULL, 0);
-    in->m_lag = metrics_register("inbox_consumer_pending",
-                                 "Messages the durable consumer has not yet acknowledged "
-                                 "(undelivered + unacknowledged).", METRIC_GAUGE, NULL, 0);
-    metric_set(in->m_dead_open, "", 0);
-    metric_set(in->m_lag, "", 0);
+    register_metrics(h, &in->m_results, &in->m_dead_open, &in->m_lag);
     pthread_mutex_init(&in->mu, NULL);
     cond_init_monotonic(&in->cv);
     for (int i = 0; i < in->nworkers; i++)

@@ -68,6 +68,9 @@ enum err inbox_apply_one(struct db *db, const struct inbox_handler *h, const cha
                          const char *body, size_t len, const char **result,
                          char *why, size_t whylen);
 
+/* The consumer's metrics, at 0, in /metrics from the service's start (before
+ * the migrations let it run); inbox_start calls it too. */
+void inbox_register_metrics(const struct inbox_handler *h);
 /* Starts the consumer thread. cfg, broker and handler must outlive it. */
 void inbox_start(const struct config *cfg, struct broker *b, const struct inbox_handler *h,
                  struct inbox **out);

@@ -124,7 +124,7 @@ struct relay {
 static struct metric *m_published, *m_duplicates, *m_failures, *m_dead, *m_pending, *m_oldest,
     *m_dead_rows, *m_latency;
 
-static void register_metrics(void)
+void relay_register_metrics(void)
 {
     m_published = metrics_register("outbox_published_total",
                                    "Outbox events acknowledged by JetStream.", METRIC_COUNTER, NULL, 0);
@@ -560,7 +560,7 @@ static void *relay_main(void *arg)
 
 static struct relay *relay_new(const struct config *cfg, struct broker *b)
 {
-    register_metrics();
+    relay_register_metrics();
     struct relay *r = xcalloc(1, sizeof *r);
     r->cfg = cfg;
     r->broker = b;

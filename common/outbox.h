@@ -34,6 +34,9 @@
 
 struct relay;
 
+/* The relay's metrics, at 0, in /metrics from the service's start (before
+ * the migrations let the relay run); relay_start calls it too. */
+void relay_register_metrics(void);
 /* Starts the relay thread on its own Postgres connection. The broker and
  * config must outlive it. */
 void relay_start(const struct config *cfg, struct broker *b, struct relay **out);

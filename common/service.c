@@ -9,6 +9,7 @@
 #include "ready.h"
 #include "retention.h"
 #include "util.h"
+#include "waker.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -81,9 +82,9 @@ static void on_metrics(const struct http_req *req, struct http_resp *resp, void 
 
 static const struct http_route common_routes[] = {
     /* quick: answered on the server's own threads, never behind a blocked worker */
-    {"GET", "/healthz", "/healthz", on_healthz, 1},
-    {"GET", "/readyz", "/readyz", on_readyz, 1},
-    {"GET", "/metrics", "/metrics", on_metrics, 1},
+    {"GET", "/healthz", "/healthz", on_healthz, 1, NULL},
+    {"GET", "/readyz", "/readyz", on_readyz, 1, NULL},
+    {"GET", "/metrics", "/metrics", on_metrics, 1, NULL},
 };
 
 int service_starting(struct service *svc, struct http_resp *resp)
@@ -130,22 +131,43 @@ void service_db_error(struct service *svc, struct db *db, enum err e, struct htt
  * thread). 1 if one came. A process stopped (SIGSTOP) and continued sees
  * the wait end early with EINTR on Linux: that is no stop signal, so it
  * waits on, for what is left. */
-static int wait_signal(int64_t ms)
+/* SIGTERM and SIGINT are taken by a thread of their own from the start, so
+ * that a stop ends whatever the process is waiting for at that moment: from
+ * then on no wait on Postgres outlasts STOP_DB_CUT_MS (migrations on a frozen
+ * server included), and the waits below return. */
+static struct waker stopper;
+
+static void *signal_main(void *arg)
 {
-    sigset_t set;
+    sigset_t *set = arg;
+    int sig = 0;
+    while (sigwait(set, &sig) != 0)
+        ;
+    db_cut_at(mono_ms() + STOP_DB_CUT_MS); /* whatever Postgres does, no wait outlasts this */
+    waker_stop(&stopper);
+    return NULL;
+}
+
+static void catch_stop_signals(void)
+{
+    static sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
-    int64_t end = mono_ms() + ms;
-    for (;;) {
-        int64_t left = end - mono_ms();
-        struct timespec ts = {.tv_sec = left / 1000, .tv_nsec = (left % 1000) * 1000000};
-        int sig = ms < 0 ? sigwaitinfo(&set, NULL) : left > 0 ? sigtimedwait(&set, NULL, &ts) : -1;
-        if (sig > 0)
-            return 1;
-        if (errno != EINTR || (ms >= 0 && left <= 0))
-            return 0;
-    }
+    pthread_sigmask(SIG_BLOCK, &set, NULL); /* inherited by every thread started later */
+    signal(SIGPIPE, SIG_IGN);
+    pthread_t t;
+    waker_thread_start(&stopper, &t, "signals", signal_main, &set);
+    pthread_detach(t);
+}
+
+/* Waits up to ms (forever if < 0); 1 if a stop signal came. */
+static int wait_signal(int64_t ms)
+{
+    while (waker_wait(&stopper, ms < 0 ? 60000 : ms))
+        if (ms >= 0)
+            return waker_stopping(&stopper);
+    return 1;
 }
 
 /* Applies migrations, retrying while Postgres is unreachable. 0 on success,
@@ -224,7 +246,9 @@ static enum err start_parts(struct service *svc, const struct http_route *routes
         ih->nstmts = svc->def->nstmts;
         ih->ctx = svc;
         ih->after_commit = after_commit;
+        inbox_register_metrics(ih);
     }
+    relay_register_metrics();
     admin_new(c->database_url, &svc->def->admin, svc->def->stmts, svc->def->nstmts, &svc->admin);
     return start_http(svc, routes, nroutes, http, admin_http);
 }
@@ -269,7 +293,6 @@ static int run(struct service *svc)
     ready_recheck(svc->ready);            /* ready now, not a probe period later */
     wait_signal(-1);
     log_info("stopping: finishing in-flight requests and batches");
-    db_cut_at(mono_ms() + STOP_DB_CUT_MS); /* whatever Postgres does, no wait outlasts this */
 out:
     inbox_request_stop(svc->inbox); /* both loops finish their batch meanwhile */
     relay_request_stop(svc->relay);
@@ -289,16 +312,6 @@ out:
     free(routes);
     log_info("stopped");
     return code;
-}
-
-static void block_signals(void)
-{
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &set, NULL); /* inherited by every thread started later */
-    signal(SIGPIPE, SIG_IGN);
 }
 
 int service_main(const struct service_def *def, int argc, char **argv)
@@ -321,12 +334,13 @@ int service_main(const struct service_def *def, int argc, char **argv)
                            svc.cfg.db_idle_tx_timeout_ms, svc.cfg.db_tcp_timeout_ms};
     db_configure(&dl);
     failpoint_init(svc.cfg.failpoints);
-    block_signals();
+    catch_stop_signals();
     if (def->register_metrics)
         def->register_metrics();
     int code = migrate_only ? migrate(&svc.cfg, mono_ms() + MIGRATE_ONLY_DEADLINE_MS) : run(&svc);
     if (migrate_only && code == 2)
-        log_error("migrations: gave up waiting for postgres");
+        log_error(waker_stopping(&stopper) ? "migrations: stopped by a signal before they were applied"
+                                           : "migrations: gave up waiting for postgres");
     config_cleanup(&svc.cfg);
     return code;
 }

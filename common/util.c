@@ -11,10 +11,21 @@
 #include <sys/random.h>
 #include <time.h>
 
-static void oom(size_t n)
+/* The last line before an abort, in the logs' shape; written here, not by
+ * the log module: it must not need memory, nor the log module at all. */
+_Noreturn static void die_line(const char *msg, const char *arg)
 {
-    fprintf(stderr, "{\"level\":\"error\",\"msg\":\"out of memory allocating %zu bytes\"}\n", n);
+    char ts[32];
+    time_rfc3339(ts);
+    fprintf(stderr, "{\"ts\":\"%s\",\"level\":\"error\",\"msg\":\"%s%s\"}\n", ts, msg, arg);
     abort();
+}
+
+_Noreturn static void oom(size_t n)
+{
+    char bytes[32];
+    snprintf(bytes, sizeof bytes, "%zu bytes", n);
+    die_line("out of memory allocating ", bytes);
 }
 
 void *xmalloc(size_t n)
@@ -35,10 +46,8 @@ void *xcalloc(size_t count, size_t n)
 
 void thread_start(pthread_t *t, const char *name, void *(*fn)(void *), void *arg)
 {
-    if (pthread_create(t, NULL, fn, arg) != 0) {
-        fprintf(stderr, "{\"level\":\"error\",\"msg\":\"cannot start thread %s\"}\n", name);
-        abort();
-    }
+    if (pthread_create(t, NULL, fn, arg) != 0)
+        die_line("cannot start thread ", name);
     pthread_setname_np(*t, name); /* only a label: a failure changes nothing */
 }
 

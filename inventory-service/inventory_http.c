@@ -107,7 +107,7 @@ static void get_stock(const struct http_req *req, struct http_resp *resp, void *
 }
 
 const struct http_route inventory_routes[] = {
-    {"PUT", "/inventory/", "/inventory/{sku}", put_stock, 0},
-    {"GET", "/inventory/", "/inventory/{sku}", get_stock, 0},
+    {"PUT", "/inventory/", "/inventory/{sku}", put_stock, 0, NULL},
+    {"GET", "/inventory/", "/inventory/{sku}", get_stock, 0, NULL},
 };
 const size_t inventory_nroutes = ARRAY_LEN(inventory_routes);

@@ -191,7 +191,7 @@ static void get_order(const struct http_req *req, struct http_resp *resp, void *
 }
 
 const struct http_route order_routes[] = {
-    {"POST", "/orders", "/orders", post_orders, 1},
-    {"GET", "/orders/", "/orders/{id}", get_order, 0},
+    {"POST", "/orders", "/orders", post_orders, 1, NULL},
+    {"GET", "/orders/", "/orders/{id}", get_order, 0, NULL},
 };
 const size_t order_nroutes = ARRAY_LEN(order_routes);

@@ -46,6 +46,16 @@ static int admin_do(int port, const char *method, const char *path, const char *
     return st;
 }
 
+/* A request with no header at all: no token, no Content-Type. */
+static int bare_do(int port, const char *method, const char *path, const char *body,
+                   struct http_result *out)
+{
+    const char *h[] = {NULL};
+    if (http_do(port, method, path, h, body, body ? strlen(body) : 0, out) != 0)
+        return -1;
+    return out->status;
+}
+
 static int admin(struct svc *s, const char *method, const char *path, const char *body,
                  struct http_result *out)
 {
@@ -97,7 +107,14 @@ START_TEST(token_guard_401_403_200_and_never_logged)
     ck_assert_str_eq(error_code(r.body), "validation_failed");
     http_result_free(&r);
     ck_assert_int_eq(admin(&s, "POST", "/admin/outbox/requeue", "not json", NULL), 400);
+    ck_assert_int_eq(admin_do(s.port, "GET", "/admin/outbox", "Bearer ", NULL, NULL), 401);
     ck_assert_double_eq(svc_metric(&s, "admin_denied_total{reason=\"wrong\"}"), 1);
+    /* the token is asked for before anything else about the request */
+    ck_assert_int_eq(bare_do(s.port, "POST", "/admin/outbox/requeue", "x", &r), 401);
+    ck_assert_str_eq(error_code(r.body), "unauthorized");
+    http_result_free(&r);
+    ck_assert_int_eq(admin_do(s.port, "PUT", "/admin/outbox", NULL, "{}", NULL), 401);
+    ck_assert_int_eq(admin_do(s.port, "PUT", "/admin/outbox", "Bearer " TOKEN, "{}", NULL), 405);
     ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
     ck_assert(!file_contains(s.proc.log, TOKEN));
     ck_assert(!file_contains(s.proc.log, "wrong-token"));
@@ -111,6 +128,11 @@ START_TEST(disabled_without_token_and_on_its_own_port)
     struct svc s, inv;
     svc_start(&s, "order-service", nats.url, NULL);
     ck_assert_int_eq(admin(&s, "GET", "/admin/outbox", NULL, NULL), 404);
+    struct http_result r; /* disabled: 404 whatever the method or body */
+    ck_assert_int_eq(bare_do(s.port, "POST", "/admin/outbox/requeue", "x", &r), 404);
+    http_result_free(&r);
+    ck_assert_int_eq(bare_do(s.port, "GET", "/admin/outbox/requeue", NULL, &r), 404);
+    http_result_free(&r);
     ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
     char port_env[32];
     int aport = free_port();

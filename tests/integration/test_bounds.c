@@ -138,7 +138,7 @@ START_TEST(lock_on_orders_is_bounded)
         ck_assert_msg(p[i].worst_ms < 8000, "a POST took %d ms under the lock", p[i].worst_ms);
     }
     ck_assert_msg(worst < HEALTHZ_MAX_MS, "/healthz took %lld ms", (long long)worst);
-    pg_release(c, "COMMIT");
+    ck_assert(pg_release(c, "COMMIT"));
     for (int i = 0; i < 5; i++) {
         int64_t ms;
         ck_assert_int_eq(timed_post(orders.port, ORDER_JSON, 10000, &ms, NULL), 201);

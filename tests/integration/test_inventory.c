@@ -357,7 +357,7 @@ START_TEST(harmless_redeliveries_do_not_count_as_refusals)
                              "$$BEGIN RAISE EXCEPTION 'refused'; END$$; CREATE TRIGGER refuse "
                              "BEFORE INSERT ON order_decisions FOR EACH ROW EXECUTE FUNCTION refuse()"),
                      0);
-    pg_release(c, "COMMIT");
+    ck_assert(pg_release(c, "COMMIT"));
     refused_event = ev;
     ck_assert(wait_until(refused_twice_or_dead, NULL, 30000));
     ck_assert_msg(dead_letters() == 0, "dead-lettered after %ld refusal(s): deliveries counted",
@@ -412,7 +412,7 @@ static void order_while_stock_moves(int read, int locked)
     ck_assert_ptr_nonnull(c);
     publish_order("[{\"sku\":\"SKU-1\",\"qty\":8}]");
     ck_assert_msg(wait_until(waiting_for_stock, NULL, 10000), "the batch never waited for the row");
-    pg_release(c, "COMMIT");
+    ck_assert(pg_release(c, "COMMIT"));
     target = 1;
     ck_assert(wait_until(replies_reach, NULL, 15000));
     ck_assert(proc_log_has(&inv.proc, "taken again under the lock"));

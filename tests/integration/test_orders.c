@@ -90,12 +90,15 @@ START_TEST(rejections_answer_400_and_write_nothing)
         {"{\"customer_id\":\"c\",\"items\":[{\"sku\":\"A B\",\"qty\":1}]}", "validation_failed"},
         {"{\"customer_id\":\"c\",\"items\":[{\"sku\":\"A\",\"qty\":1},{\"sku\":\"A\",\"qty\":1}]}",
          "validation_failed"},
+        {"[]", "validation_failed"},
     };
     for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
         struct http_result r;
         ck_assert_int_eq(http_post_json(orders.port, "/orders", cases[i].body, &r), 400);
         ck_assert_msg(strstr(r.body, cases[i].code) != NULL, "%s -> %s", cases[i].body, r.body);
         ck_assert_ptr_nonnull(strstr(r.body, "\"message\""));
+        if (cases[i].body[0] == '[') /* no one field is at fault: none named */
+            ck_assert_msg(strstr(r.body, "\"field\"") == NULL, "%s", r.body);
         http_result_free(&r);
     }
     assert_nothing_written();
@@ -121,6 +124,9 @@ START_TEST(wrong_type_size_path_and_method)
     free(body);
 
     ck_assert_int_eq(http_get(orders.port, "/orders/not-a-uuid", &r), 400);
+    http_result_free(&r);
+    ck_assert_int_eq(http_get(orders.port, "/orders/", &r), 400); /* an empty id is malformed */
+    ck_assert_ptr_nonnull(strstr(r.body, "\"code\":\"invalid_id\""));
     http_result_free(&r);
     ck_assert_int_eq(http_get(orders.port, "/orders/6f1c1f1e-0000-4000-8000-000000000000", &r), 404);
     ck_assert_ptr_nonnull(strstr(r.body, "\"code\":\"not_found\""));
@@ -249,7 +255,7 @@ START_TEST(a_stuck_write_does_not_hold_back_the_orders_behind_it)
         ck_assert_msg(mono_ms() - t0 < 2000, "answered after %lld ms", (long long)(mono_ms() - t0));
     }
     ck_assert_int_eq(count("orders"), 5); /* the held one not written yet */
-    pg_release(hold, "ROLLBACK");
+    ck_assert(pg_release(hold, "ROLLBACK"));
     pthread_join(t, NULL);
     ck_assert_int_eq(stuck.status, 201);
     ck_assert_int_eq(count("orders"), 6);

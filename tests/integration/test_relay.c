@@ -323,7 +323,7 @@ START_TEST(a_claim_never_takes_the_connection_of_the_batch_being_marked)
     ck_assert_ptr_nonnull(c);
     for (int i = 0; i < 3; i++, sleep_ms(300))
         post_orders(&s, 1);
-    pg_release(c, "ROLLBACK");
+    ck_assert(pg_release(c, "ROLLBACK"));
     ck_assert(wait_until(drained, NULL, 10000));
     ck_assert_int_eq(natsd_stream_msgs(&nats, "ORDERS"), 5);
     ck_assert_double_eq(svc_metric(&s, "outbox_published_total"), 5);

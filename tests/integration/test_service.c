@@ -63,6 +63,7 @@ START_TEST(malformed_environment_stops_the_start)
     assert_bad_env("PORT", "PORT=70000");
     assert_bad_env("LOG_LEVEL", "LOG_LEVEL=loud");
     assert_bad_env("DATABASE_URL", "DATABASE_URL=mysql://x/y");
+    assert_bad_env("DATABASE_URL", "DATABASE_URL=postgresql://127.0.0.1:port/orders");
     assert_bad_env("NATS_URL", "NATS_URL=http://127.0.0.1:4222");
     assert_bad_env("JS_REPLICAS", "JS_REPLICAS=zero");
     /* settings that would break recovery */
@@ -238,7 +239,7 @@ START_TEST(sigterm_answers_requests_in_flight)
     sleep_ms(500);
     kill(s.proc.pid, SIGTERM);
     sleep_ms(1000);
-    pg_release(c, "COMMIT");
+    ck_assert(pg_release(c, "COMMIT"));
     pthread_join(t, NULL);
     ck_assert_int_eq(lp.status, 201); /* answered, not cut off */
     ck_assert_int_eq(proc_wait(&s.proc, 10000), 0);
@@ -289,9 +290,32 @@ START_TEST(requests_before_migrations_get_a_clear_503)
     ck_assert_ptr_nonnull(strstr(r.body, "starting"));
     http_result_free(&r);
     ck_assert_int_eq(http_get(s.port, "/readyz", NULL), 503);
+    ck_assert_int_eq(http_get(s.port, "/metrics", &r), 200); /* every series there from the start */
+    const char *names[] = {"outbox_pending", "outbox_published_total", "inbox_dead_letters",
+                           "order_replies_total{result=\"confirmed\"}"};
+    for (size_t i = 0; i < ARRAY_LEN(names); i++)
+        ck_assert_msg(metric_in(r.body, names[i]) == 0, "%s not at 0 before migrations", names[i]);
+    http_result_free(&r);
     PQfinish(c); /* releases the lock: migrations run */
     ck_assert(wait_until(ready_200, &s, 15000));
     ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+}
+END_TEST
+
+/* A stop while migrations wait (here for their lock; as well for a frozen
+ * server) ends the wait: the service exits 0 within the 10 s svc_stop allows. */
+START_TEST(sigterm_while_migrations_wait_exits_in_time)
+{
+    PGconn *c = PQconnectdb(pg_url("orders"));
+    PQclear(PQexec(c, "SELECT pg_advisory_lock(7306620031)")); /* migrate.c's lock */
+    struct svc s;
+    svc_spawn(&s, "order-service", nats.url, NULL);
+    ck_assert(wait_until(healthz_200, &s, 10000));
+    sleep_ms(500); /* in the lock's wait by now */
+    int64_t t0 = mono_ms();
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+    ck_assert_int_lt(mono_ms() - t0, 10000);
+    PQfinish(c);
 }
 END_TEST
 
@@ -355,6 +379,7 @@ Suite *service_suite(void)
     tcase_add_test(tc, sigterm_answers_requests_in_flight);
     tcase_add_test(tc, request_paths_never_become_metric_labels);
     tcase_add_test(tc, requests_before_migrations_get_a_clear_503);
+    tcase_add_test(tc, sigterm_while_migrations_wait_exits_in_time);
     suite_add_tcase(s, tc);
     return s;
 }

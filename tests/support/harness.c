@@ -513,10 +513,16 @@ PGconn *pg_hold(const char *db, const char *sql)
     return c;
 }
 
-void pg_release(PGconn *c, const char *how)
+int pg_release(PGconn *c, const char *how)
 {
-    PQclear(PQexec(c, how));
+    PGresult *r = PQexec(c, how);
+    /* COMMIT in an aborted transaction answers ROLLBACK, with no error */
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdStatus(r), how) == 0;
+    if (!ok)
+        fprintf(stderr, "pg_release(%s): %s %s", how, PQcmdStatus(r), PQerrorMessage(c));
+    PQclear(r);
     PQfinish(c);
+    return ok;
 }
 
 long pg_long(const char *db, const char *sql)

@@ -92,9 +92,10 @@ int pg_exec(const char *db, const char *sql);
 /* A connection with a transaction left open, in which sql ran (a lock, a
  * row updated and not committed): what a test holds while a service waits
  * for it. NULL if sql failed. pg_release() ends it: how is "COMMIT" or
- * "ROLLBACK". */
+ * "ROLLBACK"; 1 if that succeeded (a COMMIT of an aborted transaction is
+ * not a success: Postgres rolls it back). */
 PGconn *pg_hold(const char *db, const char *sql);
-void pg_release(PGconn *c, const char *how);
+int pg_release(PGconn *c, const char *how);
 
 /* Runs `scripts/stack <cmd>` on the test's stack (pg-stop, pg-start). */
 void stack_cmd(const char *cmd);
