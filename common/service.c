@@ -330,6 +330,9 @@ int service_main(const struct service_def *def, int argc, char **argv)
     }
     svc.def = def;
     log_init(svc.cfg.log_level, def->name);
+    if (svc.cfg.admin_token && svc.cfg.admin_token[0] && strlen(svc.cfg.admin_token) < 16)
+        log_warn("ADMIN_TOKEN: shorter than 16 characters, easy to guess (the admin API can "
+                 "requeue and re-send events)");
     struct db_limits dl = {svc.cfg.db_request_timeout_ms, svc.cfg.db_work_timeout_ms,
                            svc.cfg.db_idle_tx_timeout_ms, svc.cfg.db_tcp_timeout_ms};
     db_configure(&dl);

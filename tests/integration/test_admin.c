@@ -146,6 +146,21 @@ START_TEST(disabled_without_token_and_on_its_own_port)
 }
 END_TEST
 
+/* Any token without blanks is taken; a short one is warned of at start. */
+START_TEST(a_short_token_works_with_a_warning)
+{
+    natsd_start(&nats);
+    struct svc s;
+    static const char *const env[] = {"ADMIN_TOKEN=s3cret", NULL};
+    svc_start(&s, "order-service", nats.url, env);
+    ck_assert_int_eq(admin_do(s.port, "GET", "/admin/outbox", "Bearer s3cret", NULL, NULL), 200);
+    ck_assert_int_eq(admin_do(s.port, "GET", "/admin/outbox", "Bearer s3cre", NULL, NULL), 403);
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+    ck_assert(file_contains(s.proc.log, "shorter than 16 characters"));
+    ck_assert(!file_contains(s.proc.log, "s3cret"));
+}
+END_TEST
+
 static int row_dead(void *arg)
 {
     (void)arg;
@@ -460,6 +475,7 @@ Suite *admin_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, token_guard_401_403_200_and_never_logged);
     tcase_add_test(tc, disabled_without_token_and_on_its_own_port);
+    tcase_add_test(tc, a_short_token_works_with_a_warning);
     tcase_add_test(tc, dead_row_listed_requeued_published_once);
     tcase_add_test(tc, poison_listed_and_reapplied_once_its_cause_is_fixed);
     tcase_add_test(tc, resend_sends_one_orders_event_again_with_its_id);

@@ -244,7 +244,7 @@ static const struct { const char *name, *value; } bad_values[] = {
     {"DB_TCP_TIMEOUT", "1ms"}, {"HTTP_MAX_CONNECTIONS", "1"}, {"HTTP_MAX_CONNECTIONS_PER_IP", "0"},
     {"HTTP_REQUEST_TIMEOUT", "abc"},
     {"STREAM_DUPLICATE_WINDOW", "500ms"},
-    {"ADMIN_TOKEN", "short"}, {"ADMIN_TOKEN", "has a blank in it!!"},
+    {"ADMIN_TOKEN", "has a blank in it!!"},
     {"ADMIN_PORT", "-1"}, {"ADMIN_PORT", "65536"},
     {"RECONCILE_EVERY", "10ms"}, {"RECONCILE_WINDOW", "x"}, {"RECONCILE_SCAN", "0"},
     {"NATS_PING_INTERVAL", "50ms"}, {"NATS_PING_INTERVAL", "2x"},
@@ -272,10 +272,10 @@ START_TEST(admin_token_is_never_echoed)
 {
     struct config c;
     char msg[256] = "";
-    setenv("ADMIN_TOKEN", "tiny-secret", 1);
+    setenv("ADMIN_TOKEN", "tiny\tsecret", 1);
     ck_assert_int_eq(config_load(&order_defaults, &c, msg, sizeof msg), ERR_CONFIG);
     ck_assert_ptr_nonnull(strstr(msg, "ADMIN_TOKEN"));
-    ck_assert_ptr_null(strstr(msg, "tiny-secret"));
+    ck_assert_ptr_null(strstr(msg, "secret"));
 }
 END_TEST
 
