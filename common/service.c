@@ -11,6 +11,7 @@
 #include "util.h"
 #include "waker.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -330,6 +331,14 @@ int service_main(const struct service_def *def, int argc, char **argv)
     }
     svc.def = def;
     log_init(svc.cfg.log_level, def->name);
+    DIR *dir = opendir(svc.cfg.migrations_dir); /* a wrong one stops the start, named */
+    if (!dir) {
+        log_error("MIGRATIONS_DIR: cannot open the folder %s: %s", svc.cfg.migrations_dir,
+                  strerror(errno));
+        config_cleanup(&svc.cfg);
+        return 2;
+    }
+    closedir(dir);
     if (svc.cfg.admin_token && svc.cfg.admin_token[0] && strlen(svc.cfg.admin_token) < 16)
         log_warn("ADMIN_TOKEN: shorter than 16 characters, easy to guess (the admin API can "
                  "requeue and re-send events)");

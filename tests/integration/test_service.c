@@ -66,6 +66,7 @@ START_TEST(malformed_environment_stops_the_start)
     assert_bad_env("DATABASE_URL", "DATABASE_URL=postgresql://127.0.0.1:port/orders");
     assert_bad_env("NATS_URL", "NATS_URL=http://127.0.0.1:4222");
     assert_bad_env("JS_REPLICAS", "JS_REPLICAS=zero");
+    assert_bad_env("MIGRATIONS_DIR", "MIGRATIONS_DIR=/nonexistent/migrations");
     /* settings that would break recovery */
     assert_bad_env("STREAM_MAX_AGE", "STREAM_MAX_AGE=1m"); /* below the 2 min duplicate window */
     assert_bad_env("STREAM_DUPLICATE_WINDOW", "STREAM_DUPLICATE_WINDOW=100ms");
