@@ -128,10 +128,6 @@ void service_db_error(struct service *svc, struct db *db, enum err e, struct htt
     http_resp_error(resp, 500, "internal", "internal error", NULL);
 }
 
-/* Waits up to ms (< 0: for ever) for SIGTERM/SIGINT (blocked in every
- * thread). 1 if one came. A process stopped (SIGSTOP) and continued sees
- * the wait end early with EINTR on Linux: that is no stop signal, so it
- * waits on, for what is left. */
 /* SIGTERM and SIGINT are taken by a thread of their own from the start, so
  * that a stop ends whatever the process is waiting for at that moment: from
  * then on no wait on Postgres outlasts STOP_DB_CUT_MS (migrations on a frozen
@@ -351,8 +347,9 @@ int service_main(const struct service_def *def, int argc, char **argv)
         def->register_metrics();
     int code = migrate_only ? migrate(&svc.cfg, mono_ms() + MIGRATE_ONLY_DEADLINE_MS) : run(&svc);
     if (migrate_only && code == 2)
-        log_error(waker_stopping(&stopper) ? "migrations: stopped by a signal before they were applied"
-                                           : "migrations: gave up waiting for postgres");
+        log_error(waker_stopping(&stopper)
+                      ? "migrations: stopped by a signal; run again to apply what is left"
+                      : "migrations: gave up waiting for postgres");
     config_cleanup(&svc.cfg);
     return code;
 }

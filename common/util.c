@@ -44,11 +44,28 @@ void *xcalloc(size_t count, size_t n)
     return p;
 }
 
+struct named_start {
+    void *(*fn)(void *);
+    void *arg;
+    char name[16];
+};
+
+/* The new thread names itself before anything else runs on it. */
+static void *named_main(void *p)
+{
+    struct named_start s = *(struct named_start *)p;
+    free(p);
+    pthread_setname_np(pthread_self(), s.name); /* only a label: a failure changes nothing */
+    return s.fn(s.arg);
+}
+
 void thread_start(pthread_t *t, const char *name, void *(*fn)(void *), void *arg)
 {
-    if (pthread_create(t, NULL, fn, arg) != 0)
+    struct named_start *s = xmalloc(sizeof *s);
+    *s = (struct named_start){fn, arg, ""};
+    snprintf(s->name, sizeof s->name, "%s", name);
+    if (pthread_create(t, NULL, named_main, s) != 0)
         die_line("cannot start thread ", name);
-    pthread_setname_np(*t, name); /* only a label: a failure changes nothing */
 }
 
 void *xrealloc(void *p, size_t n)

@@ -517,9 +517,10 @@ int pg_release(PGconn *c, const char *how)
 {
     PGresult *r = PQexec(c, how);
     /* COMMIT in an aborted transaction answers ROLLBACK, with no error */
-    int ok = PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdStatus(r), how) == 0;
+    const char *said = r ? PQcmdStatus(r) : "";
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(said, how) == 0;
     if (!ok)
-        fprintf(stderr, "pg_release(%s): %s %s", how, PQcmdStatus(r), PQerrorMessage(c));
+        fprintf(stderr, "pg_release(%s): answered \"%s\" %s\n", how, said, PQerrorMessage(c));
     PQclear(r);
     PQfinish(c);
     return ok;
