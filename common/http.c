@@ -130,6 +130,22 @@ static const struct http_route *route_find(const struct http_server *s, const ch
     return NULL;
 }
 
+/* For a path no route has: a gated route under the same first segment
+ * ("/admin/..."), whose gate then answers for the whole segment. */
+static const struct http_route *gate_of_segment(const struct http_server *s, const char *path)
+{
+    if (path[0] != '/')
+        return NULL;
+    const char *end = strchr(path + 1, '/');
+    size_t n = end ? (size_t)(end - path) + 1 : strlen(path);
+    for (size_t i = 0; i < s->nroutes; i++) {
+        const struct http_route *r = &s->routes[i];
+        if (r->gate && strncmp(r->path, path, n) == 0 && (r->path[n] == '\0' || end))
+            return r;
+    }
+    return NULL;
+}
+
 static int is_json(const char *ctype)
 {
     if (!ctype)
@@ -155,7 +171,8 @@ static const struct http_route *pick(struct http_server *s, struct http_req *req
     const struct http_route *known = NULL;
     const struct http_route *r = route_find(s, req->method, req->path, &known);
     *name = r ? r->name : known ? known->name : "unmatched";
-    if (known && known->gate && !known->gate(req, resp, s->ctx))
+    const struct http_route *gated = known ? known : gate_of_segment(s, req->path);
+    if (gated && gated->gate && !gated->gate(req, resp, s->ctx))
         return NULL;
     if (!r && known)
         http_resp_error(resp, 405, "method_not_allowed", "method not allowed on this path", NULL);

@@ -115,6 +115,9 @@ START_TEST(token_guard_401_403_200_and_never_logged)
     http_result_free(&r);
     ck_assert_int_eq(admin_do(s.port, "PUT", "/admin/outbox", NULL, "{}", NULL), 401);
     ck_assert_int_eq(admin_do(s.port, "PUT", "/admin/outbox", "Bearer " TOKEN, "{}", NULL), 405);
+    /* the whole of /admin/ asks for the token: which paths exist is not told */
+    ck_assert_int_eq(admin_do(s.port, "GET", "/admin/no-such-thing", NULL, NULL, NULL), 401);
+    ck_assert_int_eq(admin(&s, "GET", "/admin/no-such-thing", NULL, NULL), 404);
     ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
     ck_assert(!file_contains(s.proc.log, TOKEN));
     ck_assert(!file_contains(s.proc.log, "wrong-token"));
@@ -132,6 +135,8 @@ START_TEST(disabled_without_token_and_on_its_own_port)
     ck_assert_int_eq(bare_do(s.port, "POST", "/admin/outbox/requeue", "x", &r), 404);
     http_result_free(&r);
     ck_assert_int_eq(bare_do(s.port, "GET", "/admin/outbox/requeue", NULL, &r), 404);
+    http_result_free(&r);
+    ck_assert_int_eq(bare_do(s.port, "GET", "/admin/no-such-thing", NULL, &r), 404);
     http_result_free(&r);
     ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
     char port_env[32];
