@@ -87,19 +87,45 @@ static int has_scheme(const char *v, const char *const *schemes)
     return 0;
 }
 
-/* libpq's port list: one per host, comma-separated, each 1-65535 or empty
+/* A port, 1-65535 in digits: where it ends, or NULL. */
+static const char *port_at(const char *p)
+{
+    if (*p < '0' || *p > '9')
+        return NULL;
+    char *end;
+    long port = strtol(p, &end, 10);
+    return port >= 1 && port <= 65535 ? end : NULL;
+}
+
+/* libpq's port list: one per host, comma-separated, each a port or empty
  * (the default port). */
 static int pg_ports_valid(const char *p)
 {
     for (;;) {
-        char *end = (char *)p;
-        long port = *p == ',' || *p == '\0' ? 0 : strtol(p, &end, 10);
-        if ((end != p && (port < 1 || port > 65535)) || (*end != ',' && *end != '\0'))
+        const char *end = *p == ',' || *p == '\0' ? p : port_at(p);
+        if (!end || (*end != ',' && *end != '\0'))
             return 0;
         if (*end == '\0')
             return 1;
         p = end + 1;
     }
+}
+
+/* One NATS server URL: scheme://[user[:pass]@]host[:port][/], the host a
+ * name, an address or [an IPv6 address]. */
+static int nats_url_valid(const char *url)
+{
+    const char *p = strstr(url, "://") + 3;
+    const char *slash = strchr(p, '/'), *at = strrchr(p, '@');
+    if (at && (!slash || at < slash))
+        p = at + 1;
+    const char *host_end = *p == '[' ? strchr(p, ']') : p + strcspn(p, ":/");
+    if (!host_end || host_end == p)
+        return 0;
+    const char *rest = *host_end == ']' ? host_end + 1 : host_end;
+    if (*rest == ':' && !(rest = port_at(rest + 1)))
+        return 0;
+    return *rest == '\0' || *rest == '/';
 }
 
 /* A Postgres URL libpq can read, with valid ports: else the service would
@@ -123,7 +149,8 @@ static int parse_url(const struct setting *s, const char *v, struct config *c)
     int ok = *v != '\0';
     const char *sep = s->schemes == nats_schemes ? "," : "";
     for (char *tok = strtok_r(copy, sep, &save); tok && ok; tok = strtok_r(NULL, sep, &save))
-        ok = has_scheme(tok, s->schemes) && !strpbrk(tok, " \t\n");
+        ok = has_scheme(tok, s->schemes) && !strpbrk(tok, " \t\n") &&
+             (s->schemes != nats_schemes || nats_url_valid(tok));
     free(copy);
     if (!ok || v[strlen(v) - 1] == ',' || (s->schemes == pg_schemes && !pg_url_valid(v)))
         return -1;
@@ -235,9 +262,10 @@ enum err config_load(const struct config_defaults *d, struct config *out,
         const char *use = v ? v : default_for(s, d, out);
         if (s->parse(s, use, out) < 0) {
             if (s->parse == parse_url) /* may hold a password: do not echo it */
-                snprintf(msg, msglen, "invalid value for %s: expected %s...%s", s->name,
-                         s->schemes[0], s->schemes == pg_schemes
-                             ? " that libpq can read, its ports 1-65535" : "");
+                snprintf(msg, msglen, "invalid value for %s: expected %s", s->name,
+                         s->schemes == pg_schemes
+                             ? "postgresql://... that libpq can read, its ports 1-65535"
+                             : "nats://host[:port] (or tls://), comma-separated, ports 1-65535");
             else if (s->parse == parse_secret) /* never echoed */
                 snprintf(msg, msglen, "invalid value for %s: no blanks allowed", s->name);
             else

@@ -227,6 +227,23 @@ START_TEST(database_url_accepts_libpq_multi_host)
 }
 END_TEST
 
+/* NATS server URLs as nats.c takes them: credentials, IPv6, no port, a list. */
+START_TEST(nats_url_accepts_what_nats_c_takes)
+{
+    static const char *const good[] = {
+        "nats://user:secret@nats-1:4222", "tls://[::1]:4443", "nats://nats-1",
+        "nats://127.0.0.1:4222,nats://127.0.0.1:4223,tls://n3:4224", "nats://h:4222/"};
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+        struct config c;
+        char msg[256] = "";
+        setenv("NATS_URL", good[i], 1);
+        ck_assert_msg(config_load(&order_defaults, &c, msg, sizeof msg) == ERR_OK, "%s: %s", good[i],
+                      msg);
+        config_cleanup(&c);
+    }
+}
+END_TEST
+
 static const struct { const char *name, *value; } bad_values[] = {
     {"PORT", "abc"}, {"PORT", "0"}, {"PORT", "70000"}, {"PORT", "-1"}, {"PORT", "80x"},
     {"PORT", ""}, {"LOG_LEVEL", "verbose"}, {"LOG_LEVEL", ""},
@@ -235,7 +252,9 @@ static const struct { const char *name, *value; } bad_values[] = {
     {"DATABASE_URL", "postgresql://a:5432,b:x/y"}, {"DATABASE_URL", "postgresql://db/x?nosuch=1"},
     {"DATABASE_URL", "postgresql://%zz@db/x"},
     {"NATS_URL", "http://x"}, {"NATS_URL", "nats://a,"}, {"NATS_URL", ""},
-    {"NATS_URL", "nats://a, nats://b"}, {"NATS_URL", "nats://a b"}, {"MIGRATIONS_DIR", ""},
+    {"NATS_URL", "nats://a, nats://b"}, {"NATS_URL", "nats://a b"},
+    {"NATS_URL", "nats://127.0.0.1:abc"}, {"NATS_URL", "nats://127.0.0.1:99999"},
+    {"NATS_URL", "nats://[::1"}, {"NATS_URL", "nats://a:4222,nats://b:0"}, {"NATS_URL", "nats://:4222"}, {"MIGRATIONS_DIR", ""},
     {"JS_REPLICAS", "0"}, {"JS_REPLICAS", "6"}, {"HTTP_THREADS", "0"}, {"RELAY_SWEEP_MS", "abc"},
     {"RELAY_BATCH", "0"}, {"RELAY_MAX_ATTEMPTS", "0"}, {"CONSUMER_BATCH", "0"},
     {"CONSUMER_WORKERS", "0"}, {"CONSUMER_WORKERS", "65"},
@@ -353,6 +372,7 @@ Suite *config_suite(void)
     tcase_add_test(tc, redrive_after_is_shorter_with_replicas);
     tcase_add_test(tc, nats_url_accepts_comma_separated_cluster);
     tcase_add_test(tc, database_url_accepts_libpq_multi_host);
+    tcase_add_test(tc, nats_url_accepts_what_nats_c_takes);
     tcase_add_loop_test(tc, bad_value_is_rejected_naming_the_variable, 0, NBAD);
     tcase_add_test(tc, processed_retention_must_outlive_stream_max_age);
     tcase_add_test(tc, stream_max_age_must_cover_the_duplicate_window);
