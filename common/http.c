@@ -130,8 +130,8 @@ static const struct http_route *route_find(const struct http_server *s, const ch
     return NULL;
 }
 
-/* For a path no route has: a gated route under the same first segment
- * ("/admin/..."), whose gate then answers for the whole segment. */
+/* A gated route under the path's first segment ("/admin/..."), if any: its
+ * gate answers for the whole segment, paths no route has included. */
 static const struct http_route *gate_of_segment(const struct http_server *s, const char *path)
 {
     if (path[0] != '/')
@@ -171,8 +171,8 @@ static const struct http_route *pick(struct http_server *s, struct http_req *req
     const struct http_route *known = NULL;
     const struct http_route *r = route_find(s, req->method, req->path, &known);
     *name = r ? r->name : known ? known->name : "unmatched";
-    const struct http_route *gated = known ? known : gate_of_segment(s, req->path);
-    if (gated && gated->gate && !gated->gate(req, resp, s->ctx))
+    const struct http_route *gated = gate_of_segment(s, req->path);
+    if (gated && !gated->gate(req, resp, s->ctx))
         return NULL;
     if (!r && known)
         http_resp_error(resp, 405, "method_not_allowed", "method not allowed on this path", NULL);

@@ -161,9 +161,10 @@ static void catch_stop_signals(void)
 /* Waits up to ms (forever if < 0); 1 if a stop signal came. */
 static int wait_signal(int64_t ms)
 {
-    while (waker_wait(&stopper, ms < 0 ? 60000 : ms))
-        if (ms >= 0)
-            return waker_stopping(&stopper);
+    if (ms >= 0)
+        return !waker_wait(&stopper, ms); /* 0 once stopped */
+    while (waker_wait(&stopper, 60000))
+        ;
     return 1;
 }
 

@@ -267,6 +267,15 @@ START_TEST(request_paths_never_become_metric_labels)
 }
 END_TEST
 
+/* migrate.c's advisory lock, held here until pg_release(): a starting
+ * service waits for it in its migrations. */
+static PGconn *hold_migrations(void)
+{
+    PGconn *c = pg_hold("orders", "SELECT pg_advisory_lock(7306620031)");
+    ck_assert_ptr_nonnull(c);
+    return c;
+}
+
 static int healthz_200(void *arg)
 {
     return http_get(((struct svc *)arg)->port, "/healthz", NULL) == 200;
@@ -276,8 +285,7 @@ static int healthz_200(void *arg)
  * is starting, not that the database cannot be reached. */
 START_TEST(requests_before_migrations_get_a_clear_503)
 {
-    PGconn *c = PQconnectdb(pg_url("orders"));
-    PQclear(PQexec(c, "SELECT pg_advisory_lock(7306620031)")); /* migrate.c's lock */
+    PGconn *c = hold_migrations();
     struct svc s;
     struct http_result r;
     svc_spawn(&s, "order-service", nats.url, NULL);
@@ -297,7 +305,7 @@ START_TEST(requests_before_migrations_get_a_clear_503)
     for (size_t i = 0; i < ARRAY_LEN(names); i++)
         ck_assert_msg(metric_in(r.body, names[i]) == 0, "%s not at 0 before migrations", names[i]);
     http_result_free(&r);
-    PQfinish(c); /* releases the lock: migrations run */
+    ck_assert(pg_release(c, "ROLLBACK")); /* its session ends: the lock is free, migrations run */
     ck_assert(wait_until(ready_200, &s, 15000));
     ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
 }
@@ -307,8 +315,7 @@ END_TEST
  * server) ends the wait: the service exits 0 within the 10 s svc_stop allows. */
 START_TEST(sigterm_while_migrations_wait_exits_in_time)
 {
-    PGconn *c = PQconnectdb(pg_url("orders"));
-    PQclear(PQexec(c, "SELECT pg_advisory_lock(7306620031)")); /* migrate.c's lock */
+    PGconn *c = hold_migrations();
     struct svc s;
     svc_spawn(&s, "order-service", nats.url, NULL);
     ck_assert(wait_until(healthz_200, &s, 10000));
@@ -316,7 +323,7 @@ START_TEST(sigterm_while_migrations_wait_exits_in_time)
     int64_t t0 = mono_ms();
     ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
     ck_assert_int_lt(mono_ms() - t0, 10000);
-    PQfinish(c);
+    ck_assert(pg_release(c, "ROLLBACK"));
 }
 END_TEST
 
