@@ -417,14 +417,38 @@ static enum err check_result(struct db *db, PGresult *r, const char *what, PGres
     return e;
 }
 
-enum err db_exec(struct db *db, const char *name, int nparams,
-                 const char *const *params, PGresult **res)
+static enum err exec_prepared(struct db *db, const char *name, int nparams,
+                              const char *const *values, const int *lengths, const int *formats,
+                              PGresult **res)
 {
     enum err e = db_connect(db);
     if (e != ERR_OK)
         return e;
-    int sent = PQsendQueryPrepared(db->conn, name, nparams, params, NULL, NULL, 0);
+    int sent = PQsendQueryPrepared(db->conn, name, nparams, values, lengths, formats, 0);
     return check_result(db, sent ? await(db, deadline_of(db)) : NULL, name, res);
+}
+
+enum err db_exec(struct db *db, const char *name, int nparams,
+                 const char *const *params, PGresult **res)
+{
+    return exec_prepared(db, name, nparams, params, NULL, NULL, res);
+}
+
+enum err db_exec_params(struct db *db, const char *name, int nparams,
+                        const struct db_param *params, PGresult **res)
+{
+    const char *values[DB_MAX_PARAMS];
+    int lengths[DB_MAX_PARAMS], formats[DB_MAX_PARAMS];
+    if (nparams > DB_MAX_PARAMS) {
+        set_err(db, name, "more parameters than DB_MAX_PARAMS");
+        return ERR_DB;
+    }
+    for (int i = 0; i < nparams; i++) {
+        values[i] = params[i].data;
+        lengths[i] = params[i].len < 0 ? 0 : params[i].len;
+        formats[i] = params[i].len >= 0;
+    }
+    return exec_prepared(db, name, nparams, values, lengths, formats, res);
 }
 
 enum err db_query(struct db *db, const char *sql, int nparams,

@@ -65,6 +65,18 @@ enum err db_connect(struct db *db);
  * unique violation, ERR_DB otherwise. */
 enum err db_exec(struct db *db, const char *name, int nparams,
                  const char *const *params, PGresult **res);
+/* A parameter of db_exec_params: text (len < 0; data NULL = SQL NULL) or
+ * len bytes in binary form (a db_array.h array). */
+struct db_param {
+    const char *data;
+    int len;
+};
+#define DB_PARAM_TEXT(s) ((struct db_param){(s), -1})
+#define DB_PARAM_BINARY(buf) ((struct db_param){(buf).data, (int)(buf).len})
+/* db_exec with params of either form (at most DB_MAX_PARAMS). */
+#define DB_MAX_PARAMS 16
+enum err db_exec_params(struct db *db, const char *name, int nparams,
+                        const struct db_param *params, PGresult **res);
 /* Runs an unprepared statement with text params; same contract as db_exec. */
 enum err db_query(struct db *db, const char *sql, int nparams,
                   const char *const *params, PGresult **res);

@@ -14,22 +14,41 @@
 
 #include "broker.h"
 #include "config.h"
+#include "db.h"
+#include "util.h"
+
+/* Outbox rows a service writes, one binary array per column (db_array.h),
+ * read back by OUTBOX_ROWS_UNNEST as x(event_id, subject, event_type,
+ * payload, aggregate_id, traceparent): $1..$6 of the statement. */
+enum { OUTBOX_ROW_COLS = 6 };
+struct outbox_rows {
+    struct buf col[OUTBOX_ROW_COLS];
+};
+#define OUTBOX_ROWS_UNNEST                                                                    \
+    "unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[]) "         \
+    "AS x(event_id, subject, event_type, payload, aggregate_id, traceparent)"
+void outbox_rows_init(struct outbox_rows *r);
+/* One more row; aggregate_id and traceparent may be NULL. */
+void outbox_rows_add(struct outbox_rows *r, const char *event_id, const char *subject,
+                     const char *event_type, const char *payload, const char *aggregate_id,
+                     const char *traceparent);
+int outbox_rows_count(const struct outbox_rows *r);
+/* The columns as the statement's first OUTBOX_ROW_COLS parameters. */
+void outbox_rows_params(const struct outbox_rows *r, struct db_param *params);
+void outbox_rows_cleanup(struct outbox_rows *r);
 
 /* Queues events to be sent again, rebuilt by the caller from its own
- * records ($1: a JSON array of {event_id, subject, event_type, payload (the
- * body as a JSON string: a rare path), aggregate_id, traceparent
- * (optional)}), under their own ids. An event published less than $2 ms ago
- * (its outbox_published row says so) is left alone, and so is one still in
- * the outbox (pending or dead); any other is written to the outbox again.
- * The event keeps its id, so a receiver that has it already ignores it.
- * Returns the event ids queued. */
+ * records ($1..$6: outbox_rows), under their own ids. An event published
+ * less than $7 ms ago (its outbox_published row says so) is left alone, and
+ * so is one still in the outbox (pending or dead); any other is written to
+ * the outbox again. The event keeps its id, so a receiver that has it
+ * already ignores it. Returns the event ids queued. */
 #define OUTBOX_RESEND_SQL                                                                     \
     "INSERT INTO outbox (event_id, subject, event_type, payload, aggregate_id, "              \
     "traceparent) SELECT DISTINCT ON (event_id) event_id, subject, event_type, payload, "     \
-    "aggregate_id, traceparent FROM json_to_recordset($1::json) AS x(event_id uuid, "         \
-    "subject text, event_type text, payload text, aggregate_id uuid, traceparent text) "      \
+    "aggregate_id, traceparent FROM " OUTBOX_ROWS_UNNEST " "                                  \
     "WHERE NOT EXISTS (SELECT 1 FROM outbox_published p WHERE p.event_id = x.event_id "       \
-    "AND p.published_at >= now() - $2::bigint * interval '1 millisecond') "                   \
+    "AND p.published_at >= now() - $7::bigint * interval '1 millisecond') "                   \
     "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
 
 struct relay;

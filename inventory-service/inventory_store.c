@@ -2,6 +2,7 @@
  * order reserved) and (for replies) outbox tables. Owns the statements, the lock order and the
  * one-decision-per-order rule; the decision itself is inventory_decide(). */
 #include "inventory_store.h"
+#include "db_array.h"
 #include "inventory.h"
 #include "log.h"
 #include "outbox.h"
@@ -62,16 +63,19 @@ const struct db_stmt inventory_store_stmts[] = {
      "SELECT d.order_id, d.outcome, coalesce(d.reason, ''), d.reply_event_id, "
      RFC3339("d.decided_at") ", a.at FROM unnest($1::uuid[]) WITH ORDINALITY AS a(id, at) "
      "JOIN order_decisions d ON d.order_id = a.id"},
-    /* $1: one outbox row per order, plus outcome/reason/occurred_at and
-     * the items reserved: the decision and its reply, together. A decision
+    /* $1..$6: one outbox row per order (outbox_rows); $7..$10 its decision:
+     * outcome, reason, occurred_at and the items reserved (struct
+     * decisions). The decision and its reply, together. A decision
      * taken meanwhile by another consumer for one of these orders makes this
      * fail (primary key): the batch is retried and then finds it. */
     {"decide",
-     "WITH x AS (SELECT * FROM json_to_recordset($1::json) AS x(event_id uuid, subject text, "
-     "  event_type text, payload text, aggregate_id uuid, outcome text, reason text, "
-     "  occurred_at timestamptz, traceparent text, reserved json)), "
+     "WITH x AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], "
+     "  $5::uuid[], $6::text[], $7::text[], $8::text[], $9::text[], $10::json[]) AS x(event_id, "
+     "  subject, event_type, payload, aggregate_id, traceparent, outcome, reason, occurred_at, "
+     "  reserved)), "
      "d AS (INSERT INTO order_decisions (order_id, outcome, reason, reply_event_id, decided_at, "
-     "  reserved) SELECT aggregate_id, outcome, reason, event_id, occurred_at, reserved FROM x) "
+     "  reserved) SELECT aggregate_id, outcome, reason, event_id, occurred_at::timestamptz, "
+     "  reserved FROM x) "
      "INSERT INTO outbox (event_id, subject, event_type, payload, aggregate_id, traceparent) "
      "SELECT event_id, subject, event_type, payload, aggregate_id, traceparent FROM x"},
     {"outbox_resend", OUTBOX_RESEND_SQL},
@@ -201,57 +205,56 @@ static int all_reserved(const enum reply_kind *kinds, size_t n)
     return n > 0;
 }
 
-/* Rows for a json_to_recordset() parameter, written as text: a JSON array
- * of objects, and how many. */
-struct rows {
-    struct buf text;
-    size_t n;
-};
-
-static void rows_init(struct rows *r)
-{
-    buf_init(&r->text);
-    buf_append(&r->text, "[", 1);
-    r->n = 0;
-}
-
-/* Starts the next object: its first member's prefix comes after this. */
-static void rows_next(struct rows *r)
-{
-    if (r->n++)
-        buf_append(&r->text, ",", 1);
-    buf_append(&r->text, "{", 1);
-}
-
-/* The items of a reserved order, as the decision's `reserved` JSON. */
-static void reserved_json(struct buf *b, const struct order_created *o)
-{
-    buf_append(b, ",\"reserved\":", 12);
-    event_items_append(b, o->items, o->nitems);
-}
-
-/* The outbox row of a reply, with its decision's columns (for "decide");
- * traceparent may be NULL; reserved: the order, when its items were
- * reserved, else NULL. payload is scratch space for the body. */
-static void reply_row(struct rows *rows, struct buf *payload, const struct inventory_reply *rep,
-                      const char *traceparent, const struct order_created *reserved)
+/* The reply's outbox row; traceparent may be NULL. payload is scratch
+ * space for the body. */
+static void reply_row(struct outbox_rows *rows, struct buf *payload,
+                      const struct inventory_reply *rep, const char *traceparent)
 {
     buf_reset(payload);
     event_reply_append(payload, rep);
-    struct buf *b = &rows->text;
-    rows_next(rows);
-    buf_json_field(b, "\"event_id\":", rep->event_id);
-    buf_json_field(b, ",\"subject\":", event_reply_subject(rep->kind));
-    buf_json_field(b, ",\"event_type\":", event_reply_type(rep->kind));
-    buf_json_field(b, ",\"payload\":", payload->data);
-    buf_json_field(b, ",\"aggregate_id\":", rep->order_id);
-    buf_json_field(b, ",\"outcome\":", rep->kind == REPLY_RESERVED ? "reserved" : "rejected");
-    buf_json_field(b, ",\"reason\":", rep->kind == REPLY_REJECTED ? rep->reason : NULL);
-    buf_json_field(b, ",\"occurred_at\":", rep->occurred_at);
-    buf_json_field(b, ",\"traceparent\":", traceparent);
+    outbox_rows_add(rows, rep->event_id, event_reply_subject(rep->kind),
+                    event_reply_type(rep->kind), payload->data, rep->order_id, traceparent);
+}
+
+/* The rows of "decide": each reply's outbox row, and its decision's own
+ * columns (outcome, reason, occurred_at, the items reserved as JSON). */
+enum { DECISION_COLS = 4 };
+struct decisions {
+    struct outbox_rows replies;
+    struct buf col[DECISION_COLS];
+    struct buf scratch;
+};
+
+static void decisions_init(struct decisions *d)
+{
+    static const enum db_elem elem[DECISION_COLS] = {DB_TEXT, DB_TEXT, DB_TEXT, DB_JSON};
+    outbox_rows_init(&d->replies);
+    for (int i = 0; i < DECISION_COLS; i++)
+        db_array_open(&d->col[i], elem[i]);
+    buf_init(&d->scratch);
+}
+
+static void decisions_cleanup(struct decisions *d)
+{
+    outbox_rows_cleanup(&d->replies);
+    for (int i = 0; i < DECISION_COLS; i++)
+        buf_cleanup(&d->col[i]);
+    buf_cleanup(&d->scratch);
+}
+
+/* A decision and its reply; reserved: the order, when its items were
+ * reserved, else NULL. */
+static void decision_row(struct decisions *d, const struct inventory_reply *rep,
+                         const char *traceparent, const struct order_created *reserved)
+{
+    reply_row(&d->replies, &d->scratch, rep, traceparent);
+    db_array_text(&d->col[0], rep->kind == REPLY_RESERVED ? "reserved" : "rejected");
+    db_array_text(&d->col[1], rep->kind == REPLY_REJECTED ? rep->reason : NULL);
+    db_array_text(&d->col[2], rep->occurred_at);
+    buf_reset(&d->scratch);
     if (reserved)
-        reserved_json(b, reserved);
-    buf_append(b, "}", 1);
+        event_items_append(&d->scratch, reserved->items, reserved->nitems);
+    db_array_text(&d->col[3], reserved ? d->scratch.data : NULL);
 }
 
 /* What write_decisions() wrote, as Postgres arrays: the orders and their
@@ -268,9 +271,8 @@ static void written_cleanup(struct written *w)
 
 /* A new decision's reply: a fresh event id (noted in w), now, in the
  * order's trace. */
-static void new_reply_row(struct rows *rows, struct buf *payload, struct written *w,
-                          const struct order_created *o, enum reply_kind kind, const char *reason,
-                          const char *traceparent)
+static void new_decision(struct decisions *d, struct written *w, const struct order_created *o,
+                         enum reply_kind kind, const char *reason, const char *traceparent)
 {
     struct inventory_reply rep = {.kind = kind};
     uuid_v7(rep.event_id);
@@ -279,28 +281,26 @@ static void new_reply_row(struct rows *rows, struct buf *payload, struct written
     memcpy(rep.order_id, o->order_id, sizeof rep.order_id);
     snprintf(rep.reason, sizeof rep.reason, "%s", reason ? reason : "");
     time_rfc3339(rep.occurred_at);
-    reply_row(rows, payload, &rep, traceparent, kind == REPLY_RESERVED ? o : NULL);
+    decision_row(d, &rep, traceparent, kind == REPLY_RESERVED ? o : NULL);
 }
 
-/* Runs stmt with rows as its JSON parameter (then frees them); *nrows (if
- * not NULL) gets how many rows the statement returned. */
-static enum err exec_json_rows(struct db *db, const char *stmt, struct rows *rows,
-                               const char *arg2, long *nrows)
+/* Runs stmt with the outbox rows as $1..$6 and then extra (n_extra of
+ * them); *nrows (if not NULL) gets how many rows it returned. Nothing runs
+ * when there are no rows. */
+static enum err exec_rows(struct db *db, const char *stmt, const struct outbox_rows *rows,
+                          const struct db_param *extra, int n_extra, long *nrows)
 {
-    buf_append(&rows->text, "]", 1);
-    const char *params[] = {rows->text.data, arg2};
+    struct db_param p[OUTBOX_ROW_COLS + DECISION_COLS];
+    outbox_rows_params(rows, p);
+    for (int i = 0; i < n_extra; i++)
+        p[OUTBOX_ROW_COLS + i] = extra[i];
     PGresult *res = NULL;
-    enum err e = rows->n ? db_exec(db, stmt, arg2 ? 2 : 1, params, &res) : ERR_OK;
+    enum err e = outbox_rows_count(rows) ? db_exec_params(db, stmt, OUTBOX_ROW_COLS + n_extra, p, &res)
+                                         : ERR_OK;
     if (nrows)
         *nrows = e == ERR_OK && res ? PQntuples(res) : 0;
     PQclear(res);
-    buf_cleanup(&rows->text);
     return e;
-}
-
-static enum err exec_json(struct db *db, const char *stmt, struct rows *rows)
-{
-    return exec_json_rows(db, stmt, rows, NULL, NULL);
 }
 
 /* Writes the decisions of orders[0..n) with their replies; w notes what
@@ -310,18 +310,20 @@ static enum err write_decisions(struct db *db, const struct order_created *const
                                 const enum reply_kind *kinds, const char **reasons,
                                 struct written *w)
 {
-    struct rows replies;
-    struct buf payload;
-    rows_init(&replies);
-    buf_init(&payload);
+    struct decisions d;
+    decisions_init(&d);
     buf_pg_array_open(&w->orders);
     buf_pg_array_open(&w->replies);
     for (size_t i = 0; i < n; i++)
-        new_reply_row(&replies, &payload, w, orders[i], kinds[i], reasons[i], traceparents[i]);
+        new_decision(&d, w, orders[i], kinds[i], reasons[i], traceparents[i]);
     buf_pg_array_close(&w->orders);
     buf_pg_array_close(&w->replies);
-    buf_cleanup(&payload);
-    return exec_json(db, "decide", &replies);
+    struct db_param extra[DECISION_COLS];
+    for (int i = 0; i < DECISION_COLS; i++)
+        extra[i] = DB_PARAM_BINARY(d.col[i]);
+    enum err e = exec_rows(db, "decide", &d.replies, extra, DECISION_COLS, NULL);
+    decisions_cleanup(&d);
+    return e;
 }
 
 /* Whether two passes of decide_all() decided every order alike (a reason
@@ -425,11 +427,11 @@ static enum err decisions_of(struct db *db, const char *stmt, const char *const 
  * body as when it was decided; in the trace of the message that asked again
  * (traceparents[i] for the i-th order id given to "decisions_at"; NULL: none). */
 static void stored_replies(PGresult *res, const char *const *traceparents, size_t n,
-                           struct rows *rows)
+                           struct outbox_rows *rows)
 {
     struct buf payload;
     buf_init(&payload);
-    rows_init(rows);
+    outbox_rows_init(rows);
     for (int r = 0; r < PQntuples(res); r++) {
         struct inventory_reply rep = {
             .kind = strcmp(PQgetvalue(res, r, 1), "reserved") == 0 ? REPLY_RESERVED
@@ -439,7 +441,7 @@ static void stored_replies(PGresult *res, const char *const *traceparents, size_
         snprintf(rep.event_id, sizeof rep.event_id, "%s", PQgetvalue(res, r, 3));
         snprintf(rep.occurred_at, sizeof rep.occurred_at, "%s", PQgetvalue(res, r, 4));
         size_t at = (size_t)strtoul(PQgetvalue(res, r, 5), NULL, 10);
-        reply_row(rows, &payload, &rep, at >= 1 && at <= n ? traceparents[at - 1] : NULL, NULL);
+        reply_row(rows, &payload, &rep, at >= 1 && at <= n ? traceparents[at - 1] : NULL);
     }
     buf_cleanup(&payload);
 }
@@ -454,9 +456,11 @@ enum err inventory_store_resend_replies(struct db *db, const char *const *order_
     if (e == ERR_OK) {
         char age[32];
         snprintf(age, sizeof age, "%lld", (long long)min_age_ms);
-        struct rows rows;
+        struct outbox_rows rows;
+        struct db_param extra = DB_PARAM_TEXT(age);
         stored_replies(res, traceparents, n, &rows);
-        e = exec_json_rows(db, "outbox_resend", &rows, age, resent);
+        e = exec_rows(db, "outbox_resend", &rows, &extra, 1, resent);
+        outbox_rows_cleanup(&rows);
     }
     PQclear(res);
     return e;

@@ -52,8 +52,8 @@ struct redrive {
     char cursor_at[64], cursor_id[UUID_STR_LEN]; /* the last order looked at */
 };
 
-/* The OrderCreated of one page row, as an outbox row (NULL if unreadable). */
-static json_t *rebuild_event(PGresult *res, int row)
+/* The OrderCreated of one page row, added to rows; 0 if unreadable. */
+static int rebuild_event(PGresult *res, int row, struct outbox_rows *rows)
 {
     struct order_created ev = {0};
     snprintf(ev.order_id, sizeof ev.order_id, "%s", PQgetvalue(res, row, 0));
@@ -61,46 +61,43 @@ static json_t *rebuild_event(PGresult *res, int row)
     snprintf(ev.customer_id, sizeof ev.customer_id, "%s", PQgetvalue(res, row, 3));
     snprintf(ev.occurred_at, sizeof ev.occurred_at, "%s", PQgetvalue(res, row, 4));
     json_t *items = json_loads(PQgetvalue(res, row, 5), 0, NULL);
-    json_t *out = NULL;
-    if (event_items_parse(items, &ev.items, &ev.nitems, NULL) == ERR_OK) {
+    int ok = event_items_parse(items, &ev.items, &ev.nitems, NULL) == ERR_OK;
+    if (ok) {
         char *payload = event_order_created_encode(&ev);
-        out = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s?}", "event_id", ev.event_id, "subject",
-                        "orders.created", "event_type", "OrderCreated", "payload", payload,
-                        "aggregate_id", ev.order_id, "traceparent",
-                        PQgetisnull(res, row, 7) ? NULL : PQgetvalue(res, row, 7));
+        outbox_rows_add(rows, ev.event_id, "orders.created", "OrderCreated", payload,
+                        ev.order_id, PQgetisnull(res, row, 7) ? NULL : PQgetvalue(res, row, 7));
         free(payload);
     }
     event_order_created_cleanup(&ev);
     json_decref(items);
-    return out;
+    return ok;
 }
 
 /* Queues the due orders of a page again; returns how many were queued. */
 static long resend_due(struct redrive *r, PGresult *page, const char *after)
 {
-    json_t *rows = json_array();
+    struct outbox_rows rows;
     struct buf ids;
+    outbox_rows_init(&rows);
     buf_pg_array_open(&ids);
-    for (int i = 0; i < PQntuples(page); i++) {
-        json_t *ev = PQgetvalue(page, i, 6)[0] == 't' ? rebuild_event(page, i) : NULL;
-        if (!ev)
-            continue;
-        json_array_append_new(rows, ev);
-        buf_pg_array_elem(&ids, PQgetvalue(page, i, 0));
-    }
+    for (int i = 0; i < PQntuples(page); i++)
+        if (PQgetvalue(page, i, 6)[0] == 't' && rebuild_event(page, i, &rows))
+            buf_pg_array_elem(&ids, PQgetvalue(page, i, 0));
     buf_pg_array_close(&ids);
-    char *text = json_dumps(rows, JSON_COMPACT);
-    const char *p2[] = {text, after}, *p1[] = {ids.data};
+    struct db_param p[OUTBOX_ROW_COLS + 1];
+    outbox_rows_params(&rows, p);
+    p[OUTBOX_ROW_COLS] = DB_PARAM_TEXT(after);
+    const char *p1[] = {ids.data};
     PGresult *sent = NULL;
     long n = 0;
-    if (json_array_size(rows) && db_exec(r->db, "resend", 2, p2, &sent) == ERR_OK) {
+    if (outbox_rows_count(&rows) &&
+        db_exec_params(r->db, "resend", OUTBOX_ROW_COLS + 1, p, &sent) == ERR_OK) {
         n = PQntuples(sent);
         db_exec(r->db, "redrive_mark", 1, p1, NULL);
     }
     PQclear(sent);
-    free(text);
     buf_cleanup(&ids);
-    json_decref(rows);
+    outbox_rows_cleanup(&rows);
     return n;
 }
 
