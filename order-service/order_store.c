@@ -2,6 +2,7 @@
  * outbox tables. Owns the statements and reading their results; not the
  * validation (order.c) nor the HTTP replies (order_http.c). */
 #include "order_store.h"
+#include "db_array.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -14,21 +15,23 @@
                    "FROM order_items WHERE order_id = o.id)::text"
 
 const struct db_stmt order_store_stmts[] = {
-    /* Many orders, one statement, one transaction: $1 is a JSON array of
-     * {id, customer_id, idempotency_key, fingerprint, items, event_id,
-     * payload, traceparent}. A key already taken (even by an earlier order of
-     * the same array) inserts nothing for that order. */
+    /* Many orders, one statement, one transaction: $1..$7 the orders (id,
+     * customer_id, idempotency_key, fingerprint, event_id, payload,
+     * traceparent), $8..$11 their items (order id, line, sku, qty), one
+     * binary array per column (struct order_cols). A key already taken
+     * (even by an earlier order of the same batch) inserts nothing for that
+     * order. */
     {"order_create",
-     "WITH x AS (SELECT * FROM json_to_recordset($1::json) AS x(id uuid, customer_id text, "
-     "  idempotency_key text, fingerprint text, items json, event_id uuid, payload text, "
-     "  traceparent text)), "
+     "WITH x AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], "
+     "  $5::uuid[], $6::text[], $7::text[]) AS x(id, customer_id, idempotency_key, fingerprint, "
+     "  event_id, payload, traceparent)), "
      "o AS (INSERT INTO orders (id, customer_id, idempotency_key, request_hash, event_id, "
      "  traceparent) "
      "  SELECT id, customer_id, idempotency_key, md5(fingerprint), event_id, traceparent FROM x "
      "  ON CONFLICT (idempotency_key) DO NOTHING RETURNING *), "
      "i AS (INSERT INTO order_items (order_id, line, sku, qty) "
-     "  SELECT o.id, it.line, it.sku, it.qty FROM o JOIN x ON x.id = o.id, ROWS FROM "
-     "  (json_to_recordset(x.items) AS (sku text, qty int)) WITH ORDINALITY AS it(sku, qty, line)), "
+     "  SELECT it.order_id, it.line, it.sku, it.qty FROM unnest($8::uuid[], $9::int[], "
+     "  $10::text[], $11::int[]) AS it(order_id, line, sku, qty) JOIN o ON o.id = it.order_id), "
      "e AS (INSERT INTO outbox (event_id, subject, event_type, payload, aggregate_id, traceparent) "
      "  SELECT x.event_id, 'orders.created', 'OrderCreated', x.payload, x.id, x.traceparent "
      "  FROM o JOIN x ON x.id = o.id) "
@@ -37,7 +40,7 @@ const struct db_stmt order_store_stmts[] = {
      "SELECT " ORDER_COLS ", " ITEMS_OF_O ", o.request_hash = md5($2) "
      "FROM orders o WHERE o.idempotency_key = $1"},
     {"order_get", "SELECT " ORDER_COLS ", " ITEMS_OF_O " FROM orders o WHERE o.id = $1::uuid"},
-    /* $1: [{id, status, reason}]; each PENDING order moves once. The orders
+    /* $1..$3: id, status, reason (binary arrays); each PENDING order moves once. The orders
      * are found by the batch's ids, whatever the statistics say: "(...) IS
      * TRUE" keeps the planner off the partial index of pending orders
      * (orders_pending_page), and "id = ANY" off a scan of every order. With
@@ -46,7 +49,7 @@ const struct db_stmt order_store_stmts[] = {
      * replies (2-15 ms under load, against 0.05 by id); with those of a
      * young table, it hashed a scan of all orders against each batch. */
     {"order_settle",
-     "WITH v AS (SELECT * FROM json_to_recordset($1::json) AS v(id uuid, status text, reason text)) "
+     "WITH v AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[]) AS v(id, status, reason)) "
      "UPDATE orders o SET status = v.status, reason = v.reason, updated_at = now() FROM v "
      "WHERE o.id = ANY(ARRAY(SELECT id FROM v)) AND o.id = v.id AND (o.status = 'PENDING') IS TRUE "
      "RETURNING o.id, o.status"},
@@ -88,9 +91,30 @@ struct order_row {
     char *items, *fingerprint;
 };
 
-/* Appends the order's element of the statement's JSON array (the row's
+/* The parameters of "order_create": one binary array per column. */
+enum { ORDER_COLS_N = 11 };
+struct order_cols {
+    struct buf col[ORDER_COLS_N];
+};
+
+static void order_cols_init(struct order_cols *c)
+{
+    static const enum db_elem elem[ORDER_COLS_N] = {
+        DB_UUID, DB_TEXT, DB_TEXT, DB_TEXT, DB_UUID, DB_TEXT, DB_TEXT, /* orders */
+        DB_UUID, DB_INT4, DB_TEXT, DB_INT4};                           /* items */
+    for (int i = 0; i < ORDER_COLS_N; i++)
+        db_array_open(&c->col[i], elem[i]);
+}
+
+static void order_cols_cleanup(struct order_cols *c)
+{
+    for (int i = 0; i < ORDER_COLS_N; i++)
+        buf_cleanup(&c->col[i]);
+}
+
+/* Adds the order and its items to the statement's columns (the row's
  * event body is built in payload, scratch space). */
-static void order_row_init(struct order_row *r, const struct order_new *o, struct buf *text,
+static void order_row_init(struct order_row *r, const struct order_new *o, struct order_cols *c,
                            struct buf *payload)
 {
     struct order_created ev = {.items = o->req->items, .nitems = o->req->nitems};
@@ -104,16 +128,19 @@ static void order_row_init(struct order_row *r, const struct order_new *o, struc
     event_order_created_append(payload, &ev);
     r->items = order_items_json(o->req);
     r->fingerprint = order_request_fingerprint(o->req);
-    buf_json_field(text, text->len > 1 ? ",{\"id\":" : "{\"id\":", r->id);
-    buf_json_field(text, ",\"customer_id\":", o->req->customer_id);
-    buf_json_field(text, ",\"idempotency_key\":", o->idempotency_key);
-    buf_json_field(text, ",\"fingerprint\":", r->fingerprint);
-    buf_append(text, ",\"items\":", 9);
-    buf_append(text, r->items, strlen(r->items));
-    buf_json_field(text, ",\"event_id\":", r->event_id);
-    buf_json_field(text, ",\"payload\":", payload->data);
-    buf_json_field(text, ",\"traceparent\":", o->traceparent);
-    buf_append(text, "}", 1);
+    db_array_uuid(&c->col[0], r->id);
+    db_array_text(&c->col[1], o->req->customer_id);
+    db_array_text(&c->col[2], o->idempotency_key);
+    db_array_text(&c->col[3], r->fingerprint);
+    db_array_uuid(&c->col[4], r->event_id);
+    db_array_text(&c->col[5], payload->data);
+    db_array_text(&c->col[6], o->traceparent);
+    for (size_t k = 0; k < o->req->nitems; k++) {
+        db_array_uuid(&c->col[7], r->id);
+        db_array_int4(&c->col[8], (int32_t)k + 1);
+        db_array_text(&c->col[9], o->req->items[k].sku);
+        db_array_int4(&c->col[10], o->req->items[k].qty);
+    }
 }
 
 static void order_row_cleanup(struct order_row *r)
@@ -141,19 +168,20 @@ enum err order_store_create(struct db *db, const struct order_new *const *o, siz
                             struct order_result *out)
 {
     struct order_row *rows = xcalloc(n, sizeof *rows);
-    struct buf text, payload;
-    buf_init(&text);
+    struct order_cols cols;
+    struct buf payload;
+    order_cols_init(&cols);
     buf_init(&payload);
-    buf_append(&text, "[", 1);
     for (size_t i = 0; i < n; i++) {
-        order_row_init(&rows[i], o[i], &text, &payload);
+        order_row_init(&rows[i], o[i], &cols, &payload);
         out[i] = (struct order_result){.e = ERR_OK};
     }
-    buf_append(&text, "]", 1);
     buf_cleanup(&payload);
-    const char *params[] = {text.data};
+    struct db_param params[ORDER_COLS_N];
+    for (int i = 0; i < ORDER_COLS_N; i++)
+        params[i] = DB_PARAM_BINARY(cols.col[i]);
     PGresult *r = NULL;
-    enum err e = db_exec(db, "order_create", 1, params, &r);
+    enum err e = db_exec_params(db, "order_create", ORDER_COLS_N, params, &r);
     for (int k = 0; e == ERR_OK && k < PQntuples(r); k++)
         for (size_t i = 0; i < n; i++)
             if (strcmp(PQgetvalue(r, k, 0), rows[i].id) == 0) {
@@ -166,7 +194,7 @@ enum err order_store_create(struct db *db, const struct order_new *const *o, siz
     for (size_t i = 0; i < n; i++)
         order_row_cleanup(&rows[i]);
     free(rows);
-    buf_cleanup(&text);
+    order_cols_cleanup(&cols);
     return e;
 }
 
@@ -203,15 +231,21 @@ static int find_row(PGresult *res, const char *id, const char *status, const cha
 static enum err move_pending(struct db *db, const struct inventory_reply *const *rep, size_t n,
                              struct settle_outcome *out)
 {
-    json_t *rows = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(rows, json_pack("{s:s, s:s, s:s?}", "id", rep[i]->order_id,
-                                              "status", target_of(rep[i]), "reason",
-                                              rep[i]->kind == REPLY_REJECTED ? rep[i]->reason : NULL));
-    char *text = json_dumps(rows, JSON_COMPACT);
-    const char *params[] = {text};
+    struct buf col[3];
+    db_array_open(&col[0], DB_UUID);
+    db_array_open(&col[1], DB_TEXT);
+    db_array_open(&col[2], DB_TEXT);
+    for (size_t i = 0; i < n; i++) {
+        db_array_uuid(&col[0], rep[i]->order_id);
+        db_array_text(&col[1], target_of(rep[i]));
+        db_array_text(&col[2], rep[i]->kind == REPLY_REJECTED ? rep[i]->reason : NULL);
+    }
+    struct db_param params[] = {DB_PARAM_BINARY(col[0]), DB_PARAM_BINARY(col[1]),
+                                DB_PARAM_BINARY(col[2])};
     PGresult *res = NULL;
-    enum err e = db_exec(db, "order_settle", 1, params, &res);
+    enum err e = db_exec_params(db, "order_settle", 3, params, &res);
+    for (size_t k = 0; k < ARRAY_LEN(col); k++)
+        buf_cleanup(&col[k]);
     char *taken = e == ERR_OK ? xcalloc((size_t)PQntuples(res) + 1, 1) : NULL;
     for (size_t i = 0; e == ERR_OK && i < n; i++) {
         int row = find_row(res, rep[i]->order_id, target_of(rep[i]), taken);
@@ -222,8 +256,6 @@ static enum err move_pending(struct db *db, const struct inventory_reply *const 
     }
     free(taken);
     PQclear(res);
-    free(text);
-    json_decref(rows);
     return e;
 }
 
