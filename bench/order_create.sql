@@ -10,8 +10,9 @@
 --     time-ordered (UUID version 7) like the service's, to the millisecond:
 --     the unix time in ms, '7', then a gen_random_uuid()'s last 18 digits
 --     (bench/uuid7.sql);
---   its customer_id, fingerprint, items and payload are the pgbench
+--   its customer_id, fingerprint, skus, qtys and payload are the pgbench
 --     variables set by scripts/bench with -D (bound parameters in -M prepared);
+--     the items' lines (1..4) are written here: wrk's orders have 4 items;
 --     payload is an OrderCreated body of the service's size (~305 bytes);
 --   idempotency_key and traceparent are NULL, as for wrk's requests;
 --   the to_char format is written E'..\x3a..' because pgbench reads every

@@ -440,6 +440,7 @@ enum err db_exec_params(struct db *db, const char *name, int nparams,
     const char *values[DB_MAX_PARAMS];
     int lengths[DB_MAX_PARAMS], formats[DB_MAX_PARAMS];
     if (nparams > DB_MAX_PARAMS) {
+        db->state[0] = '\0';
         set_err(db, name, "more parameters than DB_MAX_PARAMS");
         return ERR_DB;
     }

@@ -295,8 +295,9 @@ static enum err exec_rows(struct db *db, const char *stmt, const struct outbox_r
     for (int i = 0; i < n_extra; i++)
         p[OUTBOX_ROW_COLS + i] = extra[i];
     PGresult *res = NULL;
-    enum err e = outbox_rows_count(rows) ? db_exec_params(db, stmt, OUTBOX_ROW_COLS + n_extra, p, &res)
-                                         : ERR_OK;
+    enum err e = ERR_OK;
+    if (outbox_rows_count(rows))
+        e = db_exec_params(db, stmt, OUTBOX_ROW_COLS + n_extra, p, &res);
     if (nrows)
         *nrows = e == ERR_OK && res ? PQntuples(res) : 0;
     PQclear(res);

@@ -10,7 +10,8 @@
 static long word(const struct buf *b, size_t at)
 {
     const unsigned char *u = (const unsigned char *)b->data + at;
-    return (long)((unsigned long)u[0] << 24 | (unsigned long)u[1] << 16 | (unsigned long)u[2] << 8 | u[3]);
+    return (long)((unsigned long)u[0] << 24 | (unsigned long)u[1] << 16 |
+                  (unsigned long)u[2] << 8 | u[3]);
 }
 
 START_TEST(empty_array_has_its_header_only)
@@ -31,7 +32,8 @@ START_TEST(text_goes_as_it_is_and_null_as_minus_one)
 {
     struct buf b;
     db_array_open(&b, DB_TEXT);
-    const char *payload = "{\"a\":\"x\\\"y\",\"b\":[1,2]}"; /* quotes and backslashes: no escaping */
+    /* quotes and backslashes: no escaping */
+    const char *payload = "{\"a\":\"x\\\"y\",\"b\":[1,2]}";
     db_array_text(&b, payload);
     db_array_text(&b, NULL);
     db_array_text(&b, "");
@@ -62,7 +64,8 @@ END_TEST
 
 START_TEST(what_is_not_a_uuid_goes_as_null)
 {
-    const char *bad[] = {NULL, "", "0190a3f4-7b2c-7d1e-8f00-abcdef01234", "0190a3f47b2c7d1e8f00abcdef012345",
+    const char *bad[] = {NULL, "", "0190a3f4-7b2c-7d1e-8f00-abcdef01234",
+                         "0190a3f47b2c7d1e8f00abcdef012345",
                          "0190a3f4-7b2c-7d1e-8f00-abcdef01234g"};
     struct buf b;
     db_array_open(&b, DB_UUID);
