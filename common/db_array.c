@@ -87,3 +87,31 @@ void db_array_int4(struct buf *b, int32_t v)
     be32(bytes, (uint32_t)v);
     element(b, bytes, sizeof bytes);
 }
+
+void db_columns_open(struct db_columns *c, int n, const enum db_elem *elems)
+{
+    c->n = n;
+    for (int i = 0; i < n; i++)
+        db_array_open(&c->col[i], elems[i]);
+}
+
+int db_columns_rows(const struct db_columns *c)
+{
+    return db_array_count(&c->col[0]);
+}
+
+enum err db_columns_exec(struct db *db, const char *name, const struct db_columns *c,
+                         const char *more, PGresult **res)
+{
+    struct db_param p[DB_MAX_PARAMS];
+    for (int i = 0; i < c->n; i++)
+        p[i] = DB_PARAM_BINARY(c->col[i]);
+    p[c->n] = DB_PARAM_TEXT(more);
+    return db_columns_rows(c) ? db_exec_params(db, name, c->n + (more != NULL), p, res) : ERR_OK;
+}
+
+void db_columns_cleanup(struct db_columns *c)
+{
+    for (int i = 0; i < c->n; i++)
+        buf_cleanup(&c->col[i]);
+}

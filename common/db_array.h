@@ -12,6 +12,7 @@
 #define COMMON_DB_ARRAY_H
 
 #include <stdint.h>
+#include "db.h"
 #include "util.h"
 
 /* Element types, by their fixed OIDs (pg_type.dat). The array's element
@@ -27,5 +28,22 @@ void db_array_uuid(struct buf *b, const char *uuid);
 void db_array_int4(struct buf *b, int32_t v);
 /* How many elements b holds. */
 int db_array_count(const struct buf *b);
+
+/* A batch as columns, one array each, in the order of the statement's
+ * parameters ($1..$n). */
+struct db_columns {
+    int n;
+    struct buf col[DB_MAX_PARAMS - 1]; /* room for one more parameter after them */
+};
+/* Opens n columns, of the element types elems[0..n). */
+void db_columns_open(struct db_columns *c, int n, const enum db_elem *elems);
+/* The batch's rows: the first column's elements. */
+int db_columns_rows(const struct db_columns *c);
+/* Runs the prepared statement `name` with the columns as $1..$n and, if
+ * `more` is not NULL, that text as $n+1 (db_exec's contract). Nothing runs
+ * when the batch has no rows: ERR_OK, *res left alone. */
+enum err db_columns_exec(struct db *db, const char *name, const struct db_columns *c,
+                         const char *more, PGresult **res);
+void db_columns_cleanup(struct db_columns *c);
 
 #endif

@@ -8,7 +8,6 @@
 #include "outbox.h"
 #include "backoff.h"
 #include "db.h"
-#include "db_array.h"
 #include "failpoint.h"
 #include "log.h"
 #include "metrics.h"
@@ -150,41 +149,16 @@ void relay_register_metrics(void)
         metric_add(zero[i], "", 0); /* shown as 0 from the start */
 }
 
-void outbox_rows_init(struct outbox_rows *r)
+void outbox_row_add(struct db_columns *c, const char *event_id, const char *subject,
+                    const char *event_type, const char *payload, const char *aggregate_id,
+                    const char *traceparent)
 {
-    static const enum db_elem elem[OUTBOX_ROW_COLS] = {DB_UUID, DB_TEXT, DB_TEXT,
-                                                       DB_TEXT, DB_UUID, DB_TEXT};
-    for (int i = 0; i < OUTBOX_ROW_COLS; i++)
-        db_array_open(&r->col[i], elem[i]);
-}
-
-void outbox_rows_add(struct outbox_rows *r, const char *event_id, const char *subject,
-                     const char *event_type, const char *payload, const char *aggregate_id,
-                     const char *traceparent)
-{
-    db_array_uuid(&r->col[0], event_id);
-    db_array_text(&r->col[1], subject);
-    db_array_text(&r->col[2], event_type);
-    db_array_text(&r->col[3], payload);
-    db_array_uuid(&r->col[4], aggregate_id);
-    db_array_text(&r->col[5], traceparent);
-}
-
-int outbox_rows_count(const struct outbox_rows *r)
-{
-    return db_array_count(&r->col[0]);
-}
-
-void outbox_rows_params(const struct outbox_rows *r, struct db_param *params)
-{
-    for (int i = 0; i < OUTBOX_ROW_COLS; i++)
-        params[i] = DB_PARAM_BINARY(r->col[i]);
-}
-
-void outbox_rows_cleanup(struct outbox_rows *r)
-{
-    for (int i = 0; i < OUTBOX_ROW_COLS; i++)
-        buf_cleanup(&r->col[i]);
+    db_array_uuid(&c->col[0], event_id);
+    db_array_text(&c->col[1], subject);
+    db_array_text(&c->col[2], event_type);
+    db_array_text(&c->col[3], payload);
+    db_array_uuid(&c->col[4], aggregate_id);
+    db_array_text(&c->col[5], traceparent);
 }
 
 /* Rows of one claim, as messages for the broker. Pointers into res. */

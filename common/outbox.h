@@ -14,31 +14,22 @@
 
 #include "broker.h"
 #include "config.h"
-#include "db.h"
-#include "util.h"
+#include "db_array.h"
 
-/* Outbox rows a service writes, one binary array per column (db_array.h),
- * read back by OUTBOX_ROWS_UNNEST as x(event_id, subject, event_type,
- * payload, aggregate_id, traceparent): $1..$6 of the statement. */
-enum { OUTBOX_ROW_COLS = 6 };
-struct outbox_rows {
-    struct buf col[OUTBOX_ROW_COLS];
-};
+/* Outbox rows a service writes: the first six columns of its batch
+ * (db_columns, of these element types), read back by OUTBOX_ROWS_UNNEST as
+ * x(event_id, subject, event_type, payload, aggregate_id, traceparent). */
+#define OUTBOX_ROW_ELEMS DB_UUID, DB_TEXT, DB_TEXT, DB_TEXT, DB_UUID, DB_TEXT
 #define OUTBOX_ROWS_UNNEST                                                                    \
     "unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[]) "         \
     "AS x(event_id, subject, event_type, payload, aggregate_id, traceparent)"
-void outbox_rows_init(struct outbox_rows *r);
 /* One more row; aggregate_id and traceparent may be NULL. */
-void outbox_rows_add(struct outbox_rows *r, const char *event_id, const char *subject,
-                     const char *event_type, const char *payload, const char *aggregate_id,
-                     const char *traceparent);
-int outbox_rows_count(const struct outbox_rows *r);
-/* The columns as the statement's first OUTBOX_ROW_COLS parameters. */
-void outbox_rows_params(const struct outbox_rows *r, struct db_param *params);
-void outbox_rows_cleanup(struct outbox_rows *r);
+void outbox_row_add(struct db_columns *c, const char *event_id, const char *subject,
+                    const char *event_type, const char *payload, const char *aggregate_id,
+                    const char *traceparent);
 
 /* Queues events to be sent again, rebuilt by the caller from its own
- * records ($1..$6: outbox_rows), under their own ids. An event published
+ * records ($1..$6: outbox rows), under their own ids. An event published
  * less than $7 ms ago (its outbox_published row says so) is left alone, and
  * so is one still in the outbox (pending or dead); any other is written to
  * the outbox again. The event keeps its id, so a receiver that has it

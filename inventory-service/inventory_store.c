@@ -63,9 +63,9 @@ const struct db_stmt inventory_store_stmts[] = {
      "SELECT d.order_id, d.outcome, coalesce(d.reason, ''), d.reply_event_id, "
      RFC3339("d.decided_at") ", a.at FROM unnest($1::uuid[]) WITH ORDINALITY AS a(id, at) "
      "JOIN order_decisions d ON d.order_id = a.id"},
-    /* $1..$6: one outbox row per order (outbox_rows); $7..$10 its decision:
-     * outcome, reason, occurred_at and the items reserved (struct
-     * decisions). The decision and its reply, together. A decision
+    /* $1..$6: one outbox row per order; $7..$10 its decision: outcome,
+     * reason, occurred_at and the items reserved (decide_elems). The
+     * decision and its reply, together. A decision
      * taken meanwhile by another consumer for one of these orders makes this
      * fail (primary key): the batch is retried and then finds it. */
     {"decide",
@@ -207,54 +207,35 @@ static int all_reserved(const enum reply_kind *kinds, size_t n)
 
 /* The reply's outbox row; traceparent may be NULL. payload is scratch
  * space for the body. */
-static void reply_row(struct outbox_rows *rows, struct buf *payload,
+static void reply_row(struct db_columns *rows, struct buf *payload,
                       const struct inventory_reply *rep, const char *traceparent)
 {
     buf_reset(payload);
     event_reply_append(payload, rep);
-    outbox_rows_add(rows, rep->event_id, event_reply_subject(rep->kind),
-                    event_reply_type(rep->kind), payload->data, rep->order_id, traceparent);
+    outbox_row_add(rows, rep->event_id, event_reply_subject(rep->kind),
+                   event_reply_type(rep->kind), payload->data, rep->order_id, traceparent);
 }
 
-/* The rows of "decide": each reply's outbox row, and its decision's own
- * columns (outcome, reason, occurred_at, the items reserved as JSON). */
-enum { DECISION_COLS = 4 };
-struct decisions {
-    struct outbox_rows replies;
-    struct buf col[DECISION_COLS];
-    struct buf scratch;
-};
-
-static void decisions_init(struct decisions *d)
-{
-    static const enum db_elem elem[DECISION_COLS] = {DB_TEXT, DB_TEXT, DB_TEXT, DB_JSON};
-    outbox_rows_init(&d->replies);
-    for (int i = 0; i < DECISION_COLS; i++)
-        db_array_open(&d->col[i], elem[i]);
-    buf_init(&d->scratch);
-}
-
-static void decisions_cleanup(struct decisions *d)
-{
-    outbox_rows_cleanup(&d->replies);
-    for (int i = 0; i < DECISION_COLS; i++)
-        buf_cleanup(&d->col[i]);
-    buf_cleanup(&d->scratch);
-}
+/* The columns of "decide": each reply's outbox row, then its decision's
+ * outcome, reason, occurred_at and the items reserved (JSON). */
+static const enum db_elem decide_elems[] = {OUTBOX_ROW_ELEMS, DB_TEXT, DB_TEXT, DB_TEXT, DB_JSON};
+enum { DECISION_AT = 6 }; /* the decision's first column */
 
 /* A decision and its reply; reserved: the order, when its items were
- * reserved, else NULL. */
-static void decision_row(struct decisions *d, const struct inventory_reply *rep,
-                         const char *traceparent, const struct order_created *reserved)
+ * reserved, else NULL. scratch: space for the reply's body, then the items. */
+static void decision_row(struct db_columns *c, struct buf *scratch,
+                         const struct inventory_reply *rep, const char *traceparent,
+                         const struct order_created *reserved)
 {
-    reply_row(&d->replies, &d->scratch, rep, traceparent);
-    db_array_text(&d->col[0], rep->kind == REPLY_RESERVED ? "reserved" : "rejected");
-    db_array_text(&d->col[1], rep->kind == REPLY_REJECTED ? rep->reason : NULL);
-    db_array_text(&d->col[2], rep->occurred_at);
-    buf_reset(&d->scratch);
+    struct buf *d = &c->col[DECISION_AT];
+    reply_row(c, scratch, rep, traceparent);
+    db_array_text(&d[0], rep->kind == REPLY_RESERVED ? "reserved" : "rejected");
+    db_array_text(&d[1], rep->kind == REPLY_REJECTED ? rep->reason : NULL);
+    db_array_text(&d[2], rep->occurred_at);
+    buf_reset(scratch);
     if (reserved)
-        event_items_append(&d->scratch, reserved->items, reserved->nitems);
-    db_array_text(&d->col[3], reserved ? d->scratch.data : NULL);
+        event_items_append(scratch, reserved->items, reserved->nitems);
+    db_array_text(&d[3], reserved ? scratch->data : NULL);
 }
 
 /* What write_decisions() wrote, as Postgres arrays: the orders and their
@@ -271,8 +252,9 @@ static void written_cleanup(struct written *w)
 
 /* A new decision's reply: a fresh event id (noted in w), now, in the
  * order's trace. */
-static void new_decision(struct decisions *d, struct written *w, const struct order_created *o,
-                         enum reply_kind kind, const char *reason, const char *traceparent)
+static void new_decision(struct db_columns *c, struct buf *scratch, struct written *w,
+                         const struct order_created *o, enum reply_kind kind, const char *reason,
+                         const char *traceparent)
 {
     struct inventory_reply rep = {.kind = kind};
     uuid_v7(rep.event_id);
@@ -281,27 +263,7 @@ static void new_decision(struct decisions *d, struct written *w, const struct or
     memcpy(rep.order_id, o->order_id, sizeof rep.order_id);
     snprintf(rep.reason, sizeof rep.reason, "%s", reason ? reason : "");
     time_rfc3339(rep.occurred_at);
-    decision_row(d, &rep, traceparent, kind == REPLY_RESERVED ? o : NULL);
-}
-
-/* Runs stmt with the outbox rows as $1..$6 and then extra (n_extra of
- * them); *nrows (if not NULL) gets how many rows it returned. Nothing runs
- * when there are no rows. */
-static enum err exec_rows(struct db *db, const char *stmt, const struct outbox_rows *rows,
-                          const struct db_param *extra, int n_extra, long *nrows)
-{
-    struct db_param p[OUTBOX_ROW_COLS + DECISION_COLS];
-    outbox_rows_params(rows, p);
-    for (int i = 0; i < n_extra; i++)
-        p[OUTBOX_ROW_COLS + i] = extra[i];
-    PGresult *res = NULL;
-    enum err e = ERR_OK;
-    if (outbox_rows_count(rows))
-        e = db_exec_params(db, stmt, OUTBOX_ROW_COLS + n_extra, p, &res);
-    if (nrows)
-        *nrows = e == ERR_OK && res ? PQntuples(res) : 0;
-    PQclear(res);
-    return e;
+    decision_row(c, scratch, &rep, traceparent, kind == REPLY_RESERVED ? o : NULL);
 }
 
 /* Writes the decisions of orders[0..n) with their replies; w notes what
@@ -311,19 +273,19 @@ static enum err write_decisions(struct db *db, const struct order_created *const
                                 const enum reply_kind *kinds, const char **reasons,
                                 struct written *w)
 {
-    struct decisions d;
-    decisions_init(&d);
+    struct db_columns c;
+    struct buf scratch;
+    db_columns_open(&c, ARRAY_LEN(decide_elems), decide_elems);
+    buf_init(&scratch);
     buf_pg_array_open(&w->orders);
     buf_pg_array_open(&w->replies);
     for (size_t i = 0; i < n; i++)
-        new_decision(&d, w, orders[i], kinds[i], reasons[i], traceparents[i]);
+        new_decision(&c, &scratch, w, orders[i], kinds[i], reasons[i], traceparents[i]);
     buf_pg_array_close(&w->orders);
     buf_pg_array_close(&w->replies);
-    struct db_param extra[DECISION_COLS];
-    for (int i = 0; i < DECISION_COLS; i++)
-        extra[i] = DB_PARAM_BINARY(d.col[i]);
-    enum err e = exec_rows(db, "decide", &d.replies, extra, DECISION_COLS, NULL);
-    decisions_cleanup(&d);
+    enum err e = db_columns_exec(db, "decide", &c, NULL, NULL);
+    db_columns_cleanup(&c);
+    buf_cleanup(&scratch);
     return e;
 }
 
@@ -428,11 +390,12 @@ static enum err decisions_of(struct db *db, const char *stmt, const char *const 
  * body as when it was decided; in the trace of the message that asked again
  * (traceparents[i] for the i-th order id given to "decisions_at"; NULL: none). */
 static void stored_replies(PGresult *res, const char *const *traceparents, size_t n,
-                           struct outbox_rows *rows)
+                           struct db_columns *rows)
 {
+    static const enum db_elem elems[] = {OUTBOX_ROW_ELEMS};
     struct buf payload;
     buf_init(&payload);
-    outbox_rows_init(rows);
+    db_columns_open(rows, ARRAY_LEN(elems), elems);
     for (int r = 0; r < PQntuples(res); r++) {
         struct inventory_reply rep = {
             .kind = strcmp(PQgetvalue(res, r, 1), "reserved") == 0 ? REPLY_RESERVED
@@ -457,11 +420,13 @@ enum err inventory_store_resend_replies(struct db *db, const char *const *order_
     if (e == ERR_OK) {
         char age[32];
         snprintf(age, sizeof age, "%lld", (long long)min_age_ms);
-        struct outbox_rows rows;
-        struct db_param extra = DB_PARAM_TEXT(age);
+        struct db_columns rows;
+        PGresult *sent = NULL;
         stored_replies(res, traceparents, n, &rows);
-        e = exec_rows(db, "outbox_resend", &rows, &extra, 1, resent);
-        outbox_rows_cleanup(&rows);
+        e = db_columns_exec(db, "outbox_resend", &rows, age, &sent);
+        *resent = e == ERR_OK && sent ? PQntuples(sent) : 0;
+        PQclear(sent);
+        db_columns_cleanup(&rows);
     }
     PQclear(res);
     return e;

@@ -53,7 +53,7 @@ struct redrive {
 };
 
 /* The OrderCreated of one page row, added to rows; 0 if unreadable. */
-static int rebuild_event(PGresult *res, int row, struct outbox_rows *rows)
+static int rebuild_event(PGresult *res, int row, struct db_columns *rows)
 {
     struct order_created ev = {0};
     snprintf(ev.order_id, sizeof ev.order_id, "%s", PQgetvalue(res, row, 0));
@@ -64,8 +64,8 @@ static int rebuild_event(PGresult *res, int row, struct outbox_rows *rows)
     int ok = event_items_parse(items, &ev.items, &ev.nitems, NULL) == ERR_OK;
     if (ok) {
         char *payload = event_order_created_encode(&ev);
-        outbox_rows_add(rows, ev.event_id, "orders.created", "OrderCreated", payload,
-                        ev.order_id, PQgetisnull(res, row, 7) ? NULL : PQgetvalue(res, row, 7));
+        outbox_row_add(rows, ev.event_id, "orders.created", "OrderCreated", payload,
+                       ev.order_id, PQgetisnull(res, row, 7) ? NULL : PQgetvalue(res, row, 7));
         free(payload);
     }
     event_order_created_cleanup(&ev);
@@ -76,28 +76,25 @@ static int rebuild_event(PGresult *res, int row, struct outbox_rows *rows)
 /* Queues the due orders of a page again; returns how many were queued. */
 static long resend_due(struct redrive *r, PGresult *page, const char *after)
 {
-    struct outbox_rows rows;
+    static const enum db_elem elems[] = {OUTBOX_ROW_ELEMS};
+    struct db_columns rows;
     struct buf ids;
-    outbox_rows_init(&rows);
+    db_columns_open(&rows, ARRAY_LEN(elems), elems);
     buf_pg_array_open(&ids);
     for (int i = 0; i < PQntuples(page); i++)
         if (PQgetvalue(page, i, 6)[0] == 't' && rebuild_event(page, i, &rows))
             buf_pg_array_elem(&ids, PQgetvalue(page, i, 0));
     buf_pg_array_close(&ids);
-    struct db_param p[OUTBOX_ROW_COLS + 1];
-    outbox_rows_params(&rows, p);
-    p[OUTBOX_ROW_COLS] = DB_PARAM_TEXT(after);
     const char *p1[] = {ids.data};
     PGresult *sent = NULL;
     long n = 0;
-    if (outbox_rows_count(&rows) &&
-        db_exec_params(r->db, "resend", OUTBOX_ROW_COLS + 1, p, &sent) == ERR_OK) {
+    if (db_columns_rows(&rows) && db_columns_exec(r->db, "resend", &rows, after, &sent) == ERR_OK) {
         n = PQntuples(sent);
         db_exec(r->db, "redrive_mark", 1, p1, NULL);
     }
     PQclear(sent);
     buf_cleanup(&ids);
-    outbox_rows_cleanup(&rows);
+    db_columns_cleanup(&rows);
     return n;
 }
 

@@ -18,7 +18,7 @@ const struct db_stmt order_store_stmts[] = {
     /* Many orders, one statement, one transaction: $1..$7 the orders (id,
      * customer_id, idempotency_key, fingerprint, event_id, payload,
      * traceparent), $8..$11 their items (order id, line, sku, qty), one
-     * binary array per column (struct order_cols). A key already taken
+     * binary array per column (order_create_elems). A key already taken
      * (even by an earlier order of the same batch) inserts nothing for that
      * order. */
     {"order_create",
@@ -91,30 +91,14 @@ struct order_row {
     char *items, *fingerprint;
 };
 
-/* The parameters of "order_create": one binary array per column. */
-enum { ORDER_COLS_N = 11 };
-struct order_cols {
-    struct buf col[ORDER_COLS_N];
-};
-
-static void order_cols_init(struct order_cols *c)
-{
-    static const enum db_elem elem[ORDER_COLS_N] = {
-        DB_UUID, DB_TEXT, DB_TEXT, DB_TEXT, DB_UUID, DB_TEXT, DB_TEXT, /* orders */
-        DB_UUID, DB_INT4, DB_TEXT, DB_INT4};                           /* items */
-    for (int i = 0; i < ORDER_COLS_N; i++)
-        db_array_open(&c->col[i], elem[i]);
-}
-
-static void order_cols_cleanup(struct order_cols *c)
-{
-    for (int i = 0; i < ORDER_COLS_N; i++)
-        buf_cleanup(&c->col[i]);
-}
+/* The columns of "order_create": the orders', then their items'. */
+static const enum db_elem order_create_elems[] = {
+    DB_UUID, DB_TEXT, DB_TEXT, DB_TEXT, DB_UUID, DB_TEXT, DB_TEXT, /* orders */
+    DB_UUID, DB_INT4, DB_TEXT, DB_INT4};                           /* items */
 
 /* Adds the order and its items to the statement's columns (the row's
  * event body is built in payload, scratch space). */
-static void order_row_init(struct order_row *r, const struct order_new *o, struct order_cols *c,
+static void order_row_init(struct order_row *r, const struct order_new *o, struct db_columns *c,
                            struct buf *payload)
 {
     struct order_created ev = {.items = o->req->items, .nitems = o->req->nitems};
@@ -168,20 +152,17 @@ enum err order_store_create(struct db *db, const struct order_new *const *o, siz
                             struct order_result *out)
 {
     struct order_row *rows = xcalloc(n, sizeof *rows);
-    struct order_cols cols;
+    struct db_columns cols;
     struct buf payload;
-    order_cols_init(&cols);
+    db_columns_open(&cols, ARRAY_LEN(order_create_elems), order_create_elems);
     buf_init(&payload);
     for (size_t i = 0; i < n; i++) {
         order_row_init(&rows[i], o[i], &cols, &payload);
         out[i] = (struct order_result){.e = ERR_OK};
     }
     buf_cleanup(&payload);
-    struct db_param params[ORDER_COLS_N];
-    for (int i = 0; i < ORDER_COLS_N; i++)
-        params[i] = DB_PARAM_BINARY(cols.col[i]);
     PGresult *r = NULL;
-    enum err e = db_exec_params(db, "order_create", ORDER_COLS_N, params, &r);
+    enum err e = db_columns_exec(db, "order_create", &cols, NULL, &r);
     for (int k = 0; e == ERR_OK && k < PQntuples(r); k++)
         for (size_t i = 0; i < n; i++)
             if (strcmp(PQgetvalue(r, k, 0), rows[i].id) == 0) {
@@ -194,7 +175,7 @@ enum err order_store_create(struct db *db, const struct order_new *const *o, siz
     for (size_t i = 0; i < n; i++)
         order_row_cleanup(&rows[i]);
     free(rows);
-    order_cols_cleanup(&cols);
+    db_columns_cleanup(&cols);
     return e;
 }
 
@@ -231,21 +212,17 @@ static int find_row(PGresult *res, const char *id, const char *status, const cha
 static enum err move_pending(struct db *db, const struct inventory_reply *const *rep, size_t n,
                              struct settle_outcome *out)
 {
-    struct buf col[3];
-    db_array_open(&col[0], DB_UUID);
-    db_array_open(&col[1], DB_TEXT);
-    db_array_open(&col[2], DB_TEXT);
+    static const enum db_elem elems[] = {DB_UUID, DB_TEXT, DB_TEXT}; /* id, status, reason */
+    struct db_columns c;
+    db_columns_open(&c, ARRAY_LEN(elems), elems);
     for (size_t i = 0; i < n; i++) {
-        db_array_uuid(&col[0], rep[i]->order_id);
-        db_array_text(&col[1], target_of(rep[i]));
-        db_array_text(&col[2], rep[i]->kind == REPLY_REJECTED ? rep[i]->reason : NULL);
+        db_array_uuid(&c.col[0], rep[i]->order_id);
+        db_array_text(&c.col[1], target_of(rep[i]));
+        db_array_text(&c.col[2], rep[i]->kind == REPLY_REJECTED ? rep[i]->reason : NULL);
     }
-    struct db_param params[] = {DB_PARAM_BINARY(col[0]), DB_PARAM_BINARY(col[1]),
-                                DB_PARAM_BINARY(col[2])};
     PGresult *res = NULL;
-    enum err e = db_exec_params(db, "order_settle", 3, params, &res);
-    for (size_t k = 0; k < ARRAY_LEN(col); k++)
-        buf_cleanup(&col[k]);
+    enum err e = db_columns_exec(db, "order_settle", &c, NULL, &res);
+    db_columns_cleanup(&c);
     char *taken = e == ERR_OK ? xcalloc((size_t)PQntuples(res) + 1, 1) : NULL;
     for (size_t i = 0; e == ERR_OK && i < n; i++) {
         int row = find_row(res, rep[i]->order_id, target_of(rep[i]), taken);

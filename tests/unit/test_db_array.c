@@ -107,6 +107,23 @@ START_TEST(count_holds_past_a_buffer_growth)
 }
 END_TEST
 
+START_TEST(columns_have_their_types_and_count_rows_by_the_first)
+{
+    static const enum db_elem elems[] = {DB_UUID, DB_TEXT, DB_INT4};
+    struct db_columns c;
+    db_columns_open(&c, 3, elems);
+    ck_assert_int_eq(c.n, 3);
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(word(&c.col[i], 8), (long)elems[i]);
+    ck_assert_int_eq(db_columns_rows(&c), 0);
+    db_array_uuid(&c.col[0], "0190a3f4-7b2c-7d1e-8f00-abcdef012345");
+    db_array_text(&c.col[1], NULL);
+    db_array_int4(&c.col[2], 7);
+    ck_assert_int_eq(db_columns_rows(&c), 1);
+    db_columns_cleanup(&c);
+}
+END_TEST
+
 Suite *db_array_suite(void)
 {
     Suite *s = suite_create("db_array");
@@ -117,6 +134,7 @@ Suite *db_array_suite(void)
     tcase_add_test(tc, what_is_not_a_uuid_goes_as_null);
     tcase_add_test(tc, int4_is_big_endian_and_signed);
     tcase_add_test(tc, count_holds_past_a_buffer_growth);
+    tcase_add_test(tc, columns_have_their_types_and_count_rows_by_the_first);
     suite_add_tcase(s, tc);
     return s;
 }
