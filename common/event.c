@@ -77,31 +77,124 @@ static enum err item_fail(struct field_error *fe, size_t i, const char *what, co
     return fail(fe, field, msg);
 }
 
+/* A JSON object or array the decoders read: a node of jansson's tree, or
+ * the members or elements json_fast found in plain text (the same values,
+ * no tree built). One set of field rules reads both. */
+struct node {
+    const json_t *tree;               /* NULL: it[0..n) */
+    const struct json_fast_item *it;
+    size_t n;                         /* an array's length */
+};
+
+static const struct json_fast_item *member(const struct node *o, const char *key)
+{
+    size_t len = strlen(key);
+    for (size_t i = 0; i < o->n; i++)
+        if (o->it[i].keylen == len && memcmp(o->it[i].key, key, len) == 0)
+            return &o->it[i];
+    return NULL;
+}
+
+/* The string at key (not NUL-terminated: use *len), or NULL. */
+static const char *str_at(const struct node *o, const char *key, size_t *len)
+{
+    if (o->tree) {
+        const json_t *v = json_object_get(o->tree, key);
+        *len = json_string_length(v);
+        return json_string_value(v); /* NULL for a non-string */
+    }
+    const struct json_fast_item *it = member(o, key);
+    *len = it && it->kind == JF_STRING ? it->vallen : 0;
+    return it && it->kind == JF_STRING ? it->val : NULL;
+}
+
+/* The integer at key into *v; 0 if it is not an integer. */
+static int int_at(const struct node *o, const char *key, json_int_t *v)
+{
+    if (o->tree) {
+        const json_t *j = json_object_get(o->tree, key);
+        *v = json_integer_value(j);
+        return json_is_integer(j);
+    }
+    const struct json_fast_item *it = member(o, key);
+    if (!it || it->kind != JF_INTEGER)
+        return 0;
+    *v = json_fast_int(it);
+    return 1;
+}
+
+/* The array at key into *l, its elements (fast) into e[0..max); 0 if it
+ * is not an array, or (fast) has more elements than max. */
+static int array_at(const struct node *o, const char *key, struct node *l,
+                    struct json_fast_item *e, int max)
+{
+    if (o->tree) {
+        const json_t *a = json_object_get(o->tree, key);
+        *l = (struct node){.tree = a, .n = json_array_size(a)};
+        return json_is_array(a);
+    }
+    const struct json_fast_item *it = member(o, key);
+    int n = it && it->kind == JF_ARRAY ? json_fast_elements(it->val, it->vallen, e, max) : -1;
+    *l = (struct node){.it = e, .n = n < 0 ? 0 : (size_t)n};
+    return n >= 0;
+}
+
+/* Element i of l as an object into *o, its members (fast) into m; 0 if it
+ * is not an object. */
+static int object_at(const struct node *l, size_t i, struct node *o, struct json_fast_item *m)
+{
+    if (l->tree) {
+        *o = (struct node){.tree = json_array_get(l->tree, i)};
+        return json_is_object(o->tree);
+    }
+    const struct json_fast_item *e = &l->it[i];
+    /* its members were checked (at most JSON_FAST_MAX_MEMBERS) with the whole text */
+    int n = e->kind == JF_OBJECT ? json_fast_members(e->val, e->vallen, m, JSON_FAST_MAX_MEMBERS) : -1;
+    *o = (struct node){.it = m, .n = n < 0 ? 0 : (size_t)n};
+    return n >= 0;
+}
+
+/* The string at key into dst (dstlen bytes with its NUL), if ok() takes
+ * it. (jansson refuses \u0000, so a string has no NUL inside.) */
+static int copy_str(const struct node *o, const char *key, char *dst, size_t dstlen,
+                    int (*ok)(const char *))
+{
+    size_t n;
+    const char *v = str_at(o, key, &n);
+    if (!v || n >= dstlen)
+        return 0;
+    memcpy(dst, v, n);
+    dst[n] = '\0';
+    return ok(dst);
+}
+
 /* qty must be a JSON integer (not 1.5, not "2") in range. */
-static enum err item_parse(const json_t *it, size_t i, struct order_item *out,
+static enum err item_parse(const struct node *l, size_t i, struct order_item *out,
                            struct field_error *fe)
 {
-    const json_t *sku = json_object_get(it, "sku"), *qty = json_object_get(it, "qty");
-    if (!json_is_object(it))
+    struct json_fast_item m[JSON_FAST_MAX_MEMBERS];
+    struct node it;
+    json_int_t qty;
+    if (!object_at(l, i, &it, m))
         return item_fail(fe, i, "", "must be an object with sku and qty");
-    if (!json_is_string(sku) || !event_sku_valid(json_string_value(sku)))
+    if (!copy_str(&it, "sku", out->sku, sizeof out->sku, event_sku_valid))
         return item_fail(fe, i, ".sku", "must be 1-64 characters of A-Z a-z 0-9 . _ -");
-    if (!json_is_integer(qty) || json_integer_value(qty) < 1 || json_integer_value(qty) > QTY_MAX)
+    if (!int_at(&it, "qty", &qty) || qty < 1 || qty > QTY_MAX)
         return item_fail(fe, i, ".qty", "must be an integer from 1 to 10000");
-    memcpy(out->sku, json_string_value(sku), json_string_length(sku) + 1); /* valid: fits */
-    out->qty = (int)json_integer_value(qty);
+    out->qty = (int)qty;
     return ERR_OK;
 }
 
-enum err event_items_parse(const json_t *items, struct order_item **out, size_t *n,
-                           struct field_error *fe)
+/* is_array: l is an array (else l->n is 0). */
+static enum err items_parse(const struct node *l, int is_array, struct order_item **out,
+                            size_t *n, struct field_error *fe)
 {
-    size_t count = json_array_size(items);
-    if (!json_is_array(items) || count < 1 || count > ITEMS_MAX)
+    size_t count = l->n;
+    if (!is_array || count < 1 || count > ITEMS_MAX)
         return fail(fe, "items", "must be an array of 1 to 100 items");
     struct order_item *v = xcalloc(count, sizeof *v);
     for (size_t i = 0; i < count; i++) {
-        if (item_parse(json_array_get(items, i), i, &v[i], fe) != ERR_OK)
+        if (item_parse(l, i, &v[i], fe) != ERR_OK)
             goto bad;
         for (size_t j = 0; j < i; j++) {
             if (strcmp(v[j].sku, v[i].sku) == 0) {
@@ -116,6 +209,13 @@ enum err event_items_parse(const json_t *items, struct order_item **out, size_t 
 bad:
     free(v);
     return ERR_VALIDATION;
+}
+
+enum err event_items_parse(const json_t *items, struct order_item **out, size_t *n,
+                           struct field_error *fe)
+{
+    struct node l = {.tree = items, .n = json_array_size(items)};
+    return items_parse(&l, json_is_array(items), out, n, fe);
 }
 
 void event_items_append(struct buf *b, const struct order_item *items, size_t n)
@@ -151,14 +251,11 @@ char *event_order_created_encode(const struct order_created *e)
 }
 
 /* Copies a required string field that must satisfy ok(), into dst. */
-static enum err take_str(const json_t *o, const char *key, char *dst, size_t dstlen,
+static enum err take_str(const struct node *o, const char *key, char *dst, size_t dstlen,
                          int (*ok)(const char *), struct field_error *fe)
 {
-    const json_t *v = json_object_get(o, key);
-    size_t n = json_string_length(v); /* 0 for a non-string */
-    if (!json_is_string(v) || n >= dstlen || !ok(json_string_value(v)))
+    if (!copy_str(o, key, dst, dstlen, ok))
         return fail(fe, key, "missing or invalid");
-    memcpy(dst, json_string_value(v), n + 1);
     if (ok == uuid_valid) /* one spelling per id: Postgres prints uuids in lower case */
         for (char *p = dst; *p; p++)
             *p = (char)tolower((unsigned char)*p);
@@ -184,24 +281,32 @@ json_t *event_load_object(const char *body, size_t len, struct field_error *fe)
     return o;
 }
 
-/* Parses body after zeroing out (what a failed decode leaves). */
-static json_t *load_zeroed(const char *body, size_t len, void *out, size_t outlen,
-                           struct field_error *fe)
+/* body for a decoder, after zeroing out (what a failed decode leaves): the
+ * members of a plain body into m (no tree built), else jansson's tree into
+ * *tree (the caller json_decref()s it). 0 if it is not a JSON object (fe
+ * says why). */
+static int load(const char *body, size_t len, void *out, size_t outlen, struct node *o,
+                struct json_fast_item *m, json_t **tree, struct field_error *fe)
 {
     memset(out, 0, outlen);
-    return event_load_object(body, len, fe);
+    int n = json_fast_members(body, len, m, JSON_FAST_MAX_MEMBERS);
+    *tree = n < 0 ? event_load_object(body, len, fe) : NULL;
+    *o = (struct node){.tree = *tree, .it = m, .n = n < 0 ? 0 : (size_t)n};
+    return n >= 0 || *tree;
 }
 
-static int type_is(const json_t *o, const char *type)
+static int type_is(const struct node *o, const char *type)
 {
-    const json_t *t = json_object_get(o, "type");
-    return json_is_string(t) && strcmp(json_string_value(t), type) == 0;
+    size_t n;
+    const char *t = str_at(o, "type", &n);
+    return t && n == strlen(type) && memcmp(t, type, n) == 0;
 }
 
-enum err event_order_created_from(const json_t *o, struct order_created *out,
-                                  struct field_error *fe)
+static enum err order_created_of(const struct node *o, struct order_created *out,
+                                 struct field_error *fe)
 {
-    memset(out, 0, sizeof *out);
+    struct json_fast_item el[ITEMS_MAX];
+    struct node items;
     enum err e = ERR_OK;
     if (!type_is(o, "OrderCreated"))
         e = fail(fe, "type", "must be OrderCreated");
@@ -209,16 +314,29 @@ enum err event_order_created_from(const json_t *o, struct order_created *out,
     if (e == ERR_OK) e = take_str(o, "order_id", out->order_id, sizeof out->order_id, uuid_valid, fe);
     if (e == ERR_OK) e = take_str(o, "customer_id", out->customer_id, sizeof out->customer_id, event_customer_id_valid, fe);
     if (e == ERR_OK) e = take_str(o, "occurred_at", out->occurred_at, sizeof out->occurred_at, any_text, fe);
-    if (e == ERR_OK) e = event_items_parse(json_object_get(o, "items"), &out->items, &out->nitems, fe);
+    if (e == ERR_OK) {
+        int is_array = array_at(o, "items", &items, el, ITEMS_MAX);
+        e = items_parse(&items, is_array, &out->items, &out->nitems, fe);
+    }
     return e == ERR_OK ? ERR_OK : ERR_POISON;
+}
+
+enum err event_order_created_from(const json_t *o, struct order_created *out,
+                                  struct field_error *fe)
+{
+    memset(out, 0, sizeof *out);
+    return order_created_of(&(struct node){.tree = o}, out, fe);
 }
 
 enum err event_order_created_decode(const char *body, size_t len, struct order_created *out,
                                     struct field_error *fe)
 {
-    json_t *o = load_zeroed(body, len, out, sizeof *out, fe);
-    enum err e = o ? event_order_created_from(o, out, fe) : ERR_POISON;
-    json_decref(o);
+    struct json_fast_item m[JSON_FAST_MAX_MEMBERS];
+    struct node o;
+    json_t *tree;
+    enum err e = load(body, len, out, sizeof *out, &o, m, &tree, fe)
+                     ? order_created_of(&o, out, fe) : ERR_POISON;
+    json_decref(tree);
     return e;
 }
 
@@ -263,9 +381,9 @@ static int reason_ok(const char *s)
     return 0;
 }
 
-enum err event_reply_from(const json_t *o, struct inventory_reply *out, struct field_error *fe)
+static enum err reply_of(const struct node *o, struct inventory_reply *out,
+                         struct field_error *fe)
 {
-    memset(out, 0, sizeof *out);
     enum err e = ERR_OK;
     if (type_is(o, reply_types[REPLY_RESERVED]))
         out->kind = REPLY_RESERVED;
@@ -281,25 +399,33 @@ enum err event_reply_from(const json_t *o, struct inventory_reply *out, struct f
     return e == ERR_OK ? ERR_OK : ERR_POISON;
 }
 
+enum err event_reply_from(const json_t *o, struct inventory_reply *out, struct field_error *fe)
+{
+    memset(out, 0, sizeof *out);
+    return reply_of(&(struct node){.tree = o}, out, fe);
+}
+
 enum err event_reply_decode(const char *body, size_t len, struct inventory_reply *out,
                             struct field_error *fe)
 {
-    json_t *o = load_zeroed(body, len, out, sizeof *out, fe);
-    enum err e = o ? event_reply_from(o, out, fe) : ERR_POISON;
-    json_decref(o);
+    struct json_fast_item m[JSON_FAST_MAX_MEMBERS];
+    struct node o;
+    json_t *tree;
+    enum err e = load(body, len, out, sizeof *out, &o, m, &tree, fe) ? reply_of(&o, out, fe)
+                                                                     : ERR_POISON;
+    json_decref(tree);
     return e;
-}
-
-enum err event_id_of(const json_t *o, char out[UUID_STR_LEN])
-{
-    return take_str(o, "event_id", out, UUID_STR_LEN, uuid_valid, NULL) == ERR_OK ? ERR_OK
-                                                                                  : ERR_POISON;
 }
 
 enum err event_peek_id(const char *body, size_t len, char out[UUID_STR_LEN])
 {
-    json_t *o = event_load_object(body, len, NULL);
-    enum err e = o ? event_id_of(o, out) : ERR_POISON;
-    json_decref(o);
+    struct json_fast_item m[JSON_FAST_MAX_MEMBERS];
+    struct node o;
+    json_t *tree;
+    enum err e = load(body, len, out, UUID_STR_LEN, &o, m, &tree, NULL) &&
+                         take_str(&o, "event_id", out, UUID_STR_LEN, uuid_valid, NULL) == ERR_OK
+                     ? ERR_OK
+                     : ERR_POISON;
+    json_decref(tree);
     return e;
 }

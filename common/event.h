@@ -3,7 +3,10 @@
  * OrderCreated (orders.created), InventoryReserved (inventory.reserved) and
  * InventoryRejected (inventory.rejected). Encoders return a heap string the
  * caller frees; decoders return ERR_POISON with a reason for any body that
- * can never be processed; field rules return ERR_VALIDATION. */
+ * can never be processed; field rules return ERR_VALIDATION. A decoder reads
+ * a plain body (json_fast's) without building a JSON tree, any other with
+ * jansson's; one set of field rules reads both, so the verdict and the
+ * reason are the same. */
 #ifndef COMMON_EVENT_H
 #define COMMON_EVENT_H
 
@@ -73,7 +76,8 @@ void event_order_created_append(struct buf *b, const struct order_created *e);
 char *event_order_created_encode(const struct order_created *e);
 enum err event_order_created_decode(const char *body, size_t len, struct order_created *out,
                                     struct field_error *fe);
-/* The same from a parsed body (see event_load_object); o stays the caller's. */
+/* The same from a parsed body (see event_load_object); o stays the caller's:
+ * the tree path alone. */
 enum err event_order_created_from(const json_t *o, struct order_created *out,
                                   struct field_error *fe);
 void event_order_created_cleanup(struct order_created *e);
@@ -92,7 +96,5 @@ const char *event_reply_type(enum reply_kind k);
 /* The event_id of any contract event body, for the inbox: ERR_POISON if the
  * body is not a JSON object with a UUID event_id. */
 enum err event_peek_id(const char *body, size_t len, char out[UUID_STR_LEN]);
-/* The same from a parsed body (a JSON object). */
-enum err event_id_of(const json_t *o, char out[UUID_STR_LEN]);
 
 #endif

@@ -92,7 +92,6 @@ struct slot {
     char trace[TRACEPARENT_LEN + 1]; /* child of the message's traceparent (or a new trace) */
     int sampled;            /* the sender asked to record this trace: log at info */
     char order_id[UUID_STR_LEN];
-    json_t *body;           /* the parsed body (a JSON object with an event_id), or NULL */
 };
 
 static void label(char *out, size_t n, const char *result)
@@ -222,8 +221,8 @@ static enum err tell_duplicates(struct worker *w, const struct broker_in *msgs, 
         if (sl[i].fresh || !sl[i].id[0])
             continue;
         sl[i].result = "duplicate";
-        dups[k++] = (struct inbox_item){.msg = &msgs[i], .body = sl[i].body,
-                                        .event_id = sl[i].id, .traceparent = sl[i].trace};
+        dups[k++] = (struct inbox_item){.msg = &msgs[i], .event_id = sl[i].id,
+                                        .traceparent = sl[i].trace};
     }
     const struct inbox_handler *h = w->in->h;
     enum err e = k && h->on_duplicates ? h->on_duplicates(w->db, dups, k, h->ctx) : ERR_OK;
@@ -239,8 +238,8 @@ static enum err apply_fresh(struct worker *w, const struct broker_in *msgs, stru
     size_t k = 0;
     for (int i = 0; i < n; i++) {
         if (sl[i].fresh) {
-            items[k] = (struct inbox_item){.msg = &msgs[i], .body = sl[i].body,
-                                           .event_id = sl[i].id, .traceparent = sl[i].trace};
+            items[k] = (struct inbox_item){.msg = &msgs[i], .event_id = sl[i].id,
+                                           .traceparent = sl[i].trace};
             at[k++] = i;
         }
     }
@@ -259,24 +258,6 @@ static enum err apply_fresh(struct worker *w, const struct broker_in *msgs, stru
     return e;
 }
 
-/* Parses the body once, for the inbox (its event id) and the handler. */
-static enum err parse_body(const struct broker_in *m, struct slot *sl)
-{
-    json_t *o = event_load_object(m->data, (size_t)m->len, NULL);
-    if (o && event_id_of(o, sl->id) == ERR_OK) {
-        sl->body = o;
-        return ERR_OK;
-    }
-    json_decref(o);
-    return ERR_POISON;
-}
-
-static void free_bodies(struct slot *sl, int n)
-{
-    for (int i = 0; i < n; i++)
-        json_decref(sl[i].body);
-}
-
 /* The whole batch inside the caller's transaction. */
 static enum err apply_batch(struct worker *w, const struct broker_in *msgs, struct slot *sl, int n)
 {
@@ -288,7 +269,7 @@ static enum err apply_batch(struct worker *w, const struct broker_in *msgs, stru
             mark_poison(&sl[i], "subject is not valid UTF-8");
         else if (!utf8_valid(msgs[i].data, (size_t)msgs[i].len))
             mark_poison(&sl[i], "body is not valid UTF-8");
-        else if (parse_body(&msgs[i], &sl[i]) == ERR_OK)
+        else if (event_peek_id(msgs[i].data, (size_t)msgs[i].len, sl[i].id) == ERR_OK)
             continue;
         else
             mark_poison(&sl[i], "body is not a JSON object with a UUID event_id");
@@ -313,14 +294,13 @@ enum err inbox_apply_one(struct db *db, const struct inbox_handler *h, const cha
     struct broker_in m = {.subject = subject, .data = body, .len = (int)len};
     struct slot sl = {.settle = SETTLE_ACK};
     trace_continue(NULL, sl.trace);
-    if (parse_body(&m, &sl) != ERR_OK) {
+    if (event_peek_id(body, len, sl.id) != ERR_OK) {
         sl.id[0] = '\0';
         mark_poison(&sl, "body is not a JSON object with a UUID event_id");
     }
     enum err e = sl.id[0] ? record_ids(&w, &m, &sl, 1) : ERR_OK;
     if (e == ERR_OK && sl.id[0])
         e = apply_fresh(&w, &m, &sl, 1);
-    free_bodies(&sl, 1);
     *result = sl.result ? sl.result : "duplicate";
     snprintf(why, whylen, "%s", sl.why);
     return e;
@@ -415,7 +395,6 @@ static void process_batch(struct worker *w, struct broker_in *msgs, int n, struc
         else if (!(refused && give_up(w, &msgs[0])))
             settle_all(in, msgs, sl, n, 0); /* nak: redelivered after NAK_DELAY_MS */
     }
-    free_bodies(sl, n);
 }
 
 /* The gauge behind the dead-letter alert, on the connection of the first

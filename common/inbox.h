@@ -16,12 +16,9 @@
 #include "db.h"
 #include "util.h"
 
-#include <jansson.h>
-
 /* One fresh message handed to a handler. */
 struct inbox_item {
-    const struct broker_in *msg;
-    const json_t *body;      /* msg's body parsed: a JSON object (the inbox's) */
+    const struct broker_in *msg; /* its body: a JSON object with a UUID event_id */
     const char *event_id;
     const char *traceparent; /* a child span of the message's trace: for what the handler writes */
     char order_id[UUID_STR_LEN]; /* set by the handler when it knows it (for the log line) */

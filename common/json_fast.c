@@ -1,11 +1,18 @@
 /* json_fast.c - a fast path in front of jansson's parser for the plain JSON
  * that services write: ASCII strings without escapes, integers of up to 18
- * digits, true/false/null, objects and arrays up to JSON_FAST_MAX_DEPTH.
+ * digits, true/false/null, objects (of up to JSON_FAST_MAX_MEMBERS members)
+ * and arrays up to JSON_FAST_MAX_DEPTH.
  * Anything else (an escape, a fraction, a non-ASCII byte, a duplicate key,
  * an error of any kind) is not decided here: the caller parses the text with
- * jansson, so what is accepted and every error message stay jansson's. */
+ * jansson, so what is accepted and every error message stay jansson's.
+ * One scanner checks the text and finds a container's members or elements
+ * without building anything; the event decoders read those directly, and
+ * json_fast_load builds jansson's tree from them. */
 #include "json_fast.h"
 
+#include "util.h"
+
+#include <stdlib.h>
 #include <string.h>
 
 #define JSON_FAST_MAX_DEPTH 32
@@ -16,7 +23,7 @@ struct cursor {
     int depth;
 };
 
-static json_t *value(struct cursor *c);
+static int scan_value(struct cursor *c, struct json_fast_item *it);
 
 static void skip_ws(struct cursor *c)
 {
@@ -48,28 +55,36 @@ static int plain_string(struct cursor *c, const char **start, size_t *len)
 }
 
 /* -?(0|[1-9][0-9]*) with no fraction or exponent after it. */
-static json_t *integer(struct cursor *c)
+static int integer(struct cursor *c)
 {
-    int neg = next_is(c, '-');
-    const char *p = c->s + neg, *digits = p;
-    json_int_t v = 0;
+    const char *p = c->s + next_is(c, '-'), *digits = p;
     while (p < c->end && *p >= '0' && *p <= '9' && p - digits < INT_DIGITS_MAX)
-        v = v * 10 + (*p++ - '0');
+        p++;
     size_t n = (size_t)(p - digits);
     if (n == 0 || (digits[0] == '0' && n > 1))
-        return NULL;
+        return 0;
     if (p < c->end && (*p == '.' || *p == 'e' || *p == 'E' || (*p >= '0' && *p <= '9')))
-        return NULL; /* a fraction, an exponent, or more digits than we take */
+        return 0; /* a fraction, an exponent, or more digits than we take */
     c->s = p;
-    return json_integer(neg ? -v : v);
+    return 1;
 }
 
-static json_t *literal(struct cursor *c, const char *word, size_t n, json_t *v)
+json_int_t json_fast_int(const struct json_fast_item *it)
+{
+    const char *p = it->val, *end = it->val + it->vallen;
+    int neg = *p == '-';
+    json_int_t v = 0;
+    for (p += neg; p < end; p++)
+        v = v * 10 + (*p - '0');
+    return neg ? -v : v;
+}
+
+static int literal(struct cursor *c, const char *word, size_t n)
 {
     if ((size_t)(c->end - c->s) < n || memcmp(c->s, word, n) != 0)
-        return NULL;
+        return 0;
     c->s += n;
-    return v;
+    return 1;
 }
 
 /* Past the opening bracket: 1 if the container closes at once. */
@@ -95,94 +110,171 @@ static int closes(struct cursor *c, char close)
     return -1;
 }
 
-/* "key": value, into o; 0 for anything we leave to jansson. */
-static int member(struct cursor *c, json_t *o)
+/* `"key":` into m[n], a key none of m[0..n) has: jansson refuses
+ * duplicates, and says how. */
+static int key(struct cursor *c, struct json_fast_item *m, int n)
 {
-    const char *key;
-    size_t keylen;
-    if (!next_is(c, '"') || !plain_string(c, &key, &keylen) ||
-        json_object_getn(o, key, keylen)) /* a duplicate: jansson says how it refuses */
+    struct json_fast_item *it = &m[n];
+    if (!next_is(c, '"') || !plain_string(c, &it->key, &it->keylen))
         return 0;
+    for (int i = 0; i < n; i++)
+        if (m[i].keylen == it->keylen && memcmp(m[i].key, it->key, it->keylen) == 0)
+            return 0;
     skip_ws(c);
     if (!next_is(c, ':'))
         return 0;
     c->s++;
     skip_ws(c);
-    json_t *v = value(c);
-    if (v)
-        json_object_setn_new_nocheck(o, key, keylen, v);
-    return v != NULL;
+    return 1;
 }
 
-static json_t *object(struct cursor *c)
+/* At '{' or '[': checks the container and steps past it. Its members go
+ * into out (an object's always: its own array when out is NULL, for the
+ * duplicate check), its elements when out is not NULL; at most max. Returns
+ * how many, or -1. */
+static int container(struct cursor *c, struct json_fast_item *out, int max)
 {
-    json_t *o = json_object();
-    int state = opens_empty(c, '}');
-    while (state == 0)
-        state = member(c, o) ? closes(c, '}') : -1;
-    if (state < 0) {
-        json_decref(o);
-        o = NULL;
+    char close = *c->s == '{' ? '}' : ']';
+    struct json_fast_item own[JSON_FAST_MAX_MEMBERS], skipped;
+    if (close == '}' && !out) {
+        out = own;
+        max = JSON_FAST_MAX_MEMBERS;
     }
-    return o;
-}
-
-static json_t *array(struct cursor *c)
-{
-    json_t *a = json_array();
-    int state = opens_empty(c, ']');
+    if (++c->depth > JSON_FAST_MAX_DEPTH)
+        return -1;
+    int n = 0, state = opens_empty(c, close);
     while (state == 0) {
-        json_t *v = value(c);
-        state = v && json_array_append_new(a, v) == 0 ? closes(c, ']') : -1;
+        if (out && n == max)
+            return -1;
+        struct json_fast_item *it = out ? &out[n] : &skipped;
+        *it = (struct json_fast_item){.key = NULL};
+        if ((close == '}' && !key(c, out, n)) || !scan_value(c, it))
+            return -1;
+        n++;
+        state = closes(c, close);
     }
-    if (state < 0) {
-        json_decref(a);
-        a = NULL;
-    }
-    return a;
+    c->depth--;
+    return state < 0 ? -1 : n;
 }
 
-static json_t *value(struct cursor *c)
+/* Checks the value at c and steps past it, into *it. */
+static int scan_value(struct cursor *c, struct json_fast_item *it)
 {
     if (c->s == c->end)
-        return NULL;
-    const char *str;
-    size_t len;
-    json_t *v = NULL;
+        return 0;
+    const char *start = c->s;
+    int ok;
     switch (*c->s) {
     case '{':
     case '[':
-        if (++c->depth > JSON_FAST_MAX_DEPTH)
-            return NULL;
-        v = *c->s == '{' ? object(c) : array(c);
-        c->depth--;
-        return v;
+        it->kind = *c->s == '{' ? JF_OBJECT : JF_ARRAY;
+        ok = container(c, NULL, 0) >= 0;
+        break;
     case '"':
-        return plain_string(c, &str, &len) ? json_stringn_nocheck(str, len) : NULL;
+        it->kind = JF_STRING;
+        return plain_string(c, &it->val, &it->vallen);
     case 't':
-        return literal(c, "true", 4, json_true());
+        it->kind = JF_TRUE;
+        ok = literal(c, "true", 4);
+        break;
     case 'f':
-        return literal(c, "false", 5, json_false());
+        it->kind = JF_FALSE;
+        ok = literal(c, "false", 5);
+        break;
     case 'n':
-        return literal(c, "null", 4, json_null());
+        it->kind = JF_NULL;
+        ok = literal(c, "null", 4);
+        break;
     default:
-        return integer(c);
+        it->kind = JF_INTEGER;
+        ok = integer(c);
+    }
+    it->val = start;
+    it->vallen = (size_t)(c->s - start);
+    return ok;
+}
+
+/* The whole text: one container opened by `open`, white space around it. */
+static int scan_text(const char *text, size_t len, char open, struct json_fast_item *out, int max)
+{
+    struct cursor c = {.s = text, .end = text + len};
+    skip_ws(&c);
+    if (!next_is(&c, open))
+        return -1;
+    int n = container(&c, out, max);
+    skip_ws(&c);
+    return c.s == c.end ? n : -1;
+}
+
+int json_fast_members(const char *text, size_t len, struct json_fast_item *out, int max)
+{
+    return scan_text(text, len, '{', out, max);
+}
+
+int json_fast_elements(const char *text, size_t len, struct json_fast_item *out, int max)
+{
+    return scan_text(text, len, '[', out, max);
+}
+
+static json_t *build(const struct json_fast_item *it);
+
+/* NULL when text is not a plain object (only at the top: a nested one was
+ * checked with the whole text). */
+static json_t *build_object(const char *text, size_t len)
+{
+    struct json_fast_item m[JSON_FAST_MAX_MEMBERS];
+    int n = json_fast_members(text, len, m, JSON_FAST_MAX_MEMBERS);
+    if (n < 0)
+        return NULL;
+    json_t *o = json_object();
+    for (int i = 0; i < n; i++)
+        json_object_setn_new_nocheck(o, m[i].key, m[i].keylen, build(&m[i]));
+    return o;
+}
+
+/* Its elements into a buffer on the stack; a longer array is counted first,
+ * then scanned into one of its size. */
+static json_t *build_array(const struct json_fast_item *it)
+{
+    struct json_fast_item few[JSON_FAST_MAX_MEMBERS], *e = few;
+    json_t *a = json_array();
+    int n = json_fast_elements(it->val, it->vallen, few, JSON_FAST_MAX_MEMBERS);
+    if (n < 0) {
+        n = json_fast_elements(it->val, it->vallen, NULL, 0);
+        e = xcalloc((size_t)n, sizeof *e);
+        json_fast_elements(it->val, it->vallen, e, n);
+    }
+    for (int i = 0; i < n; i++)
+        json_array_append_new(a, build(&e[i]));
+    if (e != few)
+        free(e);
+    return a;
+}
+
+/* The value of an item json_fast_members or _elements returned (checked). */
+static json_t *build(const struct json_fast_item *it)
+{
+    switch (it->kind) {
+    case JF_STRING:
+        return json_stringn_nocheck(it->val, it->vallen);
+    case JF_INTEGER:
+        return json_integer(json_fast_int(it));
+    case JF_OBJECT:
+        return build_object(it->val, it->vallen);
+    case JF_ARRAY:
+        return build_array(it);
+    case JF_TRUE:
+        return json_true();
+    case JF_FALSE:
+        return json_false();
+    default:
+        return json_null();
     }
 }
 
 json_t *json_fast_load(const char *text, size_t len)
 {
-    struct cursor c = {.s = text, .end = text + len};
-    skip_ws(&c);
-    if (!next_is(&c, '{')) /* jansson's top level: an object or array; we take objects */
-        return NULL;
-    json_t *o = value(&c);
-    skip_ws(&c);
-    if (o && c.s != c.end) { /* something after the object */
-        json_decref(o);
-        o = NULL;
-    }
-    return o;
+    return build_object(text, len);
 }
 
 json_t *json_load_body(const char *text, size_t len, json_error_t *err)

@@ -33,7 +33,7 @@ static enum err apply_orders(struct db *db, struct inbox_item *items, size_t n, 
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         struct field_error fe = {"", ""};
-        if (event_order_created_from(items[i].body, &ev[i], &fe) == ERR_OK) {
+        if (event_order_created_decode(items[i].msg->data, (size_t)items[i].msg->len, &ev[i], &fe) == ERR_OK) {
             memcpy(items[i].order_id, ev[i].order_id, sizeof items[i].order_id);
             valid[k] = &ev[i];
             traces[k] = items[i].traceparent; /* the reply continues the order's trace */
@@ -69,7 +69,8 @@ static enum err resend_replies(struct db *db, struct inbox_item *items, size_t n
     const char **traces = xcalloc(n, sizeof *traces);
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        if (event_order_created_from(items[i].body, &ev[i], NULL) == ERR_OK) {
+        if (event_order_created_decode(items[i].msg->data, (size_t)items[i].msg->len, &ev[i],
+                                       NULL) == ERR_OK) {
             memcpy(items[i].order_id, ev[i].order_id, sizeof items[i].order_id);
             traces[k] = items[i].traceparent; /* the reply continues the asking message's trace */
             ids[k++] = ev[i].order_id;

@@ -20,7 +20,7 @@ static enum err apply_replies(struct db *db, struct inbox_item *items, size_t n,
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         struct field_error fe = {"", ""};
-        if (event_reply_from(items[i].body, &rep[i], &fe) == ERR_OK) {
+        if (event_reply_decode(items[i].msg->data, (size_t)items[i].msg->len, &rep[i], &fe) == ERR_OK) {
             memcpy(items[i].order_id, rep[i].order_id, sizeof items[i].order_id);
             valid[k] = &rep[i];
             at[k++] = i;

@@ -2,11 +2,13 @@
  * inventory replies round-trip through their codecs, and every body that
  * can never be processed decodes to ERR_POISON (it goes to the dead-letter
  * table instead of blocking the stream). */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "event.h"
+#include "json_fast.h"
 #include "suites.h"
 
 #define EVENT_ID "0b6c7a52-3f7e-4c3e-9d2a-5b1e8f0a1c11"
@@ -549,6 +551,156 @@ START_TEST(items_parse_returns_items_in_order)
 }
 END_TEST
 
+/* What each decoder says of a body (verdict, field, reason, values), for
+ * comparing its two paths. */
+struct verdict {
+    enum err e;
+    struct field_error fe;
+    char text[1024]; /* the event read, encoded again; "" when refused */
+};
+
+static void order_verdict(struct verdict *v, enum err e, struct order_created *ev)
+{
+    v->e = e;
+    if (e == ERR_OK) {
+        char *t = event_order_created_encode(ev);
+        snprintf(v->text, sizeof v->text, "%s", t);
+        free(t);
+    }
+    event_order_created_cleanup(ev);
+}
+
+static void reply_verdict(struct verdict *v, enum err e, struct inventory_reply *r)
+{
+    v->e = e;
+    if (e == ERR_OK) {
+        char *t = event_reply_encode(r);
+        snprintf(v->text, sizeof v->text, "%s", t);
+        free(t);
+    }
+}
+
+static void same_verdict(const struct verdict *fast, const struct verdict *tree, const char *body)
+{
+    ck_assert_msg(fast->e == tree->e, "%d against %d for: %s", fast->e, tree->e, body);
+    ck_assert_msg(strcmp(fast->fe.field, tree->fe.field) == 0 &&
+                      strcmp(fast->fe.message, tree->fe.message) == 0,
+                  "%s %s against %s %s for: %s", fast->fe.field, fast->fe.message,
+                  tree->fe.field, tree->fe.message, body);
+    ck_assert_str_eq(fast->text, tree->text);
+}
+
+/* The decoders read a body through json_fast when it is plain and through
+ * jansson's tree otherwise: the same body read either way gives the same
+ * verdict, field, reason and event. Only a body jansson refuses is not
+ * compared: then the decoder must refuse it too. */
+static void both_paths(const char *body)
+{
+    size_t n = strlen(body);
+    struct verdict fast = {0}, tree = {0};
+    struct order_created ev;
+    struct inventory_reply r;
+    char id[UUID_STR_LEN], tid[UUID_STR_LEN];
+    json_t *o = event_load_object(body, n, NULL);
+    enum err peek = event_peek_id(body, n, id);
+    if (!o) {
+        ck_assert_int_eq(peek, ERR_POISON);
+        ck_assert_int_eq(event_order_created_decode(body, n, &ev, NULL), ERR_POISON);
+        ck_assert_int_eq(event_reply_decode(body, n, &r, NULL), ERR_POISON);
+        event_order_created_cleanup(&ev);
+        return;
+    }
+    order_verdict(&fast, event_order_created_decode(body, n, &ev, &fast.fe), &ev);
+    order_verdict(&tree, event_order_created_from(o, &ev, &tree.fe), &ev);
+    same_verdict(&fast, &tree, body);
+    memset(&fast, 0, sizeof fast);
+    memset(&tree, 0, sizeof tree);
+    reply_verdict(&fast, event_reply_decode(body, n, &r, &fast.fe), &r);
+    reply_verdict(&tree, event_reply_from(o, &r, &tree.fe), &r);
+    same_verdict(&fast, &tree, body);
+    /* the id as the tree path reads it: the reply decoder's, checked first */
+    const char *text = json_string_value(json_object_get(o, "event_id"));
+    int tree_ok = text && strlen(text) < sizeof tid && uuid_valid(text);
+    ck_assert_msg((peek == ERR_OK) == tree_ok, "peek %d for: %s", peek, body);
+    if (tree_ok) {
+        snprintf(tid, sizeof tid, "%s", text);
+        for (char *p = tid; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+        ck_assert_str_eq(id, tid);
+    }
+    json_decref(o);
+}
+
+/* Every prefix and every one-byte change of each body, both paths. */
+START_TEST(fast_and_tree_paths_agree_on_mutations)
+{
+    const char *bodies[] = {
+        "{\"event_id\":\"" EVENT_ID "\",\"type\":\"OrderCreated\",\"order_id\":\"" ORDER_ID
+        "\",\"customer_id\":\"c-1\",\"items\":[{\"sku\":\"SKU-1\",\"qty\":2},"
+        "{\"sku\":\"S\",\"qty\":10000}],\"occurred_at\":\"" OCCURRED "\"}",
+        "{\"event_id\":\"" EVENT_ID "\",\"type\":\"InventoryRejected\",\"order_id\":\""
+        ORDER_ID "\",\"occurred_at\":\"" OCCURRED "\",\"reason\":\"unknown_sku\",\"x\":[{}]}",
+        "{\"type\":\"InventoryReserved\",\"event_id\":\"0B6C7A52-3F7E-4C3E-9D2A-5B1E8F0A1C11\","
+        "\"order_id\":\"" ORDER_ID "\",\"occurred_at\":\"t\",\"n\":null}",
+    };
+    static const char subst[] = "{}[]\":,-019.e \\tfnu\x01\x7f\xc3" "AB";
+    for (size_t b = 0; b < sizeof bodies / sizeof bodies[0]; b++) {
+        size_t n = strlen(bodies[b]);
+        char *t = malloc(n + 1);
+        for (size_t cut = 0; cut <= n; cut++) {
+            memcpy(t, bodies[b], cut);
+            t[cut] = '\0';
+            both_paths(t);
+        }
+        for (size_t i = 0; i < n; i++)
+            for (size_t k = 0; k < sizeof subst - 1; k++) {
+                memcpy(t, bodies[b], n + 1);
+                t[i] = subst[k];
+                both_paths(t);
+            }
+        free(t);
+    }
+}
+END_TEST
+
+/* Shapes the mutations do not reach: more items than allowed, items that
+ * are not objects, nested duplicates, an object with more members than the
+ * fast path takes. */
+START_TEST(fast_and_tree_paths_agree_on_shapes)
+{
+    json_t *o = order_created_json();
+    json_object_set_new(o, "items", items_of(ITEMS_MAX + 1));
+    char *many = json_dumps(o, JSON_COMPACT);
+    json_object_set_new(o, "items", items_of(ITEMS_MAX));
+    char *most = json_dumps(o, JSON_COMPACT);
+    for (int i = 0; i < JSON_FAST_MAX_MEMBERS; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "k%d", i);
+        json_object_set_new(o, k, json_integer(i));
+    }
+    char *wide = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    const char *shapes[] = {
+        many, most, wide,
+        "{\"type\":\"OrderCreated\",\"event_id\":\"" EVENT_ID "\",\"order_id\":\"" ORDER_ID
+        "\",\"customer_id\":\"c\",\"occurred_at\":\"t\",\"items\":[1,\"a\",[],null]}",
+        "{\"type\":\"OrderCreated\",\"event_id\":\"" EVENT_ID "\",\"order_id\":\"" ORDER_ID
+        "\",\"customer_id\":\"c\",\"occurred_at\":\"t\",\"items\":[{\"sku\":\"A\",\"qty\":1,"
+        "\"qty\":2}]}",
+        "{\"type\":\"OrderCreated\",\"event_id\":\"" EVENT_ID "\",\"order_id\":\"" ORDER_ID
+        "\",\"customer_id\":\"c\",\"occurred_at\":\"t\",\"items\":[{\"sku\":\"A\",\"qty\":"
+        "999999999999999999}]}",
+        "{\"type\":\"OrderCreated\",\"event_id\":\"" EVENT_ID "\",\"order_id\":\"" ORDER_ID
+        "\",\"customer_id\":\"caf\\u00e9\",\"occurred_at\":\"t\",\"items\":[{\"sku\":\"A\",\"qty\":1}]}",
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        both_paths(shapes[i]);
+    free(many);
+    free(most);
+    free(wide);
+}
+END_TEST
+
 Suite *event_suite(void)
 {
     Suite *s = suite_create("event");
@@ -595,6 +747,11 @@ Suite *event_suite(void)
     tcase_add_test(tc, customer_id_rejects_invalid_utf8);
     tcase_add_test(tc, items_parse_names_the_failing_field);
     tcase_add_test(tc, items_parse_returns_items_in_order);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("paths");
+    tcase_add_test(tc, fast_and_tree_paths_agree_on_mutations);
+    tcase_add_test(tc, fast_and_tree_paths_agree_on_shapes);
     suite_add_tcase(s, tc);
     return s;
 }
