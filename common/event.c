@@ -165,7 +165,10 @@ static int copy_str(const struct node *o, const char *key, char *dst, size_t dst
         return 0;
     memcpy(dst, v, n);
     dst[n] = '\0';
-    return ok(dst);
+    if (ok(dst))
+        return 1;
+    memset(dst, 0, n); /* what a failed decode leaves: the field as it was, zeroed */
+    return 0;
 }
 
 /* qty must be a JSON integer (not 1.5, not "2") in range. */

@@ -128,18 +128,13 @@ static int key(struct cursor *c, struct json_fast_item *m, int n)
     return 1;
 }
 
-/* At '{' or '[': checks the container and steps past it. Its members go
- * into out (an object's always: its own array when out is NULL, for the
- * duplicate check), its elements when out is not NULL; at most max. Returns
- * how many, or -1. */
+/* At '{' or '[': checks the container and steps past it. Its members (an
+ * object's: out is needed for the duplicate check) or elements (when out is
+ * not NULL) go into out, at most max. Returns how many, or -1. */
 static int container(struct cursor *c, struct json_fast_item *out, int max)
 {
     char close = *c->s == '{' ? '}' : ']';
-    struct json_fast_item own[JSON_FAST_MAX_MEMBERS], skipped;
-    if (close == '}' && !out) {
-        out = own;
-        max = JSON_FAST_MAX_MEMBERS;
-    }
+    struct json_fast_item skipped;
     if (++c->depth > JSON_FAST_MAX_DEPTH)
         return -1;
     int n = 0, state = opens_empty(c, close);
@@ -157,6 +152,14 @@ static int container(struct cursor *c, struct json_fast_item *out, int max)
     return state < 0 ? -1 : n;
 }
 
+/* A nested object, its members kept here only for the duplicate check (an
+ * array needs no such room: nested ones are scanned without it). */
+static int nested_object(struct cursor *c)
+{
+    struct json_fast_item own[JSON_FAST_MAX_MEMBERS];
+    return container(c, own, JSON_FAST_MAX_MEMBERS) >= 0;
+}
+
 /* Checks the value at c and steps past it, into *it. */
 static int scan_value(struct cursor *c, struct json_fast_item *it)
 {
@@ -166,8 +169,11 @@ static int scan_value(struct cursor *c, struct json_fast_item *it)
     int ok;
     switch (*c->s) {
     case '{':
+        it->kind = JF_OBJECT;
+        ok = nested_object(c);
+        break;
     case '[':
-        it->kind = *c->s == '{' ? JF_OBJECT : JF_ARRAY;
+        it->kind = JF_ARRAY;
         ok = container(c, NULL, 0) >= 0;
         break;
     case '"':

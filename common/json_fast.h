@@ -22,11 +22,12 @@ struct json_fast_item {
 /* The members of text[0..len) when it is a JSON object in the plain form
  * services write (no escapes, ASCII, integers only, shallow; every value
  * nested in it checked, no duplicate key at any depth): how many, with at
- * most max of them in out. -1 when the text is anything else, valid or
+ * most max of them in out (room for max: the duplicate check reads it). -1 when the text is anything else, valid or
  * not, or has more members than max: then ask jansson, which decides and
  * explains. What it takes, jansson takes too, as the same values. */
 int json_fast_members(const char *text, size_t len, struct json_fast_item *out, int max);
-/* The same for a plain JSON array's elements. */
+/* The same for a plain JSON array's elements (out may be NULL: then they
+ * are only counted). */
 int json_fast_elements(const char *text, size_t len, struct json_fast_item *out, int max);
 /* A JF_INTEGER item's value (at most 18 digits: it fits). */
 json_int_t json_fast_int(const struct json_fast_item *it);

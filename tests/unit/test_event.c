@@ -556,7 +556,7 @@ END_TEST
 struct verdict {
     enum err e;
     struct field_error fe;
-    char text[1024]; /* the event read, encoded again; "" when refused */
+    char text[8192]; /* the event read, encoded again (100 items fit); "" when refused */
 };
 
 static void order_verdict(struct verdict *v, enum err e, struct order_created *ev)
@@ -601,9 +601,10 @@ static void both_paths(const char *body)
     struct order_created ev;
     struct inventory_reply r;
     char id[UUID_STR_LEN], tid[UUID_STR_LEN];
-    json_t *o = event_load_object(body, n, NULL);
+    json_t *o = json_loadb(body, n, JSON_REJECT_DUPLICATES, NULL); /* jansson alone */
     enum err peek = event_peek_id(body, n, id);
-    if (!o) {
+    if (!json_is_object(o)) {
+        json_decref(o);
         ck_assert_int_eq(peek, ERR_POISON);
         ck_assert_int_eq(event_order_created_decode(body, n, &ev, NULL), ERR_POISON);
         ck_assert_int_eq(event_reply_decode(body, n, &r, NULL), ERR_POISON);
@@ -630,6 +631,24 @@ static void both_paths(const char *body)
     }
     json_decref(o);
 }
+
+/* A field refused is left as the decoder found it, zeroed: no caller reads
+ * a rejected value by mistake. */
+START_TEST(refused_fields_are_left_zeroed)
+{
+    char id[UUID_STR_LEN];
+    memset(id, 'x', sizeof id);
+    const char *body = "{\"event_id\":\"nope\"}";
+    ck_assert_int_eq(event_peek_id(body, strlen(body), id), ERR_POISON);
+    for (size_t i = 0; i < sizeof id; i++)
+        ck_assert_int_eq(id[i], 0);
+    struct inventory_reply r;
+    const char *rejected = "{\"event_id\":\"" EVENT_ID "\",\"type\":\"InventoryRejected\","
+                           "\"order_id\":\"" ORDER_ID "\",\"occurred_at\":\"t\",\"reason\":\"bad\"}";
+    ck_assert_int_eq(event_reply_decode(rejected, strlen(rejected), &r, NULL), ERR_POISON);
+    ck_assert_str_eq(r.reason, "");
+}
+END_TEST
 
 /* Every prefix and every one-byte change of each body, both paths. */
 START_TEST(fast_and_tree_paths_agree_on_mutations)
@@ -673,6 +692,12 @@ START_TEST(fast_and_tree_paths_agree_on_shapes)
     char *many = json_dumps(o, JSON_COMPACT);
     json_object_set_new(o, "items", items_of(ITEMS_MAX));
     char *most = json_dumps(o, JSON_COMPACT);
+    for (int i = 0; i < JSON_FAST_MAX_MEMBERS - 6; i++) { /* 32 members: the fast path's most */
+        char k[16];
+        snprintf(k, sizeof k, "f%d", i);
+        json_object_set_new(o, k, json_integer(i));
+    }
+    char *full = json_dumps(o, JSON_COMPACT);
     for (int i = 0; i < JSON_FAST_MAX_MEMBERS; i++) {
         char k[16];
         snprintf(k, sizeof k, "k%d", i);
@@ -681,7 +706,7 @@ START_TEST(fast_and_tree_paths_agree_on_shapes)
     char *wide = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     const char *shapes[] = {
-        many, most, wide,
+        many, most, full, wide,
         "{\"type\":\"OrderCreated\",\"event_id\":\"" EVENT_ID "\",\"order_id\":\"" ORDER_ID
         "\",\"customer_id\":\"c\",\"occurred_at\":\"t\",\"items\":[1,\"a\",[],null]}",
         "{\"type\":\"OrderCreated\",\"event_id\":\"" EVENT_ID "\",\"order_id\":\"" ORDER_ID
@@ -697,6 +722,7 @@ START_TEST(fast_and_tree_paths_agree_on_shapes)
         both_paths(shapes[i]);
     free(many);
     free(most);
+    free(full);
     free(wide);
 }
 END_TEST
@@ -752,6 +778,7 @@ Suite *event_suite(void)
     tc = tcase_create("paths");
     tcase_add_test(tc, fast_and_tree_paths_agree_on_mutations);
     tcase_add_test(tc, fast_and_tree_paths_agree_on_shapes);
+    tcase_add_test(tc, refused_fields_are_left_zeroed);
     suite_add_tcase(s, tc);
     return s;
 }
