@@ -45,7 +45,6 @@ struct db {
     int64_t failed_at_ms;
     int64_t retry_at_ms;
     int64_t backoff_ms;
-    int64_t sent_deadline_ms; /* of the statement db_send sent */
     char err[512];
 };
 
@@ -418,36 +417,15 @@ static enum err check_result(struct db *db, PGresult *r, const char *what, PGres
     return e;
 }
 
-/* Sends a prepared statement; its bound starts now. A statement that
- * could not be sent has failed already (classified, as a result would be). */
-static enum err send_prepared(struct db *db, const char *name, int nparams,
-                              const char *const *values, const int *lengths, const int *formats)
-{
-    enum err e = db_connect(db);
-    if (e != ERR_OK)
-        return e;
-    if (!PQsendQueryPrepared(db->conn, name, nparams, values, lengths, formats, 0))
-        return check_result(db, NULL, name, NULL);
-    db->sent_deadline_ms = deadline_of(db);
-    return ERR_OK;
-}
-
-enum err db_send(struct db *db, const char *name, int nparams, const char *const *params)
-{
-    return send_prepared(db, name, nparams, params, NULL, NULL);
-}
-
-enum err db_receive(struct db *db, const char *name, PGresult **res)
-{
-    return check_result(db, await(db, db->sent_deadline_ms), name, res);
-}
-
 static enum err exec_prepared(struct db *db, const char *name, int nparams,
                               const char *const *values, const int *lengths, const int *formats,
                               PGresult **res)
 {
-    enum err e = send_prepared(db, name, nparams, values, lengths, formats);
-    return e == ERR_OK ? db_receive(db, name, res) : e;
+    enum err e = db_connect(db);
+    if (e != ERR_OK)
+        return e;
+    int sent = PQsendQueryPrepared(db->conn, name, nparams, values, lengths, formats, 0);
+    return check_result(db, sent ? await(db, deadline_of(db)) : NULL, name, res);
 }
 
 enum err db_exec(struct db *db, const char *name, int nparams,

@@ -65,12 +65,6 @@ enum err db_connect(struct db *db);
  * unique violation, ERR_DB otherwise. */
 enum err db_exec(struct db *db, const char *name, int nparams,
                  const char *const *params, PGresult **res);
-/* db_exec in two halves, for work done while the server runs the
- * statement: db_send sends it (on ERR_OK, db_receive must come next on this
- * connection), db_receive waits for its result, within the bound that
- * started at the send. Together they are db_exec. */
-enum err db_send(struct db *db, const char *name, int nparams, const char *const *params);
-enum err db_receive(struct db *db, const char *name, PGresult **res);
 /* A parameter of db_exec_params: text (len < 0; data NULL = SQL NULL) or
  * len bytes in binary form (a db_array.h array). */
 struct db_param {

@@ -1,11 +1,10 @@
 /* outbox.c - the relay loop: wait, claim, publish, mark; gauges. Pruning
  * published rows is retention.c's, on its own thread.
- * Owns the relay and marker threads, their MARKERS + 3 Postgres connections
- * and the outbox rows' life (pending -> published, i.e. moved to outbox_published |
- * dead); not the rows' content. Batches overlap, each on its own
- * connection: while the markers mark and commit batches N-1 and N-2,
- * batch N's acks come in, the relay sends batch N+1, and Postgres claims
- * batch N+2. */
+ * Owns the relay and marker threads, their three Postgres connections and the
+ * outbox rows' life (pending -> published, i.e. moved to outbox_published |
+ * dead); not the rows' content. Three batches overlap, each on its own
+ * connection: while the marker marks and commits batch N, batch N+1's acks
+ * come in and the relay claims batch N+2. */
 #include "outbox.h"
 #include "backoff.h"
 #include "db.h"
@@ -96,7 +95,6 @@ struct batch {
     PGresult *res;
     struct broker_out *msgs;
     int claimed, acked;
-    int claiming;            /* its claim sent, the rows not yet read */
 };
 
 /* A marker thread: marks and commits the batches handed to it, one at a time. */
@@ -111,7 +109,7 @@ struct marker {
 struct relay {
     const struct config *cfg;
     struct broker *broker;
-    struct db *db[MARKERS + 3]; /* one per batch: claiming, claimed, sent, one per marker */
+    struct db *db[MARKERS + 2]; /* one per batch: claimed, sent, one per marker */
     struct marker markers[MARKERS];
     int next_marker;         /* the one the next sent batch goes to (relay thread's) */
     pthread_t thread;
@@ -320,11 +318,8 @@ static void note_outcome(struct relay *r, int failed, const char *err)
         log_info("relay: publishing recovered");
 }
 
-static void claim_finish(struct batch *b);
-
 static void batch_free(struct batch *b)
 {
-    claim_finish(b); /* a claim in flight is read first: then its rows go back */
     db_rollback(b->db); /* no-op after COMMIT */
     free(b->msgs);
     PQclear(b->res);
@@ -348,59 +343,34 @@ static int marked_on(const struct relay *r, const struct db *db)
     return 0;
 }
 
-static const struct db *db_of(const struct batch *b)
-{
-    return b ? b->db : NULL;
-}
-
-/* The connection that no marker's batch nor batch a or c (may be NULL) is on. */
-static struct db *free_db(const struct relay *r, const struct batch *a, const struct batch *c)
+/* The connection that no marker's batch nor `busy` (may be NULL) is on. */
+static struct db *free_db(const struct relay *r, const struct db *busy)
 {
     size_t i = 0;
-    while (marked_on(r, r->db[i]) || r->db[i] == db_of(a) || r->db[i] == db_of(c))
+    while (marked_on(r, r->db[i]) || r->db[i] == busy)
         i++;
     return r->db[i];
 }
 
-static void claim_failed(struct batch *b, enum err e)
-{
-    if (e != ERR_UNAVAILABLE || db_is_connected(b->db))
-        log_warn("relay: %s", db_errmsg(b->db));
-}
-
-/* A new batch on a free connection (batches a and c, may be NULL, hold
- * others): a transaction opened there, and a claim of at most RELAY_BATCH
- * due rows with ids above `after` sent, which stay locked until it ends.
- * Postgres runs it while the relay goes on; claim_finish reads the rows. */
-static struct batch *claim_start(struct relay *r, const struct batch *a, const struct batch *c,
-                                 const char *after)
+/* A new batch on a free connection (`sent`, may be NULL, holds another): a
+ * transaction opened there, and at most RELAY_BATCH due rows claimed with
+ * ids above `after`, which stay locked until it ends. b->claimed is 0 when
+ * nothing is due or Postgres failed (logged). */
+static struct batch *claim(struct relay *r, const struct batch *sent, const char *after)
 {
     struct batch *b = xcalloc(1, sizeof *b);
-    b->db = free_db(r, a, c);
+    b->db = free_db(r, sent ? sent->db : NULL);
     char limit[16];
     snprintf(limit, sizeof limit, "%d", r->cfg->relay_batch);
     const char *params[] = {limit, after};
     enum err e = db_exec_sql(b->db, RELAY_BEGIN);
     if (e == ERR_OK)
-        e = db_send(b->db, "claim", 2, params);
-    b->claiming = e == ERR_OK;
-    if (e != ERR_OK)
-        claim_failed(b, e);
-    return b;
-}
-
-/* The claimed rows in; b->claimed is 0 when nothing is due or Postgres
- * failed (logged): batch_free's rollback then ends the transaction. */
-static void claim_finish(struct batch *b)
-{
-    if (!b->claiming)
-        return;
-    b->claiming = 0;
-    enum err e = db_receive(b->db, "claim", &b->res);
+        e = db_exec(b->db, "claim", 2, params, &b->res);
     if (e == ERR_OK)
         b->claimed = PQntuples(b->res);
-    else
-        claim_failed(b, e);
+    else if (e != ERR_UNAVAILABLE || db_is_connected(b->db))
+        log_warn("relay: %s", db_errmsg(b->db));
+    return b; /* nothing claimed: batch_free's rollback ends the transaction */
 }
 
 /* Sends a claimed batch; its acks come in while the relay claims the next
@@ -516,7 +486,7 @@ static void marker_give(struct relay *r, struct marker *m, struct batch *b)
 static void update_stats(struct relay *r)
 {
     PGresult *res = NULL;
-    struct db *idle = free_db(r, NULL, NULL);
+    struct db *idle = free_db(r, NULL);
     if (db_exec(idle, "stats", 0, NULL, &res) == ERR_OK) {
         double pending = strtod(PQgetvalue(res, 0, 0), NULL);
         double dead = strtod(PQgetvalue(res, 0, 1), NULL);
@@ -555,44 +525,35 @@ static int land(struct relay *r, struct batch *b)
     return go;
 }
 
-/* Where the claim after batch b (the last claimed, its ids in order)
- * starts: past b, or from the head at the drain's start and every
- * HEAD_EVERY passes. */
-static const char *claim_from(const struct batch *b, int n)
+/* Where pass n of a drain claims from: past the batch just sent (its ids
+ * in order), or from the head at the drain's start and every HEAD_EVERY
+ * passes. */
+static const char *claim_from(const struct batch *sent, int n)
 {
-    return b && n % HEAD_EVERY ? PQgetvalue(b->res, b->claimed - 1, 0) : FROM_HEAD;
+    return sent && n % HEAD_EVERY ? PQgetvalue(sent->res, sent->claimed - 1, 0) : FROM_HEAD;
 }
 
-/* Drains what is due: passes continue while they come back full. Each pass
- * overlaps three batches: the claim of pass k+2 runs in Postgres while the
- * relay waits for the acks of pass k and sends pass k+1, and the markers
- * mark passes k-1 and k-2, each on its own connection (SKIP LOCKED keeps
- * them apart). The last pass is left to a marker too: rows committed
- * meanwhile (a notify) are claimed at once, not after that mark's commit. */
+/* Drains what is due: passes continue while they come back full. While the
+ * acks of pass k come in, pass k+1 is claimed on another connection, and
+ * the markers mark passes k-1 and k-2 on two more (SKIP LOCKED keeps them
+ * apart). The last pass is left to a marker too: rows committed meanwhile
+ * (a notify) are claimed at once, not after that mark's commit. */
 static void drain(struct relay *r)
 {
     struct batch *sent = NULL; /* its acks still coming */
-    struct batch *b = claim_start(r, NULL, NULL, FROM_HEAD);
-    claim_finish(b);
-    for (int n = 1; n <= DRAIN_MAX_PASSES && b; n++) {
-        int full = b->claimed == r->cfg->relay_batch;
-        struct batch *next = full ? claim_start(r, b, sent, claim_from(b, n)) : NULL;
+    for (int n = 0; n < DRAIN_MAX_PASSES; n++) {
+        struct batch *b = claim(r, sent, claim_from(sent, n));
         int go = !sent || land(r, sent);
         sent = NULL;
         if (!go || b->claimed == 0 || waker_stopping(&r->waker)) {
             batch_free(b); /* not sent: its rows are pending again */
-            if (next)
-                batch_free(next);
-            return; /* nothing (more) due, Postgres or NATS away, or stopping */
+            break; /* nothing (more) due, Postgres or NATS away, or stopping */
         }
         send_batch(r, b);
         sent = b;
-        b = next; /* NULL: the rest came after this claim: a notify or the sweep brings it */
-        if (b)
-            claim_finish(b);
+        if (b->claimed < r->cfg->relay_batch)
+            break; /* the rest came after this claim: a notify or the sweep brings it */
     }
-    if (b)
-        batch_free(b); /* DRAIN_MAX_PASSES: the next wake-up goes on */
     if (sent)
         land(r, sent);
 }
