@@ -59,13 +59,6 @@ void db_array_text(struct buf *b, const char *s)
     element(b, s, s ? strlen(s) : 0);
 }
 
-static int hex(char c)
-{
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                        : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                                               : -1;
-}
-
 void db_array_uuid(struct buf *b, const char *uuid)
 {
     unsigned char bytes[16];
@@ -76,7 +69,7 @@ void db_array_uuid(struct buf *b, const char *uuid)
     for (size_t i = 0, at = 0; i < sizeof bytes; i++, at += 2) {
         if (uuid[at] == '-')
             at++;
-        bytes[i] = (unsigned char)(hex(uuid[at]) << 4 | hex(uuid[at + 1]));
+        bytes[i] = (unsigned char)(hex_val(uuid[at]) << 4 | hex_val(uuid[at + 1]));
     }
     element(b, bytes, sizeof bytes);
 }

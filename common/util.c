@@ -489,7 +489,7 @@ void buf_utf8_preview(struct buf *b, const void *p, size_t n, size_t max_chars)
         buf_append(b, "...", 3);
 }
 
-static int hex_val(char c)
+int hex_val(char c)
 {
     return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
          : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;

@@ -97,6 +97,8 @@ void buf_base64(struct buf *b, const void *p, size_t n);
  * the bytes are: invalid sequences and NULs become U+FFFD, and "..." marks a
  * cut. The result is always safe to put in a JSON string. */
 void buf_utf8_preview(struct buf *b, const void *p, size_t n, size_t max_chars);
+/* The value of one hex digit (either case), or -1. */
+int hex_val(char c);
 /* Decodes hex text (as Postgres encode(x, 'hex') gives) into a heap buffer
  * (NUL-terminated, caller frees). Returns 0, or -1 on a bad digit. */
 int hex_decode(const char *hex, unsigned char **out, size_t *n);
