@@ -398,14 +398,19 @@ void cond_init_monotonic(pthread_cond_t *cv)
     pthread_condattr_destroy(&ca);
 }
 
-struct timespec mono_deadline(int64_t ms)
+struct timespec mono_deadline_us(int64_t us)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
-    int64_t ns = t.tv_nsec + ms * 1000000;
+    int64_t ns = t.tv_nsec + us * 1000;
     t.tv_sec += ns / 1000000000;
     t.tv_nsec = ns % 1000000000;
     return t;
+}
+
+struct timespec mono_deadline(int64_t ms)
+{
+    return mono_deadline_us(ms * 1000);
 }
 
 /* Length of the well-formed UTF-8 sequence at s (n bytes left), 0 if none. */

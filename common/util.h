@@ -46,9 +46,10 @@ double mono_s(void);
 void sleep_ms(int64_t ms);
 /* A condition variable whose timed waits run on the monotonic clock (a
  * wall-clock step can neither stall nor hurry them), and the deadline ms
- * from now for pthread_cond_timedwait on it. */
+ * (or us) from now for pthread_cond_timedwait on it. */
 void cond_init_monotonic(pthread_cond_t *cv);
 struct timespec mono_deadline(int64_t ms);
+struct timespec mono_deadline_us(int64_t us);
 /* Starts a thread named name (at most 15 characters: what `top -H`, `ps -L`,
  * perf and gdb show) or aborts: no part of a service can run without the
  * threads it was built with, and there is nothing to unwind at start. */

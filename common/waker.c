@@ -32,6 +32,17 @@ int waker_wait(struct waker *w, int64_t ms)
     return go_on;
 }
 
+int waker_hold(struct waker *w, const struct timespec *until)
+{
+    pthread_mutex_lock(&w->mu);
+    while (!w->stopping && pthread_cond_timedwait(&w->cv, &w->mu, until) == 0)
+        ; /* a notify: hold on */
+    w->notified = 0;
+    int go_on = !w->stopping;
+    pthread_mutex_unlock(&w->mu);
+    return go_on;
+}
+
 static void set_flag(struct waker *w, int *flag)
 {
     pthread_mutex_lock(&w->mu);

@@ -6,6 +6,7 @@
 
 #include <pthread.h>
 #include <stdint.h>
+#include <time.h>
 
 struct waker {
     pthread_mutex_t mu;
@@ -17,6 +18,11 @@ void waker_init(struct waker *w);
 void waker_cleanup(struct waker *w);
 /* Sleeps up to ms, less if notified meanwhile (or before). 0 once stopped. */
 int waker_wait(struct waker *w, int64_t ms);
+/* After a wait that a notify ended: lets more notifies come until `until`
+ * (CLOCK_MONOTONIC; returns at once if past), then forgets them all, for
+ * the pass that follows covers what they announced. A stop ends it early:
+ * 0 once stopped. */
+int waker_hold(struct waker *w, const struct timespec *until);
 /* Ends the current or next wait early. */
 void waker_notify(struct waker *w);
 /* Ends every wait from now on. */

@@ -1,7 +1,8 @@
 /* test_relay.c - the outbox relay against real nats-server and Postgres:
  * a broker outage loses nothing, a crash between ack and mark publishes
  * nothing twice, two relays share one table, a message that can never be
- * sent turns dead without blocking the rows behind it. */
+ * sent turns dead without blocking the rows behind it, and the rows it
+ * deletes do not pile up in the outbox. */
 #include "support/harness.h"
 #include "suites.h"
 #include "util.h"
@@ -177,13 +178,18 @@ END_TEST
 
 /* BACKLOG events of 300 bytes committed at once: many relay batches. */
 #define BACKLOG 20000
-static void insert_backlog(void)
+static void insert_events(int n)
 {
     char sql[256];
     snprintf(sql, sizeof sql, "INSERT INTO outbox (event_id, subject, event_type, payload) "
              "SELECT gen_random_uuid(), 'orders.created', 'OrderCreated', repeat('x', 300) "
-             "FROM generate_series(1, %d)", BACKLOG);
+             "FROM generate_series(1, %d)", n);
     ck_assert_int_eq(pg_exec("orders", sql), 0);
+}
+
+static void insert_backlog(void)
+{
+    insert_events(BACKLOG);
 }
 
 START_TEST(a_backlog_drains_without_a_single_resend)
@@ -364,6 +370,36 @@ START_TEST(claims_follow_the_index_after_a_vacuum_found_the_outbox_empty)
 }
 END_TEST
 
+static long outbox_vacuums(void)
+{
+    return pg_long("orders", "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'outbox'");
+}
+
+static int vacuumed_since(void *arg)
+{
+    return outbox_vacuums() > *(long *)arg;
+}
+
+/* Every event published is a row deleted, and each claim from the head of
+ * the pending index steps over the dead ones until a vacuum: autovacuum's
+ * once a minute leaves tens of thousands under load. The service vacuums
+ * the outbox itself (not autovacuum: vacuum_count counts only those) once
+ * it holds 1,000 dead rows, and leaves fewer behind. */
+START_TEST(the_service_vacuums_the_outbox_once_it_holds_a_thousand_dead_rows)
+{
+    struct svc s;
+    svc_start(&s, "order-service", nats.url, NULL);
+    long before = outbox_vacuums();
+    insert_events(1500);
+    ck_assert(wait_until(drained, NULL, 30000));
+    ck_assert_int_eq(natsd_stream_msgs(&nats, "ORDERS"), 1500);
+    ck_assert(wait_until(vacuumed_since, &before, 15000));
+    ck_assert_int_lt(pg_long("orders", "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'outbox'"),
+                     1000);
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+}
+END_TEST
+
 Suite *relay_suite(void)
 {
     Suite *s = suite_create("relay");
@@ -382,6 +418,7 @@ Suite *relay_suite(void)
     tcase_add_test(tc, a_row_committed_late_under_a_low_id_is_not_left_behind_by_a_drain);
     tcase_add_test(tc, a_claim_never_takes_the_connection_of_the_batch_being_marked);
     tcase_add_test(tc, claims_follow_the_index_after_a_vacuum_found_the_outbox_empty);
+    tcase_add_test(tc, the_service_vacuums_the_outbox_once_it_holds_a_thousand_dead_rows);
     suite_add_tcase(s, tc);
     return s;
 }
