@@ -28,8 +28,14 @@
  * removes (a backlog being drained, whose claims do not start from the
  * head, is left to autovacuum: vacuumed every second, a 100,000-row drain
  * lost 5-10 %). INDEX_CLEANUP ON: for a table this small, Postgres would
- * otherwise leave the index entries. */
+ * otherwise leave the index entries. TRUNCATE false: shrinking the file
+ * takes the table's strongest lock, which every insert and claim (and a
+ * migration) would queue behind, and leaves a plan made for an empty
+ * table. Rows an old snapshot still sees (a long transaction, a backup)
+ * stay dead and counted: each vacuum that leaves the count where it was
+ * doubles the passes before the next, up to VACUUM_BACKOFF_MAX. */
 #define VACUUM_AFTER_DEAD "1000"
+#define VACUUM_BACKOFF_MAX 64 /* passes: about a minute, autovacuum's own pace */
 
 /* ctid = ANY(...) deletes by tuple address: no second index lookup per row.
  * A row updated meanwhile has a new address and is not deleted (a refusal
@@ -67,6 +73,8 @@ struct retention {
     struct db *db;
     pthread_t thread;
     struct waker waker;
+    int vacuum_backoff;      /* passes between vacuums while they remove too little */
+    int vacuum_skip;         /* passes left before the next may run */
 };
 
 /* One pass over every table. Returns 1 if rows were left behind. */
@@ -84,17 +92,34 @@ static int pass(struct retention *r)
     return more;
 }
 
-/* Vacuums the outbox if it holds VACUUM_AFTER_DEAD dead rows and no more
- * live ones (as counted by the statistics, which lag by up to a second).
- * SKIP_LOCKED: another instance's vacuum, or autovacuum, is at it already. */
-static void vacuum_outbox(struct retention *r)
+/* Whether the outbox holds VACUUM_AFTER_DEAD dead rows and no more live
+ * ones, as counted by the statistics: a busy connection reports its
+ * counts every second, one that goes idle within 10 s. */
+static int outbox_needs_vacuum(struct retention *r)
 {
     PGresult *res = NULL;
-    if (db_query(r->db, "SELECT n_dead_tup >= " VACUUM_AFTER_DEAD " AND n_dead_tup >= n_live_tup"
-                 " FROM pg_stat_user_tables WHERE relid = 'outbox'::regclass", 0, NULL, &res) == ERR_OK &&
-        PQntuples(res) == 1 && PQgetvalue(res, 0, 0)[0] == 't')
-        db_exec_sql(r->db, "VACUUM (SKIP_LOCKED, INDEX_CLEANUP ON) outbox");
+    int needs = db_query(r->db, "SELECT n_dead_tup >= " VACUUM_AFTER_DEAD " AND n_dead_tup >= n_live_tup"
+                         " FROM pg_stat_user_tables WHERE relid = 'outbox'::regclass", 0, NULL,
+                         &res) == ERR_OK &&
+                PQntuples(res) == 1 && PQgetvalue(res, 0, 0)[0] == 't';
     PQclear(res);
+    return needs;
+}
+
+/* SKIP_LOCKED: another instance's vacuum, or autovacuum, is at it already. */
+static void vacuum_outbox(struct retention *r)
+{
+    if (r->vacuum_skip > 0) {
+        r->vacuum_skip--;
+        return;
+    }
+    if (!outbox_needs_vacuum(r))
+        return;
+    db_exec_sql(r->db, "VACUUM (SKIP_LOCKED, INDEX_CLEANUP ON, TRUNCATE false) outbox");
+    int stuck = outbox_needs_vacuum(r);
+    int doubled = r->vacuum_backoff ? 2 * r->vacuum_backoff : 1;
+    r->vacuum_backoff = !stuck ? 0 : doubled < VACUUM_BACKOFF_MAX ? doubled : VACUUM_BACKOFF_MAX;
+    r->vacuum_skip = r->vacuum_backoff;
 }
 
 static void *retention_main(void *arg)
