@@ -19,12 +19,13 @@ void waker_cleanup(struct waker *w)
     pthread_mutex_destroy(&w->mu);
 }
 
-int waker_wait(struct waker *w, int64_t ms)
+/* Waits until `until`, a stop, or (if notify_ends) a notify, then forgets
+ * the notifies so far. 0 once stopped. */
+static int wait_until(struct waker *w, const struct timespec *until, int notify_ends)
 {
-    struct timespec until = mono_deadline(ms);
     pthread_mutex_lock(&w->mu);
-    while (!w->notified && !w->stopping)
-        if (pthread_cond_timedwait(&w->cv, &w->mu, &until) != 0)
+    while (!w->stopping && !(notify_ends && w->notified))
+        if (pthread_cond_timedwait(&w->cv, &w->mu, until) != 0)
             break;
     w->notified = 0;
     int go_on = !w->stopping;
@@ -32,15 +33,15 @@ int waker_wait(struct waker *w, int64_t ms)
     return go_on;
 }
 
+int waker_wait(struct waker *w, int64_t ms)
+{
+    struct timespec until = mono_deadline(ms);
+    return wait_until(w, &until, 1);
+}
+
 int waker_hold(struct waker *w, const struct timespec *until)
 {
-    pthread_mutex_lock(&w->mu);
-    while (!w->stopping && pthread_cond_timedwait(&w->cv, &w->mu, until) == 0)
-        ; /* a notify: hold on */
-    w->notified = 0;
-    int go_on = !w->stopping;
-    pthread_mutex_unlock(&w->mu);
-    return go_on;
+    return wait_until(w, until, 0);
 }
 
 static void set_flag(struct waker *w, int *flag)

@@ -187,16 +187,11 @@ static void insert_events(int n)
     ck_assert_int_eq(pg_exec("orders", sql), 0);
 }
 
-static void insert_backlog(void)
-{
-    insert_events(BACKLOG);
-}
-
 START_TEST(a_backlog_drains_without_a_single_resend)
 {
     struct svc s;
     svc_start(&s, "order-service", nats.url, NULL);
-    insert_backlog();
+    insert_events(BACKLOG);
     ck_assert(wait_until(drained, NULL, 60000));
     ck_assert_int_eq(natsd_stream_msgs(&nats, "ORDERS"), BACKLOG);
     /* every ack credited to its own message: nothing failed, nothing sent twice */
@@ -271,7 +266,7 @@ START_TEST(a_row_committed_late_under_a_low_id_is_not_left_behind_by_a_drain)
     struct svc s;
     const char *env[] = {"RELAY_BATCH=10", NULL};
     svc_start(&s, "order-service", nats.url, env);
-    insert_backlog();
+    insert_events(BACKLOG);
     ck_assert(wait_until(published_all, &(struct published){&s, BACKLOG / 4}, 30000)); /* well into it */
     long before = pg_long("orders", "SELECT count(*) FROM outbox_published");
     ck_assert_int_eq(pg_exec("orders",
@@ -297,7 +292,7 @@ START_TEST(a_broker_killed_in_mid_backlog_loses_nothing_and_duplicates_nothing)
 {
     struct svc s;
     svc_start(&s, "order-service", nats.url, NULL);
-    insert_backlog();
+    insert_events(BACKLOG);
     ck_assert(wait_until(published_all, &(struct published){&s, BACKLOG / 4}, 30000)); /* well into it */
     natsd_kill(&nats);
     ck_assert_int_lt(pg_long("orders", "SELECT count(*) FROM outbox_published"), BACKLOG);
