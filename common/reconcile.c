@@ -18,10 +18,16 @@
 #define LOG_MAX 20     /* warn lines per finding per run */
 
 static const struct db_stmt rc_stmts[] = {
+    /* The last $2 rows published within the window, by the time of their
+     * mark (its index, read backwards), then by sequence: what a run reads
+     * is RECONCILE_SCAN rows, not the window's. Picked by sequence, every
+     * row of the window was read and sorted: after a burst of 250,000
+     * orders, 350 ms of Postgres CPU a run, and at 2,000 events a second
+     * a 15-minute window holds 1.8 million. */
     {"rc_published",
-     "SELECT event_id, stream_seq, aggregate_id FROM outbox_published WHERE stream_seq IS NOT NULL "
-     "AND published_at > now() - $1::bigint * interval '1 millisecond' "
-     "ORDER BY stream_seq DESC LIMIT $2::int"},
+     "SELECT * FROM (SELECT event_id, stream_seq, aggregate_id FROM outbox_published "
+     "WHERE stream_seq IS NOT NULL AND published_at > now() - $1::bigint * interval '1 millisecond' "
+     "ORDER BY published_at DESC LIMIT $2::int) p ORDER BY stream_seq DESC"},
     /* ids of the stream that no outbox row has (a non-UUID id never matches) */
     {"rc_orphans",
      "SELECT x FROM unnest($1::uuid[]) x "
