@@ -113,13 +113,6 @@ static long long keepalive_interval_s(void)
     return limits.tcp_ms / 6000 > 0 ? limits.tcp_ms / 6000 : 1;
 }
 
-static int64_t kind_ms(enum db_kind kind)
-{
-    return kind == DB_REQUEST ? limits.request_ms
-           : kind == DB_WORK || kind == DB_BATCH ? limits.work_ms
-                                                 : 0;
-}
-
 /* The server-side bounds of a session of this kind, as libpq `options`.
  *
  * Background work runs the same prepared statements for the life of the
@@ -129,20 +122,10 @@ static int64_t kind_ms(enum db_kind kind)
  * again after that vacuum) scans the whole heap for every batch until the
  * next vacuum: 2,800 pages, 20 ms a claim, under load in `make bench`.
  * Every statement of background work has an index to follow, so its
- * sessions do not plan sequential scans at all.
- *
- * The relay's and the consumer's loops (DB_BATCH) do not plan a statement
- * again for each run either. Their statements take arrays, and with
- * sequential scans off a plan made for the array's actual length always
- * looked cheaper than the generic one, so Postgres planned the relays'
- * marks (and the consumer's look-up of decisions) again on every batch:
- * at 282 orders/s a quarter of the relays' Postgres CPU. Other background
- * work keeps planning for its parameters: an operator's listing filtered
- * by a parameter ($2 IN ('', 'dead')) reaches its partial index only
- * through a plan made for the value. */
+ * sessions do not plan sequential scans at all. */
 static void session_options(enum db_kind kind, char *out, size_t n)
 {
-    long long stmt = kind_ms(kind);
+    long long stmt = kind == DB_REQUEST ? limits.request_ms : kind == DB_WORK ? limits.work_ms : 0;
     /* the server's side of the socket too: a partitioned client's locks go soon */
     snprintf(out, n, "-c statement_timeout=%lld -c lock_timeout=%lld "
              "-c idle_in_transaction_session_timeout=%lld -c client_connection_check_interval=%d "
@@ -150,9 +133,7 @@ static void session_options(enum db_kind kind, char *out, size_t n)
              "-c tcp_keepalives_count=3 -c tcp_user_timeout=%lld%s",
              stmt, stmt, (long long)limits.idle_tx_ms, CHECK_INTERVAL_MS, keepalive_idle_s(),
              keepalive_interval_s(), (long long)limits.tcp_ms,
-             kind == DB_BATCH  ? " -c enable_seqscan=off -c plan_cache_mode=force_generic_plan"
-             : kind == DB_WORK ? " -c enable_seqscan=off"
-                               : "");
+             kind == DB_WORK ? " -c enable_seqscan=off" : "");
 }
 
 struct kv {
@@ -215,6 +196,11 @@ static PGconn *open_conn(const struct db *db)
 static void ignore_notice(void *arg, const char *message)
 {
     (void)arg, (void)message;
+}
+
+static int64_t kind_ms(enum db_kind kind)
+{
+    return kind == DB_REQUEST ? limits.request_ms : kind == DB_WORK ? limits.work_ms : 0;
 }
 
 /* When the client stops waiting: the server's own bound plus a grace (past

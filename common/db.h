@@ -25,9 +25,7 @@ struct db;
 /* What a connection is for: its server-side statement and lock timeouts
  * (and the client's own wait, a little longer) follow from it. */
 enum db_kind {
-    DB_WORK = 0,     /* retention, admin, ...: limits.work_ms (the default) */
-    DB_BATCH,        /* the relay's and the consumer's loops: as DB_WORK, and
-                      * each statement planned once for the session */
+    DB_WORK = 0,     /* relay, consumer, retention: limits.work_ms (the default) */
     DB_REQUEST,      /* serving an HTTP request: limits.request_ms */
     DB_UNBOUNDED,    /* migrations: no statement timeout */
 };

@@ -644,7 +644,6 @@ void inbox_start(const struct config *cfg, struct broker *b, const struct inbox_
     for (int i = 0; i < in->nworkers; i++) {
         in->workers[i].in = in;
         db_new(cfg->database_url, "inbox", in->stmts, in->nstmts, &in->workers[i].db);
-        db_set_kind(in->workers[i].db, DB_BATCH);
     }
     register_metrics(h, &in->m_results, &in->m_dead_open, &in->m_lag);
     pthread_mutex_init(&in->mu, NULL);

@@ -589,10 +589,8 @@ static struct relay *relay_new(const struct config *cfg, struct broker *b)
     struct relay *r = xcalloc(1, sizeof *r);
     r->cfg = cfg;
     r->broker = b;
-    for (size_t i = 0; i < ARRAY_LEN(r->db); i++) {
+    for (size_t i = 0; i < ARRAY_LEN(r->db); i++)
         db_new(cfg->database_url, "relay", relay_stmts, ARRAY_LEN(relay_stmts), &r->db[i]);
-        db_set_kind(r->db[i], DB_BATCH);
-    }
     waker_init(&r->waker);
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cv, NULL);

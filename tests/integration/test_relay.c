@@ -3,7 +3,6 @@
  * nothing twice, two relays share one table, a message that can never be
  * sent turns dead without blocking the rows behind it, and the rows it
  * deletes do not pile up in the outbox. */
-#include "db.h"
 #include "support/harness.h"
 #include "suites.h"
 #include "util.h"
@@ -398,33 +397,6 @@ START_TEST(the_service_vacuums_the_outbox_once_it_holds_a_thousand_dead_rows)
 }
 END_TEST
 
-/* The relay's and the consumer's sessions plan each statement once. Their
- * statements take arrays, and with sequential scans off (as there) a plan
- * for the array's actual length always looked cheaper than the generic
- * one, so Postgres planned the relays' marks again on every batch: at 282
- * orders/s, a quarter of the relays' Postgres CPU. Shaped like the mark (a
- * join of an unnested array parameter to a table by its key). */
-START_TEST(a_batch_session_plans_its_statement_once)
-{
-    static const struct db_stmt stmts[] = {
-        {"batch", "SELECT count(*) FROM pg_class c JOIN unnest($1::oid[]) v(oid) ON c.oid = v.oid"},
-    };
-    struct db *db;
-    db_new(pg_url("orders"), "test", stmts, ARRAY_LEN(stmts), &db);
-    db_set_kind(db, DB_BATCH);
-    for (int i = 0; i < 10; i++)
-        ck_assert_int_eq(db_exec(db, "batch", 1, (const char *const[]){"{1259}"}, NULL), ERR_OK);
-    PGresult *res = NULL;
-    ck_assert_int_eq(db_query(db, "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
-                                  "WHERE name = 'batch'", 0, NULL, &res), ERR_OK);
-    ck_assert_int_eq(PQntuples(res), 1);
-    ck_assert_str_eq(PQgetvalue(res, 0, 1), "0"); /* never planned for one array's length */
-    ck_assert_str_eq(PQgetvalue(res, 0, 0), "10");
-    PQclear(res);
-    db_free(db);
-}
-END_TEST
-
 Suite *relay_suite(void)
 {
     Suite *s = suite_create("relay");
@@ -444,7 +416,6 @@ Suite *relay_suite(void)
     tcase_add_test(tc, a_claim_never_takes_the_connection_of_the_batch_being_marked);
     tcase_add_test(tc, claims_follow_the_index_after_a_vacuum_found_the_outbox_empty);
     tcase_add_test(tc, the_service_vacuums_the_outbox_once_it_holds_a_thousand_dead_rows);
-    tcase_add_test(tc, a_batch_session_plans_its_statement_once);
     suite_add_tcase(s, tc);
     return s;
 }
