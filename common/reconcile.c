@@ -28,6 +28,13 @@ static const struct db_stmt rc_stmts[] = {
      "SELECT * FROM (SELECT event_id, stream_seq, aggregate_id FROM outbox_published "
      "WHERE stream_seq IS NOT NULL AND published_at > now() - $1::bigint * interval '1 millisecond' "
      "ORDER BY published_at DESC LIMIT $2::int) p ORDER BY stream_seq DESC"},
+    /* The $2 highest sequences of the window, whatever their age: only
+     * after the sequences went back (see published_rows), since it reads
+     * the whole window. */
+    {"rc_published_by_seq",
+     "SELECT event_id, stream_seq, aggregate_id FROM outbox_published WHERE stream_seq IS NOT NULL "
+     "AND published_at > now() - $1::bigint * interval '1 millisecond' "
+     "ORDER BY stream_seq DESC LIMIT $2::int"},
     /* ids of the stream that no outbox row has (a non-UUID id never matches) */
     {"rc_orphans",
      "SELECT x FROM unnest($1::uuid[]) x "
@@ -48,6 +55,7 @@ struct reconcile {
     pthread_t thread;
     struct waker waker;
     struct metric *m_missing, *m_dup, *m_orphan, *m_unprocessed, *m_runs;
+    uint64_t last_hi;         /* the highest sequence the last run checked (under mu) */
 };
 
 /* The message ids of a stream from lo to hi: ids[i] is lo + i's ("" if none). */
@@ -157,6 +165,33 @@ static long missing(const struct reconcile *rc, PGresult *rows, const struct sca
     return n;
 }
 
+/* The rows of the window to check against the stream, highest sequence
+ * first. Normally the newest. If their sequences are lower than the last
+ * run's, the stream started its sequences again (deleted and created,
+ * restored, a broker that lost its store): rows published before still
+ * hold the higher ones and are checked instead, found missing, for as long
+ * as they stay in the window. */
+static enum err published_rows(struct reconcile *rc, const char *const *params, PGresult **rows)
+{
+    enum err e = db_exec(rc->db, "rc_published", 2, params, rows);
+    if (e != ERR_OK || PQntuples(*rows) == 0)
+        return e;
+    uint64_t hi = strtoull(PQgetvalue(*rows, 0, 1), NULL, 10);
+    if (hi < rc->last_hi) {
+        log_warn("reconcile: stream %s's newest sequence %llu is below the %llu checked before: "
+                 "checking the highest sequences of the window instead", rc->s.produced,
+                 (unsigned long long)hi, (unsigned long long)rc->last_hi);
+        PQclear(*rows);
+        *rows = NULL;
+        e = db_exec(rc->db, "rc_published_by_seq", 2, params, rows);
+        if (e != ERR_OK || PQntuples(*rows) == 0)
+            return e;
+        hi = strtoull(PQgetvalue(*rows, 0, 1), NULL, 10);
+    }
+    rc->last_hi = hi;
+    return e;
+}
+
 /* The produced side: published outbox rows of the window against the stream. */
 static enum err check_produced(struct reconcile *rc, int64_t window_ms, json_t *rep)
 {
@@ -169,7 +204,7 @@ static enum err check_produced(struct reconcile *rc, int64_t window_ms, json_t *
     char *arr = NULL;
     json_t *miss = json_array(), *dup = json_array(), *orph = json_array();
     long nmiss = 0, ndup = 0, norph = 0, others = 0;
-    enum err e = db_exec(rc->db, "rc_published", 2, params, &rows);
+    enum err e = published_rows(rc, params, &rows);
     int n = e == ERR_OK ? PQntuples(rows) : 0;
     if (n > 0) {
         uint64_t hi = strtoull(PQgetvalue(rows, 0, 1), NULL, 10);

@@ -489,32 +489,78 @@ static int reads_counted(void *before)
     return published_time_reads() > *(long *)before;
 }
 
+/* nats-server and an order-service checking scan_env's RECONCILE_SCAN rows,
+ * which publishes 12 orders; their rows are then dated 30 s ago, a
+ * millisecond apart in the order of their sequences (a batch shares one
+ * time). */
+static void twelve_published(struct svc *s, const char *scan_env)
+{
+    natsd_start(&nats);
+    const char *env[] = {"ADMIN_TOKEN=" TOKEN, scan_env, NULL};
+    svc_start(s, "order-service", nats.url, env);
+    for (int i = 0; i < 12; i++)
+        ck_assert_int_eq(http_post_json(s->port, "/orders", ORDER, NULL), 201);
+    ck_assert(wait_until(published_12, NULL, 20000));
+    ck_assert_int_eq(pg_exec("orders", "UPDATE outbox_published SET published_at = "
+                                       "now() - interval '30 seconds' + stream_seq * interval '1 ms'"), 0);
+}
+
+/* Files n rows that were never published, at `at`, with sequence `seq`
+ * (SQL of g, 1..n). */
+static void file_unpublished(int n, const char *at, const char *seq)
+{
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO outbox_published (id, event_id, subject, event_type, payload, attempts, "
+             "created_at, published_at, stream_seq) SELECT -g, gen_random_uuid(), 'orders.created', "
+             "'OrderCreated', '{}', 0, now(), %s, %s FROM generate_series(1, %d) g", at, seq, n);
+    ck_assert_int_eq(pg_exec("orders", sql), 0);
+}
+
+/* The report of a run, and whether it found the produced side clean with
+ * last_seq its highest sequence. */
+static char *reconcile_clean_to(struct svc *s, long long last_seq)
+{
+    struct http_result r;
+    ck_assert_int_eq(admin(s, "GET", "/admin/reconcile", NULL, &r), 200);
+    ck_assert_int_eq(report_int(r.body, "produced", "last_seq"), last_seq);
+    ck_assert_int_eq(report_int(r.body, "produced", "missing_count"), 0);
+    return r.body;
+}
+
 /* A run reads the last RECONCILE_SCAN published rows of the window, not
  * every row the window holds: at 2,000 events a second a 15-minute window
  * holds 1.8 million. Counted by Postgres (index entries read), once the
  * reconciliation's session has reported them. */
 START_TEST(a_reconcile_run_reads_its_scan_not_its_window)
 {
-    natsd_start(&nats);
     struct svc s;
-    const char *env[] = {"ADMIN_TOKEN=" TOKEN, "RECONCILE_SCAN=10", NULL};
-    svc_start(&s, "order-service", nats.url, env);
-    for (int i = 0; i < 12; i++)
-        ck_assert_int_eq(http_post_json(s.port, "/orders", ORDER, NULL), 201);
-    ck_assert(wait_until(published_12, NULL, 20000));
-    /* 20,000 rows published a minute ago, within the window */
-    ck_assert_int_eq(pg_exec("orders",
-        "INSERT INTO outbox_published (id, event_id, subject, event_type, payload, attempts, "
-        "created_at, published_at) SELECT -g, gen_random_uuid(), 'orders.created', 'OrderCreated', "
-        "'{}', 0, now(), now() - interval '1 minute' FROM generate_series(1, 20000) g"), 0);
+    twelve_published(&s, "RECONCILE_SCAN=10");
+    file_unpublished(20000, "now() - interval '1 minute'", "NULL"); /* within the window */
     long before = published_time_reads();
-    struct http_result r;
-    ck_assert_int_eq(admin(&s, "GET", "/admin/reconcile", NULL, &r), 200);
-    ck_assert_int_eq(report_int(r.body, "produced", "rows_checked"), 10);
-    ck_assert_int_eq(report_int(r.body, "produced", "missing_count"), 0);
-    http_result_free(&r);
+    char *body = reconcile_clean_to(&s, 12);
+    ck_assert_int_eq(report_int(body, "produced", "rows_checked"), 10);
+    free(body);
     ck_assert(wait_until(reads_counted, &before, 20000)); /* statistics: up to 10 s late */
     ck_assert_int_lt(published_time_reads() - before, 100);
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+}
+END_TEST
+
+/* A stream that starts its sequences again (deleted and created, restored)
+ * leaves the rows published before it at sequences it no longer holds. The
+ * newest rows then carry lower sequences than a run checked before, and the
+ * run checks the highest of the window instead. Here the "new" rows are five
+ * rows filed at sequences 1-5 (which the stream holds under other ids), the
+ * 12 real ones published before them: the run checks the real ones at 8-12
+ * and finds them all (the newest five would be the five found missing). */
+START_TEST(a_reconcile_run_after_the_sequences_went_back_checks_the_higher_ones)
+{
+    struct svc s;
+    twelve_published(&s, "RECONCILE_SCAN=5");
+    free(reconcile_clean_to(&s, 12));
+    file_unpublished(5, "now()", "g");
+    free(reconcile_clean_to(&s, 12));
     ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
 }
 END_TEST
@@ -535,6 +581,7 @@ Suite *admin_suite(void)
     tcase_add_test(tc, resend_queues_an_orders_dead_event_again);
     tcase_add_test(tc, reconcile_reports_nothing_then_exactly_the_deleted_message);
     tcase_add_test(tc, a_reconcile_run_reads_its_scan_not_its_window);
+    tcase_add_test(tc, a_reconcile_run_after_the_sequences_went_back_checks_the_higher_ones);
     suite_add_tcase(s, tc);
     return s;
 }
