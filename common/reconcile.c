@@ -17,6 +17,11 @@
 #define LIST_MAX 100   /* event ids named in a report list */
 #define LOG_MAX 20     /* warn lines per finding per run */
 
+/* Published rows of the window ($1 ms back) that carry a sequence. */
+#define RC_WINDOW                                                                                  \
+    "SELECT event_id, stream_seq, aggregate_id FROM outbox_published WHERE stream_seq IS NOT NULL " \
+    "AND published_at > now() - $1::bigint * interval '1 millisecond' "
+
 static const struct db_stmt rc_stmts[] = {
     /* The last $2 rows published within the window, by the time of their
      * mark (its index, read backwards), then by sequence: what a run reads
@@ -25,16 +30,11 @@ static const struct db_stmt rc_stmts[] = {
      * orders, 350 ms of Postgres CPU a run, and at 2,000 events a second
      * a 15-minute window holds 1.8 million. */
     {"rc_published",
-     "SELECT * FROM (SELECT event_id, stream_seq, aggregate_id FROM outbox_published "
-     "WHERE stream_seq IS NOT NULL AND published_at > now() - $1::bigint * interval '1 millisecond' "
-     "ORDER BY published_at DESC LIMIT $2::int) p ORDER BY stream_seq DESC"},
+     "SELECT * FROM (" RC_WINDOW "ORDER BY published_at DESC LIMIT $2::int) p ORDER BY stream_seq DESC"},
     /* The $2 highest sequences of the window, whatever their age: only
      * after the sequences went back (see published_rows), since it reads
      * the whole window. */
-    {"rc_published_by_seq",
-     "SELECT event_id, stream_seq, aggregate_id FROM outbox_published WHERE stream_seq IS NOT NULL "
-     "AND published_at > now() - $1::bigint * interval '1 millisecond' "
-     "ORDER BY stream_seq DESC LIMIT $2::int"},
+    {"rc_published_by_seq", RC_WINDOW "ORDER BY stream_seq DESC LIMIT $2::int"},
     /* ids of the stream that no outbox row has (a non-UUID id never matches) */
     {"rc_orphans",
      "SELECT x FROM unnest($1::uuid[]) x "
@@ -142,13 +142,19 @@ static long duplicated(const struct scan *sc, json_t *list)
     return dups;
 }
 
+/* The stream sequence of row i of an rc_published* result. */
+static uint64_t row_seq(const PGresult *rows, int i)
+{
+    return strtoull(PQgetvalue(rows, i, 1), NULL, 10);
+}
+
 /* Rows marked published whose sequence does not hold their event. */
 static long missing(const struct reconcile *rc, PGresult *rows, const struct scan *sc,
                     json_t *list)
 {
     long n = 0;
     for (int i = 0; i < PQntuples(rows); i++) {
-        uint64_t seq = strtoull(PQgetvalue(rows, i, 1), NULL, 10);
+        uint64_t seq = row_seq(rows, i);
         const char *id = PQgetvalue(rows, i, 0);
         if (seq < sc->lo || strcmp(sc->ids[seq - sc->lo], id) == 0)
             continue;
@@ -176,7 +182,7 @@ static enum err published_rows(struct reconcile *rc, const char *const *params, 
     enum err e = db_exec(rc->db, "rc_published", 2, params, rows);
     if (e != ERR_OK || PQntuples(*rows) == 0)
         return e;
-    uint64_t hi = strtoull(PQgetvalue(*rows, 0, 1), NULL, 10);
+    uint64_t hi = row_seq(*rows, 0);
     if (hi < rc->last_hi) {
         log_warn("reconcile: stream %s's newest sequence %llu is below the %llu checked before: "
                  "checking the highest sequences of the window instead", rc->s.produced,
@@ -186,7 +192,7 @@ static enum err published_rows(struct reconcile *rc, const char *const *params, 
         e = db_exec(rc->db, "rc_published_by_seq", 2, params, rows);
         if (e != ERR_OK || PQntuples(*rows) == 0)
             return e;
-        hi = strtoull(PQgetvalue(*rows, 0, 1), NULL, 10);
+        hi = row_seq(*rows, 0);
     }
     rc->last_hi = hi;
     return e;
@@ -207,8 +213,7 @@ static enum err check_produced(struct reconcile *rc, int64_t window_ms, json_t *
     enum err e = published_rows(rc, params, &rows);
     int n = e == ERR_OK ? PQntuples(rows) : 0;
     if (n > 0) {
-        uint64_t hi = strtoull(PQgetvalue(rows, 0, 1), NULL, 10);
-        uint64_t lo = strtoull(PQgetvalue(rows, n - 1, 1), NULL, 10);
+        uint64_t hi = row_seq(rows, 0), lo = row_seq(rows, n - 1);
         if (hi - lo >= (uint64_t)rc->cfg->reconcile_scan) /* re-sends spread the range */
             lo = hi - (uint64_t)rc->cfg->reconcile_scan + 1;
         e = scan_stream(rc, rc->s.produced, lo, hi, &sc);
