@@ -3,6 +3,7 @@
 #include "config.h"
 #include "util.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -26,9 +27,19 @@ struct setting {
 static const char *const pg_schemes[] = {"postgresql://", "postgres://", NULL};
 static const char *const nats_schemes[] = {"nats://", "tls://", NULL};
 
+/* strtol and strtoll skip leading blanks and take a '+': a value that is not
+ * its digits alone (a sign only where a negative is meant) is malformed. */
+static int digits_first(const char *v, int minus_ok)
+{
+    return isdigit((unsigned char)v[0]) ||
+           (minus_ok && v[0] == '-' && isdigit((unsigned char)v[1]));
+}
+
 static int parse_long(const char *v, long *out)
 {
     char *end = NULL;
+    if (!digits_first(v, 1))
+        return -1;
     errno = 0;
     long n = strtol(v, &end, 10);
     if (errno || end == v || *end != '\0')
@@ -52,6 +63,8 @@ int config_parse_duration_ms(const char *s, int64_t *out)
         {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}, {"", 1000},
     };
     char *end = NULL;
+    if (!digits_first(s, 0))
+        return -1;
     errno = 0;
     long long n = strtoll(s, &end, 10);
     if (errno || end == s || n < 0)
@@ -235,6 +248,26 @@ static const char *default_for(const struct setting *s, const struct config_defa
     return d->migrations_dir;
 }
 
+/* A bad value as the error line shows it: printable ASCII as it is, any
+ * other byte as \xNN (a newline in a value must not make the line two),
+ * at most ECHO_MAX of its characters. */
+#define ECHO_MAX 64
+
+static void echo_value(const char *v, char *out, size_t n)
+{
+    size_t o = 0, i = 0;
+    for (; v[i] && i < ECHO_MAX && o + 5 < n; i++) {
+        unsigned char ch = (unsigned char)v[i];
+        if (ch >= 0x20 && ch < 0x7f)
+            out[o++] = (char)ch;
+        else
+            o += (size_t)snprintf(out + o, n - o, "\\x%02x", ch);
+    }
+    if (v[i] && o + 4 < n)
+        o += (size_t)snprintf(out + o, n - o, "...");
+    out[o] = '\0';
+}
+
 /* The settings that are fine alone but break recovery together. */
 static int check_together(const struct config *c, char *msg, size_t msglen)
 {
@@ -268,8 +301,11 @@ enum err config_load(const struct config_defaults *d, struct config *out,
                              : "nats://host[:port] (or tls://), comma-separated, ports 1-65535");
             else if (s->parse == parse_secret) /* never echoed */
                 snprintf(msg, msglen, "invalid value for %s: no blanks allowed", s->name);
-            else
-                snprintf(msg, msglen, "invalid value for %s: \"%s\"", s->name, use);
+            else {
+                char shown[ECHO_MAX * 4 + 8];
+                echo_value(use, shown, sizeof shown);
+                snprintf(msg, msglen, "invalid value for %s: \"%s\"", s->name, shown);
+            }
             config_cleanup(out);
             return ERR_CONFIG;
         }

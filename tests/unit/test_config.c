@@ -268,6 +268,10 @@ static const struct { const char *name, *value; } bad_values[] = {
     {"RECONCILE_EVERY", "10ms"}, {"RECONCILE_WINDOW", "x"}, {"RECONCILE_SCAN", "0"},
     {"NATS_PING_INTERVAL", "50ms"}, {"NATS_PING_INTERVAL", "2x"},
     {"NATS_MAX_PINGS_OUT", "0"}, {"NATS_MAX_PINGS_OUT", "101"},
+    /* strtol's and strtoll's leniencies: blanks before, a sign */
+    {"PORT", " 8080"}, {"PORT", "+8080"}, {"PORT", "\t8080"}, {"JS_REPLICAS", " 1"},
+    {"RELAY_BATCH", "+5"}, {"RELAY_SWEEP_MS", " 100"}, {"OUTBOX_RETENTION", " 1s"},
+    {"OUTBOX_RETENTION", "+1s"}, {"HTTP_REQUEST_TIMEOUT", "\n5s"},
 };
 #define NBAD ((int)(sizeof bad_values / sizeof bad_values[0]))
 
@@ -284,6 +288,23 @@ START_TEST(bad_value_is_rejected_naming_the_variable)
     /* nothing left to free after a failed load */
     ck_assert_ptr_null(c.database_url);
     ck_assert_ptr_null(c.nats_url);
+}
+END_TEST
+
+/* A value is echoed in the error line as printable text, cut short. */
+START_TEST(bad_value_is_echoed_printable_and_short)
+{
+    struct config c;
+    char msg[512] = "", big[300];
+    setenv("LOG_LEVEL", "a\x1b[2J\tb\xff", 1);
+    ck_assert_int_eq(config_load(&order_defaults, &c, msg, sizeof msg), ERR_CONFIG);
+    ck_assert_str_eq(msg, "invalid value for LOG_LEVEL: \"a\\x1b[2J\\x09b\\xff\"");
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    setenv("LOG_LEVEL", big, 1);
+    ck_assert_int_eq(config_load(&order_defaults, &c, msg, sizeof msg), ERR_CONFIG);
+    ck_assert_ptr_nonnull(strstr(msg, "xxx...\""));
+    ck_assert_uint_lt(strlen(msg), 120);
 }
 END_TEST
 
@@ -351,7 +372,8 @@ END_TEST
 START_TEST(duration_rejects_malformed)
 {
     const char *bad[] = {"", "s", "ms", "1y", "1w", "1.5h", "-1s", "5 m", "1hh", "1H",
-                         "9999999999999999999d", "99999999999999999999"};
+                         "9999999999999999999d", "99999999999999999999",
+                         " 1s", "+1s", "\t5", "-0"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int64_t got = 42;
         ck_assert_msg(config_parse_duration_ms(bad[i], &got) == -1, "accepted \"%s\"", bad[i]);
@@ -377,6 +399,7 @@ Suite *config_suite(void)
     tcase_add_test(tc, processed_retention_must_outlive_stream_max_age);
     tcase_add_test(tc, stream_max_age_must_cover_the_duplicate_window);
     tcase_add_test(tc, admin_token_is_never_echoed);
+    tcase_add_test(tc, bad_value_is_echoed_printable_and_short);
     suite_add_tcase(s, tc);
     tc = tcase_create("duration");
     tcase_add_test(tc, duration_units);
