@@ -218,6 +218,20 @@ static void server_order(const struct broker *b, const char *leaving, const char
             list[n++] = b->servers[i];
 }
 
+/* nats.c's wait before it goes through the server list again, after a round
+ * in which every server refused: capped exponential backoff with jitter
+ * (the contract's "retries NATS with capped backoff"). Within a round each
+ * server is tried at once, so a failover to another node waits for none. */
+#define RECONNECT_BASE_MS 250
+#define RECONNECT_CAP_MS 1000
+
+static int64_t reconnect_delay(natsConnection *nc, int attempts, void *closure)
+{
+    (void)nc;
+    (void)closure;
+    return backoff_delay_ms(attempts, RECONNECT_BASE_MS, RECONNECT_CAP_MS, backoff_rand01());
+}
+
 static natsStatus make_opts(struct broker *b, const char *leaving, natsOptions **out)
 {
     natsOptions *o = NULL;
@@ -227,7 +241,7 @@ static natsStatus make_opts(struct broker *b, const char *leaving, natsOptions *
     if (s == NATS_OK) s = natsOptions_SetServers(o, list, b->nservers);
     if (s == NATS_OK && leaving) s = natsOptions_SetNoRandomize(o, true);
     if (s == NATS_OK) s = natsOptions_SetMaxReconnect(o, -1);
-    if (s == NATS_OK) s = natsOptions_SetReconnectWait(o, 250);
+    if (s == NATS_OK) s = natsOptions_SetCustomReconnectDelay(o, reconnect_delay, NULL);
     if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(o, true, on_connected, b);
     if (s == NATS_OK) s = natsOptions_SetReconnectedCB(o, on_reconnected, b);
     if (s == NATS_OK) s = natsOptions_SetTimeout(o, 2000);
@@ -538,12 +552,24 @@ static enum err probe_on(struct broker *b, struct conn *c, char *msg, size_t msg
     return s == NATS_OK ? ERR_OK : ERR_UNAVAILABLE;
 }
 
+/* nats.c (3.4.1) closes a connection for good, whatever MaxReconnect says,
+ * when the server it first reached accepted the socket and then closed it
+ * before its INFO (a TCP proxy whose backend is down, a server at its
+ * connection limit): measured, one attempt and then the status CLOSED. */
+static int given_up(const struct conn *c)
+{
+    return c->nc && natsConnection_Status(c->nc) == NATS_CONN_STATUS_CLOSED;
+}
+
 enum err broker_probe(struct broker *b, int *recycled, char *msg, size_t msglen)
 {
     struct conn *c = conn_get(b);
     enum err e = probe_on(b, c, msg, msglen);
+    int closed = given_up(c);
     conn_put(b, c);
-    *recycled = atomic_load(&b->timeouts) >= BROKER_RECYCLE_AFTER;
+    *recycled = closed ? BROKER_REOPENED
+                       : atomic_load(&b->timeouts) >= BROKER_RECYCLE_AFTER ? BROKER_LEFT_SILENT
+                                                                           : BROKER_KEPT;
     if (*recycled)
         recycle(b);
     return e;

@@ -70,8 +70,11 @@ enum err broker_ensure_stream(struct broker *b, char *msg, size_t msglen);
  * info (and broker_ensure_stream() when it is missing). ERR_OK when it
  * answered and the stream is there. Counts timeouts, with publish batches
  * that got no ack at all; after BROKER_RECYCLE_AFTER in a row, replaces the
- * connection by one that tries the other servers first (*recycled = 1). */
+ * connection by one that tries the other servers first (*recycled =
+ * BROKER_LEFT_SILENT). A connection nats.c gave up on is replaced too
+ * (*recycled = BROKER_REOPENED): see broker.c, given_up(). */
 #define BROKER_RECYCLE_AFTER 3
+enum { BROKER_KEPT = 0, BROKER_LEFT_SILENT, BROKER_REOPENED };
 enum err broker_probe(struct broker *b, int *recycled, char *msg, size_t msglen);
 
 /* Sends n messages asynchronously; their acks fill each one's result

@@ -48,11 +48,15 @@ static int probe_nats(void *ctx)
 {
     struct service *svc = ctx;
     char msg[256];
-    int recycled = 0;
+    int recycled = BROKER_KEPT;
     enum err e = broker_probe(svc->broker, &recycled, msg, sizeof msg);
-    if (recycled)
+    if (recycled == BROKER_LEFT_SILENT)
         log_warn("nats: JetStream did not answer %d times in a row: connecting to another "
                  "server (%s)", BROKER_RECYCLE_AFTER, msg);
+    else if (recycled == BROKER_REOPENED && !svc->nats_reopening)
+        log_warn("nats: the connection was closed before the server spoke: connecting again, "
+                 "about every second");
+    svc->nats_reopening = recycled == BROKER_REOPENED;
     return e == ERR_OK;
 }
 

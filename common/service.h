@@ -53,6 +53,7 @@ struct service {
     atomic_int schema_ready;           /* migrations applied */
     struct ready *ready;               /* /readyz probers */
     struct db *ready_db;               /* the Postgres prober's connection */
+    int nats_reopening;                /* the NATS prober's: reopening a closed connection */
     void *app;                         /* the service's own state (app_start) */
 };
 

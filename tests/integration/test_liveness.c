@@ -8,10 +8,16 @@
 #include "suites.h"
 #include "util.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #define ORDER_JSON "{\"customer_id\":\"c-1\",\"items\":[{\"sku\":\"SKU-1\",\"qty\":1}]}"
 
@@ -159,6 +165,77 @@ START_TEST(frozen_cluster_node_is_left_within_seconds)
 }
 END_TEST
 
+/* A port where something listens but no NATS server answers: every
+ * connection is closed at once, and when each came is kept. */
+#define REFUSER_MAX 256
+struct refuser {
+    int fd, port, n;
+    int64_t at[REFUSER_MAX];
+    volatile int stop;
+    pthread_t thread;
+};
+
+static void *refuser_main(void *arg)
+{
+    struct refuser *r = arg;
+    while (!r->stop) {
+        struct pollfd p = {.fd = r->fd, .events = POLLIN};
+        if (poll(&p, 1, 50) <= 0)
+            continue;
+        int c = accept(r->fd, NULL, NULL);
+        if (c < 0)
+            continue;
+        if (r->n < REFUSER_MAX)
+            r->at[r->n++] = mono_ms();
+        close(c);
+    }
+    return NULL;
+}
+
+static void refuser_start(struct refuser *r)
+{
+    memset(r, 0, sizeof *r);
+    r->port = free_port();
+    r->fd = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(r->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)r->port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(r->fd, (struct sockaddr *)&a, sizeof a), 0);
+    ck_assert_int_eq(listen(r->fd, 64), 0);
+    pthread_create(&r->thread, NULL, refuser_main, r);
+}
+
+static void refuser_stop(struct refuser *r)
+{
+    r->stop = 1;
+    pthread_join(r->thread, NULL);
+    close(r->fd);
+}
+
+/* nats.c gives a connection up for good when its server accepted the
+ * socket and closed it before speaking (a TCP proxy whose backend is down):
+ * one attempt, then nothing, until the service was restarted. The service
+ * opens a new connection then, about once a second, and says so once. */
+START_TEST(nats_closing_every_session_is_tried_again)
+{
+    struct refuser r;
+    refuser_start(&r);
+    char url[64];
+    snprintf(url, sizeof url, "nats://127.0.0.1:%d", r.port);
+    struct svc s;
+    svc_start(&s, "order-service", url, NULL);
+    sleep_ms(8000);
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+    refuser_stop(&r);
+    fprintf(stderr, "liveness: %d sessions opened on a server closing each at once, in 8 s\n", r.n);
+    ck_assert_int_ge(r.n, 4);  /* it keeps trying (it was 1) */
+    ck_assert_int_le(r.n, 20); /* without a busy loop */
+    const char *said[] = {"connecting again", NULL};
+    ck_assert_int_eq(file_lines_with(s.proc.log, said), 1); /* once, not every second */
+}
+END_TEST
+
 Suite *liveness_suite(void)
 {
     Suite *s = suite_create("liveness");
@@ -168,6 +245,7 @@ Suite *liveness_suite(void)
     tcase_add_test(tc, readyz_follows_jetstream_not_the_tcp_connection);
     tcase_add_test(tc, readyz_is_503_while_the_written_stream_is_refused);
     tcase_add_test(tc, frozen_cluster_node_is_left_within_seconds);
+    tcase_add_test(tc, nats_closing_every_session_is_tried_again);
     suite_add_tcase(s, tc);
     return s;
 }
