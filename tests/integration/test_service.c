@@ -172,6 +172,29 @@ START_TEST(metrics_expose_the_contract_names)
 }
 END_TEST
 
+/* A dashboard's first scrape of a new process finds both HTTP families with
+ * samples (each route's at 0), not their names alone. /metrics is the only
+ * thing asked here, and a request is counted once answered. */
+START_TEST(first_scrape_has_the_http_families)
+{
+    struct svc s;
+    struct http_result r = {0};
+    svc_spawn(&s, "order-service", nats.url, NULL);
+    int st = -1;
+    for (int i = 0; i < 200 && st < 0; i++) /* until it listens */
+        if ((st = http_get(s.port, "/metrics", &r)) < 0) {
+            http_result_free(&r);
+            sleep_ms(50);
+        }
+    ck_assert_int_eq(st, 200);
+    ck_assert_double_eq(metric_in(r.body, "http_requests_total{route=\"/metrics\",code=\"200\"}"), 0);
+    ck_assert_double_eq(metric_in(r.body, "http_request_duration_seconds_count{route=\"/orders\"}"), 0);
+    ck_assert_double_eq(metric_in(r.body, "http_request_duration_seconds_bucket{route=\"/orders\",le=\"+Inf\"}"), 0);
+    http_result_free(&r);
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+}
+END_TEST
+
 /* What each of a service's connections does shows in pg_stat_activity. */
 static int named_connections_seen(void *arg)
 {
@@ -382,6 +405,7 @@ Suite *service_suite(void)
     tcase_add_test(tc, each_stream_is_created_by_either_and_configured_by_its_writer);
     tcase_add_test(tc, starts_and_serves_while_nats_is_down);
     tcase_add_test(tc, metrics_expose_the_contract_names);
+    tcase_add_test(tc, first_scrape_has_the_http_families);
     tcase_add_test(tc, connections_are_named_for_their_role);
     tcase_add_test(tc, migrate_only_applies_and_exits);
     tcase_add_test(tc, sigterm_answers_requests_in_flight);
