@@ -71,6 +71,7 @@ struct broker {
     _Atomic int64_t own_created; /* creation time of the written stream as last set up here */
     atomic_int timeouts;     /* JetStream timeouts in a row on the current connection */
     atomic_int moves;        /* + 1 at every reconnect or replacement of the connection */
+    _Atomic int64_t stop_by; /* broker_stopping(): no wait for acks past it (mono ms), 0 */
     struct pub_batch batch;
 };
 
@@ -567,9 +568,10 @@ enum err broker_probe(struct broker *b, int *recycled, char *msg, size_t msglen)
     enum err e = probe_on(b, c, msg, msglen);
     int closed = given_up(c);
     conn_put(b, c);
-    *recycled = closed ? BROKER_REOPENED
-                       : atomic_load(&b->timeouts) >= BROKER_RECYCLE_AFTER ? BROKER_LEFT_SILENT
-                                                                           : BROKER_KEPT;
+    *recycled = atomic_load(&b->stop_by) ? BROKER_KEPT /* a new connection may wait 2 s */
+                : closed                 ? BROKER_REOPENED
+                : atomic_load(&b->timeouts) >= BROKER_RECYCLE_AFTER ? BROKER_LEFT_SILENT
+                                                                    : BROKER_KEPT;
     if (*recycled)
         recycle(b);
     return e;
@@ -648,6 +650,9 @@ static natsStatus wait_acks(struct broker *b, struct conn *c, int moves, int tim
     int64_t end = mono_ms() + timeout_ms;
     natsStatus s = NATS_TIMEOUT;
     for (int64_t left = timeout_ms; left > 0; left = end - mono_ms()) {
+        int64_t stop_by = atomic_load(&b->stop_by);
+        if (stop_by && stop_by < end && (end = stop_by) <= mono_ms())
+            break; /* stopping: what has no ack yet stays pending, sent again later */
         po.MaxWait = left < ACK_SLICE_MS ? left : ACK_SLICE_MS;
         s = js_PublishAsyncComplete(c->js, &po);
         if (s != NATS_TIMEOUT)
@@ -656,6 +661,12 @@ static natsStatus wait_acks(struct broker *b, struct conn *c, int moves, int tim
             return NATS_CONNECTION_DISCONNECTED;
     }
     return s;
+}
+
+void broker_stopping(struct broker *b, int grace_ms)
+{
+    if (b)
+        atomic_store(&b->stop_by, mono_ms() + grace_ms);
 }
 
 enum err broker_send(struct broker *b, struct broker_out *msgs, size_t n)

@@ -87,6 +87,10 @@ enum err broker_send(struct broker *b, struct broker_out *msgs, size_t n);
  * the flight (what got no ack says so in its err). At once when nothing is
  * in flight. */
 void broker_wait_acks(struct broker *b, int timeout_ms);
+/* The process is stopping: from grace_ms on, no wait for acks goes on (what
+ * has none yet stays pending, to be sent again), and no connection is
+ * replaced (a new one may wait seconds on a hung server). */
+void broker_stopping(struct broker *b, int grace_ms);
 /* broker_send(), then broker_wait_acks() when something was sent. */
 enum err broker_publish(struct broker *b, struct broker_out *msgs, size_t n, int timeout_ms);
 

@@ -22,6 +22,7 @@
 #define MIGRATE_ONLY_DEADLINE_MS 60000
 #define MIGRATE_RETRY_MS 1000
 #define STOP_DB_CUT_MS 4000 /* SIGTERM: database waits end by then, replies go out, exit < 10 s */
+#define STOP_ACK_GRACE_MS 1000 /* SIGTERM: acks of a batch in flight are waited for this long */
 
 static void on_healthz(const struct http_req *req, struct http_resp *resp, void *ctx)
 {
@@ -296,6 +297,7 @@ static int run(struct service *svc)
     wait_signal(-1);
     log_info("stopping: finishing in-flight requests and batches");
 out:
+    broker_stopping(svc->broker, STOP_ACK_GRACE_MS);
     inbox_request_stop(svc->inbox); /* both loops finish their batch meanwhile */
     relay_request_stop(svc->relay);
     http_stop(admin_http);

@@ -3,7 +3,8 @@
  * answers at once while the node hangs; a stream the server refuses keeps
  * the service unready; and on a 3-node cluster an instance leaves a frozen
  * node (SIGSTOP) within seconds, by pings or, with pings out of the way, by
- * counting JetStream timeouts. Real nats-servers, real Postgres. */
+ * counting JetStream timeouts; and SIGTERM still stops both services in
+ * time while the node hangs. Real nats-servers, real Postgres. */
 #include "support/harness.h"
 #include "suites.h"
 #include "util.h"
@@ -165,6 +166,46 @@ START_TEST(frozen_cluster_node_is_left_within_seconds)
 }
 END_TEST
 
+/* nats-server hangs (SIGSTOP) while orders flow, and the operator stops
+ * both services: orders are still taken (201, the outbox keeps them), and
+ * each service exits 0 within the contract's 10 s, whatever NATS does. */
+START_TEST(frozen_nats_while_busy_then_sigterm)
+{
+    struct natsd nats;
+    struct svc orders, inv;
+    natsd_start(&nats);
+    svc_start(&orders, "order-service", nats.url, NULL);
+    svc_start(&inv, "inventory-service", nats.url, NULL);
+    ck_assert_int_ge(wait_readyz(&orders, 200, 15000), 0);
+    ck_assert_int_ge(wait_readyz(&inv, 200, 15000), 0);
+    for (int i = 0; i < 5; i++) /* the relay and the consumer have work */
+        ck_assert_int_eq(http_post_json(orders.port, "/orders", ORDER_JSON, NULL), 201);
+    natsd_freeze(&nats);
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(http_post_json(orders.port, "/orders", ORDER_JSON, NULL), 201);
+    sleep_ms(1000); /* the relay now waits on acks that will not come */
+    int64_t t0 = mono_ms();
+    int orders_code = svc_stop(&orders, SIGTERM); /* -1: still running after 10 s (killed) */
+    int64_t orders_ms = mono_ms() - t0;
+    t0 = mono_ms();
+    int inv_code = svc_stop(&inv, SIGTERM);
+    int64_t inv_ms = mono_ms() - t0;
+    fprintf(stderr, "liveness: frozen server, busy -> SIGTERM: order-service exit %d after %lld ms, "
+            "inventory-service exit %d after %lld ms\n", orders_code, (long long)orders_ms,
+            inv_code, (long long)inv_ms);
+    if (orders_code != 0 || orders_ms >= 10000) /* before the run deletes the logs */
+        proc_print_tail(&orders.proc, "order-service", 30);
+    if (inv_code != 0 || inv_ms >= 10000)
+        proc_print_tail(&inv.proc, "inventory-service", 30);
+    natsd_thaw(&nats);
+    natsd_cleanup(&nats);
+    ck_assert_int_eq(orders_code, 0);
+    ck_assert_msg(orders_ms < 10000, "order-service: SIGTERM took %lld ms", (long long)orders_ms);
+    ck_assert_int_eq(inv_code, 0);
+    ck_assert_msg(inv_ms < 10000, "inventory-service: SIGTERM took %lld ms", (long long)inv_ms);
+}
+END_TEST
+
 /* A port where something listens but no NATS server answers: every
  * connection is closed at once, and when each came is kept. */
 #define REFUSER_MAX 256
@@ -245,6 +286,7 @@ Suite *liveness_suite(void)
     tcase_add_test(tc, readyz_follows_jetstream_not_the_tcp_connection);
     tcase_add_test(tc, readyz_is_503_while_the_written_stream_is_refused);
     tcase_add_test(tc, frozen_cluster_node_is_left_within_seconds);
+    tcase_add_test(tc, frozen_nats_while_busy_then_sigterm);
     tcase_add_test(tc, nats_closing_every_session_is_tried_again);
     suite_add_tcase(s, tc);
     return s;
