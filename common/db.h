@@ -40,6 +40,10 @@ struct db_limits {
 /* Process-wide bounds, set once at start before any connection. Settings
  * the user gave in DATABASE_URL (options, keepalives_*, ...) win. */
 void db_configure(const struct db_limits *l);
+/* The server settings a session of this kind starts with, as libpq's
+ * `options` (-c name=value ...; the URL's own options come after), from
+ * db_configure()'s bounds. */
+void db_session_options(enum db_kind kind, char *out, size_t n);
 /* From now on every wait on any connection ends by at_ms (mono_ms clock):
  * the query is abandoned and its connection dropped. For shutdown. */
 void db_cut_at(int64_t at_ms);

@@ -10,7 +10,7 @@
 int main(void)
 {
     Suite *(*const suites[])(void) = {
-        admin_suite, backoff_suite, config_suite, db_array_suite, event_suite, inventory_suite,
+        admin_suite, backoff_suite, config_suite, db_suite, db_array_suite, event_suite, inventory_suite,
         json_fast_suite,
         metrics_suite, order_suite, ready_suite, trace_suite, util_suite, waker_suite,
     };

@@ -10,6 +10,7 @@
 Suite *admin_suite(void);
 Suite *backoff_suite(void);
 Suite *config_suite(void);
+Suite *db_suite(void);
 Suite *db_array_suite(void);
 Suite *event_suite(void);
 Suite *inventory_suite(void);
