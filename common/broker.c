@@ -221,7 +221,8 @@ static void server_order(const struct broker *b, const char *leaving, const char
 
 /* nats.c's wait before it goes through the server list again, after a round
  * in which every server refused: capped exponential backoff with jitter
- * (the contract's "retries NATS with capped backoff"). Within a round each
+ * (the contract's "retries NATS with capped backoff": 125-250 ms, then
+ * 250-500, then 500-1000 from the third on). Within a round each
  * server is tried at once, so a failover to another node waits for none. */
 #define RECONNECT_BASE_MS 250
 #define RECONNECT_CAP_MS 1000
@@ -556,7 +557,9 @@ static enum err probe_on(struct broker *b, struct conn *c, char *msg, size_t msg
 /* nats.c (3.4.1) closes a connection for good, whatever MaxReconnect says,
  * when the server it first reached accepted the socket and then closed it
  * before its INFO (a TCP proxy whose backend is down, a server at its
- * connection limit): measured, one attempt and then the status CLOSED. */
+ * connection limit): measured, one attempt and then the status CLOSED. It
+ * does the same after refused credentials, twice: tried again too, so that
+ * credentials put right on the server are taken up. */
 static int given_up(const struct conn *c)
 {
     return c->nc && natsConnection_Status(c->nc) == NATS_CONN_STATUS_CLOSED;

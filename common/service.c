@@ -55,8 +55,8 @@ static int probe_nats(void *ctx)
         log_warn("nats: JetStream did not answer %d times in a row: connecting to another "
                  "server (%s)", BROKER_RECYCLE_AFTER, msg);
     else if (recycled == BROKER_REOPENED && !svc->nats_reopening)
-        log_warn("nats: the connection was closed before the server spoke: connecting again, "
-                 "about every second");
+        log_warn("nats: the client library gave the connection up (closed before the server "
+                 "spoke, or credentials refused): connecting again, about every second");
     svc->nats_reopening = recycled == BROKER_REOPENED;
     return e == ERR_OK;
 }

@@ -200,7 +200,9 @@ START_TEST(frozen_nats_while_busy_then_sigterm)
     natsd_thaw(&nats);
     natsd_cleanup(&nats);
     ck_assert_int_eq(orders_code, 0);
-    ck_assert_msg(orders_ms < 10000, "order-service: SIGTERM took %lld ms", (long long)orders_ms);
+    /* the contract's 10 s; and acks waited for 1 s at most: it took 6.8 s when
+     * the relay waited out its 5 s publish timeout (3.3 s since) */
+    ck_assert_msg(orders_ms < 5500, "order-service: SIGTERM took %lld ms", (long long)orders_ms);
     ck_assert_int_eq(inv_code, 0);
     ck_assert_msg(inv_ms < 10000, "inventory-service: SIGTERM took %lld ms", (long long)inv_ms);
 }
