@@ -14,6 +14,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -214,14 +215,14 @@ END_TEST
 struct refuser {
     int fd, port, n;
     int64_t at[REFUSER_MAX];
-    volatile int stop;
+    atomic_int stop;
     pthread_t thread;
 };
 
 static void *refuser_main(void *arg)
 {
     struct refuser *r = arg;
-    while (!r->stop) {
+    while (!atomic_load(&r->stop)) {
         struct pollfd p = {.fd = r->fd, .events = POLLIN};
         if (poll(&p, 1, 50) <= 0)
             continue;
@@ -251,7 +252,7 @@ static void refuser_start(struct refuser *r)
 
 static void refuser_stop(struct refuser *r)
 {
-    r->stop = 1;
+    atomic_store(&r->stop, 1);
     pthread_join(r->thread, NULL);
     close(r->fd);
 }
