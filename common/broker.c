@@ -644,6 +644,14 @@ static void note_batch(struct broker *b, natsStatus s, const struct broker_out *
     note_timeout(b, s);
 }
 
+/* ms left until `end`, or until the stop's limit when that comes first
+ * (broker_stopping: what has no ack by then stays pending, sent again). */
+static int64_t ack_ms_left(const struct broker *b, int64_t end)
+{
+    int64_t stop_by = atomic_load(&b->stop_by);
+    return (stop_by && stop_by < end ? stop_by : end) - mono_ms();
+}
+
 /* Waits for the acks in slices, and no longer once the connection moved
  * (reconnected or replaced) or dropped: those acks will not come. */
 static natsStatus wait_acks(struct broker *b, struct conn *c, int moves, int timeout_ms)
@@ -652,10 +660,7 @@ static natsStatus wait_acks(struct broker *b, struct conn *c, int moves, int tim
     jsPubOptions_Init(&po);
     int64_t end = mono_ms() + timeout_ms;
     natsStatus s = NATS_TIMEOUT;
-    for (int64_t left = timeout_ms; left > 0; left = end - mono_ms()) {
-        int64_t stop_by = atomic_load(&b->stop_by);
-        if (stop_by && stop_by < end && (end = stop_by) <= mono_ms())
-            break; /* stopping: what has no ack yet stays pending, sent again later */
+    for (int64_t left = ack_ms_left(b, end); left > 0; left = ack_ms_left(b, end)) {
         po.MaxWait = left < ACK_SLICE_MS ? left : ACK_SLICE_MS;
         s = js_PublishAsyncComplete(c->js, &po);
         if (s != NATS_TIMEOUT)

@@ -113,6 +113,12 @@ static long long keepalive_interval_s(void)
     return limits.tcp_ms / 6000 > 0 ? limits.tcp_ms / 6000 : 1;
 }
 
+/* A kind's statement and lock timeout; 0: none. */
+static int64_t kind_ms(enum db_kind kind)
+{
+    return kind == DB_REQUEST ? limits.request_ms : kind == DB_WORK ? limits.work_ms : 0;
+}
+
 /* The server-side bounds of a session of this kind, as libpq `options`.
  *
  * Background work runs the same prepared statements for the life of the
@@ -132,7 +138,7 @@ static long long keepalive_interval_s(void)
  * What these sessions run is short; compiling never pays for itself. */
 void db_session_options(enum db_kind kind, char *out, size_t n)
 {
-    long long stmt = kind == DB_REQUEST ? limits.request_ms : kind == DB_WORK ? limits.work_ms : 0;
+    long long stmt = (long long)kind_ms(kind);
     /* the server's side of the socket too: a partitioned client's locks go soon */
     snprintf(out, n, "-c statement_timeout=%lld -c lock_timeout=%lld "
              "-c idle_in_transaction_session_timeout=%lld -c client_connection_check_interval=%d "
@@ -203,11 +209,6 @@ static PGconn *open_conn(const struct db *db)
 static void ignore_notice(void *arg, const char *message)
 {
     (void)arg, (void)message;
-}
-
-static int64_t kind_ms(enum db_kind kind)
-{
-    return kind == DB_REQUEST ? limits.request_ms : kind == DB_WORK ? limits.work_ms : 0;
 }
 
 /* When the client stops waiting: the server's own bound plus a grace (past

@@ -211,14 +211,23 @@ static enum MHD_Result send_resp(struct http_server *s, struct MHD_Connection *c
     return ret;
 }
 
+/* A route's labels in the HTTP metrics: with its status code, or (code 0)
+ * the route alone, for the duration histogram. */
+static void route_labels(char *out, size_t n, const char *route, int code)
+{
+    if (code)
+        snprintf(out, n, "route=\"%s\",code=\"%d\"", route, code);
+    else
+        snprintf(out, n, "route=\"%s\"", route);
+}
+
 static enum MHD_Result answer(struct MHD_Connection *conn, struct conn_state *st)
 {
     enum MHD_Result ret = send_resp(st->server, conn, &st->resp);
-    const char *route = st->label;
     char labels[256];
-    snprintf(labels, sizeof labels, "route=\"%s\",code=\"%d\"", route, st->resp.status);
+    route_labels(labels, sizeof labels, st->label, st->resp.status);
     metric_add(m_requests, labels, 1);
-    snprintf(labels, sizeof labels, "route=\"%s\"", route);
+    route_labels(labels, sizeof labels, st->label, 0);
     metric_observe(m_duration, labels, mono_s() - st->t0);
     return ret;
 }
@@ -498,11 +507,11 @@ static void show_routes(const struct http_route *routes, size_t nroutes)
 {
     char labels[256];
     for (size_t i = 0; i < nroutes; i++) {
-        snprintf(labels, sizeof labels, "route=\"%s\"", routes[i].name);
+        route_labels(labels, sizeof labels, routes[i].name, 0);
         metric_add(m_duration, labels, 0);
         if (strcmp(routes[i].method, "GET") != 0)
             continue;
-        snprintf(labels, sizeof labels, "route=\"%s\",code=\"200\"", routes[i].name);
+        route_labels(labels, sizeof labels, routes[i].name, 200);
         metric_add(m_requests, labels, 0);
     }
 }
