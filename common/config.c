@@ -1,6 +1,7 @@
 /* config.c - the table of environment variables, their parsers and
  * defaults. Owns parsing and validation; not what the values mean. */
 #include "config.h"
+#include "failpoint.h"
 #include "util.h"
 
 #include <ctype.h>
@@ -179,6 +180,12 @@ static int parse_string(const struct setting *s, const char *v, struct config *c
     return 0;
 }
 
+/* FAILPOINTS: names the code passes (failpoint.h), not typos. */
+static int parse_failpoints(const struct setting *s, const char *v, struct config *c)
+{
+    return failpoint_spec_valid(v) ? parse_string(s, v, c) : -1;
+}
+
 /* A secret (empty = off): no blanks. A short one is the caller's to warn of. */
 static int parse_secret(const struct setting *s, const char *v, struct config *c)
 {
@@ -226,7 +233,7 @@ static const struct setting settings[] = {
     {"HTTP_MAX_CONNECTIONS", parse_int, "1000", FIELD(http_max_connections), {2, 1000000}, NULL},
     {"HTTP_MAX_CONNECTIONS_PER_IP", parse_int, "256", FIELD(http_max_per_ip), {1, 1000000}, NULL},
     {"HTTP_REQUEST_TIMEOUT", parse_duration, "10s", FIELD(http_request_timeout_ms), {1000, INT32_MAX}, NULL},
-    {"FAILPOINTS", parse_string, "", FIELD(failpoints), {0, 0}, NULL},
+    {"FAILPOINTS", parse_failpoints, "", FIELD(failpoints), {0, 0}, NULL},
     {"ADMIN_TOKEN", parse_secret, "", FIELD(admin_token), {0, 0}, NULL},
     {"ADMIN_PORT", parse_int, "0", FIELD(admin_port), {0, 65535}, NULL},
     {"RECONCILE_EVERY", parse_duration, "1m", FIELD(reconcile_every_ms), {1000, 0}, NULL},

@@ -533,14 +533,14 @@ enum err db_commit(struct db *db)
     db->txid[0] = '\0';
     int64_t deadline = deadline_of(db);
     enum err e = db_connect(db);
-    if (e == ERR_OK && failpoint_on("db_commit_lost"))
+    if (e == ERR_OK && failpoint_on(FP_DB_COMMIT_LOST))
         shutdown(PQsocket(db->conn), SHUT_RDWR); /* gone before COMMIT: the server aborts */
     if (e == ERR_OK && !PQsendQuery(db->conn, "COMMIT")) {
         set_err(db, "COMMIT", PQerrorMessage(db->conn));
         db_drop(db);
         e = ERR_UNAVAILABLE;
     }
-    if (e == ERR_OK && PQflush(db->conn) == 0 && failpoint_on("db_commit_cut"))
+    if (e == ERR_OK && PQflush(db->conn) == 0 && failpoint_on(FP_DB_COMMIT_CUT))
         shutdown(PQsocket(db->conn), SHUT_RDWR); /* COMMIT is on its way, the answer is lost */
     if (e == ERR_OK)
         e = check_result(db, await(db, deadline), "COMMIT", NULL);

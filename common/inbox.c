@@ -380,7 +380,7 @@ static void process_batch(struct worker *w, struct broker_in *msgs, int n, struc
     if (e == ERR_OK)
         e = db_exec_sql(w->db, "COMMIT");
     if (e == ERR_OK) {
-        failpoint_hit("inbox_after_commit");
+        failpoint_hit(FP_INBOX_AFTER_COMMIT);
         if (in->h->after_commit)
             in->h->after_commit(in->h->ctx);
         settle_all(in, msgs, sl, n, 1);

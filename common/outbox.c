@@ -528,7 +528,7 @@ static int land(struct relay *r, struct batch *b)
     for (int i = 0; i < b->claimed; i++)
         b->acked += b->msgs[i].acked;
     if (b->acked)
-        failpoint_hit("relay_after_ack"); /* JetStream has them; the rows say pending */
+        failpoint_hit(FP_RELAY_AFTER_ACK); /* JetStream has them; the rows say pending */
     enum err marked = marker_wait(r, m); /* the marker is idle after it */
     int go = b->acked > 0 && marked == ERR_OK;
     marker_give(r, m, b); /* b is the marker's now */

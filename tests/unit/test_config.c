@@ -146,8 +146,8 @@ static const struct override {
     {"HTTP_MAX_CONNECTIONS_PER_IP", "8", K_INT, offsetof(struct config, http_max_per_ip), 8, NULL},
     {"HTTP_REQUEST_TIMEOUT", "30s", K_I64, offsetof(struct config, http_request_timeout_ms), 30000,
      NULL},
-    {"FAILPOINTS", "relay_after_publish", K_STR, offsetof(struct config, failpoints), 0,
-     "relay_after_publish"},
+    {"FAILPOINTS", "relay_after_ack:3,db_commit_cut", K_STR, offsetof(struct config, failpoints),
+     0, "relay_after_ack:3,db_commit_cut"},
 };
 #define NOVERRIDES ((int)(sizeof overrides / sizeof overrides[0]))
 
@@ -272,6 +272,14 @@ static const struct { const char *name, *value; } bad_values[] = {
     {"PORT", " 8080"}, {"PORT", "+8080"}, {"PORT", "\t8080"}, {"JS_REPLICAS", " 1"},
     {"RELAY_BATCH", "+5"}, {"RELAY_SWEEP_MS", " 100"}, {"OUTBOX_RETENTION", " 1s"},
     {"OUTBOX_RETENTION", "+1s"}, {"HTTP_REQUEST_TIMEOUT", "\n5s"},
+    /* a failpoint the code never passes would test nothing */
+    {"FAILPOINTS", "relay_after_publish"}, {"FAILPOINTS", "relay_after_ack:0"},
+    {"FAILPOINTS", "relay_after_ack:"}, {"FAILPOINTS", "relay_after_ack:x"},
+    {"FAILPOINTS", "relay_after_ack:+3"}, {"FAILPOINTS", "relay_after_ack:3:4"},
+    {"FAILPOINTS", "relay_after_ack,"}, {"FAILPOINTS", ",relay_after_ack"},
+    {"FAILPOINTS", "relay_after_ack:12345678901"}, {"FAILPOINTS", "Relay_after_ack"},
+    {"FAILPOINTS", "relay_after_ack,relay_after_ack,relay_after_ack,relay_after_ack,"
+                   "relay_after_ack,relay_after_ack,relay_after_ack,relay_after_ack,db_commit_cut"},
 };
 #define NBAD ((int)(sizeof bad_values / sizeof bad_values[0]))
 
