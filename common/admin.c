@@ -4,6 +4,7 @@
  * admin_store.c, re-applying a message is the inbox's own path. */
 #include "admin.h"
 #include "admin_store.h"
+#include "event.h"
 #include "inbox.h"
 #include "log.h"
 #include "metrics.h"
@@ -187,9 +188,8 @@ static int query_int(const struct http_req *req, struct http_resp *resp, const c
     *out = def;
     if (!v)
         return 0;
-    char *end = NULL;
-    long long n = strtoll(v, &end, 10);
-    if (*v && *end == '\0' && n >= min && n <= max) {
+    long long n;
+    if (decimal_parse(v, min < 0, &n) == 0 && n >= min && n <= max) {
         *out = n;
         return 0;
     }
@@ -209,16 +209,17 @@ static int query_page(const struct http_req *req, struct http_resp *resp, struct
     return 0;
 }
 
-/* The body as a JSON object, or NULL with a 400 invalid_json set. */
+/* The body as a JSON object, or NULL with the 400 set (invalid_json: not
+ * JSON; validation_failed: JSON of another kind), as every body is read. */
 static json_t *body_object(const struct http_req *req, struct http_resp *resp)
 {
-    json_error_t je;
-    json_t *o = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES, &je);
-    if (json_is_object(o))
-        return o;
-    json_decref(o);
-    http_resp_error(resp, 400, "invalid_json", "the body must be a JSON object", NULL);
-    return NULL;
+    struct field_error fe;
+    json_t *o = NULL;
+    enum err e = event_load_object(req->body ? req->body : "", req->body_len, &o, &fe);
+    if (e != ERR_OK)
+        http_resp_error(resp, 400, e == ERR_INVALID ? "invalid_json" : "validation_failed",
+                        fe.message, NULL);
+    return o;
 }
 
 /* A UUID member of o, or NULL with a 400 set. */

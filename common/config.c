@@ -4,8 +4,6 @@
 #include "failpoint.h"
 #include "util.h"
 
-#include <ctype.h>
-#include <errno.h>
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,31 +26,10 @@ struct setting {
 static const char *const pg_schemes[] = {"postgresql://", "postgres://", NULL};
 static const char *const nats_schemes[] = {"nats://", "tls://", NULL};
 
-/* strtol and strtoll skip leading blanks and take a '+': a value that is not
- * its digits alone (a sign only where a negative is meant) is malformed. */
-static int digits_first(const char *v, int minus_ok)
-{
-    return isdigit((unsigned char)v[0]) ||
-           (minus_ok && v[0] == '-' && isdigit((unsigned char)v[1]));
-}
-
-static int parse_long(const char *v, long *out)
-{
-    char *end = NULL;
-    if (!digits_first(v, 1))
-        return -1;
-    errno = 0;
-    long n = strtol(v, &end, 10);
-    if (errno || end == v || *end != '\0')
-        return -1;
-    *out = n;
-    return 0;
-}
-
 static int parse_int(const struct setting *s, const char *v, struct config *c)
 {
-    long n;
-    if (parse_long(v, &n) < 0 || n < s->range.min || n > s->range.max)
+    long long n;
+    if (decimal_parse(v, 1, &n) < 0 || n < s->range.min || n > s->range.max)
         return -1;
     *AT(c, s, int) = (int)n;
     return 0;
@@ -63,12 +40,9 @@ int config_parse_duration_ms(const char *s, int64_t *out)
     static const struct { const char *suffix; int64_t ms; } units[] = {
         {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}, {"", 1000},
     };
-    char *end = NULL;
-    if (!digits_first(s, 0))
-        return -1;
-    errno = 0;
-    long long n = strtoll(s, &end, 10);
-    if (errno || end == s || n < 0)
+    const char *end = NULL;
+    long long n;
+    if (decimal_prefix(s, 0, &n, &end) < 0)
         return -1;
     for (size_t i = 0; i < ARRAY_LEN(units); i++) {
         if (strcmp(end, units[i].suffix) == 0) {

@@ -272,16 +272,27 @@ int event_customer_id_valid(const char *s)
     return n >= 1 && n <= CUSTOMER_ID_MAX;
 }
 
-json_t *event_load_object(const char *body, size_t len, struct field_error *fe)
+enum err event_load_object(const char *body, size_t len, json_t **out, struct field_error *fe)
 {
     json_error_t jerr;
     json_t *o = json_load_body(body, len, &jerr);
-    if (!json_is_object(o)) {
-        fail(fe, "", o ? "body is not a JSON object" : jerr.text);
-        json_decref(o);
-        return NULL;
+    *out = NULL;
+    if (!o) {
+        /* the parser quotes the text near the fault, which may be any bytes */
+        struct buf why;
+        buf_init(&why);
+        buf_printf(&why, "body is not valid JSON: ");
+        buf_utf8_preview(&why, jerr.text, strlen(jerr.text), sizeof fe->message / 2);
+        fail(fe, "", why.data);
+        buf_cleanup(&why);
+        return ERR_INVALID;
     }
-    return o;
+    if (!json_is_object(o)) {
+        json_decref(o);
+        return fail(fe, "", "body must be a JSON object");
+    }
+    *out = o;
+    return ERR_OK;
 }
 
 /* body for a decoder, after zeroing out (what a failed decode leaves): the
@@ -293,7 +304,9 @@ static int load(const char *body, size_t len, void *out, size_t outlen, struct n
 {
     memset(out, 0, outlen);
     int n = json_fast_members(body, len, m, JSON_FAST_MAX_MEMBERS);
-    *tree = n < 0 ? event_load_object(body, len, fe) : NULL;
+    *tree = NULL;
+    if (n < 0)
+        event_load_object(body, len, tree, fe);
     *o = (struct node){.tree = *tree, .it = m, .n = n < 0 ? 0 : (size_t)n};
     return n >= 0 || *tree;
 }

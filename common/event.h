@@ -54,9 +54,12 @@ struct field_error {
     char message[256];
 };
 
-/* Parses body as a JSON object (duplicate keys rejected); NULL with the
- * parser's reason in fe otherwise. The caller json_decref()s it. */
-json_t *event_load_object(const char *body, size_t len, struct field_error *fe);
+/* Parses body as a JSON object (duplicate keys rejected) into *out, for the
+ * caller to json_decref(). ERR_INVALID when it is not JSON (fe: "body is
+ * not valid JSON: " and the parser's reason, as valid UTF-8), ERR_VALIDATION
+ * when it is JSON of another kind; *out is NULL then. What every HTTP body
+ * and every message is read with, so that all say the same. */
+enum err event_load_object(const char *body, size_t len, json_t **out, struct field_error *fe);
 /* 1..64 UTF-8 characters. */
 int event_customer_id_valid(const char *s);
 /* 1..64 characters of [A-Za-z0-9._-]. */

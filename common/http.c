@@ -27,8 +27,15 @@ struct sock {
     struct sock *prev, *next;
 };
 
+/* A header value without its trailing blanks, kept for the request. */
+struct header_copy {
+    struct header_copy *next;
+    char value[];
+};
+
 struct conn_state {
     struct http_server *server;
+    struct header_copy *headers; /* values http_req_header() trimmed */
     struct buf body;
     int too_big;
     double t0;
@@ -72,9 +79,33 @@ struct http_server {
 
 static struct metric *m_requests, *m_duration;
 
+static struct conn_state *state_of(const struct http_req *req)
+{
+    return (struct conn_state *)((char *)req - offsetof(struct conn_state, req));
+}
+
+/* A field's value has no blanks around it (RFC 9110, 5.5): libmicrohttpd
+ * drops those before it, not those after, and "Idempotency-Key: k " must be
+ * the key "k". A value that ends in blanks is copied without them, kept
+ * until the request ends. */
 const char *http_req_header(const struct http_req *req, const char *name)
 {
-    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+    const char *v = NULL;
+    size_t n = 0;
+    if (MHD_lookup_connection_value_n(req->conn, MHD_HEADER_KIND, name, strlen(name), &v, &n) !=
+            MHD_YES || !v)
+        return NULL;
+    if (n == 0 || (v[n - 1] != ' ' && v[n - 1] != '\t'))
+        return v;
+    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        n--;
+    struct conn_state *st = state_of(req);
+    struct header_copy *h = xmalloc(sizeof *h + n + 1);
+    memcpy(h->value, v, n);
+    h->value[n] = '\0';
+    h->next = st->headers;
+    st->headers = h;
+    return h->value;
 }
 
 const char *http_req_query(const struct http_req *req, const char *name)
@@ -103,18 +134,40 @@ void http_resp_json(struct http_resp *resp, int status, json_t *body)
 void http_resp_error(struct http_resp *resp, int status, const char *code,
                      const char *message, const char *field)
 {
-    json_t *e = json_pack("{s:s, s:s}", "code", code, "message", message);
+    struct buf text; /* a message quoting the request may hold any bytes */
+    buf_init(&text);
+    buf_utf8_preview(&text, message, strlen(message), strlen(message));
+    json_t *e = json_pack("{s:s, s:s}", "code", code, "message", text.data);
+    buf_cleanup(&text);
     if (field && field[0]) /* only where one named field is at fault */
         json_object_set_new(e, "field", json_string(field));
     http_resp_json(resp, status, json_pack("{s:o}", "error", e));
 }
 
+/* Whether route r takes method: its own, and HEAD where it is GET. */
+static int takes(const struct http_route *r, const char *method)
+{
+    return strcmp(method, r->method) == 0 ||
+           (strcmp(method, "HEAD") == 0 && strcmp(r->method, "GET") == 0);
+}
+
+/* Appends method to a 405's Allow list (", "-separated). */
+static void allow_add(char *allow, size_t n, const char *method)
+{
+    size_t len = strlen(allow);
+    snprintf(allow + len, n - len, "%s%s", len ? ", " : "", method);
+}
+
 /* Finds the route for path and method; *same_path (if any route matches the
- * path with another method) tells a 405 from a 404. */
+ * path with another method) tells a 405 from a 404, and allow (allow_len
+ * bytes) gets the methods the path takes. */
 static const struct http_route *route_find(const struct http_server *s, const char *method,
-                                           const char *path, const struct http_route **same_path)
+                                           const char *path, const struct http_route **same_path,
+                                           char *allow, size_t allow_len)
 {
     *same_path = NULL;
+    allow[0] = '\0';
+    const struct http_route *found = NULL;
     for (size_t i = 0; i < s->nroutes; i++) {
         const struct http_route *r = &s->routes[i];
         size_t n = strlen(r->path);
@@ -124,10 +177,13 @@ static const struct http_route *route_find(const struct http_server *s, const ch
         if (!match)
             continue;
         *same_path = r;
-        if (strcmp(method, r->method) == 0)
-            return r;
+        allow_add(allow, allow_len, r->method);
+        if (strcmp(r->method, "GET") == 0)
+            allow_add(allow, allow_len, "HEAD");
+        if (!found && takes(r, method))
+            found = r;
     }
-    return NULL;
+    return found;
 }
 
 /* A gated route under the path's first segment ("/admin/..."), if any: its
@@ -169,7 +225,8 @@ static const struct http_route *pick(struct http_server *s, struct http_req *req
                                      const char **name)
 {
     const struct http_route *known = NULL;
-    const struct http_route *r = route_find(s, req->method, req->path, &known);
+    const struct http_route *r =
+        route_find(s, req->method, req->path, &known, resp->allow, sizeof resp->allow);
     *name = r ? r->name : known ? known->name : "unmatched";
     const struct http_route *gated = gate_of_segment(s, req->path);
     if (gated && !gated->gate(req, resp, s->ctx))
@@ -206,6 +263,10 @@ static enum MHD_Result send_resp(struct http_server *s, struct MHD_Connection *c
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     if (resp->location)
         MHD_add_response_header(r, "Location", resp->location);
+    if (resp->status == 405 && resp->allow[0])
+        MHD_add_response_header(r, "Allow", resp->allow);
+    if (resp->status == 401) /* the one credential any route here asks for */
+        MHD_add_response_header(r, "WWW-Authenticate", "Bearer");
     enum MHD_Result ret = MHD_queue_response(conn, (unsigned)resp->status, r);
     MHD_destroy_response(r);
     return ret;
@@ -289,7 +350,7 @@ static enum MHD_Result received(struct http_server *s, struct MHD_Connection *co
 
 struct http_deferred *http_defer(const struct http_req *req)
 {
-    struct conn_state *st = (struct conn_state *)((char *)req - offsetof(struct conn_state, req));
+    struct conn_state *st = state_of(req);
     struct http_server *s = st->server;
     atomic_fetch_add(&s->deferred, 1); /* before the check: http_stop checks in reverse */
     if (atomic_load(&s->closing)) {
@@ -345,6 +406,28 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* Percent-decodes the path and each query argument in place, as
+ * libmicrohttpd would, except %00: a NUL would end the string there, and
+ * "/inventory/Q%00x" would be read as "/inventory/Q". It stays the three
+ * characters, which no id, sku or number takes. */
+static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+    (void)cls;
+    (void)conn;
+    char *w = s;
+    for (const char *r = s; *r;) {
+        int hi = r[0] == '%' ? hex_val(r[1]) : -1, lo = hi >= 0 ? hex_val(r[2]) : -1;
+        if (lo >= 0 && (hi | lo)) {
+            *w++ = (char)(hi << 4 | lo);
+            r += 3;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *w = '\0';
+    return (size_t)(w - s);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_size, void **con_cls)
@@ -361,7 +444,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         const char *clen = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
         st->too_big = clen && strtoull(clen, NULL, 10) > HTTP_MAX_BODY;
         *con_cls = st;
-        return MHD_YES;
+        /* refused before the body comes: no "100 Continue", nothing read */
+        return st->too_big ? received(s, conn, url, method, st) : MHD_YES;
     }
     if (*upload_size) {
         if (st->body.len + *upload_size > HTTP_MAX_BODY)
@@ -388,6 +472,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     struct http_server *s = cls;
     struct conn_state *st = *con_cls;
     if (st) {
+        for (struct header_copy *h = st->headers, *next; h; h = next) {
+            next = h->next;
+            free(h);
+        }
         buf_cleanup(&st->body);
         json_decref(st->resp.body);
         free(st->resp.location);
@@ -539,7 +627,8 @@ enum err http_start(int port, const struct http_limits *lim, const struct http_r
         MHD_OPTION_CONNECTION_LIMIT, conn_limit(lim->max_connections),
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)lim->max_per_ip,
         MHD_OPTION_CONNECTION_TIMEOUT, idle_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_UNESCAPE_CALLBACK, unescape,
+        NULL, MHD_OPTION_END);
     /* No SO_REUSEPORT: a port already taken must fail the start, not split
      * the connections silently between two processes. */
     if (!s->daemon) {

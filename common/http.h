@@ -30,12 +30,13 @@ struct http_resp {
     json_t *body;          /* owned by the response once set */
     char *location;        /* optional Location header (heap) */
     char *text_owned;      /* plain-text body instead of JSON (heap; freed by the server) */
+    char allow[64];        /* a 405's Allow header: the path's methods (set by the server) */
 };
 
 typedef void (*http_handler_fn)(const struct http_req *req, struct http_resp *resp, void *ctx);
 
 struct http_route {
-    const char *method;
+    const char *method;    /* a GET route answers HEAD too (the body left out) */
     const char *path;      /* exact path, or prefix if it ends with '/' */
     const char *name;      /* the `route` label in metrics */
     http_handler_fn fn;
@@ -63,7 +64,8 @@ enum err http_start(int port, const struct http_limits *lim, const struct http_r
 /* Stops accepting, finishes in-flight requests, frees. NULL is a no-op. */
 void http_stop(struct http_server *s);
 
-/* Value of a request header (case-insensitive), or NULL. */
+/* Value of a request header (case-insensitive) without blanks around it, or
+ * NULL. Valid until the request is answered. */
 const char *http_req_header(const struct http_req *req, const char *name);
 
 /* Value of a query-string argument, or NULL. */

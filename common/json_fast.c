@@ -286,5 +286,5 @@ json_t *json_fast_load(const char *text, size_t len)
 json_t *json_load_body(const char *text, size_t len, json_error_t *err)
 {
     json_t *o = json_fast_load(text, len);
-    return o ? o : json_loadb(text, len, JSON_REJECT_DUPLICATES, err);
+    return o ? o : json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, err);
 }

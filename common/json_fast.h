@@ -37,8 +37,9 @@ json_int_t json_fast_int(const struct json_fast_item *it);
  * returns, new, for the caller to json_decref(). NULL when the text is
  * anything else: then ask jansson. */
 json_t *json_fast_load(const char *text, size_t len);
-/* json_loadb(text, len, JSON_REJECT_DUPLICATES, err), the fast path first:
- * what every parser of outside bodies calls. */
+/* json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, err), the
+ * fast path first: what every parser of outside bodies calls. Any JSON value
+ * loads, so that a body that is JSON but not an object is told apart. */
 json_t *json_load_body(const char *text, size_t len, json_error_t *err);
 
 #endif

@@ -3,6 +3,7 @@
  * Owns nothing global except the OOM policy: print one line and abort. */
 #include "util.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -433,6 +434,26 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
         return len;
     }
     return 0;
+}
+
+int decimal_prefix(const char *v, int minus_ok, long long *out, const char **end)
+{
+    if (!isdigit((unsigned char)v[v[0] == '-' && minus_ok]))
+        return -1;
+    char *e = NULL;
+    errno = 0;
+    long long n = strtoll(v, &e, 10);
+    if (errno)
+        return -1;
+    *out = n;
+    *end = e;
+    return 0;
+}
+
+int decimal_parse(const char *v, int minus_ok, long long *out)
+{
+    const char *end = NULL;
+    return decimal_prefix(v, minus_ok, out, &end) == 0 && *end == '\0' ? 0 : -1;
 }
 
 int utf8_valid(const char *s, size_t n)

@@ -65,6 +65,12 @@ void buf_cleanup(struct buf *b);
 void buf_append(struct buf *b, const void *data, size_t n);
 void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void buf_reset(struct buf *b);
+/* The decimal integer at the start of v in *out, *end where it ends: its
+ * digits alone, a '-' before them only when minus_ok (strtoll's leading
+ * blanks and '+' are refused). 0, or -1 when v starts otherwise or the
+ * number overflows. decimal_parse: the same for all of v. */
+int decimal_prefix(const char *v, int minus_ok, long long *out, const char **end);
+int decimal_parse(const char *v, int minus_ok, long long *out);
 /* 1 when s[0..n) is well-formed UTF-8 (no overlongs, surrogates or NULs). */
 int utf8_valid(const char *s, size_t n);
 /* Appends s[0..n) as valid UTF-8 text: well-formed sequences as they are,

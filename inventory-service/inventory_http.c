@@ -20,49 +20,49 @@ static int sku_ok(const struct http_req *req, struct http_resp *resp)
 /* The largest integer a JSON client keeps exactly (2^53 - 1). */
 #define AVAILABLE_MAX 9007199254740991LL
 
-/* The value of "available" if it is an integer from 0 to AVAILABLE_MAX.
- * as_reals: the body was read with every integer as a double (exact up to
- * 2^53, so still exact in range). */
-static int available_of(const json_t *o, int as_reals, int64_t *out)
+/* The value of "available" if it is an integer from 0 to AVAILABLE_MAX. */
+static int available_of(const json_t *o, int64_t *out)
 {
     const json_t *a = json_object_get(o, "available");
-    double d = as_reals && json_is_real(a) ? json_real_value(a) : -1;
-    if (as_reals && (d < 0 || d > (double)AVAILABLE_MAX || d != (double)(int64_t)d))
-        return 0;
-    if (as_reals) {
-        *out = (int64_t)d;
-        return 1;
-    }
     if (!json_is_integer(a) || json_integer_value(a) < 0 || json_integer_value(a) > AVAILABLE_MAX)
         return 0;
     *out = (int64_t)json_integer_value(a);
     return 1;
 }
 
+/* Read with every number as a double (the body has an integer beyond 64
+ * bits): whether "available" is the number out of range. Nothing read this
+ * way is applied, since 5.0 and 5 read the same. */
+static int available_too_big(const json_t *o)
+{
+    const json_t *a = json_object_get(o, "available");
+    return json_is_real(a) && (json_real_value(a) > (double)AVAILABLE_MAX ||
+                               json_real_value(a) < -(double)AVAILABLE_MAX);
+}
+
 /* {"available": N}, N an integer from 0 to AVAILABLE_MAX. A body jansson
- * refuses only for an integer beyond 64 bits is valid JSON with a number
- * out of range: read again with integers as doubles, it gets
- * validation_failed, not invalid_json. */
+ * refuses only for an integer beyond 64 bits is read again with integers
+ * as doubles: when that integer is "available", the answer is
+ * validation_failed (as for any other value out of range), else
+ * invalid_json, as order-service answers a number it cannot hold. */
 static int parse_available(const struct http_req *req, struct http_resp *resp, int64_t *out)
 {
     struct field_error fe = {"", ""};
-    int as_reals = 0;
-    json_t *o = event_load_object(req->body, req->body_len, &fe);
-    if (!o) {
-        o = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL,
-                       NULL);
-        as_reals = 1;
-    }
-    if (!json_is_object(o)) {
-        json_decref(o);
-        http_resp_error(resp, 400, "invalid_json", fe.message, NULL);
-        return 0;
-    }
-    int ok = available_of(o, as_reals, out);
-    if (!ok)
+    json_t *o = NULL, *reals = NULL;
+    enum err e = event_load_object(req->body, req->body_len, &o, &fe);
+    if (e == ERR_INVALID)
+        reals = json_loadb(req->body, req->body_len,
+                           JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, NULL);
+    int ok = o && available_of(o, out);
+    if (e == ERR_VALIDATION)
+        http_resp_error(resp, 400, "validation_failed", fe.message, NULL);
+    else if (!ok && (o || (json_is_object(reals) && available_too_big(reals))))
         http_resp_error(resp, 400, "validation_failed",
                         "available must be an integer from 0 to 9007199254740991", "available");
+    else if (!ok)
+        http_resp_error(resp, 400, "invalid_json", fe.message, NULL);
     json_decref(o);
+    json_decref(reals);
     return ok;
 }
 

@@ -21,17 +21,12 @@ enum err order_request_parse(const char *body, size_t len, struct order_request 
 {
     memset(out, 0, sizeof *out);
     memset(fe, 0, sizeof *fe);
-    json_error_t jerr;
-    json_t *o = json_load_body(body, len, &jerr);
-    if (!o) {
-        snprintf(fe->message, sizeof fe->message, "body is not valid JSON: %.200s", jerr.text);
-        return ERR_INVALID;
-    }
-    enum err e = ERR_OK;
+    json_t *o = NULL;
+    enum err e = event_load_object(body, len, &o, fe);
+    if (e != ERR_OK)
+        return e;
     const json_t *cid = json_object_get(o, "customer_id");
-    if (!json_is_object(o))
-        e = field_fail(fe, "", "body must be a JSON object");
-    else if (!json_is_string(cid) || !event_customer_id_valid(json_string_value(cid)))
+    if (!json_is_string(cid) || !event_customer_id_valid(json_string_value(cid)))
         e = field_fail(fe, "customer_id", "must be a string of 1 to 64 characters");
     else
         e = event_items_parse(json_object_get(o, "items"), &out->items, &out->nitems, fe);

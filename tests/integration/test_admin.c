@@ -95,6 +95,7 @@ START_TEST(token_guard_401_403_200_and_never_logged)
     struct http_result r;
     ck_assert_int_eq(admin_do(s.port, "GET", "/admin/outbox", NULL, NULL, &r), 401);
     ck_assert_str_eq(error_code(r.body), "unauthorized");
+    ck_assert_msg(strstr(r.head, "\r\nWWW-Authenticate: Bearer\r\n") != NULL, "%s", r.head);
     http_result_free(&r);
     ck_assert_int_eq(admin_do(s.port, "GET", "/admin/outbox", "Bearer wrong-token-wrong-token",
                               NULL, &r), 403);
@@ -103,9 +104,15 @@ START_TEST(token_guard_401_403_200_and_never_logged)
     ck_assert_int_eq(admin(&s, "GET", "/admin/outbox", NULL, &r), 200);
     ck_assert_ptr_nonnull(strstr(r.body, "\"rows\":[]"));
     http_result_free(&r);
-    ck_assert_int_eq(admin(&s, "GET", "/admin/outbox?limit=0", NULL, &r), 400);
-    ck_assert_str_eq(error_code(r.body), "validation_failed");
-    http_result_free(&r);
+    /* numbers are their digits alone, within range (not clamped, no blanks) */
+    static const char *const bad[] = {"/admin/outbox?limit=0", "/admin/outbox?limit=%205",
+                                      "/admin/outbox?after=99999999999999999999",
+                                      "/admin/outbox?after=9223372036854775808"};
+    for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+        ck_assert_msg(admin(&s, "GET", bad[i], NULL, &r) == 400, "%s", bad[i]);
+        ck_assert_str_eq(error_code(r.body), "validation_failed");
+        http_result_free(&r);
+    }
     ck_assert_int_eq(admin(&s, "POST", "/admin/outbox/requeue", "not json", NULL), 400);
     ck_assert_int_eq(admin_do(s.port, "GET", "/admin/outbox", "Bearer ", NULL, NULL), 401);
     ck_assert_double_eq(svc_metric(&s, "admin_denied_total{reason=\"wrong\"}"), 1);
@@ -525,6 +532,7 @@ static char *reconcile_clean_to(struct svc *s, long long last_seq)
     ck_assert_int_eq(admin(s, "GET", "/admin/reconcile", NULL, &r), 200);
     ck_assert_int_eq(report_int(r.body, "produced", "last_seq"), last_seq);
     ck_assert_int_eq(report_int(r.body, "produced", "missing_count"), 0);
+    free(r.head);
     return r.body;
 }
 

@@ -219,6 +219,60 @@ START_TEST(idempotency_race_creates_one_order)
 }
 END_TEST
 
+/* The edges of HTTP, each answered in the contract's shape, and nothing
+ * written by what is refused. Each case was answered otherwise before. */
+START_TEST(http_edges_answer_in_the_contracts_shape)
+{
+    static const char *const json[] = {"Content-Type: application/json", NULL};
+    struct http_result r;
+    /* a bad escape before a two-byte character: the parser's reason quoted
+     * half of it, not UTF-8, and the answer's body was {} */
+    const char *esc = "{\"customer_id\":\"\\\xc3\xa9\"}";
+    ck_assert_int_eq(http_do(orders.port, "POST", "/orders", json, esc, strlen(esc), &r), 0);
+    ck_assert_msg(r.status == 400 && strstr(r.body, "\"code\":\"invalid_json\""), "%d %s",
+                  r.status, r.body);
+    http_result_free(&r);
+    /* JSON, but not an object: as [] is (it was invalid_json) */
+    ck_assert_int_eq(http_post_json(orders.port, "/orders", "\"x\"", &r), 400);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"code\":\"validation_failed\""));
+    http_result_free(&r);
+    /* %00 ended the path there: the id before it was looked up (404) */
+    ck_assert_int_eq(http_get(orders.port, "/orders/6f1c1f1e-0000-4000-8000-000000000000%00x", &r),
+                     400);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"code\":\"invalid_id\""));
+    http_result_free(&r);
+    /* a 405 says what the path takes */
+    ck_assert_int_eq(http_do(orders.port, "DELETE", "/orders", NULL, NULL, 0, &r), 0);
+    ck_assert_int_eq(r.status, 405);
+    ck_assert_msg(strstr(r.head, "\r\nAllow: POST\r\n") != NULL, "%s", r.head);
+    http_result_free(&r);
+    /* HEAD where GET is: the answer without its body (it was 405) */
+    ck_assert_int_eq(http_do(orders.port, "HEAD", "/orders/6f1c1f1e-0000-4000-8000-000000000000",
+                             NULL, NULL, 0, &r), 0);
+    ck_assert_int_eq(r.status, 404);
+    ck_assert_str_eq(r.body, "");
+    http_result_free(&r);
+    /* a body announced too big is refused before it is sent (it was cut,
+     * unanswered, at the request timeout) */
+    const char *big = "POST /orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      "Content-Length: 100000000\r\nExpect: 100-continue\r\n\r\n";
+    ck_assert_int_eq(http_raw("127.0.0.1", orders.port, big, strlen(big), 3000, &r), 0);
+    ck_assert_int_eq(r.status, 413);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"code\":\"payload_too_large\""));
+    http_result_free(&r);
+    assert_nothing_written();
+    /* blanks after a header's value are not part of it (RFC 9110): the
+     * same key, not a second order */
+    struct shot a = {.key = "k-ws  ", .body = ORDER}, b = {.key = "k-ws", .body = ORDER};
+    fire(&a);
+    fire(&b);
+    ck_assert_int_eq(a.status, 201);
+    ck_assert_int_eq(b.status, 200);
+    ck_assert_str_eq(b.id, a.id);
+    ck_assert_int_eq(count("orders"), 1);
+}
+END_TEST
+
 START_TEST(idempotency_key_with_other_body_is_409)
 {
     struct shot a = {.key = "k-2", .body = ORDER};
@@ -411,6 +465,7 @@ Suite *orders_suite(void)
     tcase_add_test(tc, post_creates_order_items_and_event_then_get_shows_it);
     tcase_add_test(tc, rejections_answer_400_and_write_nothing);
     tcase_add_test(tc, wrong_type_size_path_and_method);
+    tcase_add_test(tc, http_edges_answer_in_the_contracts_shape);
     tcase_add_test(tc, failure_after_order_insert_leaves_nothing);
     tcase_add_test(tc, parallel_posts_give_distinct_orders_and_events);
     tcase_add_test(tc, idempotency_race_creates_one_order);

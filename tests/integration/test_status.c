@@ -40,8 +40,10 @@ static char *wait_settled(const char *path)
     struct http_result r;
     for (int i = 0; i < 300; i++, sleep_ms(100)) {
         ck_assert_int_eq(http_get(orders.port, path, &r), 200);
-        if (strcmp(json_field(r.body, "status"), "PENDING") != 0)
+        if (strcmp(json_field(r.body, "status"), "PENDING") != 0) {
+            free(r.head);
             return r.body;
+        }
         http_result_free(&r);
     }
     ck_abort_msg("order %s never settled", path);

@@ -702,6 +702,7 @@ static void parse_response(const char *raw, struct http_result *out)
     if (ct)
         sscanf(ct + 16, "%127[^\r]", out->content_type);
     const char *body = strstr(raw, "\r\n\r\n");
+    out->head = body ? xasprintf("%.*s", (int)(body - raw) + 2, raw) : xstrdup(raw);
     const char *te = strcasestr(raw, "\r\nTransfer-Encoding: chunked");
     if (body && te && te < body) /* Go's servers (nats-server) chunk replies over 4 KiB */
         out->body = dechunk(body + 4);
@@ -779,7 +780,8 @@ int http_do(int port, const char *method, const char *path, const char *const *h
 void http_result_free(struct http_result *r)
 {
     free(r->body);
-    r->body = NULL;
+    free(r->head);
+    r->body = r->head = NULL;
 }
 
 int http_post_json(int port, const char *path, const char *json, struct http_result *out)

@@ -121,6 +121,7 @@ double svc_metric(struct svc *s, const char *series);
 struct http_result {
     int status;
     char *body;       /* heap, NUL-terminated; free with http_result_free */
+    char *head;       /* the status line and headers, heap, as body */
     char location[256];
     char content_type[128];
 };
