@@ -951,6 +951,24 @@ static void fill_in(struct broker_in *in, natsMsg *m)
         in->traceparent = NULL;
 }
 
+/* The batch to fetch. nats.c before 3.10 (Debian's 3.4.1; fixed upstream
+ * by 8099b5c, "Fix heap buffer overflow in _fetch") writes past the end of
+ * its array of max messages when a fetch starts with more than half of max
+ * already queued on the subscription and more come: it takes those, asks
+ * the server for max less them, and then counts to that smaller number.
+ * Messages are queued before a fetch when they came for an earlier one after
+ * it gave up (around a reconnect, a server busy restoring its streams): a
+ * service died of it (double free, SIGABRT) after nats-server restarts under
+ * load. With anything queued the fetch takes one message: it finds it
+ * queued (one is the whole batch, so it asks the server for nothing), or
+ * it asks for one. The queue drains one message per fetch, rarely. */
+static int fetch_batch(struct broker_sub *sub, int max)
+{
+    int queued = 0;
+    natsSubscription_GetPending(sub->sub, &queued, NULL);
+    return queued > 0 ? 1 : max;
+}
+
 /* An empty fetch and a server that does not answer look the same here (both
  * NATS_TIMEOUT): liveness is judged by broker_probe() and the publishes. */
 enum err broker_fetch(struct broker_sub *sub, int max, int timeout_ms,
@@ -960,7 +978,7 @@ enum err broker_fetch(struct broker_sub *sub, int max, int timeout_ms,
     jsErrCode jerr = 0;
     *msgs = NULL;
     *n = 0;
-    natsStatus s = natsSubscription_Fetch(&list, sub->sub, max, timeout_ms, &jerr);
+    natsStatus s = natsSubscription_Fetch(&list, sub->sub, fetch_batch(sub, max), timeout_ms, &jerr);
     if (s == NATS_TIMEOUT && list.Count == 0)
         return ERR_TIMEOUT;
     if (s == NATS_CONNECTION_CLOSED || s == NATS_INVALID_SUBSCRIPTION)
