@@ -202,13 +202,30 @@ static const struct http_route *gate_of_segment(const struct http_server *s, con
     return NULL;
 }
 
+/* application/json, its parameters after it (RFC 9110, 8.3.1): a charset
+ * other than UTF-8 is refused, since the body is read as UTF-8. */
 static int is_json(const char *ctype)
 {
-    if (!ctype)
-        return 0;
     size_t n = strlen("application/json");
-    return strncasecmp(ctype, "application/json", n) == 0 &&
-           (ctype[n] == '\0' || ctype[n] == ';' || ctype[n] == ' ');
+    if (!ctype || strncasecmp(ctype, "application/json", n) != 0)
+        return 0;
+    const char *p = ctype + n;
+    p += strspn(p, " \t");
+    if (*p != '\0' && *p != ';')
+        return 0;
+    const char *cs = strcasestr(p, "charset=");
+    if (!cs)
+        return 1;
+    cs += strlen("charset=");
+    cs += *cs == '"';
+    return strncasecmp(cs, "utf-8", 5) == 0 && strchr("\"; \t", cs[5]);
+}
+
+/* A body sent compressed (Content-Encoding other than identity) is not read. */
+static int plain_body(const struct http_req *req)
+{
+    const char *enc = http_req_header(req, "Content-Encoding");
+    return !enc || !*enc || strcasecmp(enc, "identity") == 0;
 }
 
 static int has_body(const char *method)
@@ -239,7 +256,10 @@ static const struct http_route *pick(struct http_server *s, struct http_req *req
         http_resp_error(resp, 413, "payload_too_large", "body exceeds 65536 bytes", NULL);
     else if (has_body(req->method) && !is_json(http_req_header(req, "Content-Type")))
         http_resp_error(resp, 415, "unsupported_media_type",
-                        "Content-Type must be application/json", NULL);
+                        "Content-Type must be application/json (charset UTF-8)", NULL);
+    else if (has_body(req->method) && !plain_body(req))
+        http_resp_error(resp, 415, "unsupported_media_type",
+                        "Content-Encoding is not supported: send the body uncompressed", NULL);
     else {
         req->param = req->path + strlen(r->path);
         return r;
