@@ -217,8 +217,7 @@ static json_t *body_object(const struct http_req *req, struct http_resp *resp)
     json_t *o = NULL;
     enum err e = event_load_object(req->body ? req->body : "", req->body_len, &o, &fe);
     if (e != ERR_OK)
-        http_resp_error(resp, 400, e == ERR_INVALID ? "invalid_json" : "validation_failed",
-                        fe.message, NULL);
+        http_resp_bad_body(resp, e, fe.message, NULL);
     return o;
 }
 

@@ -951,7 +951,7 @@ static void fill_in(struct broker_in *in, natsMsg *m)
         in->traceparent = NULL;
 }
 
-/* The batch to fetch. nats.c before 3.10 (Debian's 3.4.1; fixed upstream
+/* The batch to fetch. nats.c before 3.9 (Debian's 3.4.1; fixed upstream
  * by 8099b5c, "Fix heap buffer overflow in _fetch") writes past the end of
  * its array of max messages when a fetch starts with more than half of max
  * already queued on the subscription and more come: it takes those, asks
@@ -961,7 +961,11 @@ static void fill_in(struct broker_in *in, natsMsg *m)
  * service died of it (double free, SIGABRT) after nats-server restarts under
  * load. With anything queued the fetch takes one message: it finds it
  * queued (one is the whole batch, so it asks the server for nothing), or
- * it asks for one. The queue drains one message per fetch, rarely. */
+ * it asks for one. The queue drains one message per fetch, rarely. Not
+ * closed: nats.c counts the queue again inside the fetch, and messages that
+ * land between the two counts are taken with the full batch; past half of
+ * it they would have to arrive within those microseconds, faster than the
+ * fetch takes them. A nats.c with the fix (3.9 and later) closes it. */
 static int fetch_batch(struct broker_sub *sub, int max)
 {
     int queued = 0;

@@ -3,7 +3,6 @@
 #include "log.h"
 #include "util.h"
 
-#include <ctype.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -15,59 +14,57 @@ static const char *const known[] = {FP_RELAY_AFTER_ACK, FP_INBOX_AFTER_COMMIT, F
                                     FP_DB_COMMIT_LOST};
 
 static struct {
-    char name[48];
+    const char *name; /* one of known[] */
     atomic_int left;
 } armed[FAILPOINTS_MAX];
 static int narmed;
 
-static int is_known(const char *name, size_t len)
+static const char *known_name(const char *name, size_t len)
 {
     for (size_t i = 0; i < ARRAY_LEN(known); i++)
         if (strlen(known[i]) == len && strncmp(known[i], name, len) == 0)
-            return 1;
-    return 0;
+            return known[i];
+    return NULL;
 }
 
-/* ":n" after a name: n from 1 to 999,999,999, its digits alone. */
-static int count_valid(const char *c, size_t len)
+/* Reads spec ("name[:n],..."), arming each entry when arm is set. 1 when
+ * every entry is a known name, alone or with ":n" (n from 1, its digits
+ * alone, below 10^9), at most FAILPOINTS_MAX of them (none: spec empty). */
+static int parse_spec(const char *spec, int arm)
 {
-    if (len < 2 || len > 10 || c[0] != ':' || c[1] == '0')
-        return 0;
-    for (size_t i = 1; i < len; i++)
-        if (!isdigit((unsigned char)c[i]))
+    int n = 0;
+    for (const char *t = spec; *spec;) {
+        size_t len = strcspn(t, ","), nlen = strcspn(t, ",:");
+        const char *name = known_name(t, nlen);
+        long long count = 1;
+        char num[16] = "";
+        if (nlen < len) /* ":n" */
+            snprintf(num, sizeof num, "%.*s", (int)(len - nlen - 1), t + nlen + 1);
+        if (++n > FAILPOINTS_MAX || !name ||
+            (nlen < len && (len - nlen - 1 >= sizeof num || decimal_parse(num, 0, &count) < 0 ||
+                            count < 1 || count > 999999999)))
             return 0;
+        if (arm) {
+            armed[narmed].name = name;
+            atomic_store(&armed[narmed++].left, (int)count);
+        }
+        t += len;
+        if (*t++ == '\0')
+            break;
+    }
     return 1;
 }
 
 int failpoint_spec_valid(const char *spec)
 {
-    if (*spec == '\0')
-        return 1;
-    int n = 0;
-    for (const char *t = spec;; t++) {
-        size_t len = strcspn(t, ","), name = strcspn(t, ",:");
-        if (++n > FAILPOINTS_MAX || !is_known(t, name) ||
-            (name < len && !count_valid(t + name, len - name)))
-            return 0;
-        t += len;
-        if (*t == '\0')
-            return 1;
-    }
+    return parse_spec(spec, 0);
 }
 
 void failpoint_init(const char *spec)
 {
-    char *copy = xstrdup(spec ? spec : ""), *save = NULL;
-    for (char *t = strtok_r(copy, ",", &save); t && narmed < FAILPOINTS_MAX;
-         t = strtok_r(NULL, ",", &save)) {
-        char *colon = strchr(t, ':');
-        int n = colon ? atoi(colon + 1) : 1;
-        if (colon)
-            *colon = '\0';
-        snprintf(armed[narmed].name, sizeof armed[narmed].name, "%s", t);
-        atomic_store(&armed[narmed++].left, n > 0 ? n : 1);
-    }
-    free(copy);
+    narmed = 0;
+    if (spec && parse_spec(spec, 0))
+        parse_spec(spec, 1);
 }
 
 int failpoint_on(const char *name)

@@ -95,10 +95,12 @@ const char *http_req_header(const struct http_req *req, const char *name)
     if (MHD_lookup_connection_value_n(req->conn, MHD_HEADER_KIND, name, strlen(name), &v, &n) !=
             MHD_YES || !v)
         return NULL;
-    if (n == 0 || (v[n - 1] != ' ' && v[n - 1] != '\t'))
+    size_t len = n;
+    while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t'))
+        len--;
+    if (len == n)
         return v;
-    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
-        n--;
+    n = len;
     struct conn_state *st = state_of(req);
     struct header_copy *h = xmalloc(sizeof *h + n + 1);
     memcpy(h->value, v, n);
@@ -144,11 +146,27 @@ void http_resp_error(struct http_resp *resp, int status, const char *code,
     http_resp_json(resp, status, json_pack("{s:o}", "error", e));
 }
 
-/* Whether route r takes method: its own, and HEAD where it is GET. */
+void http_resp_bad_body(struct http_resp *resp, enum err e, const char *message,
+                        const char *field)
+{
+    if (e == ERR_INVALID)
+        http_resp_error(resp, 400, "invalid_json", message, NULL);
+    else
+        http_resp_error(resp, 400, "validation_failed", message, field);
+}
+
+/* Whether route r answers HEAD: a GET route, but not a gated one (an
+ * operator's GET may be work, as the admin API's reconciliation run, that a
+ * checker sending HEAD should not start). */
+static int heads(const struct http_route *r)
+{
+    return strcmp(r->method, "GET") == 0 && !r->gate;
+}
+
+/* Whether route r takes method: its own, and HEAD where it heads(). */
 static int takes(const struct http_route *r, const char *method)
 {
-    return strcmp(method, r->method) == 0 ||
-           (strcmp(method, "HEAD") == 0 && strcmp(r->method, "GET") == 0);
+    return strcmp(method, r->method) == 0 || (strcmp(method, "HEAD") == 0 && heads(r));
 }
 
 /* Appends method to a 405's Allow list (", "-separated). */
@@ -178,7 +196,7 @@ static const struct http_route *route_find(const struct http_server *s, const ch
             continue;
         *same_path = r;
         allow_add(allow, allow_len, r->method);
-        if (strcmp(r->method, "GET") == 0)
+        if (heads(r))
             allow_add(allow, allow_len, "HEAD");
         if (!found && takes(r, method))
             found = r;
@@ -202,23 +220,43 @@ static const struct http_route *gate_of_segment(const struct http_server *s, con
     return NULL;
 }
 
-/* application/json, its parameters after it (RFC 9110, 8.3.1): a charset
- * other than UTF-8 is refused, since the body is read as UTF-8. */
+/* A charset the body may be read in as UTF-8: UTF-8 (also written utf8),
+ * or ASCII, which is UTF-8. value: up to the parameter's end. */
+static int utf8_charset(const char *value, size_t n)
+{
+    static const char *const ok[] = {"utf-8", "utf8", "us-ascii"};
+    if (n >= 2 && value[0] == '"' && value[n - 1] == '"') {
+        value++;
+        n -= 2;
+    }
+    for (size_t i = 0; i < ARRAY_LEN(ok); i++)
+        if (n == strlen(ok[i]) && strncasecmp(value, ok[i], n) == 0)
+            return 1;
+    return 0;
+}
+
+/* application/json and its parameters (RFC 9110, 8.3.1: "; name=value",
+ * blanks around the ';'): a charset the body cannot be read in as UTF-8 is
+ * refused. */
 static int is_json(const char *ctype)
 {
     size_t n = strlen("application/json");
     if (!ctype || strncasecmp(ctype, "application/json", n) != 0)
         return 0;
-    const char *p = ctype + n;
-    p += strspn(p, " \t");
-    if (*p != '\0' && *p != ';')
-        return 0;
-    const char *cs = strcasestr(p, "charset=");
-    if (!cs)
-        return 1;
-    cs += strlen("charset=");
-    cs += *cs == '"';
-    return strncasecmp(cs, "utf-8", 5) == 0 && strchr("\"; \t", cs[5]);
+    for (const char *p = ctype + n;;) {
+        p += strspn(p, " \t");
+        if (*p == '\0')
+            return 1;
+        if (*p++ != ';')
+            return 0;
+        p += strspn(p, " \t");
+        size_t len = strcspn(p, ";"), end = len;
+        while (end > 0 && (p[end - 1] == ' ' || p[end - 1] == '\t'))
+            end--;
+        if (end > 8 && strncasecmp(p, "charset=", 8) == 0 && !utf8_charset(p + 8, end - 8))
+            return 0;
+        p += len;
+    }
 }
 
 /* A body sent compressed (Content-Encoding other than identity) is not read. */

@@ -36,7 +36,7 @@ struct http_resp {
 typedef void (*http_handler_fn)(const struct http_req *req, struct http_resp *resp, void *ctx);
 
 struct http_route {
-    const char *method;    /* a GET route answers HEAD too (the body left out) */
+    const char *method;    /* a GET route without a gate answers HEAD too (no body) */
     const char *path;      /* exact path, or prefix if it ends with '/' */
     const char *name;      /* the `route` label in metrics */
     http_handler_fn fn;
@@ -89,5 +89,10 @@ void http_resp_json(struct http_resp *resp, int status, json_t *body);
 /* Sets the contract's error body {"error":{"code","message"[,"field"]}}. */
 void http_resp_error(struct http_resp *resp, int status, const char *code,
                      const char *message, const char *field);
+/* A body refused: 400 invalid_json when it could not be read (e is
+ * ERR_INVALID: not JSON), else 400 validation_failed (field if one is at
+ * fault). */
+void http_resp_bad_body(struct http_resp *resp, enum err e, const char *message,
+                        const char *field);
 
 #endif

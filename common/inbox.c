@@ -103,7 +103,7 @@ static void mark_poison(struct slot *sl, const char *why)
 {
     sl->settle = SETTLE_TERM;
     sl->result = "poison";
-    snprintf(sl->why, sizeof sl->why, "%s", why);
+    utf8_copy(sl->why, sizeof sl->why, why); /* a text column: a cut character would fail it */
 }
 
 /* bytea hex input: any bytes, valid UTF-8 or not. */

@@ -515,6 +515,20 @@ void buf_utf8_preview(struct buf *b, const void *p, size_t n, size_t max_chars)
         buf_append(b, "...", 3);
 }
 
+void utf8_copy(char *dst, size_t cap, const char *src)
+{
+    struct buf b;
+    buf_init(&b);
+    size_t n = strlen(src);
+    buf_utf8_preview(&b, src, n, n);
+    size_t len = b.len < cap ? b.len : cap - 1;
+    while (len > 0 && len < b.len && ((unsigned char)b.data[len] & 0xC0) == 0x80)
+        len--; /* not inside a character */
+    memcpy(dst, b.data, len);
+    dst[len] = '\0';
+    buf_cleanup(&b);
+}
+
 int hex_val(char c)
 {
     return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10

@@ -104,6 +104,11 @@ void buf_base64(struct buf *b, const void *p, size_t n);
  * the bytes are: invalid sequences and NULs become U+FFFD, and "..." marks a
  * cut. The result is always safe to put in a JSON string. */
 void buf_utf8_preview(struct buf *b, const void *p, size_t n, size_t max_chars);
+/* Copies src into dst (cap bytes) as valid UTF-8 text: bytes that are not
+ * (a sequence cut by an earlier %.*s, say) become U+FFFD, and the copy ends
+ * on a character's boundary where dst is full. For text a column of type
+ * text must take. */
+void utf8_copy(char *dst, size_t cap, const char *src);
 /* The value of one hex digit (either case), or -1. */
 int hex_val(char c);
 /* Decodes hex text (as Postgres encode(x, 'hex') gives) into a heap buffer

@@ -54,13 +54,11 @@ static int parse_available(const struct http_req *req, struct http_resp *resp, i
         reals = json_loadb(req->body, req->body_len,
                            JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, NULL);
     int ok = o && available_of(o, out);
-    if (e == ERR_VALIDATION)
-        http_resp_error(resp, 400, "validation_failed", fe.message, NULL);
-    else if (!ok && (o || (json_is_object(reals) && available_too_big(reals))))
-        http_resp_error(resp, 400, "validation_failed",
-                        "available must be an integer from 0 to 9007199254740991", "available");
+    if (!ok && (o || (json_is_object(reals) && available_too_big(reals))))
+        http_resp_bad_body(resp, ERR_VALIDATION,
+                           "available must be an integer from 0 to 9007199254740991", "available");
     else if (!ok)
-        http_resp_error(resp, 400, "invalid_json", fe.message, NULL);
+        http_resp_bad_body(resp, e, fe.message, NULL);
     json_decref(o);
     json_decref(reals);
     return ok;

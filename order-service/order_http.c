@@ -30,12 +30,8 @@ static int parse_request(const struct http_req *req, struct http_resp *resp,
 {
     struct field_error fe;
     enum err e = order_request_parse(req->body, req->body_len, out, &fe);
-    if (e == ERR_INVALID) {
-        http_resp_error(resp, 400, "invalid_json", fe.message, NULL);
-        return 0;
-    }
     if (e != ERR_OK) {
-        http_resp_error(resp, 400, "validation_failed", fe.message, fe.field);
+        http_resp_bad_body(resp, e, fe.message, fe.field);
         return 0;
     }
     *key = http_req_header(req, "Idempotency-Key");

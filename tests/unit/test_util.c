@@ -312,6 +312,30 @@ START_TEST(utf8_preview_keeps_valid_text_and_replaces_the_rest)
 }
 END_TEST
 
+/* A poison reason goes to a text column: whatever cut it, it is valid UTF-8
+ * (a %.170s can end inside a character) and fits, ending on a boundary. */
+START_TEST(utf8_copy_is_valid_text_that_fits)
+{
+    static const struct { const char *in; size_t cap; const char *out; } cases[] = {
+        {"plain", 16, "plain"},
+        {"caf\xc3", 16, "caf\xef\xbf\xbd"},          /* a character cut at its end */
+        {"a\xff" "b", 16, "a\xef\xbf\xbd" "b"},        /* a byte no UTF-8 has */
+        {"ab\xc3\xa9", 4, "ab"},                     /* é does not fit: left out whole */
+        {"ab\xc3\xa9", 5, "ab\xc3\xa9"},
+        {"\xe2\x82\xac\xe2\x82\xac", 6, "\xe2\x82\xac"}, /* a second euro sign would not */
+        {"", 4, ""},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        char out[16];
+        memset(out, 'x', sizeof out);
+        utf8_copy(out, cases[i].cap, cases[i].in);
+        ck_assert_msg(strcmp(out, cases[i].out) == 0, "case %zu: %s", i, out);
+        ck_assert(utf8_valid(out, strlen(out)));
+        ck_assert_uint_lt(strlen(out), cases[i].cap);
+    }
+}
+END_TEST
+
 START_TEST(hex_decode_round_trips_and_rejects_bad_digits)
 {
     unsigned char *p = NULL;
@@ -423,6 +447,7 @@ Suite *util_suite(void)
     tc = tcase_create("bytes");
     tcase_add_test(tc, base64_pads_and_encodes_any_bytes);
     tcase_add_test(tc, utf8_preview_keeps_valid_text_and_replaces_the_rest);
+    tcase_add_test(tc, utf8_copy_is_valid_text_that_fits);
     tcase_add_test(tc, hex_decode_round_trips_and_rejects_bad_digits);
     tcase_add_test(tc, thread_start_names_the_thread);
     suite_add_tcase(s, tc);
