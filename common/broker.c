@@ -970,6 +970,8 @@ static int fetch_batch(struct broker_sub *sub, int max)
 {
     int queued = 0;
     natsSubscription_GetPending(sub->sub, &queued, NULL);
+    if (queued > 0 && max > 1)
+        log_debug("fetch: %d message(s) queued before it, taken one at a time", queued);
     return queued > 0 ? 1 : max;
 }
 
