@@ -81,6 +81,9 @@ static json_t *who(const struct http_req *req)
     char peer[64], actor[ACTOR_MAX + 1] = "";
     http_req_peer(req, peer, sizeof peer);
     const char *a = http_req_header(req, "X-Admin-Actor");
+    const struct service *svc = req->ctx;
+    if (a && svc && svc->cfg.admin_token && admin_token_equal(a, svc->cfg.admin_token))
+        a = "(the token: not logged)"; /* a client that sent it there */
     size_t n = 0;
     for (; a && a[n] && n < ACTOR_MAX; n++)
         actor[n] = a[n] > 0x20 && a[n] < 0x7f ? a[n] : '_';
@@ -304,7 +307,8 @@ static const char *requeue(struct service *svc, struct admin *a, const char *eve
     return result;
 }
 
-/* {"event_id":"<uuid>"} requeues that row; {"all":true} every dead row. */
+/* {"event_id":"<uuid>"} requeues that row; {"all":true} every dead row;
+ * both at once is refused (it requeued every dead row). */
 static void post_requeue(const struct http_req *req, struct http_resp *resp, void *ctx)
 {
     struct service *svc = ctx;
@@ -313,8 +317,12 @@ static void post_requeue(const struct http_req *req, struct http_resp *resp, voi
     if (!o)
         return;
     int all = json_is_true(json_object_get(o, "all"));
+    int both = all && json_object_get(o, "event_id"); /* which was meant? */
     const char *id = all ? NULL : body_uuid(o, "event_id", resp);
-    if (all || id) {
+    if (both)
+        http_resp_error(resp, 400, "validation_failed", "give either event_id or all, not both",
+                        "event_id");
+    else if (all || id) {
         long n = 0;
         const char *result = requeue(svc, a, id, resp, &n);
         audit(req, all ? "requeue_all_dead" : "requeue", result,

@@ -376,7 +376,7 @@ static enum MHD_Result received(struct http_server *s, struct MHD_Connection *co
 {
     sock_receiving(s, conn, 0);
     st->req = (struct http_req){.method = method, .path = url, .body = st->body.data,
-                                .body_len = st->body.len, .conn = conn};
+                                .body_len = st->body.len, .conn = conn, .ctx = s->ctx};
     st->resp.status = 500;
     st->route = pick(s, &st->req, st, &st->resp, &st->label);
     if (!st->route || st->route->quick) {

@@ -23,6 +23,7 @@ struct http_req {
     const char *body;      /* NUL-terminated; may contain NULs within body_len */
     size_t body_len;
     void *conn;            /* opaque, for http_req_header() */
+    void *ctx;             /* the server's context, as handlers are given it */
 };
 
 struct http_resp {

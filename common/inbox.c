@@ -475,8 +475,14 @@ static void give_back(struct broker_in *msgs, int n)
 static void hand_over(struct inbox *in, struct broker_in *msgs, int n)
 {
     pthread_mutex_lock(&in->mu);
-    while (in->has_next && !atomic_load(&in->stopping))
-        pthread_cond_wait(&in->cv, &in->mu);
+    while (in->has_next && !atomic_load(&in->stopping)) {
+        struct timespec until = mono_deadline(GAUGES_EVERY_MS);
+        if (pthread_cond_timedwait(&in->cv, &in->mu, &until) != 0 && in->has_next) {
+            pthread_mutex_unlock(&in->mu); /* the workers are stuck (a lock, a slow disk): */
+            update_lag_gauge(in);          /* the lag they leave still shows */
+            pthread_mutex_lock(&in->mu);
+        }
+    }
     int give = !atomic_load(&in->stopping);
     if (give) {
         in->next = msgs;
@@ -527,9 +533,13 @@ static void *fetch_main(void *arg)
 {
     struct inbox *in = arg;
     while (!atomic_load(&in->stopping)) {
-        /* no fetch while Postgres is away: deliveries would be used up for nothing */
-        if (!wait_for_db(in))
+        /* no fetch while Postgres is away: deliveries would be used up for
+         * nothing; the lag still shows, for the alert that names this case */
+        if (!wait_for_db(in)) {
+            if (in->sub)
+                update_lag_gauge(in);
             continue;
+        }
         if (!ensure_sub(in))
             continue;
         update_lag_gauge(in);

@@ -126,6 +126,18 @@ START_TEST(token_guard_401_403_200_and_never_logged)
     ck_assert_int_eq(admin_do(s.port, "HEAD", "/admin/reconcile", "Bearer " TOKEN, NULL, &r), 405);
     ck_assert_msg(strstr(r.head, "\r\nAllow: GET\r\n") != NULL, "%s", r.head);
     http_result_free(&r);
+    /* event_id and all at once: which was meant? (it requeued every dead row) */
+    ck_assert_int_eq(admin(&s, "POST", "/admin/outbox/requeue",
+                           "{\"all\":true,\"event_id\":\"6f1c1f1e-0000-4000-8000-000000000000\"}",
+                           &r), 400);
+    ck_assert_str_eq(error_code(r.body), "validation_failed");
+    http_result_free(&r);
+    /* a client that sends the token as its name does not get it logged */
+    static const char *const leak[] = {"Authorization: Bearer " TOKEN, "X-Admin-Actor: " TOKEN,
+                                       NULL};
+    ck_assert_int_eq(http_do(s.port, "GET", "/admin/outbox", leak, NULL, 0, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    http_result_free(&r);
     /* the whole of /admin/ asks for the token: which paths exist is not told */
     ck_assert_int_eq(admin_do(s.port, "GET", "/admin/no-such-thing", NULL, NULL, NULL), 401);
     ck_assert_int_eq(admin(&s, "GET", "/admin/no-such-thing", NULL, NULL), 404);
