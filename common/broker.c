@@ -908,23 +908,47 @@ enum err broker_sub_pending(struct broker_sub *sub, uint64_t *pending)
     return s == NATS_OK ? ERR_OK : ERR_UNAVAILABLE;
 }
 
+/* The message stored at seq (msg get API), for the caller to destroy. */
+static enum err stored_msg(struct broker *b, const char *stream, uint64_t seq, natsMsg **m)
+{
+    jsErrCode jerr = 0;
+    struct conn *c = conn_get(b);
+    natsStatus s = js_GetMsg(m, c->js_admin, stream, seq, NULL, &jerr);
+    conn_put(b, c);
+    if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr)
+        return ERR_NOT_FOUND;
+    return s == NATS_OK ? ERR_OK : ERR_UNAVAILABLE;
+}
+
 enum err broker_stream_msg_id(struct broker *b, const char *stream, uint64_t seq,
                               char *id, size_t idlen)
 {
     natsMsg *m = NULL;
-    jsErrCode jerr = 0;
-    struct conn *c = conn_get(b);
-    natsStatus s = js_GetMsg(&m, c->js_admin, stream, seq, NULL, &jerr);
-    conn_put(b, c);
+    enum err e = stored_msg(b, stream, seq, &m);
     const char *v = NULL;
-    if (s == NATS_OK && natsMsgHeader_Get(m, "Nats-Msg-Id", &v) != NATS_OK)
+    if (e == ERR_OK && natsMsgHeader_Get(m, "Nats-Msg-Id", &v) != NATS_OK)
         v = NULL;
-    if (s == NATS_OK)
+    if (e == ERR_OK)
         snprintf(id, idlen, "%s", v ? v : "");
     natsMsg_Destroy(m);
-    if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr)
-        return ERR_NOT_FOUND;
-    return s == NATS_OK ? ERR_OK : ERR_UNAVAILABLE;
+    return e;
+}
+
+enum err broker_stream_msg_body(struct broker *b, const char *stream, uint64_t seq,
+                                char *subject, size_t subjlen, char **body, size_t *len)
+{
+    natsMsg *m = NULL;
+    enum err e = stored_msg(b, stream, seq, &m);
+    *body = NULL;
+    if (e == ERR_OK) {
+        snprintf(subject, subjlen, "%s", natsMsg_GetSubject(m));
+        *len = (size_t)natsMsg_GetDataLength(m);
+        *body = xmalloc(*len + 1);
+        memcpy(*body, natsMsg_GetData(m), *len);
+        (*body)[*len] = '\0';
+    }
+    natsMsg_Destroy(m);
+    return e;
 }
 
 enum err broker_consumer_ack_floor(struct broker *b, const char *stream, const char *durable,

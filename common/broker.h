@@ -121,6 +121,10 @@ enum err broker_sub_pending(struct broker_sub *sub, uint64_t *pending);
  * (deleted, or never written); ERR_UNAVAILABLE when the server cannot tell. */
 enum err broker_stream_msg_id(struct broker *b, const char *stream, uint64_t seq,
                               char *id, size_t idlen);
+/* The same message's subject and a copy of its body (*body: heap,
+ * NUL-terminated, caller frees; NULL unless ERR_OK). */
+enum err broker_stream_msg_body(struct broker *b, const char *stream, uint64_t seq,
+                                char *subject, size_t subjlen, char **body, size_t *len);
 /* The durable consumer's ack floor: every message of the stream up to this
  * sequence is acknowledged. ERR_UNAVAILABLE when the server cannot tell. */
 enum err broker_consumer_ack_floor(struct broker *b, const char *stream, const char *durable,

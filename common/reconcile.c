@@ -4,6 +4,7 @@
  * through broker.c (msg get by sequence, consumer ack floor). */
 #include "reconcile.h"
 #include "db.h"
+#include "event.h"
 #include "log.h"
 #include "metrics.h"
 #include "util.h"
@@ -64,13 +65,44 @@ struct scan {
     char (*ids)[80];
 };
 
+/* Whether subject is one the consumer takes: filter exact, or "x.>". */
+static int filter_takes(const char *filter, const char *subject)
+{
+    size_t n = strlen(filter);
+    if (n >= 2 && strcmp(filter + n - 2, ".>") == 0)
+        return strncmp(subject, filter, n - 1) == 0 && subject[n - 1] != '\0';
+    return strcmp(subject, filter) == 0;
+}
+
+/* The id a consumed message is processed under: its body's event_id (the
+ * contract's key, whatever the header says), for a subject the consumer
+ * takes; "" for any other message (another subject, never delivered; a body
+ * with no event id, dead-lettered under none), which no id can account for. */
+static enum err consumed_id(struct reconcile *rc, uint64_t seq, char id[UUID_STR_LEN])
+{
+    char subject[256], *body = NULL;
+    size_t len = 0;
+    enum err e = broker_stream_msg_body(rc->b, rc->s.consumed, seq, subject, sizeof subject,
+                                        &body, &len);
+    id[0] = '\0';
+    if (e == ERR_OK && filter_takes(rc->s.filter, subject) &&
+        event_peek_id(body, len, id) != ERR_OK)
+        id[0] = '\0';
+    free(body);
+    return e;
+}
+
+/* produced: the ids the relay sent (Nats-Msg-Id); else the consumed ids. */
 static enum err scan_stream(struct reconcile *rc, const char *stream, uint64_t lo, uint64_t hi,
                             struct scan *sc)
 {
     size_t n = hi - lo + 1;
+    int produced = strcmp(stream, rc->s.produced) == 0;
     *sc = (struct scan){lo, hi, xcalloc(n, sizeof *sc->ids)};
     for (size_t i = 0; i < n; i++) {
-        enum err e = broker_stream_msg_id(rc->b, stream, lo + i, sc->ids[i], sizeof sc->ids[i]);
+        enum err e = produced ? broker_stream_msg_id(rc->b, stream, lo + i, sc->ids[i],
+                                                     sizeof sc->ids[i])
+                              : consumed_id(rc, lo + i, sc->ids[i]);
         if (e == ERR_NOT_FOUND)
             sc->ids[i][0] = '\0';
         else if (e != ERR_OK)

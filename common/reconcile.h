@@ -26,6 +26,7 @@ struct reconcile;
 struct reconcile_streams {
     const char *produced;                 /* the stream the outbox relay writes */
     const char *consumed, *durable;       /* the stream and consumer the inbox reads */
+    const char *filter;                   /* the consumer's subjects ("x.y" or "x.>") */
 };
 
 /* Starts the periodic check on its own Postgres connection. cfg, broker and

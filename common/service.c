@@ -288,7 +288,7 @@ static int run(struct service *svc)
     if (svc->def->inbox)
         inbox_start(&svc->cfg, svc->broker, &svc->inbox_handler, &svc->inbox);
     struct reconcile_streams rs = {svc->def->admin.stream, svc->inbox_handler.stream,
-                                   svc->inbox_handler.durable};
+                                   svc->inbox_handler.durable, svc->inbox_handler.filter};
     reconcile_start(&svc->cfg, svc->broker, &rs, &svc->reconcile);
     if (svc->def->app_start)
         svc->def->app_start(svc);

@@ -478,6 +478,25 @@ START_TEST(reconcile_reports_nothing_then_exactly_the_deleted_message)
     ck_assert(wait_until(settled, NULL, 20000));
     assert_clean(&s, "produced", 5);
     assert_clean(&inv, "produced", 5);
+    /* Messages the consumer accounts for otherwise are not "unprocessed"
+     * (each was, before): a subject outside its filter (never delivered),
+     * a body with no event id (dead-lettered under none), and a replay of a
+     * processed event under another message id (the body's event_id is the
+     * key, by the contract). */
+    char *body = pg_text("orders", "SELECT payload FROM outbox_events WHERE stream_seq = 1");
+    char id[UUID_STR_LEN];
+    uuid_v4(id);
+    ck_assert_int_eq(natsd_publish(&nats, "orders.cancelled", id, "{\"note\":1}"), 0);
+    uuid_v4(id);
+    ck_assert_int_eq(natsd_publish(&nats, "orders.created", id, "not json"), 0);
+    uuid_v4(id);
+    ck_assert_int_eq(natsd_publish(&nats, "orders.created", id, body), 0);
+    free(body);
+    for (int i = 0; i < 100 && svc_metric(&inv, "inventory_messages_total{result=\"duplicate\"}") < 1;
+         i++)
+        sleep_ms(100);
+    ck_assert_double_eq(svc_metric(&inv, "inventory_messages_total{result=\"poison\"}"), 1);
+    assert_clean(&inv, "consumed", -1);
     /* by hand: the third OrderCreated disappears from the stream */
     ck_assert_int_eq(natsd_stream_msg_delete(&nats, "ORDERS", 3), 0);
     char *lost = pg_text("orders", "SELECT event_id FROM outbox_events WHERE stream_seq = 3");
