@@ -527,6 +527,15 @@ static void recycle(struct broker *b)
     note_answer(b);
 }
 
+/* A replicated stream that a node describes with no leader: the cluster
+ * lost its quorum (two of three nodes down), or is electing one. Its info
+ * still comes back at once, from the node that is left; publishing cannot. */
+static int leaderless_stream(const jsStreamInfo *si)
+{
+    return si && si->Cluster && si->Config && si->Config->Replicas > 1 &&
+           (!si->Cluster->Leader || !si->Cluster->Leader[0]);
+}
+
 static enum err probe_on(struct broker *b, struct conn *c, char *msg, size_t msglen)
 {
     if (!conn_up(c)) {
@@ -540,7 +549,14 @@ static enum err probe_on(struct broker *b, struct conn *c, char *msg, size_t msg
     jsStreamInfo *si = NULL;
     natsStatus s = stream_lookup(c->js_admin, b->own->name, PROBE_WAIT_MS, &si, &jerr);
     int foreign = s == NATS_OK && made_by_a_reader(b, si);
+    int leaderless = s == NATS_OK && leaderless_stream(si);
     jsStreamInfo_Destroy(si);
+    if (leaderless) { /* a node answers, but nothing can be stored: not ready */
+        note_answer(b);
+        snprintf(msg, msglen, "stream %s has no leader (a cluster without its quorum)",
+                 b->own->name);
+        return ERR_UNAVAILABLE;
+    }
     if (s == NATS_NOT_FOUND || foreign) {
         note_answer(b);
         forget_stream(b);

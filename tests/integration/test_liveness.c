@@ -168,6 +168,32 @@ START_TEST(frozen_cluster_node_is_left_within_seconds)
 }
 END_TEST
 
+/* A cluster that lost its quorum (two of three nodes down) still answers
+ * the stream's info from the node left, with no leader, and stores nothing:
+ * /readyz is 503 all along (it was 200, while the outbox filled), and 200
+ * again once a node is back. */
+START_TEST(readyz_is_503_while_the_cluster_has_no_quorum)
+{
+    struct natsd n[CLUSTER_NODES];
+    char urls[256];
+    natsd_cluster_start(n, urls, sizeof urls);
+    const char *env[] = {"JS_REPLICAS=3", NULL};
+    struct svc s = start_ready(urls, env);
+    natsd_kill(&n[0]);
+    natsd_kill(&n[1]);
+    ck_assert_int_ge(wait_readyz(&s, 503, 15000), 0);
+    int ready = 0; /* not a blip while the client moves to the node left */
+    for (int i = 0; i < 16; i++, sleep_ms(500))
+        ready += readyz_quick(&s) == 200;
+    natsd_restart(&n[0]);
+    ck_assert_int_eq(ready, 0);
+    ck_assert_int_ge(wait_readyz(&s, 200, 30000), 0);
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+    for (int i = 0; i < CLUSTER_NODES; i++)
+        natsd_cleanup(&n[i]);
+}
+END_TEST
+
 /* nats-server hangs (SIGSTOP) while orders flow, and the operator stops
  * both services: orders are still taken (201, the outbox keeps them), and
  * each service exits 0 within the contract's 10 s, whatever NATS does. */
@@ -338,6 +364,7 @@ Suite *liveness_suite(void)
     tcase_add_test(tc, readyz_follows_jetstream_not_the_tcp_connection);
     tcase_add_test(tc, readyz_is_503_while_the_written_stream_is_refused);
     tcase_add_test(tc, frozen_cluster_node_is_left_within_seconds);
+    tcase_add_test(tc, readyz_is_503_while_the_cluster_has_no_quorum);
     tcase_add_test(tc, frozen_nats_while_busy_then_sigterm);
     tcase_add_test(tc, nats_closing_every_session_is_tried_again);
     tcase_add_test(tc, messages_queued_before_a_fetch_are_taken_one_at_a_time);
