@@ -142,13 +142,26 @@ static struct svc start_ready(const char *urls, const char *const env[])
     return s;
 }
 
+/* A 3-node cluster (urls: its client URLs) and an order-service on it,
+ * ready, its streams replicated on every node. */
+static struct svc cluster_ready(struct natsd n[CLUSTER_NODES], char *urls, size_t urls_len)
+{
+    natsd_cluster_start(n, urls, urls_len);
+    const char *env[] = {"JS_REPLICAS=3", NULL};
+    return start_ready(urls, env);
+}
+
+static void cluster_cleanup(struct natsd n[CLUSTER_NODES])
+{
+    for (int i = 0; i < CLUSTER_NODES; i++)
+        natsd_cleanup(&n[i]);
+}
+
 START_TEST(frozen_cluster_node_is_left_within_seconds)
 {
     struct natsd n[CLUSTER_NODES];
     char urls[256];
-    natsd_cluster_start(n, urls, sizeof urls);
-    const char *env[] = {"JS_REPLICAS=3", NULL};
-    struct svc s = start_ready(urls, env);
+    struct svc s = cluster_ready(n, urls, sizeof urls);
     long want = 1;
     ck_assert_int_eq(http_post_json(s.port, "/orders", ORDER_JSON, NULL), 201);
     ck_assert(wait_until(published, &want, 15000));
@@ -163,8 +176,7 @@ START_TEST(frozen_cluster_node_is_left_within_seconds)
             "%lld ms (pings off: JetStream timeouts alone)\n", (long long)by_default,
             (long long)by_timeouts);
     ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
-    for (int i = 0; i < CLUSTER_NODES; i++)
-        natsd_cleanup(&n[i]);
+    cluster_cleanup(n);
 }
 END_TEST
 
@@ -176,9 +188,7 @@ START_TEST(readyz_is_503_while_the_cluster_has_no_quorum)
 {
     struct natsd n[CLUSTER_NODES];
     char urls[256];
-    natsd_cluster_start(n, urls, sizeof urls);
-    const char *env[] = {"JS_REPLICAS=3", NULL};
-    struct svc s = start_ready(urls, env);
+    struct svc s = cluster_ready(n, urls, sizeof urls);
     natsd_kill(&n[0]);
     natsd_kill(&n[1]);
     ck_assert_int_ge(wait_readyz(&s, 503, 15000), 0);
@@ -189,8 +199,7 @@ START_TEST(readyz_is_503_while_the_cluster_has_no_quorum)
     ck_assert_int_eq(ready, 0);
     ck_assert_int_ge(wait_readyz(&s, 200, 30000), 0);
     ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
-    for (int i = 0; i < CLUSTER_NODES; i++)
-        natsd_cleanup(&n[i]);
+    cluster_cleanup(n);
 }
 END_TEST
 
