@@ -43,8 +43,11 @@ const struct db_stmt admin_store_stmts[] = {
     {"admin_forget_poisoned",
      "DELETE FROM processed_messages p USING dead_letters d WHERE d.id = $1::bigint "
      "AND p.event_id = d.event_id AND p.processed_at = d.created_at"},
+    /* the first reapply's record stays: a later one finds the event applied
+     * already ("duplicate") and must not hide what the first did */
     {"admin_dead_letter_done",
-     "UPDATE dead_letters SET reapplied_at = now(), reapply_result = $2 WHERE id = $1::bigint"},
+     "UPDATE dead_letters SET reapplied_at = coalesce(reapplied_at, now()), "
+     "reapply_result = coalesce(reapply_result, $2) WHERE id = $1::bigint"},
 };
 const size_t admin_store_nstmts = ARRAY_LEN(admin_store_stmts);
 

@@ -305,6 +305,12 @@ START_TEST(poison_listed_and_reapplied_once_its_cause_is_fixed)
     http_result_free(&r);
     char *after = pg_text("orders", "SELECT updated_at FROM orders WHERE id = '" GHOST "'");
     ck_assert_str_eq(updated, after);
+    /* the record keeps what the first reapply did (it was overwritten) */
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT reapply_result FROM dead_letters WHERE id = %ld", ghost);
+    char *kept = pg_text("orders", sql);
+    ck_assert_str_eq(kept, "confirmed");
+    free(kept);
     free(updated);
     free(after);
     ck_assert_int_eq(reapply(&s, 999999, NULL), 404);
