@@ -527,13 +527,26 @@ static void recycle(struct broker *b)
     note_answer(b);
 }
 
-/* A replicated stream that a node describes with no leader: the cluster
- * lost its quorum (two of three nodes down), or is electing one. Its info
- * still comes back at once, from the node that is left; publishing cannot. */
+#define PEER_SILENT_NS (5 * 1000000000LL) /* a replica not heard from for this long is gone */
+
+/* A replicated stream that cannot store: described with no leader (the node
+ * left after two of three went down, or an election), or by a leader that
+ * hears from too few replicas for a quorum (it was the node left). Its info
+ * still comes back at once; publishing cannot. A replica that lags (not
+ * "current") still counts: under load one may, and the stream still stores. */
 static int leaderless_stream(const jsStreamInfo *si)
 {
-    return si && si->Cluster && si->Config && si->Config->Replicas > 1 &&
-           (!si->Cluster->Leader || !si->Cluster->Leader[0]);
+    if (!si || !si->Cluster || !si->Config || si->Config->Replicas <= 1)
+        return 0;
+    const jsClusterInfo *ci = si->Cluster;
+    if (!ci->Leader || !ci->Leader[0])
+        return 1;
+    int heard = 1; /* the leader */
+    for (int i = 0; i < ci->ReplicasLen; i++) {
+        const jsPeerInfo *p = ci->Replicas[i];
+        heard += p && !p->Offline && p->Active < PEER_SILENT_NS;
+    }
+    return heard < si->Config->Replicas / 2 + 1;
 }
 
 static enum err probe_on(struct broker *b, struct conn *c, char *msg, size_t msglen)
@@ -553,8 +566,8 @@ static enum err probe_on(struct broker *b, struct conn *c, char *msg, size_t msg
     jsStreamInfo_Destroy(si);
     if (leaderless) { /* a node answers, but nothing can be stored: not ready */
         note_answer(b);
-        snprintf(msg, msglen, "stream %s has no leader (a cluster without its quorum)",
-                 b->own->name);
+        snprintf(msg, msglen, "stream %s has no leader with a quorum (a cluster without its "
+                 "quorum)", b->own->name);
         return ERR_UNAVAILABLE;
     }
     if (s == NATS_NOT_FOUND || foreign) {
