@@ -534,7 +534,7 @@ static void recycle(struct broker *b)
  * hears from too few replicas for a quorum (it was the node left). Its info
  * still comes back at once; publishing cannot. A replica that lags (not
  * "current") still counts: under load one may, and the stream still stores. */
-static int leaderless_stream(const jsStreamInfo *si)
+static int cannot_store(const jsStreamInfo *si)
 {
     if (!si || !si->Cluster || !si->Config || si->Config->Replicas <= 1)
         return 0;
@@ -562,9 +562,9 @@ static enum err probe_on(struct broker *b, struct conn *c, char *msg, size_t msg
     jsStreamInfo *si = NULL;
     natsStatus s = stream_lookup(c->js_admin, b->own->name, PROBE_WAIT_MS, &si, &jerr);
     int foreign = s == NATS_OK && made_by_a_reader(b, si);
-    int leaderless = s == NATS_OK && leaderless_stream(si);
+    int storeless = s == NATS_OK && cannot_store(si);
     jsStreamInfo_Destroy(si);
-    if (leaderless) { /* a node answers, but nothing can be stored: not ready */
+    if (storeless) { /* a node answers, but nothing can be stored: not ready */
         note_answer(b);
         snprintf(msg, msglen, "stream %s has no leader with a quorum (a cluster without its "
                  "quorum)", b->own->name);

@@ -533,16 +533,12 @@ static void *fetch_main(void *arg)
 {
     struct inbox *in = arg;
     while (!atomic_load(&in->stopping)) {
-        /* no fetch while Postgres is away: deliveries would be used up for
-         * nothing; the lag still shows, for the alert that names this case */
-        if (!wait_for_db(in)) {
-            if (in->sub)
-                update_lag_gauge(in);
+        /* the lag shows even while Postgres is away (the alert names that case) */
+        if (in->sub)
+            update_lag_gauge(in);
+        /* no fetch while Postgres is away: deliveries would be used up for nothing */
+        if (!wait_for_db(in) || !ensure_sub(in))
             continue;
-        }
-        if (!ensure_sub(in))
-            continue;
-        update_lag_gauge(in);
         struct broker_in *msgs = NULL;
         int n = 0;
         enum err e = broker_fetch(in->sub, in->cfg->consumer_batch, FETCH_WAIT_MS, &msgs, &n);

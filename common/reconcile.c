@@ -92,17 +92,17 @@ static enum err consumed_id(struct reconcile *rc, uint64_t seq, char id[UUID_STR
     return e;
 }
 
-/* produced: the ids the relay sent (Nats-Msg-Id); else the consumed ids. */
-static enum err scan_stream(struct reconcile *rc, const char *stream, uint64_t lo, uint64_t hi,
+/* The produced stream's ids as the relay sent them (Nats-Msg-Id), or
+ * (consumed) the consumed stream's as the consumer keys them. */
+static enum err scan_stream(struct reconcile *rc, int consumed, uint64_t lo, uint64_t hi,
                             struct scan *sc)
 {
     size_t n = hi - lo + 1;
-    int produced = strcmp(stream, rc->s.produced) == 0;
     *sc = (struct scan){lo, hi, xcalloc(n, sizeof *sc->ids)};
     for (size_t i = 0; i < n; i++) {
-        enum err e = produced ? broker_stream_msg_id(rc->b, stream, lo + i, sc->ids[i],
-                                                     sizeof sc->ids[i])
-                              : consumed_id(rc, lo + i, sc->ids[i]);
+        enum err e = consumed ? consumed_id(rc, lo + i, sc->ids[i])
+                              : broker_stream_msg_id(rc->b, rc->s.produced, lo + i, sc->ids[i],
+                                                     sizeof sc->ids[i]);
         if (e == ERR_NOT_FOUND)
             sc->ids[i][0] = '\0';
         else if (e != ERR_OK)
@@ -248,7 +248,7 @@ static enum err check_produced(struct reconcile *rc, int64_t window_ms, json_t *
         uint64_t hi = row_seq(rows, 0), lo = row_seq(rows, n - 1);
         if (hi - lo >= (uint64_t)rc->cfg->reconcile_scan) /* re-sends spread the range */
             lo = hi - (uint64_t)rc->cfg->reconcile_scan + 1;
-        e = scan_stream(rc, rc->s.produced, lo, hi, &sc);
+        e = scan_stream(rc, 0, lo, hi, &sc);
     }
     if (e == ERR_OK && n > 0) {
         nmiss = missing(rc, rows, &sc, miss);
@@ -289,7 +289,7 @@ static enum err check_consumed(struct reconcile *rc, json_t *rep)
     if (e == ERR_OK && floor > 0) {
         uint64_t lo = floor > (uint64_t)rc->cfg->reconcile_scan
                           ? floor - (uint64_t)rc->cfg->reconcile_scan + 1 : 1;
-        e = scan_stream(rc, rc->s.consumed, lo, floor, &sc);
+        e = scan_stream(rc, 1, lo, floor, &sc);
         if (e == ERR_OK) {
             arr = id_array(&sc, &others);
             e = ids_from(rc, "rc_unprocessed", arr, unproc, &nun);
