@@ -20,7 +20,15 @@ static enum err apply_replies(struct db *db, struct inbox_item *items, size_t n,
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         struct field_error fe = {"", ""};
-        if (event_reply_decode(items[i].msg->data, (size_t)items[i].msg->len, &rep[i], &fe) == ERR_OK) {
+        enum err d = event_reply_decode(items[i].msg->data, (size_t)items[i].msg->len, &rep[i], &fe);
+        if (d == ERR_OK && strcmp(items[i].msg->subject, event_reply_subject(rep[i].kind)) != 0) {
+            /* which one is right, the subject or the body, only a person can tell */
+            d = ERR_POISON;
+            snprintf(fe.field, sizeof fe.field, "type");
+            snprintf(fe.message, sizeof fe.message, "%s is not sent on this subject",
+                     event_reply_type(rep[i].kind));
+        }
+        if (d == ERR_OK) {
             memcpy(items[i].order_id, rep[i].order_id, sizeof items[i].order_id);
             valid[k] = &rep[i];
             at[k++] = i;

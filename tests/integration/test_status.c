@@ -216,6 +216,42 @@ START_TEST(duplicated_or_contradicting_reply_changes_nothing)
 }
 END_TEST
 
+/* The contract pairs each reply subject with one type: a body of the other
+ * type, or on a subject of none, cannot tell which of the two is right. */
+START_TEST(a_reply_on_a_subject_not_its_types_is_poison)
+{
+    svc_stop(&inv, SIGKILL); /* the order stays PENDING meanwhile */
+    struct http_result r;
+    ck_assert_int_eq(http_post_json(orders.port, "/orders",
+                     "{\"customer_id\":\"c-9\",\"items\":[{\"sku\":\"SKU-1\",\"qty\":1}]}", &r), 201);
+    char id[64], path[128], e1[UUID_STR_LEN], e2[UUID_STR_LEN];
+    snprintf(id, sizeof id, "%s", json_field(r.body, "id"));
+    snprintf(path, sizeof path, "/orders/%s", id);
+    http_result_free(&r);
+    uuid_v4(e1);
+    uuid_v4(e2);
+    char *rejected = xasprintf("{\"event_id\":\"%s\",\"type\":\"InventoryRejected\",\"order_id\":\"%s\","
+                               "\"reason\":\"insufficient_stock\",\"occurred_at\":\"2026-01-01T00:00:00Z\"}",
+                               e1, id);
+    char *reserved = xasprintf("{\"event_id\":\"%s\",\"type\":\"InventoryReserved\",\"order_id\":\"%s\","
+                               "\"occurred_at\":\"2026-01-01T00:00:00Z\"}", e2, id);
+    publish_reply("inventory.reserved", rejected);
+    publish_reply("inventory.other", reserved);
+    wait_metric("order_replies_total{result=\"poison\"}", 2);
+    ck_assert_int_eq(http_get(orders.port, path, &r), 200);
+    ck_assert_str_eq(json_field(r.body, "status"), "PENDING");
+    http_result_free(&r);
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM dead_letters WHERE error LIKE "
+                                       "'%is not sent on this subject%'"), 2);
+    svc_start(&inv, "inventory-service", nats.url, NULL);
+    char *body = wait_settled(path);
+    ck_assert_str_eq(json_field(body, "status"), "CONFIRMED");
+    free(body);
+    free(reserved);
+    free(rejected);
+}
+END_TEST
+
 START_TEST(broker_restarted_on_an_empty_store_is_set_up_again)
 {
     char id[64];
@@ -323,6 +359,7 @@ Suite *status_suite(void)
     tcase_add_test(tc, insufficient_stock_becomes_rejected);
     tcase_add_test(tc, unknown_sku_becomes_rejected);
     tcase_add_test(tc, duplicated_or_contradicting_reply_changes_nothing);
+    tcase_add_test(tc, a_reply_on_a_subject_not_its_types_is_poison);
     tcase_add_test(tc, broker_restarted_on_an_empty_store_is_set_up_again);
     tcase_add_test(tc, order_whose_event_the_broker_lost_is_redriven);
     tcase_add_test(tc, replies_settle_orders_by_id_whatever_the_statistics_say);
