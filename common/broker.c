@@ -1077,6 +1077,16 @@ void broker_nak(struct broker_in *m, int64_t delay_ms)
     natsMsg_NakWithDelay(m->handle, delay_ms, NULL);
 }
 
+uint64_t broker_in_stream_seq(const struct broker_in *m)
+{
+    jsMsgMetaData *meta = NULL;
+    if (!m->handle || natsMsg_GetMetaData(&meta, m->handle) != NATS_OK)
+        return 0;
+    uint64_t seq = meta->Sequence.Stream;
+    jsMsgMetaData_Destroy(meta);
+    return seq;
+}
+
 void broker_in_headers(const struct broker_in *m, struct buf *out)
 {
     const char **keys = NULL;

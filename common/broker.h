@@ -137,6 +137,9 @@ enum err broker_fetch(struct broker_sub *sub, int max, int timeout_ms,
                       struct broker_in **msgs, int *n);
 void broker_fetch_free(struct broker_in *msgs, int n);
 
+/* The message's sequence in its stream (from the delivery's metadata), or
+ * 0 when it has none (not a JetStream delivery). */
+uint64_t broker_in_stream_seq(const struct broker_in *m);
 /* Appends the message's NATS headers as "Key: value\r\n" lines (raw bytes). */
 void broker_in_headers(const struct broker_in *m, struct buf *out);
 

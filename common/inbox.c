@@ -39,9 +39,11 @@ const struct db_stmt inbox_stmts[] = {
      "INSERT INTO inbox_refusals (event_id, refusals, last_error) VALUES ($1::uuid, 1, $2) "
      "ON CONFLICT (event_id) DO UPDATE SET refusals = inbox_refusals.refusals + 1, "
      "last_error = EXCLUDED.last_error, updated_at = now() RETURNING refusals"},
+    /* No row back: this message was kept already (delivered again). */
     {"inbox_dead",
-     "INSERT INTO dead_letters (subject, event_id, body, error, subject_raw, headers) "
-     "VALUES ($1, $2::uuid, $3::bytea, $4, $5::bytea, $6::bytea)"},
+     "INSERT INTO dead_letters (subject, event_id, body, error, subject_raw, headers, stream_seq) "
+     "VALUES ($1, $2::uuid, $3::bytea, $4, $5::bytea, $6::bytea, $7::bigint) "
+     "ON CONFLICT (stream_seq, md5(body)) WHERE stream_seq IS NOT NULL DO NOTHING RETURNING id"},
     {"inbox_dead_open", "SELECT count(*) FROM dead_letters WHERE reapplied_at IS NULL"},
 };
 
@@ -130,9 +132,22 @@ static json_t *msg_fields(const struct slot *sl)
 }
 
 /* Keeps the message as it came: body, exact subject and headers as bytes,
- * and the subject as text (escaped where it is not UTF-8). */
-static enum err dead_letter(struct worker *w, const struct broker_in *m, const struct slot *sl)
+ * and the subject as text (escaped where it is not UTF-8), under the
+ * body's event_id when it has one, even if the message was not recorded
+ * (its subject is not UTF-8): the reconciliation looks it up by that id. A
+ * message kept already (delivered again) is not kept twice: its result is
+ * then "duplicate". */
+static enum err dead_letter(struct worker *w, const struct broker_in *m, struct slot *sl)
 {
+    char body_id[UUID_STR_LEN] = "";
+    if (!sl->id[0] && utf8_valid(m->data, (size_t)m->len) &&
+        event_peek_id(m->data, (size_t)m->len, body_id) != ERR_OK)
+        body_id[0] = '\0';
+    const char *id = sl->id[0] ? sl->id : body_id[0] ? body_id : NULL;
+    char seq[24] = "";
+    uint64_t stream_seq = broker_in_stream_seq(m);
+    if (stream_seq)
+        snprintf(seq, sizeof seq, "%llu", (unsigned long long)stream_seq);
     struct buf body, subject, raw_subject, headers, raw_headers;
     buf_init(&body);
     buf_init(&subject);
@@ -144,12 +159,19 @@ static enum err dead_letter(struct worker *w, const struct broker_in *m, const s
     bytea_hex(&raw_subject, m->subject, strlen(m->subject));
     broker_in_headers(m, &raw_headers);
     bytea_hex(&headers, raw_headers.data ? raw_headers.data : "", raw_headers.len);
-    const char *params[] = {subject.data, sl->id[0] ? sl->id : NULL, body.data, sl->why,
-                            raw_subject.data, headers.data};
-    enum err e = db_exec(w->db, "inbox_dead", 6, params, NULL);
-    if (e == ERR_OK)
+    const char *params[] = {subject.data, id, body.data, sl->why, raw_subject.data, headers.data,
+                            seq[0] ? seq : NULL};
+    PGresult *res = NULL;
+    enum err e = db_exec(w->db, "inbox_dead", 7, params, &res);
+    if (e == ERR_OK && PQntuples(res) == 0) {
+        sl->result = "duplicate";
+        log_info("poison message on %s, stream sequence %s, delivered again: kept in "
+                 "dead_letters already", subject.data, seq);
+    } else if (e == ERR_OK) {
         log_with(LOG_WARN, msg_fields(sl), "poison message on %s (event %s) kept in "
-                 "dead_letters: %s", subject.data, sl->id[0] ? sl->id : "?", sl->why);
+                 "dead_letters: %s", subject.data, id ? id : "?", sl->why);
+    }
+    PQclear(res);
     buf_cleanup(&body);
     buf_cleanup(&subject);
     buf_cleanup(&raw_subject);

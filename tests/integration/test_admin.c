@@ -503,6 +503,20 @@ START_TEST(reconcile_reports_nothing_then_exactly_the_deleted_message)
         sleep_ms(100);
     ck_assert_double_eq(svc_metric(&inv, "inventory_messages_total{result=\"poison\"}"), 1);
     assert_clean(&inv, "consumed", -1);
+    /* a reply with an event id, on a subject that is not UTF-8: dead-lettered
+     * (a text column refuses that subject) under its body's event id, which
+     * the reconciliation then finds */
+    char stray_id[UUID_STR_LEN];
+    uuid_v4(stray_id);
+    char *stray = xasprintf("{\"event_id\":\"%s\",\"type\":\"InventoryReserved\",\"order_id\":\"%s\","
+                            "\"occurred_at\":\"2026-01-01T00:00:00Z\"}", stray_id, stray_id);
+    uuid_v4(id);
+    ck_assert_int_eq(natsd_publish(&nats, "inventory.\xff", id, stray), 0);
+    free(stray);
+    for (int i = 0; i < 100 && svc_metric(&s, "order_replies_total{result=\"poison\"}") < 1; i++)
+        sleep_ms(100);
+    ck_assert_double_eq(svc_metric(&s, "order_replies_total{result=\"poison\"}"), 1);
+    assert_clean(&s, "consumed", -1);
     /* by hand: the third OrderCreated disappears from the stream */
     ck_assert_int_eq(natsd_stream_msg_delete(&nats, "ORDERS", 3), 0);
     char *lost = pg_text("orders", "SELECT event_id FROM outbox_events WHERE stream_seq = 3");

@@ -228,6 +228,33 @@ START_TEST(poison_is_dead_lettered_and_the_next_message_processed)
 }
 END_TEST
 
+static int delivered_again(void *arg)
+{
+    (void)arg;
+    return metric("inventory_messages_total{result=\"duplicate\"}") +
+               metric("inventory_messages_total{result=\"poison\"}") >= 1;
+}
+
+/* Killed between the dead letter's commit and the ack, the service gets
+ * the message again from JetStream (after the ack wait): it is not kept,
+ * nor counted as poison, a second time. */
+START_TEST(a_poison_message_delivered_again_is_kept_once)
+{
+    svc_stop(&inv, SIGKILL);
+    const char *env[] = {"FAILPOINTS=inbox_after_commit", NULL};
+    svc_start(&inv, "inventory-service", nats.url, env);
+    publish("not json \xff");
+    ck_assert_int_eq(proc_wait(&inv.proc, 10000), 128 + SIGKILL);
+    ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM dead_letters"), 1);
+    svc_start(&inv, "inventory-service", nats.url, NULL);
+    ck_assert(wait_until(delivered_again, NULL, 25000)); /* the ack wait is 10 s */
+    ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM dead_letters"), 1);
+    ck_assert_double_eq(metric("inventory_messages_total{result=\"poison\"}"), 0);
+    ck_assert_double_eq(metric("inventory_messages_total{result=\"duplicate\"}"), 1);
+    ck_assert_double_eq(metric("inbox_dead_letters"), 1);
+}
+END_TEST
+
 static long ack_floor(void)
 {
     struct http_result r;
@@ -626,6 +653,7 @@ Suite *inventory_suite(void)
     tcase_add_test(tc, stock_that_came_while_deciding_is_reserved);
     tcase_add_test(tc, one_short_item_rejects_the_whole_order);
     tcase_add_test(tc, poison_is_dead_lettered_and_the_next_message_processed);
+    tcase_add_test(tc, a_poison_message_delivered_again_is_kept_once);
     tcase_add_test(tc, postgres_outage_acks_nothing_and_loses_nothing);
     tcase_add_test(tc, a_message_the_database_refuses_blocks_nothing);
     tcase_add_test(tc, harmless_redeliveries_do_not_count_as_refusals);
