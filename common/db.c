@@ -500,11 +500,32 @@ enum err db_begin(struct db *db)
     return e;
 }
 
+/* Whether the writes are there: ERR_OK yes, ERR_RETRY no, ERR_UNAVAILABLE
+ * when the question got no answer. */
+static enum err run_check(struct db *db, const struct db_check *check)
+{
+    const char *params[] = {check->param};
+    PGresult *r = NULL;
+    enum err e = db_query(db, check->sql, 1, params, &r);
+    e = e != ERR_OK ? ERR_UNAVAILABLE : PQgetvalue(r, 0, 0)[0] == 't' ? ERR_OK : ERR_RETRY;
+    PQclear(r);
+    return e;
+}
+
 /* The fate of transaction txid, asked on a fresh connection until it is
  * known or the deadline passes: ERR_OK committed, ERR_RETRY aborted,
  * ERR_UNAVAILABLE unknown. A backend that was cut mid-commit may still be
- * finishing it ("in progress"): ask again. */
-static enum err settle(struct db *db, const char *txid, int64_t deadline)
+ * finishing it ("in progress"): ask again.
+ * The status of the id alone is not enough: a transaction whose WAL never
+ * reached the disk before a crash leaves no trace of its id, and after the
+ * restart Postgres hands the id out again, so "committed" may be said of
+ * another transaction (a helper's probe had 201 for an order never
+ * written). With a check, the status only says whether the transaction is
+ * over (an id the server has not handed out yet, after a crash, is over
+ * too: the server says it is "in the future"), and the writes themselves
+ * say whether it committed. */
+static enum err settle(struct db *db, const char *txid, const struct db_check *check,
+                       int64_t deadline)
 {
     const char *params[] = {txid};
     db->cut_grace_ms = SETTLE_GRACE_MS;
@@ -515,8 +536,13 @@ static enum err settle(struct db *db, const char *txid, int64_t deadline)
         PGresult *r = NULL;
         enum err e = db_query(db, "SELECT pg_xact_status($1::xid8)", 1, params, &r);
         const char *st = e == ERR_OK ? PQgetvalue(r, 0, 0) : "";
-        e = strcmp(st, "committed") == 0 ? ERR_OK : strcmp(st, "aborted") == 0 ? ERR_RETRY
-                                                                             : ERR_UNAVAILABLE;
+        int over = e == ERR_OK ? strcmp(st, "in progress") != 0
+                               : e == ERR_DB; /* the server refused the id (22023) */
+        if (check)
+            e = over ? run_check(db, check) : ERR_UNAVAILABLE;
+        else
+            e = strcmp(st, "committed") == 0 ? ERR_OK : strcmp(st, "aborted") == 0 ? ERR_RETRY
+                                                                                 : ERR_UNAVAILABLE;
         PQclear(r);
         if (e != ERR_UNAVAILABLE || mono_ms() + SETTLE_POLL_MS >= deadline) {
             db->cut_grace_ms = 0;
@@ -527,6 +553,11 @@ static enum err settle(struct db *db, const char *txid, int64_t deadline)
 }
 
 enum err db_commit(struct db *db)
+{
+    return db_commit_checked(db, NULL);
+}
+
+enum err db_commit_checked(struct db *db, const struct db_check *check)
 {
     char txid[sizeof db->txid];
     snprintf(txid, sizeof txid, "%s", db->txid);
@@ -549,7 +580,7 @@ enum err db_commit(struct db *db)
     /* In doubt: the server may have committed before the connection went. */
     char why[200];
     snprintf(why, sizeof why, "%.199s", db->err);
-    e = settle(db, txid, deadline + kind_ms(db->kind));
+    e = settle(db, txid, check, deadline + kind_ms(db->kind));
     if (e == ERR_UNAVAILABLE)
         snprintf(db->err, sizeof db->err, "commit in doubt (%s), still unknown", why);
     return e;

@@ -93,12 +93,20 @@ long db_delete_older(struct db *db, const char *name, int64_t age_ms, long chunk
 enum err db_exec_sql(struct db *db, const char *sql);
 /* BEGIN, and remember the transaction's id (txid_current()) for db_commit. */
 enum err db_begin(struct db *db);
+/* How a writer finds its own writes: sql, with param as $1, returns one
+ * row with one boolean, true when they are there. */
+struct db_check {
+    const char *sql, *param;
+};
 /* COMMIT. If the connection is lost meanwhile, the outcome is settled on a
- * fresh connection (pg_xact_status): ERR_OK committed, ERR_RETRY aborted
- * (nothing was written: write again), ERR_UNAVAILABLE still unknown after
- * the bound. Failpoints: db_commit_cut cuts the socket right after COMMIT is
- * sent (committed, the answer lost); db_commit_lost just before it (aborted). */
-enum err db_commit(struct db *db);
+ * fresh connection: ERR_OK committed, ERR_RETRY aborted (nothing was
+ * written: write again), ERR_UNAVAILABLE still unknown after the bound.
+ * pg_xact_status says when the transaction is over; whether it committed,
+ * `check` says when given (see db.c, settle), else that status.
+ * Failpoints: db_commit_cut cuts the socket right after COMMIT is sent
+ * (committed, the answer lost); db_commit_lost just before it (aborted). */
+enum err db_commit_checked(struct db *db, const struct db_check *check);
+enum err db_commit(struct db *db); /* db_commit_checked(db, NULL) */
 /* SQLSTATE of the last error ("" if none), e.g. "40P01" deadlock. */
 const char *db_sqlstate(const struct db *db);
 /* Rolls back whatever transaction is open; harmless when none is. */

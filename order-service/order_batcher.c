@@ -116,7 +116,8 @@ static enum err write_once(struct db *db, const struct order_new **orders, size_
     if (e == ERR_OK)
         e = order_store_create(db, orders, n, res);
     if (e == ERR_OK) {
-        e = db_commit(db);
+        struct db_check check;
+        e = db_commit_checked(db, order_store_created_check(res, n, &check) ? &check : NULL);
         *again = e == ERR_RETRY; /* in doubt, then found aborted */
     } else {
         *again = e == ERR_RETRY && strncmp(db_sqlstate(db), "40", 2) == 0;

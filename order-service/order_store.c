@@ -179,6 +179,19 @@ enum err order_store_create(struct db *db, const struct order_new *const *o, siz
     return e;
 }
 
+int order_store_created_check(const struct order_result *out, size_t n, struct db_check *check)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *id = out[i].event_id[0] ? json_string_value(json_object_get(out[i].doc, "id"))
+                                            : NULL;
+        if (id) {
+            *check = (struct db_check){"SELECT EXISTS (SELECT 1 FROM orders WHERE id = $1::uuid)", id};
+            return 1;
+        }
+    }
+    return 0;
+}
+
 enum err order_store_get(struct db *db, const char *id, json_t **doc)
 {
     PGresult *r = NULL;

@@ -36,6 +36,11 @@ struct order_result {
 enum err order_store_create(struct db *db, const struct order_new *const *o, size_t n,
                             struct order_result *out);
 
+/* How to find, after a commit in doubt, whether the batch that
+ * order_store_create() wrote (results out) is there: by one of the orders
+ * it created. 0 when it created none (it wrote nothing). */
+int order_store_created_check(const struct order_result *out, size_t n, struct db_check *check);
+
 /* The order with that id: ERR_OK with *doc, or ERR_NOT_FOUND. */
 enum err order_store_get(struct db *db, const char *id, json_t **doc);
 

@@ -653,6 +653,8 @@ static int send_all(int fd, const char *p, size_t n)
 {
     while (n > 0) {
         ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue; /* a signal (a child's end, in a test with threads) */
         if (w <= 0)
             return -1;
         p += w;
@@ -719,8 +721,10 @@ static int exchange(int fd, const char *data, size_t len, int64_t end_ms, struct
     int rc = send_all(fd, data, len);
     char chunk[8192];
     ssize_t got;
-    while (rc == 0 && mono_ms() < end_ms && (got = recv(fd, chunk, sizeof chunk, 0)) > 0)
-        buf_append(&resp, chunk, (size_t)got);
+    while (rc == 0 && mono_ms() < end_ms &&
+           ((got = recv(fd, chunk, sizeof chunk, 0)) > 0 || (got < 0 && errno == EINTR)))
+        if (got > 0)
+            buf_append(&resp, chunk, (size_t)got);
     close(fd);
     if (resp.len < 12)
         rc = -1;
