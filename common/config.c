@@ -55,11 +55,19 @@ int config_parse_duration_ms(const char *s, int64_t *out)
     return -1;
 }
 
+/* The longest duration any setting takes, unless it says less: 100 years.
+ * Each use must hold it: JetStream's nanoseconds (2^63 ns is 292 years),
+ * a monotonic deadline, a Postgres interval. Longer ones were taken and
+ * then broke the service: a stream that could not be created, a
+ * reconciliation run without pause, SQL failing every second (a helper's
+ * probe). */
+#define DURATION_MAX_MS (36500LL * 24 * 3600 * 1000)
+
 static int parse_duration(const struct setting *s, const char *v, struct config *c)
 {
     int64_t ms;
     if (config_parse_duration_ms(v, &ms) < 0 || ms < s->range.min ||
-        (s->range.max && ms > s->range.max))
+        ms > (s->range.max ? s->range.max : DURATION_MAX_MS))
         return -1;
     *AT(c, s, int64_t) = ms;
     return 0;
@@ -203,7 +211,9 @@ static const struct setting settings[] = {
     {"DB_REQUEST_TIMEOUT", parse_duration, "3s", FIELD(db_request_timeout_ms), {100, INT32_MAX}, NULL},
     {"DB_WORK_TIMEOUT", parse_duration, "30s", FIELD(db_work_timeout_ms), {100, INT32_MAX}, NULL},
     {"DB_IDLE_TX_TIMEOUT", parse_duration, "60s", FIELD(db_idle_tx_timeout_ms), {1000, INT32_MAX}, NULL},
-    {"DB_TCP_TIMEOUT", parse_duration, "10s", FIELD(db_tcp_timeout_ms), {1000, INT32_MAX}, NULL},
+    /* at most 1h: the keepalive's idle time (half of it) must stay under
+     * Linux's 32767 s, or no connection is ever made */
+    {"DB_TCP_TIMEOUT", parse_duration, "10s", FIELD(db_tcp_timeout_ms), {1000, 3600000}, NULL},
     {"HTTP_MAX_CONNECTIONS", parse_int, "1000", FIELD(http_max_connections), {2, 1000000}, NULL},
     {"HTTP_MAX_CONNECTIONS_PER_IP", parse_int, "256", FIELD(http_max_per_ip), {1, 1000000}, NULL},
     {"HTTP_REQUEST_TIMEOUT", parse_duration, "10s", FIELD(http_request_timeout_ms), {1000, INT32_MAX}, NULL},
@@ -261,6 +271,11 @@ static int check_together(const struct config *c, char *msg, size_t msglen)
     if (c->stream_max_age_ms >= c->processed_retention_ms) {
         snprintf(msg, msglen, "invalid value for PROCESSED_RETENTION: must be longer "
                  "than STREAM_MAX_AGE so that no redelivery outlives its processed id");
+        return -1;
+    }
+    if (c->admin_port == c->port) {
+        snprintf(msg, msglen, "invalid value for ADMIN_PORT: %d is PORT already (unset "
+                 "ADMIN_PORT to serve /admin/ there)", c->admin_port);
         return -1;
     }
     return 0;

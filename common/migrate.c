@@ -7,6 +7,7 @@
 
 #include <ctype.h>
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,13 +40,20 @@ static int is_migration(const char *name, long *version)
     return 1;
 }
 
+static void free_files(struct mig_file *files, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(files[i].name);
+    free(files);
+}
+
 /* Sorted list of migration files in dir. */
 static enum err list_files(const char *dir, struct mig_file **out, size_t *count,
                            char *msg, size_t msglen)
 {
     DIR *d = opendir(dir);
     if (!d) {
-        snprintf(msg, msglen, "cannot open migrations folder %s", dir);
+        snprintf(msg, msglen, "cannot open the folder %s: %s", dir, strerror(errno));
         return ERR_IO;
     }
     struct mig_file *files = NULL;
@@ -62,9 +70,29 @@ static enum err list_files(const char *dir, struct mig_file **out, size_t *count
     closedir(d);
     if (n > 1)
         qsort(files, n, sizeof *files, by_version);
+    enum err e = ERR_OK;
+    if (n == 0) { /* a service with no tables would answer 500 to everything */
+        snprintf(msg, msglen, "no migrations (NNN_name.sql) in the folder %s", dir);
+        e = ERR_IO;
+    }
+    for (size_t i = 1; e == ERR_OK && i < n; i++)
+        if (files[i].version == files[i - 1].version) { /* one of them would never run */
+            snprintf(msg, msglen, "%s and %s in %s have the same number", files[i - 1].name,
+                     files[i].name, dir);
+            e = ERR_IO;
+        }
     *out = files;
     *count = n;
-    return ERR_OK;
+    return e;
+}
+
+enum err migrate_check_dir(const char *dir, char *msg, size_t msglen)
+{
+    struct mig_file *files = NULL;
+    size_t n = 0;
+    enum err e = list_files(dir, &files, &n, msg, msglen);
+    free_files(files, n);
+    return e;
 }
 
 static char *read_file(const char *path)
@@ -82,12 +110,6 @@ static char *read_file(const char *path)
     return b.data;
 }
 
-static void free_files(struct mig_file *files, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(files[i].name);
-    free(files);
-}
 
 static enum err applied_before(struct db *db, long version, int *yes)
 {

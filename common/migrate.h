@@ -15,5 +15,8 @@
  * (folder unreadable), ERR_DB (a file failed; nothing of it is kept). */
 enum err migrate_run(const char *url, const char *dir, int *applied,
                      char *msg, size_t msglen);
+/* ERR_OK when dir can be read and holds migrations, no two with the same
+ * number; else ERR_IO, and msg says why. */
+enum err migrate_check_dir(const char *dir, char *msg, size_t msglen);
 
 #endif

@@ -133,7 +133,9 @@ void service_db_error(struct service *svc, struct db *db, enum err e, struct htt
     http_resp_error(resp, 500, "internal", "internal error", NULL);
 }
 
-/* SIGTERM and SIGINT are taken by a thread of their own from the start, so
+/* SIGTERM, SIGINT and SIGHUP (a closed terminal: the configuration is read
+ * at start only, there is nothing to reload) are taken by a thread of their
+ * own from the start, so
  * that a stop ends whatever the process is waiting for at that moment: from
  * then on no wait on Postgres outlasts STOP_DB_CUT_MS (migrations on a frozen
  * server included), and the waits below return. */
@@ -156,6 +158,7 @@ static void catch_stop_signals(void)
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL); /* inherited by every thread started later */
     signal(SIGPIPE, SIG_IGN);
     pthread_t t;
@@ -322,10 +325,11 @@ int service_main(const struct service_def *def, int argc, char **argv)
 {
     static struct service svc;
     char msg[512];
-    int migrate_only = argc > 1 && strcmp(argv[1], "--migrate-only") == 0;
+    int migrate_only = argc == 2 && strcmp(argv[1], "--migrate-only") == 0;
     log_init(LOG_INFO, def->name);
     if (argc > 1 && !migrate_only) {
-        log_error("unknown argument %s (only --migrate-only is accepted)", argv[1]);
+        log_error("unknown argument %s (only --migrate-only is accepted, alone)",
+                  argv[argc > 2 && strcmp(argv[1], "--migrate-only") == 0 ? 2 : 1]);
         return 2;
     }
     if (config_load(&def->defaults, &svc.cfg, msg, sizeof msg) != ERR_OK) {
@@ -334,14 +338,11 @@ int service_main(const struct service_def *def, int argc, char **argv)
     }
     svc.def = def;
     log_init(svc.cfg.log_level, def->name);
-    DIR *dir = opendir(svc.cfg.migrations_dir); /* a wrong one stops the start, named */
-    if (!dir) {
-        log_error("MIGRATIONS_DIR: cannot open the folder %s: %s", svc.cfg.migrations_dir,
-                  strerror(errno));
+    if (migrate_check_dir(svc.cfg.migrations_dir, msg, sizeof msg) != ERR_OK) {
+        log_error("MIGRATIONS_DIR: %s", msg); /* a wrong one stops the start, named */
         config_cleanup(&svc.cfg);
         return 2;
     }
-    closedir(dir);
     if (svc.cfg.admin_token && svc.cfg.admin_token[0] && strlen(svc.cfg.admin_token) < 16)
         log_warn("ADMIN_TOKEN: shorter than 16 characters, easy to guess (the admin API can "
                  "requeue and re-send events)");

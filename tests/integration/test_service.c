@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static struct natsd nats;
 
@@ -67,6 +68,33 @@ START_TEST(malformed_environment_stops_the_start)
     assert_bad_env("NATS_URL", "NATS_URL=http://127.0.0.1:4222");
     assert_bad_env("JS_REPLICAS", "JS_REPLICAS=zero");
     assert_bad_env("MIGRATIONS_DIR", "MIGRATIONS_DIR=/nonexistent/migrations");
+    /* a folder with no migrations (no tables: 500 to everything), and one
+     * with two files of one number (one of them would never run) */
+    char empty[] = "/tmp/migs-XXXXXX", twice[] = "/tmp/migs-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(empty));
+    ck_assert_ptr_nonnull(mkdtemp(twice));
+    char *bad_dir = xasprintf("MIGRATIONS_DIR=%s", empty);
+    assert_bad_env("MIGRATIONS_DIR", bad_dir);
+    free(bad_dir);
+    const char *const files[] = {"001_a.sql", "002_b.sql", "002_c.sql"};
+    for (size_t i = 0; i < 3; i++) {
+        char *path = xasprintf("%s/%s", twice, files[i]);
+        FILE *f = fopen(path, "w");
+        ck_assert_ptr_nonnull(f);
+        fputs("SELECT 1;\n", f);
+        fclose(f);
+        free(path);
+    }
+    bad_dir = xasprintf("MIGRATIONS_DIR=%s", twice);
+    assert_bad_env("MIGRATIONS_DIR", bad_dir);
+    free(bad_dir);
+    for (size_t i = 0; i < 3; i++) {
+        char *path = xasprintf("%s/%s", twice, files[i]);
+        unlink(path);
+        free(path);
+    }
+    rmdir(twice);
+    rmdir(empty);
     /* settings that would break recovery */
     assert_bad_env("STREAM_MAX_AGE", "STREAM_MAX_AGE=1m"); /* below the 2 min duplicate window */
     assert_bad_env("STREAM_DUPLICATE_WINDOW", "STREAM_DUPLICATE_WINDOW=100ms");
@@ -82,6 +110,10 @@ START_TEST(sigterm_exits_zero)
     int64_t t0 = mono_ms();
     ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
     ck_assert_int_lt(mono_ms() - t0, 10000);
+    /* SIGHUP (a closed terminal) stops it as cleanly: it had killed it */
+    svc_start(&s, "order-service", nats.url, NULL);
+    ck_assert_int_eq(svc_stop(&s, SIGHUP), 0);
+    ck_assert(proc_log_has(&s.proc, "stopped"));
 }
 END_TEST
 
@@ -232,6 +264,10 @@ START_TEST(migrate_only_applies_and_exits)
     ck_assert_int_eq(glob("migrations/inventory/[0-9]*.sql", 0, NULL, &g), 0);
     ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM schema_migrations"), (long)g.gl_pathc);
     globfree(&g);
+    /* anything after it is not ignored */
+    const char *more[] = {bin, "--migrate-only", "--bogus", NULL};
+    proc_start(&p, more, env);
+    ck_assert_int_eq(proc_wait(&p, 10000), 2);
     free(db);
 }
 END_TEST

@@ -268,6 +268,15 @@ static const struct { const char *name, *value; } bad_values[] = {
     {"RECONCILE_EVERY", "10ms"}, {"RECONCILE_WINDOW", "x"}, {"RECONCILE_SCAN", "0"},
     {"NATS_PING_INTERVAL", "50ms"}, {"NATS_PING_INTERVAL", "2x"},
     {"NATS_MAX_PINGS_OUT", "0"}, {"NATS_MAX_PINGS_OUT", "101"},
+    /* taken once, then broke the service: JetStream's nanoseconds, a
+     * monotonic deadline, a Postgres interval, a TCP keepalive */
+    {"STREAM_MAX_AGE", "106752d"}, {"STREAM_DUPLICATE_WINDOW", "36501d"},
+    {"RECONCILE_EVERY", "106752d"}, {"RECONCILE_EVERY", "9223372036854775807ms"},
+    {"OUTBOX_RETENTION", "10000000d"}, {"PROCESSED_RETENTION", "36501d"},
+    {"REDRIVE_AFTER", "36501d"}, {"RECONCILE_WINDOW", "36501d"}, {"NATS_PING_INTERVAL", "36501d"},
+    {"DB_TCP_TIMEOUT", "3601s"}, {"DB_TCP_TIMEOUT", "1d"},
+    /* the port the service listens on already */
+    {"ADMIN_PORT", "8080"},
     /* strtol's and strtoll's leniencies: blanks before, a sign */
     {"PORT", " 8080"}, {"PORT", "+8080"}, {"PORT", "\t8080"}, {"JS_REPLICAS", " 1"},
     {"RELAY_BATCH", "+5"}, {"RELAY_SWEEP_MS", " 100"}, {"OUTBOX_RETENTION", " 1s"},
@@ -340,6 +349,12 @@ START_TEST(processed_retention_must_outlive_stream_max_age)
     ck_assert_int_eq(config_load(&order_defaults, &c, msg, sizeof msg), ERR_CONFIG);
 
     setenv("STREAM_MAX_AGE", "1h", 1);
+    ck_assert_int_eq(config_load(&order_defaults, &c, msg, sizeof msg), ERR_OK);
+    config_cleanup(&c);
+
+    setenv("PROCESSED_RETENTION", "36500d", 1); /* the longest a duration may be */
+    setenv("STREAM_MAX_AGE", "36499d", 1);
+    setenv("DB_TCP_TIMEOUT", "1h", 1);
     ck_assert_int_eq(config_load(&order_defaults, &c, msg, sizeof msg), ERR_OK);
     config_cleanup(&c);
 }
