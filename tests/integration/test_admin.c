@@ -323,6 +323,27 @@ START_TEST(poison_listed_and_reapplied_once_its_cause_is_fixed)
     ck_assert_int_eq(admin(&s, "GET", "/admin/dead-letters?state=open", NULL, &r), 200);
     ck_assert_ptr_null(strstr(r.body, REPLY_ID));
     http_result_free(&r);
+    /* large bodies: a page ends once its bodies reach 4 MiB, and says where
+     * the next starts (two small ones and three of 3 MiB: the small ones and
+     * two large on the first page, the third after) */
+    ck_assert_int_eq(pg_exec("orders", "INSERT INTO dead_letters (subject, body, error) SELECT "
+                             "'inventory.reserved', convert_to(repeat('x', 3145728), 'UTF8'), 'big' "
+                             "FROM generate_series(1, 3)"), 0);
+    ck_assert_int_eq(admin(&s, "GET", "/admin/dead-letters?state=all", NULL, &r), 200);
+    json_t *page = json_loads(r.body, 0, NULL);
+    http_result_free(&r);
+    ck_assert_int_eq(json_array_size(json_object_get(page, "rows")), 4);
+    json_int_t next = json_integer_value(json_object_get(page, "next_after"));
+    json_decref(page);
+    ck_assert_int_gt(next, 0);
+    char path[64];
+    snprintf(path, sizeof path, "/admin/dead-letters?state=all&after=%lld", (long long)next);
+    ck_assert_int_eq(admin(&s, "GET", path, NULL, &r), 200);
+    page = json_loads(r.body, 0, NULL);
+    http_result_free(&r);
+    ck_assert_int_eq(json_array_size(json_object_get(page, "rows")), 1);
+    ck_assert(json_is_null(json_object_get(page, "next_after")));
+    json_decref(page);
     ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
 }
 END_TEST
