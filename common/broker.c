@@ -250,6 +250,13 @@ static natsStatus make_opts(struct broker *b, const char *leaving, natsOptions *
     if (s == NATS_OK) s = natsOptions_SetPingInterval(o, b->set.ping_interval_ms);
     if (s == NATS_OK) s = natsOptions_SetMaxPingsOut(o, b->set.max_pings_out);
     if (s == NATS_OK) s = natsOptions_SetName(o, b->set.name ? b->set.name : "outbox-service");
+    /* tls:// asks for TLS: required, the server verified with the CA file.
+     * nats.c alone took the scheme and connected in the clear. */
+    if (s == NATS_OK && strstr(b->set.urls, "tls://")) {
+        s = natsOptions_SetSecure(o, true);
+        if (s == NATS_OK && b->set.tls_ca)
+            s = natsOptions_LoadCATrustedCertificates(o, b->set.tls_ca);
+    }
     if (s != NATS_OK)
         natsOptions_Destroy(o);
     else

@@ -27,6 +27,7 @@ struct broker_settings {
     int64_t dup_window_ms;     /* stream Duplicates (0: 2 minutes) */
     int64_t ping_interval_ms;  /* 0: 2 s */
     int max_pings_out;         /* 0: 3 */
+    const char *tls_ca;        /* CA file: TLS with it, required, when a url is tls:// */
 };
 
 /* One outbox row to publish, and what became of it. */

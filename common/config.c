@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct int_range { long min, max; };
 
@@ -223,7 +224,15 @@ static const struct setting settings[] = {
     {"RECONCILE_EVERY", parse_duration, "1m", FIELD(reconcile_every_ms), {1000, 0}, NULL},
     {"RECONCILE_WINDOW", parse_duration, "15m", FIELD(reconcile_window_ms), {1000, 0}, NULL},
     {"RECONCILE_SCAN", parse_int, "2000", FIELD(reconcile_scan), {1, 1000000}, NULL},
+    {"NATS_TLS_CA", parse_string, "", FIELD(nats_tls_ca), {0, 0}, NULL},
 };
+
+#define SYSTEM_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt" /* Debian's ca-certificates */
+
+const char *config_tls_ca(const struct config *c)
+{
+    return c->nats_tls_ca && c->nats_tls_ca[0] ? c->nats_tls_ca : SYSTEM_CA_BUNDLE;
+}
 
 static const char *default_for(const struct setting *s, const struct config_defaults *d,
                                const struct config *sofar)
@@ -273,6 +282,11 @@ static int check_together(const struct config *c, char *msg, size_t msglen)
                  "than STREAM_MAX_AGE so that no redelivery outlives its processed id");
         return -1;
     }
+    if (strstr(c->nats_url, "tls://") && access(config_tls_ca(c), R_OK) != 0) {
+        snprintf(msg, msglen, "invalid value for NATS_TLS_CA: tls:// in NATS_URL needs a CA "
+                 "file to verify the server with, and %.200s cannot be read", config_tls_ca(c));
+        return -1;
+    }
     if (c->admin_port == c->port) {
         snprintf(msg, msglen, "invalid value for ADMIN_PORT: %d is PORT already (unset "
                  "ADMIN_PORT to serve /admin/ there)", c->admin_port);
@@ -320,5 +334,6 @@ void config_cleanup(struct config *c)
     free(c->migrations_dir);
     free(c->failpoints);
     free(c->admin_token);
+    free(c->nats_tls_ca);
     memset(c, 0, sizeof *c);
 }

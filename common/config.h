@@ -43,7 +43,12 @@ struct config {
     int64_t reconcile_every_ms;  /* period of the reconciliation check */
     int64_t reconcile_window_ms; /* how far back it looks (capped by OUTBOX_RETENTION) */
     int reconcile_scan;          /* stream sequences it reads per side, at most */
+    char *nats_tls_ca;           /* CA file for tls:// servers; "" = the system's (config_tls_ca) */
 };
+
+/* The CA file a tls:// NATS server is verified with: NATS_TLS_CA, else the
+ * system's bundle. */
+const char *config_tls_ca(const struct config *c);
 
 /* Per-service defaults for the variables whose default differs. */
 struct config_defaults {

@@ -239,7 +239,8 @@ static enum err start_parts(struct service *svc, const struct http_route *routes
     const struct config *c = &svc->cfg;
     struct broker_settings bs = {c->nats_url, svc->def->name, svc->def->stream, c->js_replicas,
                                  c->stream_max_age_ms, c->stream_duplicate_window_ms,
-                                 c->nats_ping_interval_ms, c->nats_max_pings_out};
+                                 c->nats_ping_interval_ms, c->nats_max_pings_out,
+                                 config_tls_ca(c)};
     db_pool_new(c->database_url, "http", svc->def->stmts, svc->def->nstmts, c->http_threads, &svc->pool);
     if (broker_new(&bs, &svc->broker, msg, sizeof msg) != ERR_OK) {
         log_error("NATS_URL: %s", msg);

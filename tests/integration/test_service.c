@@ -102,6 +102,65 @@ START_TEST(malformed_environment_stops_the_start)
 }
 END_TEST
 
+static int ready_status(struct svc *s, const char *want)
+{
+    struct http_result r;
+    int st = http_get(s->port, "/readyz", &r);
+    int has = r.body && strstr(r.body, want) != NULL;
+    http_result_free(&r);
+    return has ? st : -1;
+}
+
+static int nats_ok(void *arg)
+{
+    return ready_status(arg, "\"nats\":\"ok\"") == 200;
+}
+
+/* tls:// in NATS_URL is TLS, the server verified with NATS_TLS_CA, or no
+ * connection at all: nats.c alone took the scheme and connected in the
+ * clear (a helper's probe). A CA and a certificate for 127.0.0.1 are made
+ * here. */
+START_TEST(a_tls_url_is_tls_or_nothing)
+{
+    char dir[] = "/tmp/tls-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char *make = xasprintf(
+        "cd %s && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 "
+        "-subj /CN=test-ca && openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr "
+        "-subj /CN=127.0.0.1 && echo subjectAltName=IP:127.0.0.1 > ext && openssl x509 -req "
+        "-in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 1 -extfile ext",
+        dir);
+    char *quiet = xasprintf("(%s) >/dev/null 2>&1", make);
+    ck_assert_int_eq(system(quiet), 0);
+    char *conf = xasprintf("tls {\n  cert_file: \"%s/srv.pem\"\n  key_file: \"%s/srv.key\"\n}", dir,
+                           dir);
+    struct natsd tls;
+    natsd_start_conf(&tls, conf);
+    char url[96], plain[96];
+    snprintf(url, sizeof url, "tls://127.0.0.1:%d", tls.port);
+    snprintf(plain, sizeof plain, "tls://127.0.0.1:%d", nats.port);
+    char *ca = xasprintf("NATS_TLS_CA=%s/ca.pem", dir);
+    const char *env[] = {ca, NULL};
+    struct svc s;
+    svc_start(&s, "order-service", url, env);
+    ck_assert_msg(wait_until(nats_ok, &s, 15000), "never connected over TLS");
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+    /* a server that speaks no TLS is never used */
+    svc_start(&s, "order-service", plain, env);
+    sleep_ms(3000);
+    ck_assert_int_eq(ready_status(&s, "\"nats\":\"down\""), 503);
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+    natsd_cleanup(&tls);
+    char *rm = xasprintf("rm -rf %s", dir);
+    ck_assert_int_eq(system(rm), 0);
+    free(rm);
+    free(ca);
+    free(conf);
+    free(quiet);
+    free(make);
+}
+END_TEST
+
 START_TEST(sigterm_exits_zero)
 {
     struct svc s;
@@ -438,6 +497,7 @@ Suite *service_suite(void)
     tcase_add_test(tc, sigterm_exits_zero);
     tcase_add_test(tc, a_frozen_and_thawed_service_carries_on);
     tcase_add_test(tc, readyz_follows_nats_without_restart);
+    tcase_add_test(tc, a_tls_url_is_tls_or_nothing);
     tcase_add_test(tc, each_stream_is_created_by_either_and_configured_by_its_writer);
     tcase_add_test(tc, starts_and_serves_while_nats_is_down);
     tcase_add_test(tc, metrics_expose_the_contract_names);

@@ -19,7 +19,7 @@ static const char *const vars[] = {
     "HTTP_MAX_CONNECTIONS", "HTTP_MAX_CONNECTIONS_PER_IP", "HTTP_REQUEST_TIMEOUT",
     "STREAM_DUPLICATE_WINDOW", "REDRIVE_AFTER",
     "ADMIN_TOKEN", "ADMIN_PORT", "RECONCILE_EVERY", "RECONCILE_WINDOW", "RECONCILE_SCAN",
-    "NATS_PING_INTERVAL", "NATS_MAX_PINGS_OUT",
+    "NATS_PING_INTERVAL", "NATS_MAX_PINGS_OUT", "NATS_TLS_CA",
 };
 #define NVARS (sizeof vars / sizeof vars[0])
 static char *saved[NVARS];
@@ -360,6 +360,28 @@ START_TEST(processed_retention_must_outlive_stream_max_age)
 }
 END_TEST
 
+/* tls:// needs a CA file to verify the server with: NATS_TLS_CA, or the
+ * system's bundle. */
+START_TEST(a_tls_url_needs_a_readable_ca_file)
+{
+    struct config c;
+    char msg[256] = "";
+    setenv("NATS_URL", "tls://127.0.0.1:4222", 1);
+    setenv("NATS_TLS_CA", "/nonexistent/ca.pem", 1);
+    ck_assert_int_eq(config_load(&order_defaults, &c, msg, sizeof msg), ERR_CONFIG);
+    ck_assert_msg(strstr(msg, "NATS_TLS_CA") != NULL, "message \"%s\"", msg);
+    ck_assert_ptr_null(strchr(msg, '\n'));
+    setenv("NATS_TLS_CA", "/proc/self/status", 1); /* readable: the broker reads it as PEM */
+    ck_assert_int_eq(config_load(&order_defaults, &c, msg, sizeof msg), ERR_OK);
+    ck_assert_str_eq(config_tls_ca(&c), "/proc/self/status");
+    config_cleanup(&c);
+    setenv("NATS_URL", "nats://127.0.0.1:4222", 1); /* no TLS asked: the file is not read */
+    setenv("NATS_TLS_CA", "/nonexistent/ca.pem", 1);
+    ck_assert_int_eq(config_load(&order_defaults, &c, msg, sizeof msg), ERR_OK);
+    config_cleanup(&c);
+}
+END_TEST
+
 START_TEST(stream_max_age_must_cover_the_duplicate_window)
 {
     struct config c;
@@ -421,6 +443,7 @@ Suite *config_suite(void)
     tcase_add_loop_test(tc, bad_value_is_rejected_naming_the_variable, 0, NBAD);
     tcase_add_test(tc, processed_retention_must_outlive_stream_max_age);
     tcase_add_test(tc, stream_max_age_must_cover_the_duplicate_window);
+    tcase_add_test(tc, a_tls_url_needs_a_readable_ca_file);
     tcase_add_test(tc, admin_token_is_never_echoed);
     tcase_add_test(tc, bad_value_is_echoed_printable_and_short);
     suite_add_tcase(s, tc);
