@@ -14,6 +14,12 @@
 
 /* Arbitrary constant shared by every instance of every service version. */
 #define MIGRATE_LOCK_KEY "7306620031"
+/* How long one run waits for the lock before it says who holds it (the
+ * caller tries again, and can give up or stop): others' migrations take
+ * milliseconds; a session that holds the lock for minutes is stuck, and
+ * waiting on it in silence is how a start hung without a word. */
+#define LOCK_WAIT_MS 5000
+#define LOCK_POLL_MS 100
 
 static const char *const migrate_table_sql =
     "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -111,6 +117,50 @@ static char *read_file(const char *path)
 }
 
 
+/* Who holds the lock, into msg. */
+static void lock_holder(struct db *db, char *msg, size_t msglen)
+{
+    PGresult *r = NULL;
+    enum err e = db_query(db,
+        "SELECT a.pid, coalesce(nullif(a.application_name, ''), '?'), "
+        "coalesce(a.client_addr::text, 'local'), "
+        "coalesce(round(extract(epoch FROM now() - a.xact_start))::text, '?') "
+        "FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory' "
+        "AND l.granted AND ((l.classid::bigint << 32) | l.objid::bigint) = " MIGRATE_LOCK_KEY,
+        0, NULL, &r);
+    if (e == ERR_OK && PQntuples(r) > 0)
+        snprintf(msg, msglen, "the migration lock is held by session %s (%s, from %s, in a "
+                 "transaction for %s s)", PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1),
+                 PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3));
+    else
+        snprintf(msg, msglen, "the migration lock is held by another session");
+    PQclear(r);
+}
+
+/* The advisory lock, waited for LOCK_WAIT_MS at most: ERR_RETRY (msg says
+ * who holds it) after that. */
+static enum err take_lock(struct db *db, char *msg, size_t msglen)
+{
+    int64_t end = mono_ms() + LOCK_WAIT_MS;
+    for (;;) {
+        PGresult *r = NULL;
+        enum err e = db_query(db, "SELECT pg_try_advisory_lock(" MIGRATE_LOCK_KEY ")", 0, NULL, &r);
+        int got = e == ERR_OK && PQgetvalue(r, 0, 0)[0] == 't';
+        PQclear(r);
+        if (e != ERR_OK) {
+            snprintf(msg, msglen, "%s", db_errmsg(db));
+            return e;
+        }
+        if (got)
+            return ERR_OK;
+        if (mono_ms() >= end) {
+            lock_holder(db, msg, msglen);
+            return ERR_RETRY;
+        }
+        sleep_ms(LOCK_POLL_MS);
+    }
+}
+
 static enum err applied_before(struct db *db, long version, int *yes)
 {
     char v[32];
@@ -183,8 +233,9 @@ enum err migrate_run(const char *url, const char *dir, int *applied,
     db_set_kind(db, DB_UNBOUNDED); /* a migration may take long; a start waits for it */
     /* The session-level lock is released by the unlock below or, if this
      * process dies, by the server when the connection closes. */
-    if ((e = db_exec_sql(db, "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")")) != ERR_OK ||
-        (e = db_exec_sql(db, migrate_table_sql)) != ERR_OK) {
+    if ((e = take_lock(db, msg, msglen)) != ERR_OK)
+        goto out;
+    if ((e = db_exec_sql(db, migrate_table_sql)) != ERR_OK) {
         snprintf(msg, msglen, "%s", db_errmsg(db));
         goto out;
     }

@@ -192,7 +192,9 @@ static int migrate(const struct config *cfg, int64_t deadline_ms)
             log_error("migrations: %s", msg);
             return 1;
         }
-        if (!said++)
+        if (!said++ && e == ERR_RETRY)
+            log_warn("migrations: waiting: %s", msg);
+        else if (said == 1)
             log_warn("migrations: postgres unreachable, retrying: %s", msg);
         if (deadline_ms && mono_ms() > deadline_ms)
             return 2;

@@ -5,8 +5,10 @@
 #include "migrate.h"
 #include "util.h"
 
+#include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -54,6 +56,28 @@ START_TEST(concurrent_starters_apply_each_file_once)
     }
     ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM applied_once"), 1);
     ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM schema_migrations"), 2);
+}
+END_TEST
+
+/* A session that holds the migration lock (stuck, or a long migration):
+ * a run waits 5 s, then says who holds it, and the caller tries again (a
+ * start waited in silence, for ever). */
+START_TEST(a_held_lock_is_waited_for_a_bounded_time_and_named)
+{
+    PGconn *holder = PQconnectdb(pg_url("orders"));
+    ck_assert_int_eq(PQstatus(holder), CONNECTION_OK);
+    PQclear(PQexec(holder, "SET application_name = 'stuck-holder'"));
+    PGresult *r = PQexec(holder, "SELECT pg_advisory_lock(7306620031)");
+    ck_assert_int_eq(PQresultStatus(r), PGRES_TUPLES_OK);
+    PQclear(r);
+    char msg[256] = "";
+    int64_t t0 = mono_ms();
+    ck_assert_int_eq(migrate_run(pg_url("orders"), dir, NULL, msg, sizeof msg), ERR_RETRY);
+    ck_assert_int_lt(mono_ms() - t0, 8000);
+    ck_assert_msg(strstr(msg, "stuck-holder") != NULL, "msg: %s", msg);
+    PQfinish(holder); /* the lock goes with its session */
+    ck_assert_int_eq(migrate_run(pg_url("orders"), dir, NULL, msg, sizeof msg), ERR_OK);
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM applied_once"), 1);
 }
 END_TEST
 
@@ -140,6 +164,7 @@ Suite *migrate_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, concurrent_starters_apply_each_file_once);
     tcase_add_test(tc, second_run_applies_nothing);
+    tcase_add_test(tc, a_held_lock_is_waited_for_a_bounded_time_and_named);
     tcase_add_test(tc, failing_file_keeps_nothing_of_itself);
     tcase_add_test(tc, unreachable_server_is_unavailable);
     tcase_add_test(tc, project_migrations_apply_cleanly);
