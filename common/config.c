@@ -117,7 +117,7 @@ static int nats_url_valid(const char *url)
     if (at && (!slash || at < slash))
         p = at + 1;
     const char *host_end = *p == '[' ? strchr(p, ']') : p + strcspn(p, ":/");
-    if (!host_end || host_end == p)
+    if (!host_end || host_end == p || (*p == '[' && host_end == p + 1)) /* "", "[]" */
         return 0;
     const char *rest = *host_end == ']' ? host_end + 1 : host_end;
     if (*rest == ':' && !(rest = port_at(rest + 1)))
@@ -125,15 +125,38 @@ static int nats_url_valid(const char *url)
     return *rest == '\0' || *rest == '/';
 }
 
-/* A Postgres URL libpq can read, with valid ports: else the service would
- * retry a connection that can never be made. */
+/* libpq's options with a fixed set of values (libpq 15), "|"-separated:
+ * PQconninfoParse takes any value, and the connection then fails for ever. */
+static const struct { const char *keyword, *values; } pg_enums[] = {
+    {"sslmode", "|disable|allow|prefer|require|verify-ca|verify-full|"},
+    {"gssencmode", "|disable|prefer|require|"},
+    {"channel_binding", "|disable|prefer|require|"},
+    {"target_session_attrs", "|any|read-write|read-only|primary|standby|prefer-standby|"},
+};
+
+static int pg_option_valid(const PQconninfoOption *o)
+{
+    if (!o->val)
+        return 1;
+    if (strcmp(o->keyword, "port") == 0)
+        return pg_ports_valid(o->val);
+    for (size_t i = 0; i < ARRAY_LEN(pg_enums); i++)
+        if (strcmp(o->keyword, pg_enums[i].keyword) == 0) {
+            char word[48];
+            snprintf(word, sizeof word, "|%.40s|", o->val);
+            return !strchr(o->val, '|') && strstr(pg_enums[i].values, word) != NULL;
+        }
+    return 1;
+}
+
+/* A Postgres URL libpq can read, with valid ports and option values: else
+ * the service would retry a connection that can never be made. */
 static int pg_url_valid(const char *url)
 {
     PQconninfoOption *opts = PQconninfoParse(url, NULL);
     int ok = opts != NULL;
     for (PQconninfoOption *o = opts; ok && o->keyword; o++)
-        if (strcmp(o->keyword, "port") == 0 && o->val)
-            ok = pg_ports_valid(o->val);
+        ok = pg_option_valid(o);
     PQconninfoFree(opts);
     return ok;
 }
@@ -149,7 +172,8 @@ static int parse_url(const struct setting *s, const char *v, struct config *c)
         ok = has_scheme(tok, s->schemes) && !strpbrk(tok, " \t\n") &&
              (s->schemes != nats_schemes || nats_url_valid(tok));
     free(copy);
-    if (!ok || v[strlen(v) - 1] == ',' || (s->schemes == pg_schemes && !pg_url_valid(v)))
+    if (!ok || v[strlen(v) - 1] == ',' || (s->schemes == nats_schemes && (v[0] == ',' || strstr(v, ",,"))) ||
+        (s->schemes == pg_schemes && !pg_url_valid(v)))
         return -1;
     *AT(c, s, char *) = xstrdup(v);
     return 0;

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "util.h"
 #include "suites.h"
 
 static const char *const vars[] = {
@@ -224,6 +225,16 @@ START_TEST(database_url_accepts_libpq_multi_host)
     ck_assert_msg(config_load(&order_defaults, &c, msg, sizeof msg) == ERR_OK, "%s", msg);
     ck_assert_str_eq(c.database_url, url);
     config_cleanup(&c);
+    /* every value libpq 15 takes for the options it knows the values of */
+    const char *const ok[] = {"sslmode=verify-full", "sslmode=disable", "gssencmode=prefer",
+                              "channel_binding=require", "target_session_attrs=prefer-standby"};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        char *u = xasprintf("postgresql://db/orders?%s", ok[i]);
+        setenv("DATABASE_URL", u, 1);
+        ck_assert_msg(config_load(&order_defaults, &c, msg, sizeof msg) == ERR_OK, "%s: %s", u, msg);
+        config_cleanup(&c);
+        free(u);
+    }
 }
 END_TEST
 
@@ -277,6 +288,12 @@ static const struct { const char *name, *value; } bad_values[] = {
     {"DB_TCP_TIMEOUT", "3601s"}, {"DB_TCP_TIMEOUT", "1d"},
     /* the port the service listens on already */
     {"ADMIN_PORT", "8080"},
+    /* a server list with an empty entry or host, a libpq option value
+     * libpq parses and then never connects with */
+    {"NATS_URL", "nats://[]:4222"}, {"NATS_URL", "nats://a:1,,nats://b:2"},
+    {"NATS_URL", ",nats://a:1"}, {"DATABASE_URL", "postgresql://h/db?sslmode=bogus"},
+    {"DATABASE_URL", "postgresql://h/db?target_session_attrs=sometimes"},
+    {"DATABASE_URL", "postgresql://h/db?gssencmode=prefer%7Crequire"},
     /* strtol's and strtoll's leniencies: blanks before, a sign */
     {"PORT", " 8080"}, {"PORT", "+8080"}, {"PORT", "\t8080"}, {"JS_REPLICAS", " 1"},
     {"RELAY_BATCH", "+5"}, {"RELAY_SWEEP_MS", " 100"}, {"OUTBOX_RETENTION", " 1s"},
