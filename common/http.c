@@ -47,6 +47,7 @@ struct conn_state {
     struct http_req req;
     struct http_resp resp;
     int64_t queued_ms;
+    char peer[64];          /* the client's address, numeric */
     struct conn_state *next; /* in the work queue */
 };
 
@@ -65,6 +66,7 @@ struct http_server {
     struct conn_state *qhead, *qtail;
     int stopping, nworkers;
     pthread_t *workers;
+    struct conn_state **serving; /* one slot per worker: what it serves now, or NULL */
     /* the receive deadline of every socket, enforced by the reaper */
     pthread_mutex_t smu;
     struct sock *socks;
@@ -400,6 +402,7 @@ static enum MHD_Result received(struct http_server *s, struct MHD_Connection *co
     }
     MHD_suspend_connection(conn); /* under mu: the workers drain the queue before they end */
     st->queued_ms = mono_ms();
+    http_req_peer(&st->req, st->peer, sizeof st->peer);
     if (s->qtail)
         s->qtail->next = st;
     else
@@ -443,6 +446,47 @@ void http_resume(struct http_deferred *d)
     atomic_fetch_sub(&s->deferred, 1);
 }
 
+/* Whether a worker serves a request of that client now. Under mu. */
+static int served(const struct http_server *s, const char *peer)
+{
+    for (int k = 0; k < s->nworkers; k++)
+        if (s->serving[k] && strcmp(s->serving[k]->peer, peer) == 0)
+            return 1;
+    return 0;
+}
+
+/* The next request to serve: the oldest of a client that no worker serves
+ * now, else the oldest. A client's flood then waits behind itself, not in
+ * front of every other client (with Postgres slow, another client's request
+ * waited behind 120 of one client's until the request timeout: a helper's
+ * probe). Under mu; the queue is not empty. */
+static struct conn_state *take_next(struct http_server *s)
+{
+    struct conn_state **pick = &s->qhead;
+    for (struct conn_state **p = &s->qhead; *p; p = &(*p)->next)
+        if (!served(s, (*p)->peer)) {
+            pick = p;
+            break;
+        }
+    struct conn_state *st = *pick;
+    *pick = st->next;
+    if (s->qtail == st) /* it was the last: the one before it is */
+        for (s->qtail = s->qhead; s->qtail && s->qtail->next; s->qtail = s->qtail->next)
+            ;
+    return st;
+}
+
+/* Puts st in a worker's slot (-1: a free one; there is one per worker), or
+ * empties the slot (st NULL); returns the slot. Under mu. */
+static int serve_slot(struct http_server *s, int slot, struct conn_state *st)
+{
+    if (slot < 0)
+        for (slot = 0; s->serving[slot]; slot++)
+            ;
+    s->serving[slot] = st;
+    return slot;
+}
+
 static void *worker_main(void *arg)
 {
     struct http_server *s = arg;
@@ -450,17 +494,18 @@ static void *worker_main(void *arg)
     for (;;) {
         while (!s->qhead && !s->stopping)
             pthread_cond_wait(&s->cv, &s->mu);
-        struct conn_state *st = s->qhead;
-        if (!st)
-            break; /* stopping, and the queue is drained */
-        s->qhead = st->next;
         if (!s->qhead)
-            s->qtail = NULL;
+            break; /* stopping, and the queue is drained */
+        struct conn_state *st = take_next(s);
+        int slot = serve_slot(s, -1, st);
         pthread_mutex_unlock(&s->mu);
         if (mono_ms() - st->queued_ms > s->lim.request_timeout_ms)
             http_resp_error(&st->resp, 503, "unavailable", "the server is busy; retry later", NULL);
         else
             st->route->fn(&st->req, &st->resp, s->ctx);
+        pthread_mutex_lock(&s->mu);
+        serve_slot(s, slot, NULL);
+        pthread_mutex_unlock(&s->mu);
         resume_answered(s, st);
         pthread_mutex_lock(&s->mu);
     }
@@ -626,6 +671,7 @@ static void start_threads(struct http_server *s, int workers)
     pthread_mutex_init(&s->smu, NULL);
     s->nworkers = workers;
     s->workers = xcalloc((size_t)workers, sizeof *s->workers);
+    s->serving = xcalloc((size_t)workers, sizeof *s->serving);
     for (int i = 0; i < workers; i++)
         thread_start(&s->workers[i], "http", worker_main, s);
     thread_start(&s->reaper, "http-reaper", reaper_main, s);
@@ -642,6 +688,7 @@ static void stop_threads(struct http_server *s)
     atomic_store(&s->reaper_stop, 1);
     pthread_join(s->reaper, NULL);
     free(s->workers);
+    free(s->serving);
 }
 
 /* After MHD has stopped: its threads lock mu and smu until then. */

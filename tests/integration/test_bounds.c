@@ -305,6 +305,53 @@ START_TEST(idle_flood_does_not_stop_another_client)
 }
 END_TEST
 
+struct slow_get {
+    int port;
+    const char *src;
+    int64_t ms;
+};
+
+static void *slow_get(void *arg)
+{
+    struct slow_get *g = arg;
+    static const char get[] = "GET /orders/6f1c1f1e-0000-4000-8000-000000000000 HTTP/1.1\r\n"
+                              "Host: x\r\nConnection: close\r\n\r\n";
+    struct http_result r = {0};
+    int64_t t0 = mono_ms();
+    http_raw(g->src, g->port, get, strlen(get), 30000, &r);
+    g->ms = mono_ms() - t0;
+    http_result_free(&r);
+    return NULL;
+}
+
+/* One client's flood of requests that wait on Postgres (here a lock, 2 s
+ * each, on 2 workers) waits behind itself, not in front of another client:
+ * that one's request is served by the next free worker. It waited behind
+ * the flood in the order they came (12 s here, 503 at the request timeout). */
+START_TEST(a_flood_of_slow_requests_does_not_hold_up_another_client)
+{
+    enum { FLOOD = 12 };
+    const char *const extra[] = {"HTTP_THREADS=2", "DB_REQUEST_TIMEOUT=2s", NULL};
+    struct svc orders;
+    svc_start(&orders, "order-service", nats.url, extra);
+    PGconn *c = pg_hold("orders", "LOCK TABLE orders IN ACCESS EXCLUSIVE MODE");
+    ck_assert_ptr_nonnull(c);
+    struct slow_get g[FLOOD + 1];
+    pthread_t t[FLOOD + 1];
+    for (int i = 0; i <= FLOOD; i++) {
+        if (i == FLOOD)
+            sleep_ms(300); /* the flood is queued */
+        g[i] = (struct slow_get){.port = orders.port, .src = i < FLOOD ? "127.0.0.2" : "127.0.0.3"};
+        ck_assert_int_eq(pthread_create(&t[i], NULL, slow_get, &g[i]), 0);
+    }
+    for (int i = 0; i <= FLOOD; i++)
+        pthread_join(t[i], NULL);
+    ck_assert(pg_release(c, "COMMIT"));
+    ck_assert_msg(g[FLOOD].ms < 6000, "the other client waited %lld ms", (long long)g[FLOOD].ms);
+    ck_assert_int_eq(svc_stop(&orders, SIGTERM), 0);
+}
+END_TEST
+
 START_TEST(a_byte_a_second_is_cut_off)
 {
     const char *const extra[] = {"HTTP_REQUEST_TIMEOUT=3s", NULL};
@@ -444,6 +491,7 @@ Suite *bounds_suite(void)
     tcase_add_test(tc, commit_cut_after_commit_is_settled_committed);
     tcase_add_test(tc, commit_cut_before_commit_is_written_again);
     tcase_add_test(tc, idle_flood_does_not_stop_another_client);
+    tcase_add_test(tc, a_flood_of_slow_requests_does_not_hold_up_another_client);
     tcase_add_test(tc, a_byte_a_second_is_cut_off);
     tcase_add_test(tc, bad_traceparent_never_fails_the_order);
     tcase_add_test(tc, not_utf8_messages_are_dead_lettered_once);
