@@ -1084,14 +1084,15 @@ void broker_nak(struct broker_in *m, int64_t delay_ms)
     natsMsg_NakWithDelay(m->handle, delay_ms, NULL);
 }
 
-uint64_t broker_in_stream_seq(const struct broker_in *m)
+int broker_in_stored(const struct broker_in *m, uint64_t *seq, int64_t *stored_ns)
 {
     jsMsgMetaData *meta = NULL;
     if (!m->handle || natsMsg_GetMetaData(&meta, m->handle) != NATS_OK)
         return 0;
-    uint64_t seq = meta->Sequence.Stream;
+    *seq = meta->Sequence.Stream;
+    *stored_ns = meta->Timestamp;
     jsMsgMetaData_Destroy(meta);
-    return seq;
+    return 1;
 }
 
 void broker_in_headers(const struct broker_in *m, struct buf *out)

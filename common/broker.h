@@ -138,9 +138,10 @@ enum err broker_fetch(struct broker_sub *sub, int max, int timeout_ms,
                       struct broker_in **msgs, int *n);
 void broker_fetch_free(struct broker_in *msgs, int n);
 
-/* The message's sequence in its stream (from the delivery's metadata), or
- * 0 when it has none (not a JetStream delivery). */
-uint64_t broker_in_stream_seq(const struct broker_in *m);
+/* Where and when the stream stored the message (the delivery's metadata:
+ * the same on every delivery of it); 0 when it has none (not a JetStream
+ * delivery). */
+int broker_in_stored(const struct broker_in *m, uint64_t *seq, int64_t *stored_ns);
 /* Appends the message's NATS headers as "Key: value\r\n" lines (raw bytes). */
 void broker_in_headers(const struct broker_in *m, struct buf *out);
 

@@ -41,9 +41,9 @@ const struct db_stmt inbox_stmts[] = {
      "last_error = EXCLUDED.last_error, updated_at = now() RETURNING refusals"},
     /* No row back: this message was kept already (delivered again). */
     {"inbox_dead",
-     "INSERT INTO dead_letters (subject, event_id, body, error, subject_raw, headers, stream_seq) "
-     "VALUES ($1, $2::uuid, $3::bytea, $4, $5::bytea, $6::bytea, $7::bigint) "
-     "ON CONFLICT (stream_seq, md5(body)) WHERE stream_seq IS NOT NULL DO NOTHING RETURNING id"},
+     "INSERT INTO dead_letters (subject, event_id, body, error, subject_raw, headers, stream_seq, "
+     "  stored_ns) VALUES ($1, $2::uuid, $3::bytea, $4, $5::bytea, $6::bytea, $7::bigint, $8::bigint) "
+     "ON CONFLICT (stream_seq, stored_ns) WHERE stream_seq IS NOT NULL DO NOTHING RETURNING id"},
     {"inbox_dead_open", "SELECT count(*) FROM dead_letters WHERE reapplied_at IS NULL"},
 };
 
@@ -144,10 +144,13 @@ static enum err dead_letter(struct worker *w, const struct broker_in *m, struct 
         event_peek_id(m->data, (size_t)m->len, body_id) != ERR_OK)
         body_id[0] = '\0';
     const char *id = sl->id[0] ? sl->id : body_id[0] ? body_id : NULL;
-    char seq[24] = "";
-    uint64_t stream_seq = broker_in_stream_seq(m);
-    if (stream_seq)
+    char seq[24] = "", stored[24] = "";
+    uint64_t stream_seq = 0;
+    int64_t stored_ns = 0;
+    if (broker_in_stored(m, &stream_seq, &stored_ns)) {
         snprintf(seq, sizeof seq, "%llu", (unsigned long long)stream_seq);
+        snprintf(stored, sizeof stored, "%lld", (long long)stored_ns);
+    }
     struct buf body, subject, raw_subject, headers, raw_headers;
     buf_init(&body);
     buf_init(&subject);
@@ -160,9 +163,9 @@ static enum err dead_letter(struct worker *w, const struct broker_in *m, struct 
     broker_in_headers(m, &raw_headers);
     bytea_hex(&headers, raw_headers.data ? raw_headers.data : "", raw_headers.len);
     const char *params[] = {subject.data, id, body.data, sl->why, raw_subject.data, headers.data,
-                            seq[0] ? seq : NULL};
+                            seq[0] ? seq : NULL, stored[0] ? stored : NULL};
     PGresult *res = NULL;
-    enum err e = db_exec(w->db, "inbox_dead", 7, params, &res);
+    enum err e = db_exec(w->db, "inbox_dead", 8, params, &res);
     if (e == ERR_OK && PQntuples(res) == 0) {
         sl->result = "duplicate";
         log_info("poison message on %s, stream sequence %s, delivered again: kept in "
