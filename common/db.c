@@ -537,7 +537,7 @@ static enum err settle(struct db *db, const char *txid, const struct db_check *c
         enum err e = db_query(db, "SELECT pg_xact_status($1::xid8)", 1, params, &r);
         const char *st = e == ERR_OK ? PQgetvalue(r, 0, 0) : "";
         int over = e == ERR_OK ? strcmp(st, "in progress") != 0
-                               : e == ERR_DB; /* the server refused the id (22023) */
+                               : strcmp(db->state, "22023") == 0; /* "in the future" */
         if (check)
             e = over ? run_check(db, check) : ERR_UNAVAILABLE;
         else
