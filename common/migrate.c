@@ -123,15 +123,15 @@ static void lock_holder(struct db *db, char *msg, size_t msglen)
     PGresult *r = NULL;
     enum err e = db_query(db,
         "SELECT a.pid, coalesce(nullif(a.application_name, ''), '?'), "
-        "coalesce(a.client_addr::text, 'local'), "
-        "coalesce(round(extract(epoch FROM now() - a.xact_start))::text, '?') "
+        "coalesce(a.client_addr::text, 'local'), coalesce(a.state, '?'), "
+        "coalesce(round(extract(epoch FROM now() - coalesce(a.state_change, a.backend_start)))::text, '?') "
         "FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory' "
         "AND l.granted AND ((l.classid::bigint << 32) | l.objid::bigint) = " MIGRATE_LOCK_KEY,
         0, NULL, &r);
     if (e == ERR_OK && PQntuples(r) > 0)
-        snprintf(msg, msglen, "the migration lock is held by session %s (%s, from %s, in a "
-                 "transaction for %s s)", PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1),
-                 PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3));
+        snprintf(msg, msglen, "the migration lock is held by session %s (%s, from %s, %s for "
+                 "%s s)", PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2),
+                 PQgetvalue(r, 0, 3), PQgetvalue(r, 0, 4));
     else
         snprintf(msg, msglen, "the migration lock is held by another session");
     PQclear(r);

@@ -181,7 +181,7 @@ static int wait_signal(int64_t ms)
 static int migrate(const struct config *cfg, int64_t deadline_ms)
 {
     char msg[512];
-    for (int said = 0;;) {
+    for (enum err said = ERR_OK;;) { /* the kind of wait last logged */
         int applied = 0;
         enum err e = migrate_run(cfg->database_url, cfg->migrations_dir, &applied, msg, sizeof msg);
         if (e == ERR_OK) {
@@ -192,10 +192,11 @@ static int migrate(const struct config *cfg, int64_t deadline_ms)
             log_error("migrations: %s", msg);
             return 1;
         }
-        if (!said++ && e == ERR_RETRY)
+        if (e != said && e == ERR_RETRY) /* logged again when the kind changes */
             log_warn("migrations: waiting: %s", msg);
-        else if (said == 1)
+        else if (e != said)
             log_warn("migrations: postgres unreachable, retrying: %s", msg);
+        said = e;
         if (deadline_ms && mono_ms() > deadline_ms)
             return 2;
         if (wait_signal(MIGRATE_RETRY_MS))
