@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
+#include <sys/stat.h>
 
 struct int_range { long min, max; };
 
@@ -258,6 +258,23 @@ const char *config_tls_ca(const struct config *c)
     return c->nats_tls_ca && c->nats_tls_ca[0] ? c->nats_tls_ca : SYSTEM_CA_BUNDLE;
 }
 
+/* A file of PEM certificates (its start holds one): else nats.c's load
+ * fails later, as a vague "SSL Error" under NATS_URL. */
+static int pem_certificates(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+        return 0;
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    char head[16384];
+    size_t n = fread(head, 1, sizeof head - 1, f);
+    fclose(f);
+    head[n] = '\0';
+    return strstr(head, "-----BEGIN CERTIFICATE-----") != NULL;
+}
+
 static const char *default_for(const struct setting *s, const struct config_defaults *d,
                                const struct config *sofar)
 {
@@ -306,9 +323,10 @@ static int check_together(const struct config *c, char *msg, size_t msglen)
                  "than STREAM_MAX_AGE so that no redelivery outlives its processed id");
         return -1;
     }
-    if (strstr(c->nats_url, "tls://") && access(config_tls_ca(c), R_OK) != 0) {
+    if (strstr(c->nats_url, "tls://") && !pem_certificates(config_tls_ca(c))) {
         snprintf(msg, msglen, "invalid value for NATS_TLS_CA: tls:// in NATS_URL needs a CA "
-                 "file to verify the server with, and %.200s cannot be read", config_tls_ca(c));
+                 "file (PEM certificates) to verify the server with, and %.200s is none",
+                 config_tls_ca(c));
         return -1;
     }
     if (c->admin_port == c->port) {

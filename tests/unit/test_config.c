@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "util.h"
@@ -388,10 +389,20 @@ START_TEST(a_tls_url_needs_a_readable_ca_file)
     ck_assert_int_eq(config_load(&order_defaults, &c, msg, sizeof msg), ERR_CONFIG);
     ck_assert_msg(strstr(msg, "NATS_TLS_CA") != NULL, "message \"%s\"", msg);
     ck_assert_ptr_null(strchr(msg, '\n'));
-    setenv("NATS_TLS_CA", "/proc/self/status", 1); /* readable: the broker reads it as PEM */
+    setenv("NATS_TLS_CA", "/proc/self/status", 1); /* readable, no certificate in it */
+    ck_assert_int_eq(config_load(&order_defaults, &c, msg, sizeof msg), ERR_CONFIG);
+    ck_assert_msg(strstr(msg, "NATS_TLS_CA") != NULL, "message \"%s\"", msg);
+    char pem[] = "/tmp/ca-XXXXXX";
+    int fd = mkstemp(pem);
+    ck_assert_int_ge(fd, 0);
+    static const char text[] = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    ck_assert_int_eq(write(fd, text, sizeof text - 1), (ssize_t)(sizeof text - 1));
+    close(fd);
+    setenv("NATS_TLS_CA", pem, 1);
     ck_assert_int_eq(config_load(&order_defaults, &c, msg, sizeof msg), ERR_OK);
-    ck_assert_str_eq(config_tls_ca(&c), "/proc/self/status");
+    ck_assert_str_eq(config_tls_ca(&c), pem);
     config_cleanup(&c);
+    unlink(pem);
     setenv("NATS_URL", "nats://127.0.0.1:4222", 1); /* no TLS asked: the file is not read */
     setenv("NATS_TLS_CA", "/nonexistent/ca.pem", 1);
     ck_assert_int_eq(config_load(&order_defaults, &c, msg, sizeof msg), ERR_OK);
