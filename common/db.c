@@ -581,8 +581,10 @@ enum err db_commit_checked(struct db *db, const struct db_check *check)
     char why[200];
     snprintf(why, sizeof why, "%.199s", db->err);
     e = settle(db, txid, check, deadline + kind_ms(db->kind));
-    if (e == ERR_UNAVAILABLE)
+    if (e == ERR_UNAVAILABLE) {
         snprintf(db->err, sizeof db->err, "commit in doubt (%s), still unknown", why);
+        e = ERR_IN_DOUBT;
+    }
     return e;
 }
 

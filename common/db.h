@@ -100,7 +100,9 @@ struct db_check {
 };
 /* COMMIT. If the connection is lost meanwhile, the outcome is settled on a
  * fresh connection: ERR_OK committed, ERR_RETRY aborted (nothing was
- * written: write again), ERR_UNAVAILABLE still unknown after the bound.
+ * written: write again), ERR_IN_DOUBT still unknown after the bound (the
+ * transaction may commit later: a backend frozen in its COMMIT, a
+ * partition after it was sent).
  * pg_xact_status says when the transaction is over; whether it committed,
  * `check` says when given (see db.c, settle), else that status.
  * Failpoints: db_commit_cut cuts the socket right after COMMIT is sent

@@ -19,7 +19,8 @@
     X(BROKER,      "message broker error")                               \
     X(TIMEOUT,     "timed out")                                          \
     X(RETRY,       "transient failure, retry later")                     \
-    X(POISON,      "message can never be processed")
+    X(POISON,      "message can never be processed")                     \
+    X(IN_DOUBT,    "commit sent, its outcome unknown")
 
 enum err {
 #define ERR_ENUM(name, text) ERR_##name,

@@ -123,7 +123,10 @@ static enum err write_once(struct db *db, const struct order_new **orders, size_
         *again = e == ERR_RETRY && strncmp(db_sqlstate(db), "40", 2) == 0;
         db_rollback(db);
     }
-    if (e != ERR_OK)
+    if (e == ERR_IN_DOUBT) /* the orders it created may yet be written: their ids are kept */
+        for (size_t i = 0; i < n; i++)
+            res[i].e = res[i].event_id[0] ? ERR_IN_DOUBT : res[i].e;
+    else if (e != ERR_OK)
         clear_results(res, n);
     return e;
 }
@@ -159,12 +162,12 @@ static void commit_jobs(struct db *db, struct job **jobs, size_t n)
     for (size_t i = 0; i < n; i++)
         orders[i] = jobs[i]->order;
     enum err e = write_orders(db, orders, n, res);
-    int refused = e != ERR_OK && e != ERR_UNAVAILABLE && e != ERR_RETRY;
+    int refused = e != ERR_OK && e != ERR_UNAVAILABLE && e != ERR_RETRY && e != ERR_IN_DOUBT;
     for (size_t i = 0; i < n; i++) {
         enum err ei = e;
         if (refused && n > 1)
             ei = write_orders(db, &orders[i], 1, &res[i]);
-        jobs[i]->res = ei == ERR_OK ? res[i] : (struct order_result){.e = ei};
+        jobs[i]->res = ei == ERR_OK || ei == ERR_IN_DOUBT ? res[i] : (struct order_result){.e = ei};
     }
     free(res);
     free(orders);

@@ -101,6 +101,26 @@ struct pending {
     struct order_new o;
 };
 
+/* The COMMIT went out and no answer came in time (a frozen backend, a
+ * partition): the order may yet be written, so the 503 says so and where
+ * to look, not "cannot be reached", which a client reads as "not written"
+ * (a helper's probe: 23 orders so answered, then committed and confirmed). */
+static void answer_in_doubt(struct order_result *res, struct http_resp *resp)
+{
+    const char *id = json_string_value(json_object_get(res->doc, "id"));
+    log_with(LOG_WARN, json_pack("{s:s?}", "order_id", id),
+             "order %s: commit sent, outcome unknown in time: answered 503 with its Location",
+             id ? id : "?");
+    if (id)
+        resp->location = xasprintf("/orders/%s", id);
+    http_resp_error(resp, 503, "unavailable",
+                    "the database did not confirm the order in time, and it may still be "
+                    "written: look it up at Location, or send the request again with the "
+                    "same Idempotency-Key", NULL);
+    json_decref(res->doc);
+    res->doc = NULL;
+}
+
 static void answer_created(struct pending *p, struct order_result *res)
 {
     struct http_resp *resp = p->resp;
@@ -113,6 +133,8 @@ static void answer_created(struct pending *p, struct order_result *res)
     else if (res->e == ERR_CONFLICT)
         http_resp_error(resp, 409, "idempotency_key_reused",
                         "this Idempotency-Key was used with a different request", NULL);
+    else if (res->e == ERR_IN_DOUBT)
+        answer_in_doubt(res, resp);
     else if (res->e == ERR_UNAVAILABLE || res->e == ERR_RETRY)
         http_resp_error(resp, 503, "unavailable", "the database cannot be reached; retry later", NULL);
     else {

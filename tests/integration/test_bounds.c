@@ -353,6 +353,80 @@ START_TEST(a_flood_of_slow_requests_does_not_hold_up_another_client)
 }
 END_TEST
 
+struct in_doubt {
+    int port, status;
+    struct http_result r;
+};
+
+#define SLOW_ORDER "{\"customer_id\":\"slow-commit\",\"items\":[{\"sku\":\"SKU-1\",\"qty\":1}]}"
+
+static int post_keyed(int port, struct http_result *r)
+{
+    static const char *const h[] = {"Content-Type: application/json", "Idempotency-Key: doubt-1",
+                                    NULL};
+    return http_do(port, "POST", "/orders", h, SLOW_ORDER, strlen(SLOW_ORDER), r) == 0 ? r->status
+                                                                                       : -1;
+}
+
+static void *post_slow_commit(void *arg)
+{
+    struct in_doubt *d = arg;
+    d->status = post_keyed(d->port, &d->r);
+    return NULL;
+}
+
+static int intake_committing(void *arg)
+{
+    long *pid = arg;
+    *pid = pg_long("orders", "SELECT pid FROM pg_stat_activity WHERE application_name = "
+                             "'order-service/intake' AND state = 'active' AND query = 'COMMIT'");
+    return *pid > 0;
+}
+
+/* The backend running an order's COMMIT is frozen past every bound: the
+ * order may yet be written, so its 503 says so and gives its Location (it
+ * said "cannot be reached", and the order was then committed and
+ * confirmed: a helper's probe). Thawed, the request sent again with its
+ * Idempotency-Key, as the answer says, ends with one order: the one at
+ * that Location if the commit went through (here the statement timeout
+ * may cancel it first, as the frozen COMMIT was in a trigger). */
+START_TEST(a_commit_unanswered_in_time_is_answered_as_in_doubt)
+{
+    const char *const extra[] = {"DB_REQUEST_TIMEOUT=1s", NULL};
+    struct svc orders;
+    svc_start(&orders, "order-service", nats.url, extra);
+    ck_assert_int_eq(pg_exec("orders", "CREATE FUNCTION slow_commit() RETURNS trigger "
+                             "LANGUAGE plpgsql AS $$BEGIN PERFORM pg_sleep(0.5); RETURN NULL; END$$"), 0);
+    ck_assert_int_eq(pg_exec("orders", "CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON orders "
+                             "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
+                             "WHEN (NEW.customer_id = 'slow-commit') EXECUTE FUNCTION slow_commit()"), 0);
+    struct in_doubt d = {.port = orders.port};
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, post_slow_commit, &d), 0);
+    long pid = 0;
+    ck_assert(wait_until(intake_committing, &pid, 5000));
+    ck_assert_int_eq(kill((pid_t)pid, SIGSTOP), 0);
+    pthread_join(t, NULL);
+    ck_assert_int_eq(kill((pid_t)pid, SIGCONT), 0);
+    ck_assert_int_eq(d.status, 503);
+    ck_assert_ptr_nonnull(strstr(d.r.body, "may still be written"));
+    ck_assert_int_eq(strncmp(d.r.location, "/orders/", 8), 0);
+    struct http_result again;
+    int st = -1;
+    for (int i = 0; i < 50 && (st = post_keyed(orders.port, &again)) == 503; i++) {
+        http_result_free(&again); /* its key is locked until the old transaction ends */
+        sleep_ms(200);
+    }
+    ck_assert_msg(st == 200 || st == 201, "sent again: %d", st);
+    if (st == 200) /* the order in doubt was written: it is the one */
+        ck_assert_str_eq(json_field(again.body, "id"), d.r.location + 8);
+    http_result_free(&again);
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM orders WHERE customer_id = 'slow-commit'"), 1);
+    http_result_free(&d.r);
+    ck_assert_int_eq(svc_stop(&orders, SIGTERM), 0);
+}
+END_TEST
+
 START_TEST(a_byte_a_second_is_cut_off)
 {
     const char *const extra[] = {"HTTP_REQUEST_TIMEOUT=3s", NULL};
@@ -493,6 +567,7 @@ Suite *bounds_suite(void)
     tcase_add_test(tc, commit_cut_before_commit_is_written_again);
     tcase_add_test(tc, idle_flood_does_not_stop_another_client);
     tcase_add_test(tc, a_flood_of_slow_requests_does_not_hold_up_another_client);
+    tcase_add_test(tc, a_commit_unanswered_in_time_is_answered_as_in_doubt);
     tcase_add_test(tc, a_byte_a_second_is_cut_off);
     tcase_add_test(tc, bad_traceparent_never_fails_the_order);
     tcase_add_test(tc, not_utf8_messages_are_dead_lettered_once);
