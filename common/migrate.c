@@ -18,7 +18,7 @@
  * caller tries again, and can give up or stop): others' migrations take
  * milliseconds; a session that holds the lock for minutes is stuck, and
  * waiting on it in silence is how a start hung without a word. */
-#define LOCK_WAIT_MS 5000
+#define LOCK_WAIT_MS 2000
 #define LOCK_POLL_MS 100
 
 static const char *const migrate_table_sql =

@@ -12,7 +12,7 @@
 /* Applies the pending files of dir to the database at url. *applied (if not
  * NULL) gets how many files this call applied. On failure msg says which file
  * and why: ERR_UNAVAILABLE (server unreachable, worth retrying), ERR_RETRY
- * (another session held the lock for 5 s: msg says which), ERR_IO
+ * (another session held the lock for 2 s: msg says which), ERR_IO
  * (folder unreadable), ERR_DB (a file failed; nothing of it is kept). */
 enum err migrate_run(const char *url, const char *dir, int *applied,
                      char *msg, size_t msglen);

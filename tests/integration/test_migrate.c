@@ -60,7 +60,7 @@ START_TEST(concurrent_starters_apply_each_file_once)
 END_TEST
 
 /* A session that holds the migration lock (stuck, or a long migration):
- * a run waits 5 s, then says who holds it, and the caller tries again (a
+ * a run waits 2 s, then says who holds it, and the caller tries again (a
  * start waited in silence, for ever). */
 START_TEST(a_held_lock_is_waited_for_a_bounded_time_and_named)
 {
@@ -73,7 +73,7 @@ START_TEST(a_held_lock_is_waited_for_a_bounded_time_and_named)
     char msg[256] = "";
     int64_t t0 = mono_ms();
     ck_assert_int_eq(migrate_run(pg_url("orders"), dir, NULL, msg, sizeof msg), ERR_RETRY);
-    ck_assert_int_lt(mono_ms() - t0, 8000);
+    ck_assert_int_lt(mono_ms() - t0, 5000);
     ck_assert_msg(strstr(msg, "stuck-holder") != NULL, "msg: %s", msg);
     PQfinish(holder); /* the lock goes with its session */
     ck_assert_int_eq(migrate_run(pg_url("orders"), dir, NULL, msg, sizeof msg), ERR_OK);

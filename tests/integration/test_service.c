@@ -125,8 +125,9 @@ START_TEST(a_tls_url_is_tls_or_nothing)
     char dir[] = "/tmp/tls-XXXXXX";
     ck_assert_ptr_nonnull(mkdtemp(dir));
     char *make = xasprintf(
-        "cd %s && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 "
-        "-subj /CN=test-ca && openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr "
+        "cd %s && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+        "-keyout ca.key -out ca.pem -days 1 -subj /CN=test-ca && openssl req -newkey ec "
+        "-pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout srv.key -out srv.csr "
         "-subj /CN=127.0.0.1 && echo subjectAltName=IP:127.0.0.1 > ext && openssl x509 -req "
         "-in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 1 -extfile ext",
         dir);
@@ -147,7 +148,7 @@ START_TEST(a_tls_url_is_tls_or_nothing)
     ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
     /* a server that speaks no TLS is never used */
     svc_start(&s, "order-service", plain, env);
-    sleep_ms(3000);
+    sleep_ms(2000);
     ck_assert_int_eq(ready_status(&s, "\"nats\":\"down\""), 503);
     ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
     natsd_cleanup(&tls);
