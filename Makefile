@@ -96,7 +96,7 @@ deps:
 	@scripts/deps
 
 test: deps
-	@$(MAKE) --no-print-directory check-build fuzz-build
+	@$(MAKE) -j$$(nproc) --no-print-directory check-build fuzz-build
 	@scripts/test
 
 demo: deps
