@@ -563,8 +563,19 @@ enum err db_commit_checked(struct db *db, const struct db_check *check)
     snprintf(txid, sizeof txid, "%s", db->txid);
     db->txid[0] = '\0';
     int64_t deadline = deadline_of(db);
-    enum err e = db_connect(db);
-    if (e == ERR_OK && failpoint_on(FP_DB_COMMIT_LOST))
+    /* The transaction must still be open on the connection it began on. One
+     * whose connection was dropped meanwhile went with it (the server aborts
+     * it: it can no longer commit), and a failed statement aborted it; a
+     * COMMIT on a fresh connection, or on an aborted transaction, answers
+     * "success" with nothing written (the review). */
+    if (!db->conn || PQstatus(db->conn) != CONNECTION_OK ||
+        PQtransactionStatus(db->conn) != PQTRANS_INTRANS) {
+        set_err(db, "COMMIT", "the transaction was lost or had failed before its COMMIT");
+        db_rollback(db);
+        return ERR_RETRY;
+    }
+    enum err e = ERR_OK;
+    if (failpoint_on(FP_DB_COMMIT_LOST))
         shutdown(PQsocket(db->conn), SHUT_RDWR); /* gone before COMMIT: the server aborts */
     if (e == ERR_OK && !PQsendQuery(db->conn, "COMMIT")) {
         set_err(db, "COMMIT", PQerrorMessage(db->conn));
@@ -573,8 +584,12 @@ enum err db_commit_checked(struct db *db, const struct db_check *check)
     }
     if (e == ERR_OK && PQflush(db->conn) == 0 && failpoint_on(FP_DB_COMMIT_CUT))
         shutdown(PQsocket(db->conn), SHUT_RDWR); /* COMMIT is on its way, the answer is lost */
+    PGresult *r = NULL;
     if (e == ERR_OK)
-        e = check_result(db, await(db, deadline), "COMMIT", NULL);
+        e = check_result(db, await(db, deadline), "COMMIT", &r);
+    if (e == ERR_OK && strcmp(PQcmdStatus(r), "COMMIT") != 0)
+        e = ERR_RETRY; /* "ROLLBACK": the transaction had failed */
+    PQclear(r);
     if (e != ERR_UNAVAILABLE || !txid[0])
         return e;
     /* In doubt: the server may have committed before the connection went. */

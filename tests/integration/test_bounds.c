@@ -3,6 +3,7 @@
  * a flood of idle connections and a client sending a byte a second.
  * Real processes, real Postgres, a private nats-server. */
 #include "support/harness.h"
+#include "db.h"
 #include "suites.h"
 #include "util.h"
 
@@ -353,6 +354,31 @@ START_TEST(a_flood_of_slow_requests_does_not_hold_up_another_client)
 }
 END_TEST
 
+/* A COMMIT is a commit only of the transaction that began: not of one a
+ * failed statement aborted (COMMIT then answers ROLLBACK, with success),
+ * nor on a fresh connection after the first one went (the transaction went
+ * with it; COMMIT there answers success with nothing written). Both said
+ * "committed" (the review): ERR_RETRY, write again. */
+START_TEST(a_commit_of_a_failed_or_lost_transaction_is_not_a_commit)
+{
+    ck_assert_int_eq(pg_exec("orders", "CREATE TABLE written (x int)"), 0);
+    struct db *db = NULL;
+    db_new(pg_url("orders"), "test", NULL, 0, &db);
+    ck_assert_int_eq(db_begin(db), ERR_OK);
+    ck_assert_int_eq(db_exec_sql(db, "INSERT INTO written VALUES (1)"), ERR_OK);
+    ck_assert_int_ne(db_exec_sql(db, "SELECT 1 / 0"), ERR_OK);
+    ck_assert_int_eq(db_commit(db), ERR_RETRY);
+    ck_assert_int_eq(db_begin(db), ERR_OK);
+    ck_assert_int_eq(db_exec_sql(db, "INSERT INTO written VALUES (2)"), ERR_OK);
+    ck_assert_int_eq(pg_exec("orders", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                       "WHERE application_name LIKE '%test'"), 0);
+    ck_assert_int_ne(db_exec_sql(db, "INSERT INTO written VALUES (3)"), ERR_OK);
+    ck_assert_int_eq(db_commit(db), ERR_RETRY);
+    ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM written"), 0);
+    db_free(db);
+}
+END_TEST
+
 struct in_doubt {
     int port, status;
     struct http_result r;
@@ -568,6 +594,7 @@ Suite *bounds_suite(void)
     tcase_add_test(tc, idle_flood_does_not_stop_another_client);
     tcase_add_test(tc, a_flood_of_slow_requests_does_not_hold_up_another_client);
     tcase_add_test(tc, a_commit_unanswered_in_time_is_answered_as_in_doubt);
+    tcase_add_test(tc, a_commit_of_a_failed_or_lost_transaction_is_not_a_commit);
     tcase_add_test(tc, a_byte_a_second_is_cut_off);
     tcase_add_test(tc, bad_traceparent_never_fails_the_order);
     tcase_add_test(tc, not_utf8_messages_are_dead_lettered_once);
