@@ -105,6 +105,32 @@ static void clear_results(struct order_result *res, size_t n)
     }
 }
 
+static const char *doc_id(const struct order_result *r)
+{
+    return json_string_value(json_object_get(r->doc, "id"));
+}
+
+/* A commit in doubt. The orders the batch created may yet be written: they
+ * keep their ids, for their Location. So may an order that another request
+ * of the batch was answered with (the same Idempotency-Key, found in the
+ * batch's own rows: it was answered 200 for an order that might never be
+ * written, the review found). Any other answer (a replay of an earlier
+ * order, a key reused) waits for a known outcome: 503, sent again. */
+static void mark_in_doubt(struct order_result *res, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        int ours = res[i].event_id[0] != '\0';
+        for (size_t k = 0; !ours && doc_id(&res[i]) && k < n; k++)
+            ours = res[k].event_id[0] && strcmp(doc_id(&res[i]), doc_id(&res[k])) == 0;
+        if (ours) {
+            res[i].e = ERR_IN_DOUBT;
+        } else {
+            json_decref(res[i].doc);
+            res[i] = (struct order_result){.e = ERR_UNAVAILABLE};
+        }
+    }
+}
+
 /* One transaction. ERR_RETRY with *again set: nothing was written and
  * writing again may succeed (a deadlock, a serialization failure, or a
  * commit whose connection was lost and that turned out aborted). */
@@ -123,9 +149,8 @@ static enum err write_once(struct db *db, const struct order_new **orders, size_
         *again = e == ERR_RETRY && strncmp(db_sqlstate(db), "40", 2) == 0;
         db_rollback(db);
     }
-    if (e == ERR_IN_DOUBT) /* the orders it created may yet be written: their ids are kept */
-        for (size_t i = 0; i < n; i++)
-            res[i].e = res[i].event_id[0] ? ERR_IN_DOUBT : res[i].e;
+    if (e == ERR_IN_DOUBT)
+        mark_in_doubt(res, n);
     else if (e != ERR_OK)
         clear_results(res, n);
     return e;

@@ -134,9 +134,12 @@ static void order_row_cleanup(struct order_row *r)
 }
 
 /* Orders the statement did not insert: their key was taken (by an earlier
- * order, maybe of this very batch). */
-static void resolve_keys(struct db *db, const struct order_new *const *o, struct order_row *rows,
-                         size_t n, struct order_result *out)
+ * order, maybe of this very batch). A lookup that failed otherwise than by
+ * finding the key taken fails the batch: the transaction is aborted, or its
+ * connection gone, and nothing of it will be written (the review: the batch
+ * was committed "successfully" anyway, with nothing in it). */
+static enum err resolve_keys(struct db *db, const struct order_new *const *o,
+                             struct order_row *rows, size_t n, struct order_result *out)
 {
     for (size_t i = 0; i < n; i++) {
         if (out[i].doc)
@@ -145,7 +148,10 @@ static void resolve_keys(struct db *db, const struct order_new *const *o, struct
                        ? by_key(db, o[i]->idempotency_key, rows[i].fingerprint, &out[i].doc,
                                 &out[i].same)
                        : ERR_DB; /* without a key every order is inserted */
+        if (out[i].e != ERR_CONFLICT && out[i].e != ERR_NOT_FOUND && o[i]->idempotency_key)
+            return out[i].e;
     }
+    return ERR_OK;
 }
 
 enum err order_store_create(struct db *db, const struct order_new *const *o, size_t n,
@@ -171,7 +177,7 @@ enum err order_store_create(struct db *db, const struct order_new *const *o, siz
             }
     PQclear(r);
     if (e == ERR_OK)
-        resolve_keys(db, o, rows, n, out);
+        e = resolve_keys(db, o, rows, n, out);
     for (size_t i = 0; i < n; i++)
         order_row_cleanup(&rows[i]);
     free(rows);
