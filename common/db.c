@@ -520,10 +520,13 @@ static enum err run_check(struct db *db, const struct db_check *check)
  * reached the disk before a crash leaves no trace of its id, and after the
  * restart Postgres hands the id out again, so "committed" may be said of
  * another transaction (a helper's probe had 201 for an order never
- * written). With a check, the status only says whether the transaction is
- * over (an id the server has not handed out yet, after a crash, is over
- * too: the server says it is "in the future"), and the writes themselves
- * say whether it committed. */
+ * written). With a check, only the writes, seen, say it committed; and it
+ * is found aborted only when the status says "aborted", or the id is one
+ * the server has not handed out yet ("in the future": lost in a crash).
+ * "committed" without the writes in sight is no verdict: Postgres 15 marks
+ * a transaction committed before other sessions can see it (while it waits
+ * for a synchronous standby, say), and a reused id is said committed too;
+ * so it is asked again, and stays in doubt at the deadline. */
 static enum err settle(struct db *db, const char *txid, const struct db_check *check,
                        int64_t deadline)
 {
@@ -536,11 +539,14 @@ static enum err settle(struct db *db, const char *txid, const struct db_check *c
         PGresult *r = NULL;
         enum err e = db_query(db, "SELECT pg_xact_status($1::xid8)", 1, params, &r);
         const char *st = e == ERR_OK ? PQgetvalue(r, 0, 0) : "";
-        int over = e == ERR_OK ? strcmp(st, "in progress") != 0
+        int lost = e == ERR_OK ? strcmp(st, "aborted") == 0
                                : strcmp(db->state, "22023") == 0; /* "in the future" */
-        if (check)
+        int over = lost || (e == ERR_OK && strcmp(st, "in progress") != 0);
+        if (check) {
             e = over ? run_check(db, check) : ERR_UNAVAILABLE;
-        else
+            if (e == ERR_RETRY && !lost)
+                e = ERR_UNAVAILABLE; /* not in sight yet: see above */
+        } else
             e = strcmp(st, "committed") == 0 ? ERR_OK : strcmp(st, "aborted") == 0 ? ERR_RETRY
                                                                                  : ERR_UNAVAILABLE;
         PQclear(r);
