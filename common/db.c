@@ -558,12 +558,7 @@ static enum err settle(struct db *db, const char *txid, const struct db_check *c
     }
 }
 
-enum err db_commit(struct db *db)
-{
-    return db_commit_checked(db, NULL);
-}
-
-enum err db_commit_checked(struct db *db, const struct db_check *check)
+enum err db_commit(struct db *db, const struct db_check *check)
 {
     char txid[sizeof db->txid];
     snprintf(txid, sizeof txid, "%s", db->txid);

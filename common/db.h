@@ -107,8 +107,7 @@ struct db_check {
  * `check` says when given (see db.c, settle), else that status.
  * Failpoints: db_commit_cut cuts the socket right after COMMIT is sent
  * (committed, the answer lost); db_commit_lost just before it (aborted). */
-enum err db_commit_checked(struct db *db, const struct db_check *check);
-enum err db_commit(struct db *db); /* db_commit_checked(db, NULL) */
+enum err db_commit(struct db *db, const struct db_check *check);
 /* SQLSTATE of the last error ("" if none), e.g. "40P01" deadlock. */
 const char *db_sqlstate(const struct db *db);
 /* Rolls back whatever transaction is open; harmless when none is. */

@@ -94,6 +94,14 @@ static struct conn_state *state_of(const struct http_req *req)
     return (struct conn_state *)((char *)req - offsetof(struct conn_state, req));
 }
 
+/* n without the blanks (spaces, tabs) that end s[0..n). */
+static size_t trimmed_len(const char *s, size_t n)
+{
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+        n--;
+    return n;
+}
+
 /* A field's value has no blanks around it (RFC 9110, 5.5): libmicrohttpd
  * drops those before it, not those after, and "Idempotency-Key: k " must be
  * the key "k". A value that ends in blanks is copied without them, kept
@@ -105,9 +113,7 @@ const char *http_req_header(const struct http_req *req, const char *name)
     if (MHD_lookup_connection_value_n(req->conn, MHD_HEADER_KIND, name, strlen(name), &v, &n) !=
             MHD_YES || !v)
         return NULL;
-    size_t len = n;
-    while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t'))
-        len--;
+    size_t len = trimmed_len(v, n);
     if (len == n)
         return v;
     n = len;
@@ -260,9 +266,7 @@ static int is_json(const char *ctype)
         if (*p++ != ';')
             return 0;
         p += strspn(p, " \t");
-        size_t len = strcspn(p, ";"), end = len;
-        while (end > 0 && (p[end - 1] == ' ' || p[end - 1] == '\t'))
-            end--;
+        size_t len = strcspn(p, ";"), end = trimmed_len(p, len);
         if (end > 8 && strncasecmp(p, "charset=", 8) == 0 && !utf8_charset(p + 8, end - 8))
             return 0;
         p += len;

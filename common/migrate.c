@@ -116,7 +116,6 @@ static char *read_file(const char *path)
     return b.data;
 }
 
-
 /* Who holds the lock, into msg. */
 static void lock_holder(struct db *db, char *msg, size_t msglen)
 {

@@ -105,11 +105,6 @@ static void clear_results(struct order_result *res, size_t n)
     }
 }
 
-static const char *doc_id(const struct order_result *r)
-{
-    return json_string_value(json_object_get(r->doc, "id"));
-}
-
 /* A commit in doubt. The orders the batch created may yet be written: they
  * keep their ids, for their Location. So may an order that another request
  * of the batch was answered with (the same Idempotency-Key, found in the
@@ -120,8 +115,9 @@ static void mark_in_doubt(struct order_result *res, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         int ours = res[i].event_id[0] != '\0';
-        for (size_t k = 0; !ours && doc_id(&res[i]) && k < n; k++)
-            ours = res[k].event_id[0] && strcmp(doc_id(&res[i]), doc_id(&res[k])) == 0;
+        const char *id = order_result_id(&res[i]);
+        for (size_t k = 0; !ours && id && k < n; k++)
+            ours = res[k].event_id[0] && strcmp(id, order_result_id(&res[k])) == 0;
         if (ours) {
             res[i].e = ERR_IN_DOUBT;
         } else {
@@ -143,7 +139,7 @@ static enum err write_once(struct db *db, const struct order_new **orders, size_
         e = order_store_create(db, orders, n, res);
     if (e == ERR_OK) {
         struct db_check check;
-        e = db_commit_checked(db, order_store_created_check(res, n, &check) ? &check : NULL);
+        e = db_commit(db, order_store_created_check(res, n, &check) ? &check : NULL);
         *again = e == ERR_RETRY; /* in doubt, then found aborted */
     } else {
         *again = e == ERR_RETRY && strncmp(db_sqlstate(db), "40", 2) == 0;

@@ -75,7 +75,7 @@ static void log_created(const struct order_result *res, const char *traceparent,
     if (!log_enabled(lvl))
         return;
     log_with(lvl, json_pack("{s:s, s:s, s:s%}", "order_id",
-                            json_string_value(json_object_get(res->doc, "id")), "event_id",
+                            order_result_id(res), "event_id",
                             res->event_id, "trace_id", traceparent + 3, (size_t)32),
              "order accepted");
 }
@@ -107,7 +107,7 @@ struct pending {
  * (a helper's probe: 23 orders so answered, then committed and confirmed). */
 static void answer_in_doubt(struct order_result *res, struct http_resp *resp)
 {
-    const char *id = json_string_value(json_object_get(res->doc, "id"));
+    const char *id = order_result_id(res);
     log_with(LOG_WARN, json_pack("{s:s?}", "order_id", id),
              "order %s: commit sent, outcome unknown in time: answered 503 with its Location",
              id ? id : "?");

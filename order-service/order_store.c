@@ -185,11 +185,15 @@ enum err order_store_create(struct db *db, const struct order_new *const *o, siz
     return e;
 }
 
+const char *order_result_id(const struct order_result *r)
+{
+    return json_string_value(json_object_get(r->doc, "id"));
+}
+
 int order_store_created_check(const struct order_result *out, size_t n, struct db_check *check)
 {
     for (size_t i = 0; i < n; i++) {
-        const char *id = out[i].event_id[0] ? json_string_value(json_object_get(out[i].doc, "id"))
-                                            : NULL;
+        const char *id = out[i].event_id[0] ? order_result_id(&out[i]) : NULL;
         if (id) {
             *check = (struct db_check){"SELECT EXISTS (SELECT 1 FROM orders WHERE id = $1::uuid)", id};
             return 1;

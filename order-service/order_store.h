@@ -36,6 +36,9 @@ struct order_result {
 enum err order_store_create(struct db *db, const struct order_new *const *o, size_t n,
                             struct order_result *out);
 
+/* The id of the order a result carries (NULL: none). */
+const char *order_result_id(const struct order_result *r);
+
 /* How to find, after a commit in doubt, whether the batch that
  * order_store_create() wrote (results out) is there: by one of the orders
  * it created. 0 when it created none (it wrote nothing). */

@@ -367,13 +367,13 @@ START_TEST(a_commit_of_a_failed_or_lost_transaction_is_not_a_commit)
     ck_assert_int_eq(db_begin(db), ERR_OK);
     ck_assert_int_eq(db_exec_sql(db, "INSERT INTO written VALUES (1)"), ERR_OK);
     ck_assert_int_ne(db_exec_sql(db, "SELECT 1 / 0"), ERR_OK);
-    ck_assert_int_eq(db_commit(db), ERR_RETRY);
+    ck_assert_int_eq(db_commit(db, NULL), ERR_RETRY);
     ck_assert_int_eq(db_begin(db), ERR_OK);
     ck_assert_int_eq(db_exec_sql(db, "INSERT INTO written VALUES (2)"), ERR_OK);
     ck_assert_int_eq(pg_exec("orders", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                                        "WHERE application_name LIKE '%test'"), 0);
     ck_assert_int_ne(db_exec_sql(db, "INSERT INTO written VALUES (3)"), ERR_OK);
-    ck_assert_int_eq(db_commit(db), ERR_RETRY);
+    ck_assert_int_eq(db_commit(db, NULL), ERR_RETRY);
     ck_assert_int_eq(pg_long("orders", "SELECT count(*) FROM written"), 0);
     db_free(db);
 }
