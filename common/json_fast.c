@@ -12,6 +12,8 @@
 
 #include "util.h"
 
+#include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -283,8 +285,121 @@ json_t *json_fast_load(const char *text, size_t len)
     return build_object(text, len);
 }
 
+/* ------------------------------------------------------------------ values beyond jansson */
+
+static int is_ws(char ch)
+{
+    return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
+}
+
+static int in_number(char ch)
+{
+    return (ch >= '0' && ch <= '9') || ch == '-' || ch == '+' || ch == '.' || ch == 'e' || ch == 'E';
+}
+
+/* Whether the number token p..q is one jansson refuses although it is
+ * JSON: an integer beyond 64 bits, a real beyond a double's range (its
+ * syntax is jansson's to check). */
+static int number_beyond(const char *p, const char *q)
+{
+    size_t n = (size_t)(q - p);
+    char *tok = xmalloc(n + 1);
+    memcpy(tok, p, n);
+    tok[n] = '\0';
+    errno = 0;
+    int beyond;
+    if (strpbrk(tok, ".eE")) {
+        double d = strtod(tok, NULL);
+        beyond = errno == ERANGE && (d == HUGE_VAL || d == -HUGE_VAL);
+    } else {
+        (void)strtoll(tok, NULL, 10);
+        beyond = errno == ERANGE;
+    }
+    free(tok);
+    return beyond;
+}
+
+/* At '"': past the string's closing quote (or the end); *nul when it holds
+ * the escape \u0000. */
+static const char *string_end(const char *p, const char *end, int *nul)
+{
+    *nul = 0;
+    for (p++; p < end && *p != '"'; p++)
+        if (*p == '\\' && p + 1 < end) {
+            *nul |= end - p >= 6 && memcmp(p + 1, "u0000", 5) == 0;
+            p++;
+        }
+    return p < end ? p + 1 : p;
+}
+
+/* A key's text p..q with each \u0000 as \u0001: the member stays unknown. */
+static void key_without_nul(struct buf *out, const char *p, const char *q)
+{
+    while (p < q) {
+        size_t n = *p == '\\' && q - p >= 2 ? 2 : 1;
+        if (n == 2 && q - p >= 6 && memcmp(p + 1, "u0000", 5) == 0) {
+            buf_append(out, "\\u0001", 6);
+            n = 6;
+        } else {
+            buf_append(out, p, n);
+        }
+        p += n;
+    }
+}
+
+/* text with each value that is JSON but beyond jansson (a number out of
+ * its range, a string holding \u0000, which Postgres's text cannot hold
+ * either) as null, and \u0000 in a key as \u0001. A field read from it is
+ * then of the wrong kind (validation_failed, naming it) or unknown
+ * (ignored, as the contract says unknown fields are); the rest is the
+ * same text, valid or not as it was. */
+static void tame(const char *text, size_t len, struct buf *out)
+{
+    const char *p = text, *end = text + len;
+    buf_init(out);
+    while (p < end) {
+        const char *q = p + 1;
+        int nul = 0;
+        if (*p == '"') {
+            q = string_end(p, end, &nul);
+            const char *after = q;
+            while (after < end && is_ws(*after))
+                after++;
+            if (!nul)
+                buf_append(out, p, (size_t)(q - p));
+            else if (after < end && *after == ':')
+                key_without_nul(out, p, q);
+            else
+                buf_append(out, "null", 4);
+        } else if (*p == '-' || (*p >= '0' && *p <= '9')) {
+            while (q < end && in_number(*q))
+                q++;
+            if (number_beyond(p, q))
+                buf_append(out, "null", 4);
+            else
+                buf_append(out, p, (size_t)(q - p));
+        } else {
+            buf_append(out, p, 1);
+        }
+        p = q;
+    }
+}
+
+#define LOAD_FLAGS (JSON_REJECT_DUPLICATES | JSON_DECODE_ANY)
+
 json_t *json_load_body(const char *text, size_t len, json_error_t *err)
 {
     json_t *o = json_fast_load(text, len);
-    return o ? o : json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, err);
+    if (o)
+        return o;
+    o = json_loadb(text, len, LOAD_FLAGS, err);
+    enum json_error_code code = o ? json_error_unknown : json_error_code(err);
+    if (code != json_error_numeric_overflow && code != json_error_null_character &&
+        code != json_error_null_byte_in_key)
+        return o;
+    struct buf tamed;
+    tame(text, len, &tamed);
+    o = json_loadb(tamed.data, tamed.len, LOAD_FLAGS, err);
+    buf_cleanup(&tamed);
+    return o;
 }

@@ -39,7 +39,10 @@ json_int_t json_fast_int(const struct json_fast_item *it);
 json_t *json_fast_load(const char *text, size_t len);
 /* json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, err), the
  * fast path first: what every parser of outside bodies calls. Any JSON value
- * loads, so that a body that is JSON but not an object is told apart. */
+ * loads, so that a body that is JSON but not an object is told apart. A
+ * value that is JSON but beyond jansson (a number out of its range, a
+ * string holding \u0000) loads as null: ignored in an unknown field, the
+ * wrong kind in a known one. */
 json_t *json_load_body(const char *text, size_t len, json_error_t *err);
 
 #endif

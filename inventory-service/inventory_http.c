@@ -30,37 +30,20 @@ static int available_of(const json_t *o, int64_t *out)
     return 1;
 }
 
-/* Read with every number as a double (the body has an integer beyond 64
- * bits): whether "available" is the number out of range. Nothing read this
- * way is applied, since 5.0 and 5 read the same. */
-static int available_too_big(const json_t *o)
-{
-    const json_t *a = json_object_get(o, "available");
-    return json_is_real(a) && (json_real_value(a) > (double)AVAILABLE_MAX ||
-                               json_real_value(a) < -(double)AVAILABLE_MAX);
-}
-
-/* {"available": N}, N an integer from 0 to AVAILABLE_MAX. A body jansson
- * refuses only for an integer beyond 64 bits is read again with integers
- * as doubles: when that integer is "available", the answer is
- * validation_failed (as for any other value out of range), else
- * invalid_json, as order-service answers a number it cannot hold. */
+/* {"available": N}, N an integer from 0 to AVAILABLE_MAX; a number beyond
+ * 64 bits loads as null (json_load_body), so it is out of range too. */
 static int parse_available(const struct http_req *req, struct http_resp *resp, int64_t *out)
 {
     struct field_error fe = {"", ""};
-    json_t *o = NULL, *reals = NULL;
+    json_t *o = NULL;
     enum err e = event_load_object(req->body, req->body_len, &o, &fe);
-    if (e == ERR_INVALID)
-        reals = json_loadb(req->body, req->body_len,
-                           JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, NULL);
     int ok = o && available_of(o, out);
-    if (!ok && (o || (json_is_object(reals) && available_too_big(reals))))
+    if (!ok && o)
         http_resp_bad_body(resp, ERR_VALIDATION,
                            "available must be an integer from 0 to 9007199254740991", "available");
     else if (!ok)
         http_resp_bad_body(resp, e, fe.message, NULL);
     json_decref(o);
-    json_decref(reals);
     return ok;
 }
 

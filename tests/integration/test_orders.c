@@ -91,6 +91,13 @@ START_TEST(rejections_answer_400_and_write_nothing)
         {"{\"customer_id\":\"c\",\"items\":[{\"sku\":\"A\",\"qty\":1},{\"sku\":\"A\",\"qty\":1}]}",
          "validation_failed"},
         {"[]", "validation_failed"},
+        /* JSON, but beyond a 64-bit integer, a double, a Postgres text */
+        {"{\"customer_id\":\"c\",\"items\":[{\"sku\":\"A\",\"qty\":99999999999999999999999}]}",
+         "\"field\":\"items[0].qty\""},
+        {"{\"customer_id\":\"c\",\"items\":[{\"sku\":\"A\",\"qty\":1e400}]}",
+         "\"field\":\"items[0].qty\""},
+        {"{\"customer_id\":\"c\\u0000d\",\"items\":[{\"sku\":\"A\",\"qty\":1}]}",
+         "\"field\":\"customer_id\""},
     };
     for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
         struct http_result r;
@@ -102,6 +109,22 @@ START_TEST(rejections_answer_400_and_write_nothing)
         http_result_free(&r);
     }
     assert_nothing_written();
+}
+END_TEST
+
+/* Unknown fields are ignored whatever JSON they hold, even values no
+ * field of ours could (a number beyond 64 bits or a double, \u0000). */
+START_TEST(unknown_fields_are_ignored_whatever_they_hold)
+{
+    static const char body[] =
+        "{\"customer_id\":\"c-u\",\"big\":18446744073709551616,\"huge\":-1e400,"
+        "\"nul\":\"a\\u0000b\",\"k\\u0000\":{\"deep\":[1,{\"x\":null}]},"
+        "\"items\":[{\"sku\":\"SKU-1\",\"qty\":2,\"note\":99999999999999999999999}]}";
+    struct http_result r;
+    ck_assert_int_eq(http_post_json(orders.port, "/orders", body, &r), 201);
+    ck_assert_str_eq(json_field(r.body, "customer_id"), "c-u");
+    ck_assert_ptr_nonnull(strstr(r.body, "\"items\":[{\"sku\":\"SKU-1\",\"qty\":2}]"));
+    http_result_free(&r);
 }
 END_TEST
 
@@ -523,6 +546,7 @@ Suite *orders_suite(void)
     tcase_add_test(tc, postgres_down_answers_503_then_recovers);
     tcase_add_test(tc, traceparent_travels_with_the_event);
     tcase_add_test(tc, invalid_traceparent_is_ignored_and_a_trace_started);
+    tcase_add_test(tc, unknown_fields_are_ignored_whatever_they_hold);
     suite_add_tcase(s, tc);
     tc = tcase_create("batcher");
     tcase_add_test(tc, an_order_no_committer_takes_in_time_is_answered_unavailable);

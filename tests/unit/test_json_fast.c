@@ -95,6 +95,40 @@ START_TEST(agrees_with_jansson_on_mutations)
 }
 END_TEST
 
+/* JSON that jansson cannot hold loads with null in its place (an unknown
+ * field's value is ignored, a known one's is of the wrong kind), and what
+ * is not JSON stays refused. */
+START_TEST(json_beyond_jansson_loads_as_null)
+{
+    static const struct { const char *text, *want; } cases[] = {
+        {"{\"a\":1,\"x\":18446744073709551615}", "{\"a\": 1, \"x\": null}"},
+        {"{\"x\":-99999999999999999999999,\"a\":[1e400,-1e400,1.5e-400]}",
+         "{\"x\": null, \"a\": [null, null, 0.0]}"},
+        {"{\"s\":\"a\\u0000b\",\"t\":\"a\\\\u0000b\"}", "{\"s\": null, \"t\": \"a\\\\u0000b\"}"},
+        {"{\"k\\u0000\": 2, \"a\" : \"\\u0000\" }", "{\"k\\u0001\": 2, \"a\": null}"},
+        {"[9223372036854775807, 9223372036854775808]", "[9223372036854775807, null]"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        json_error_t err;
+        json_t *j = json_load_body(cases[i].text, strlen(cases[i].text), &err);
+        ck_assert_msg(j != NULL, "%s: %s", cases[i].text, err.text);
+        char *got = json_dumps(j, JSON_ENSURE_ASCII);
+        ck_assert_msg(strcmp(got, cases[i].want) == 0, "%s -> %s", cases[i].text, got);
+        free(got);
+        json_decref(j);
+    }
+    static const char *const refused[] = {
+        "{\"x\":99999999999999999999,}", "{\"x\":\"\\u0000\" \"y\":1}",
+        "{\"x\":1e400", "{99999999999999999999:1}", "{\"a\":1,\"a\":99999999999999999999}",
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        json_error_t err;
+        json_t *j = json_load_body(refused[i], strlen(refused[i]), &err);
+        ck_assert_msg(j == NULL, "took %s", refused[i]);
+    }
+}
+END_TEST
+
 Suite *json_fast_suite(void)
 {
     Suite *s = suite_create("json_fast");
@@ -102,6 +136,7 @@ Suite *json_fast_suite(void)
     tcase_add_test(tc, takes_the_bodies_services_write);
     tcase_add_test(tc, leaves_everything_else_to_jansson);
     tcase_add_test(tc, agrees_with_jansson_on_mutations);
+    tcase_add_test(tc, json_beyond_jansson_loads_as_null);
     suite_add_tcase(s, tc);
     return s;
 }
