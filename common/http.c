@@ -38,6 +38,7 @@ struct conn_state {
     struct header_copy *headers; /* values http_req_header() trimmed */
     struct buf body;
     int too_big;
+    int ambiguous;           /* its end cannot be told for sure: answered 400, then closed */
     size_t body_seen;       /* bytes of body received, kept or not */
     int sent;               /* its response is queued */
     double t0;
@@ -297,6 +298,12 @@ static const struct http_route *pick(struct http_server *s, struct http_req *req
     const struct http_route *r =
         route_find(s, req->method, req->path, &known, resp->allow, sizeof resp->allow);
     *name = r ? r->name : known ? known->name : "unmatched";
+    if (st->ambiguous) { /* nothing about it is to be trusted, not even who asks */
+        http_resp_error(resp, 400, "bad_request",
+                        "Content-Length given twice, or with Transfer-Encoding: where the "
+                        "request ends is ambiguous", NULL);
+        return NULL;
+    }
     const struct http_route *gated = gate_of_segment(s, req->path);
     if (gated && !gated->gate(req, resp, s->ctx))
         return NULL;
@@ -320,7 +327,7 @@ static const struct http_route *pick(struct http_server *s, struct http_req *req
 }
 
 static enum MHD_Result send_resp(struct http_server *s, struct MHD_Connection *conn,
-                                 struct http_resp *resp)
+                                 struct http_resp *resp, int close)
 {
     char *text = resp->text_owned;
     const char *ctype = "text/plain; version=0.0.4; charset=utf-8";
@@ -331,7 +338,7 @@ static enum MHD_Result send_resp(struct http_server *s, struct MHD_Connection *c
     struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), text,
                                                              MHD_RESPMEM_MUST_FREE);
     MHD_add_response_header(r, "Content-Type", ctype);
-    if (atomic_load(&s->closing)) /* the client moves on: the server is stopping */
+    if (close || atomic_load(&s->closing)) /* the client moves on: the server is stopping */
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     if (resp->location)
         MHD_add_response_header(r, "Location", resp->location);
@@ -359,7 +366,7 @@ static enum MHD_Result answer(struct MHD_Connection *conn, struct conn_state *st
     if (st->sent)
         return MHD_YES;
     st->sent = 1;
-    enum MHD_Result ret = send_resp(st->server, conn, &st->resp);
+    enum MHD_Result ret = send_resp(st->server, conn, &st->resp, st->ambiguous);
     char labels[256];
     route_labels(labels, sizeof labels, st->label, st->resp.status);
     metric_add(m_requests, labels, 1);
@@ -546,6 +553,27 @@ static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
     return (size_t)(w - s);
 }
 
+static enum MHD_Result count_length(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    const char *value)
+{
+    (void)kind;
+    (void)value;
+    *(int *)cls += strcasecmp(key, "Content-Length") == 0;
+    return MHD_YES;
+}
+
+/* Two Content-Length headers, or one beside Transfer-Encoding: libmicrohttpd
+ * reads the body by one of them, and what the sender meant by the other
+ * would be read as the next request (a helper smuggled an admin request
+ * past the order route so). RFC 9112 6.3: refuse it, and close. */
+static int ambiguous_framing(struct MHD_Connection *conn)
+{
+    int lengths = 0;
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, count_length, &lengths);
+    return lengths > 1 ||
+           (lengths && MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Transfer-Encoding"));
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_size, void **con_cls)
@@ -561,6 +589,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         st->t0 = mono_s();
         const char *clen = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
         st->too_big = clen && strtoull(clen, NULL, 10) > HTTP_MAX_BODY;
+        st->ambiguous = ambiguous_framing(conn);
         *con_cls = st;
         /* refused before the body comes: no "100 Continue", nothing read */
         return st->too_big ? received(s, conn, url, method, st) : MHD_YES;

@@ -284,6 +284,31 @@ START_TEST(http_edges_answer_in_the_contracts_shape)
     ck_assert_ptr_nonnull(strstr(r.body, "\"code\":\"payload_too_large\""));
     http_result_free(&r);
     assert_nothing_written();
+    /* where a request ends, ambiguous: two lengths, or a length beside
+     * chunked. The second request inside (an order) was read and created,
+     * after a 400 for the first; now a 400, the connection closed. */
+    for (int chunked = 0; chunked < 2; chunked++) {
+        struct buf next, raw;
+        buf_init(&next);
+        buf_printf(&next, "POST /orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                          "Content-Length: %zu\r\nConnection: close\r\n\r\n%s", strlen(ORDER), ORDER);
+        buf_init(&raw);
+        buf_printf(&raw, "POST /orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n");
+        if (chunked)
+            buf_printf(&raw, "Content-Length: %zu\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             "2\r\n{}\r\n0\r\n\r\n%s", next.len + 2, next.data);
+        else
+            buf_printf(&raw, "Content-Length: 2\r\nContent-Length: %zu\r\n\r\n{}%s",
+                       next.len + 2, next.data);
+        ck_assert_int_eq(http_raw("127.0.0.1", orders.port, raw.data, raw.len, 3000, &r), 0);
+        ck_assert_msg(r.status == 400 && strstr(r.body, "\"code\":\"bad_request\"") &&
+                          !strstr(r.body, "HTTP/1.1"), "%d %s", r.status, r.body);
+        ck_assert_ptr_nonnull(strstr(r.head, "Connection: close"));
+        http_result_free(&r);
+        buf_cleanup(&next);
+        buf_cleanup(&raw);
+    }
+    assert_nothing_written();
     /* one without a length (chunked): 413 once it ends (96 KiB here), and
      * one that goes on far past the bound (2 MiB, no last chunk) is cut
      * off at once, unanswered; it was read until the request timeout */
