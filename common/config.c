@@ -36,6 +36,17 @@ static int parse_int(const struct setting *s, const char *v, struct config *c)
     return 0;
 }
 
+/* A port, or empty for none (0): a port of 0 given is refused, as for PORT
+ * (it was taken for "none" in silence). */
+static int parse_port_or_none(const struct setting *s, const char *v, struct config *c)
+{
+    if (!v[0]) {
+        *AT(c, s, int) = 0;
+        return 0;
+    }
+    return parse_int(s, v, c);
+}
+
 int config_parse_duration_ms(const char *s, int64_t *out)
 {
     static const struct { const char *suffix; int64_t ms; } units[] = {
@@ -244,7 +255,7 @@ static const struct setting settings[] = {
     {"HTTP_REQUEST_TIMEOUT", parse_duration, "10s", FIELD(http_request_timeout_ms), {1000, INT32_MAX}, NULL},
     {"FAILPOINTS", parse_failpoints, "", FIELD(failpoints), {0, 0}, NULL},
     {"ADMIN_TOKEN", parse_secret, "", FIELD(admin_token), {0, 0}, NULL},
-    {"ADMIN_PORT", parse_int, "0", FIELD(admin_port), {0, 65535}, NULL},
+    {"ADMIN_PORT", parse_port_or_none, "", FIELD(admin_port), {1, 65535}, NULL},
     {"RECONCILE_EVERY", parse_duration, "1m", FIELD(reconcile_every_ms), {1000, 0}, NULL},
     {"RECONCILE_WINDOW", parse_duration, "15m", FIELD(reconcile_window_ms), {1000, 0}, NULL},
     {"RECONCILE_SCAN", parse_int, "2000", FIELD(reconcile_scan), {1, 1000000}, NULL},

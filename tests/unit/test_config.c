@@ -148,6 +148,8 @@ static const struct override {
     {"HTTP_MAX_CONNECTIONS_PER_IP", "8", K_INT, offsetof(struct config, http_max_per_ip), 8, NULL},
     {"HTTP_REQUEST_TIMEOUT", "30s", K_I64, offsetof(struct config, http_request_timeout_ms), 30000,
      NULL},
+    {"ADMIN_PORT", "9091", K_INT, offsetof(struct config, admin_port), 9091, NULL},
+    {"ADMIN_PORT", "", K_INT, offsetof(struct config, admin_port), 0, NULL}, /* unset */
     {"FAILPOINTS", "relay_after_ack:3,db_commit_cut", K_STR, offsetof(struct config, failpoints),
      0, "relay_after_ack:3,db_commit_cut"},
 };
@@ -276,7 +278,7 @@ static const struct { const char *name, *value; } bad_values[] = {
     {"HTTP_REQUEST_TIMEOUT", "abc"},
     {"STREAM_DUPLICATE_WINDOW", "500ms"},
     {"ADMIN_TOKEN", "has a blank in it!!"},
-    {"ADMIN_PORT", "-1"}, {"ADMIN_PORT", "65536"},
+    {"ADMIN_PORT", "-1"}, {"ADMIN_PORT", "65536"}, {"ADMIN_PORT", "0"},
     {"RECONCILE_EVERY", "10ms"}, {"RECONCILE_WINDOW", "x"}, {"RECONCILE_SCAN", "0"},
     {"NATS_PING_INTERVAL", "50ms"}, {"NATS_PING_INTERVAL", "2x"},
     {"NATS_MAX_PINGS_OUT", "0"}, {"NATS_MAX_PINGS_OUT", "101"},
