@@ -141,27 +141,28 @@ static json_t *dead_letter_row(PGresult *r, int i)
     return row;
 }
 
-/* Runs a paged listing and wraps its rows with the next page's key. With
- * a byte bound (may be NULL), the statement's last column is how many rows
- * the page would have had without it. */
+/* Runs a paged listing and wraps its rows with the next page's key, null
+ * when the page holds every row left: the statement is asked for one row
+ * more than the page, which tells (a full last page was followed by an
+ * empty one: a helper's audit). With a byte bound (may be NULL), the
+ * statement's last column is how many rows it would have had without it. */
 static enum err page(struct db *db, const char *stmt, const char *filter, const char *bytes,
                      const struct admin_page *pg, json_t *(*row)(PGresult *, int), json_t **doc)
 {
     char after[32], limit[16];
     snprintf(after, sizeof after, "%lld", pg->after);
-    snprintf(limit, sizeof limit, "%d", pg->limit);
+    snprintf(limit, sizeof limit, "%d", pg->limit + 1);
     const char *params[] = {after, filter, limit, bytes};
     PGresult *r = NULL;
     enum err e = db_exec(db, stmt, bytes ? 4 : 3, params, &r);
     if (e == ERR_OK) {
-        int n = PQntuples(r);
+        int got = PQntuples(r), n = got < pg->limit ? got : pg->limit;
+        int left = bytes && got ? atoi(PQgetvalue(r, 0, PQnfields(r) - 1)) : got;
         json_t *rows = json_array();
         for (int i = 0; i < n; i++)
             json_array_append_new(rows, row(r, i));
-        int cut = bytes && n && n < atoi(PQgetvalue(r, 0, PQnfields(r) - 1));
-        json_t *next = n == pg->limit || cut
-                           ? json_integer(strtoll(PQgetvalue(r, n - 1, 0), NULL, 10))
-                           : json_null();
+        json_t *next = n && left > n ? json_integer(strtoll(PQgetvalue(r, n - 1, 0), NULL, 10))
+                                     : json_null();
         *doc = json_pack("{s:o, s:o}", "rows", rows, "next_after", next);
     }
     PQclear(r);

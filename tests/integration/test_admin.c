@@ -218,6 +218,10 @@ START_TEST(dead_row_listed_requeued_published_once)
     ck_assert_ptr_nonnull(strstr(r.body, "\"attempts\":2"));
     ck_assert_ptr_nonnull(strstr(r.body, "\"last_error\":\""));
     http_result_free(&r);
+    /* the one row, on a page of one: no page after it (one was announced) */
+    ck_assert_int_eq(admin(&s, "GET", "/admin/outbox?state=dead&limit=1", NULL, &r), 200);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"next_after\":null"));
+    http_result_free(&r);
     /* the cause is fixed: the default limit again */
     natsd_kill(&nats);
     nats.conf[0] = '\0';
@@ -338,6 +342,15 @@ START_TEST(poison_listed_and_reapplied_once_its_cause_is_fixed)
     ck_assert_int_gt(next, 0);
     char path[64];
     snprintf(path, sizeof path, "/admin/dead-letters?state=all&after=%lld", (long long)next);
+    ck_assert_int_eq(admin(&s, "GET", path, NULL, &r), 200);
+    page = json_loads(r.body, 0, NULL);
+    http_result_free(&r);
+    ck_assert_int_eq(json_array_size(json_object_get(page, "rows")), 1);
+    ck_assert(json_is_null(json_object_get(page, "next_after")));
+    json_decref(page);
+    /* a page holding exactly the rows left says so (it said to ask again,
+     * for an empty page) */
+    snprintf(path, sizeof path, "/admin/dead-letters?state=all&after=%lld&limit=1", (long long)next);
     ck_assert_int_eq(admin(&s, "GET", path, NULL, &r), 200);
     page = json_loads(r.body, 0, NULL);
     http_result_free(&r);
