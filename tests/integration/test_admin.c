@@ -273,6 +273,19 @@ static int reapply(struct svc *s, long id, struct http_result *r)
     return admin(s, "POST", "/admin/dead-letters/reapply", body, r);
 }
 
+/* GETs an admin listing of `rows` rows; its next_after, 0 when null. */
+static json_int_t page_rows(struct svc *s, const char *path, size_t rows)
+{
+    struct http_result r;
+    ck_assert_int_eq(admin(s, "GET", path, NULL, &r), 200);
+    json_t *page = json_loads(r.body, 0, NULL);
+    http_result_free(&r);
+    ck_assert_int_eq(json_array_size(json_object_get(page, "rows")), rows);
+    json_int_t next = json_integer_value(json_object_get(page, "next_after"));
+    json_decref(page);
+    return next;
+}
+
 START_TEST(poison_listed_and_reapplied_once_its_cause_is_fixed)
 {
     struct svc s;
@@ -333,30 +346,15 @@ START_TEST(poison_listed_and_reapplied_once_its_cause_is_fixed)
     ck_assert_int_eq(pg_exec("orders", "INSERT INTO dead_letters (subject, body, error) SELECT "
                              "'inventory.reserved', convert_to(repeat('x', 3145728), 'UTF8'), 'big' "
                              "FROM generate_series(1, 3)"), 0);
-    ck_assert_int_eq(admin(&s, "GET", "/admin/dead-letters?state=all", NULL, &r), 200);
-    json_t *page = json_loads(r.body, 0, NULL);
-    http_result_free(&r);
-    ck_assert_int_eq(json_array_size(json_object_get(page, "rows")), 4);
-    json_int_t next = json_integer_value(json_object_get(page, "next_after"));
-    json_decref(page);
+    json_int_t next = page_rows(&s, "/admin/dead-letters?state=all", 4);
     ck_assert_int_gt(next, 0);
     char path[64];
     snprintf(path, sizeof path, "/admin/dead-letters?state=all&after=%lld", (long long)next);
-    ck_assert_int_eq(admin(&s, "GET", path, NULL, &r), 200);
-    page = json_loads(r.body, 0, NULL);
-    http_result_free(&r);
-    ck_assert_int_eq(json_array_size(json_object_get(page, "rows")), 1);
-    ck_assert(json_is_null(json_object_get(page, "next_after")));
-    json_decref(page);
+    ck_assert_int_eq(page_rows(&s, path, 1), 0);
     /* a page holding exactly the rows left says so (it said to ask again,
      * for an empty page) */
     snprintf(path, sizeof path, "/admin/dead-letters?state=all&after=%lld&limit=1", (long long)next);
-    ck_assert_int_eq(admin(&s, "GET", path, NULL, &r), 200);
-    page = json_loads(r.body, 0, NULL);
-    http_result_free(&r);
-    ck_assert_int_eq(json_array_size(json_object_get(page, "rows")), 1);
-    ck_assert(json_is_null(json_object_get(page, "next_after")));
-    json_decref(page);
+    ck_assert_int_eq(page_rows(&s, path, 1), 0);
     ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
 }
 END_TEST
