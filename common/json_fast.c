@@ -292,16 +292,53 @@ static int is_ws(char ch)
     return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
 }
 
-static int in_number(char ch)
+static int is_digit(char ch)
 {
-    return (ch >= '0' && ch <= '9') || ch == '-' || ch == '+' || ch == '.' || ch == 'e' || ch == 'E';
+    return ch >= '0' && ch <= '9';
 }
 
-/* Whether the number token p..q is one jansson refuses although it is
- * JSON: an integer beyond 64 bits, a real beyond a double's range (its
- * syntax is jansson's to check). */
+static int in_number(char ch)
+{
+    return is_digit(ch) || ch == '-' || ch == '+' || ch == '.' || ch == 'e' || ch == 'E';
+}
+
+static const char *digits(const char *p, const char *q)
+{
+    while (p < q && is_digit(*p))
+        p++;
+    return p;
+}
+
+/* Whether p..q is a JSON number, all of it (RFC 8259 6):
+ * -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? */
+static int json_number(const char *p, const char *q)
+{
+    p += p < q && *p == '-';
+    if (p == q || !is_digit(*p))
+        return 0;
+    p = *p == '0' ? p + 1 : digits(p, q);
+    if (p < q && *p == '.') {
+        const char *d = ++p;
+        if ((p = digits(p, q)) == d)
+            return 0;
+    }
+    if (p < q && (*p == 'e' || *p == 'E')) {
+        p++;
+        p += p < q && (*p == '+' || *p == '-');
+        const char *d = p;
+        if ((p = digits(p, q)) == d)
+            return 0;
+    }
+    return p == q;
+}
+
+/* Whether the token p..q is a JSON number jansson refuses: an integer
+ * beyond 64 bits, a real beyond a double's range. Anything that is not a
+ * number, all of it, is left for jansson to refuse. */
 static int number_beyond(const char *p, const char *q)
 {
+    if (!json_number(p, q))
+        return 0;
     size_t n = (size_t)(q - p);
     char *tok = xmalloc(n + 1);
     memcpy(tok, p, n);
@@ -332,13 +369,15 @@ static const char *string_end(const char *p, const char *end, int *nul)
     return p < end ? p + 1 : p;
 }
 
-/* A key's text p..q with each \u0000 as \u0001: the member stays unknown. */
+/* A key's text p..q with each \u0000 as \uFFFF\uFFFE (two noncharacters
+ * no field of ours has): the member stays unknown, its name one no
+ * client sends beside it. */
 static void key_without_nul(struct buf *out, const char *p, const char *q)
 {
     while (p < q) {
         size_t n = *p == '\\' && q - p >= 2 ? 2 : 1;
         if (n == 2 && q - p >= 6 && memcmp(p + 1, "u0000", 5) == 0) {
-            buf_append(out, "\\u0001", 6);
+            buf_append(out, "\\uFFFF\\uFFFE", 12);
             n = 6;
         } else {
             buf_append(out, p, n);
@@ -347,12 +386,10 @@ static void key_without_nul(struct buf *out, const char *p, const char *q)
     }
 }
 
-/* text with each value that is JSON but beyond jansson (a number out of
- * its range, a string holding \u0000, which Postgres's text cannot hold
- * either) as null, and \u0000 in a key as \u0001. A field read from it is
- * then of the wrong kind (validation_failed, naming it) or unknown
- * (ignored, as the contract says unknown fields are); the rest is the
- * same text, valid or not as it was. */
+/* text with each number jansson cannot hold as null, and \u0000 in a key
+ * as above; strings are left to jansson (with JSON_ALLOW_NUL, then
+ * nul_strings_to_null), so each of them is checked whole. Only a token
+ * that is JSON is changed: what is not JSON stays so. */
 static void tame(const char *text, size_t len, struct buf *out)
 {
     const char *p = text, *end = text + len;
@@ -365,13 +402,11 @@ static void tame(const char *text, size_t len, struct buf *out)
             const char *after = q;
             while (after < end && is_ws(*after))
                 after++;
-            if (!nul)
-                buf_append(out, p, (size_t)(q - p));
-            else if (after < end && *after == ':')
+            if (nul && after < end && *after == ':')
                 key_without_nul(out, p, q);
             else
-                buf_append(out, "null", 4);
-        } else if (*p == '-' || (*p >= '0' && *p <= '9')) {
+                buf_append(out, p, (size_t)(q - p));
+        } else if (*p == '-' || is_digit(*p)) {
             while (q < end && in_number(*q))
                 q++;
             if (number_beyond(p, q))
@@ -382,6 +417,31 @@ static void tame(const char *text, size_t len, struct buf *out)
             buf_append(out, p, 1);
         }
         p = q;
+    }
+}
+
+static int holds_nul(const json_t *v)
+{
+    return json_is_string(v) && strlen(json_string_value(v)) != json_string_length(v);
+}
+
+/* Every string value holding a NUL (JSON_ALLOW_NUL let it in) becomes null:
+ * Postgres's text cannot hold it, and no field of ours takes it. */
+static void nul_strings_to_null(json_t *j)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach(j, k, v) {
+        if (holds_nul(v))
+            json_object_set_new(j, k, json_null()); /* in place: the walk goes on */
+        else
+            nul_strings_to_null(v);
+    }
+    for (size_t i = 0; json_is_array(j) && i < json_array_size(j); i++) {
+        if (holds_nul(json_array_get(j, i)))
+            json_array_set_new(j, i, json_null());
+        else
+            nul_strings_to_null(json_array_get(j, i));
     }
 }
 
@@ -399,7 +459,8 @@ json_t *json_load_body(const char *text, size_t len, json_error_t *err)
         return o;
     struct buf tamed;
     tame(text, len, &tamed);
-    o = json_loadb(tamed.data, tamed.len, LOAD_FLAGS, err);
+    o = json_loadb(tamed.data, tamed.len, LOAD_FLAGS | JSON_ALLOW_NUL, err);
     buf_cleanup(&tamed);
+    nul_strings_to_null(o);
     return o;
 }
