@@ -300,8 +300,9 @@ static const struct http_route *pick(struct http_server *s, struct http_req *req
     *name = r ? r->name : known ? known->name : "unmatched";
     if (st->ambiguous) { /* nothing about it is to be trusted, not even who asks */
         http_resp_error(resp, 400, "bad_request",
-                        "Content-Length given twice, or with Transfer-Encoding: where the "
-                        "request ends is ambiguous", NULL);
+                        "where the request ends is ambiguous: Content-Length twice, or with "
+                        "Transfer-Encoding, a coding other than chunked, or a blank before a "
+                        "header's colon", NULL);
         return NULL;
     }
     const struct http_route *gated = gate_of_segment(s, req->path);
@@ -553,25 +554,38 @@ static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
     return (size_t)(w - s);
 }
 
-static enum MHD_Result count_length(void *cls, enum MHD_ValueKind kind, const char *key,
+struct framing {
+    int lengths, codings, not_chunked, blank_before_colon;
+};
+
+static enum MHD_Result note_framing(void *cls, enum MHD_ValueKind kind, const char *key,
                                     const char *value)
 {
     (void)kind;
-    (void)value;
-    *(int *)cls += strcasecmp(key, "Content-Length") == 0;
+    struct framing *f = cls;
+    size_t n = strlen(key);
+    f->blank_before_colon |= trimmed_len(key, n) != n;
+    f->lengths += strcasecmp(key, "Content-Length") == 0;
+    if (strcasecmp(key, "Transfer-Encoding") == 0) {
+        f->codings++;
+        f->not_chunked |= trimmed_len(value, strlen(value)) != 7 || strncasecmp(value, "chunked", 7);
+    }
     return MHD_YES;
 }
 
-/* Two Content-Length headers, or one beside Transfer-Encoding: libmicrohttpd
- * reads the body by one of them, and what the sender meant by the other
- * would be read as the next request (a helper smuggled an admin request
- * past the order route so). RFC 9112 6.3: refuse it, and close. */
+/* Where the request ends cannot be told for sure: two Content-Lengths, one
+ * beside Transfer-Encoding, a coding other than chunked alone, or a blank
+ * before a field's colon ("Content-Length : 9" is another field to
+ * libmicrohttpd). It reads the body by one reading, and what the sender
+ * meant by another would be read as the next request (a helper smuggled an
+ * admin request, and then an order, past the order route so). RFC 9112
+ * 5.1 and 6.3: refuse it, and close. */
 static int ambiguous_framing(struct MHD_Connection *conn)
 {
-    int lengths = 0;
-    MHD_get_connection_values(conn, MHD_HEADER_KIND, count_length, &lengths);
-    return lengths > 1 ||
-           (lengths && MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Transfer-Encoding"));
+    struct framing f = {0};
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, note_framing, &f);
+    return f.blank_before_colon || f.lengths > 1 || (f.lengths && f.codings) || f.codings > 1 ||
+           f.not_chunked;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -591,8 +605,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         st->too_big = clen && strtoull(clen, NULL, 10) > HTTP_MAX_BODY;
         st->ambiguous = ambiguous_framing(conn);
         *con_cls = st;
-        /* refused before the body comes: no "100 Continue", nothing read */
-        return st->too_big ? received(s, conn, url, method, st) : MHD_YES;
+        /* refused before the body comes: no "100 Continue", nothing read (a
+         * body of another coding than chunked would be read to the end of
+         * the stream) */
+        return st->too_big || st->ambiguous ? received(s, conn, url, method, st) : MHD_YES;
     }
     if (*upload_size) {
         if (st->body.len + *upload_size > HTTP_MAX_BODY)
