@@ -476,7 +476,9 @@ static int ensure_sub(struct inbox *in)
         log_info("consumer %s bound to stream %s", h->durable, h->stream);
         return 1;
     }
-    if (e == ERR_UNAVAILABLE) { /* no connection: the reconnect is what to wait for */
+    if (e == ERR_UNAVAILABLE) { /* no connection: the reconnect is what to wait for, */
+        in->bind_failures = 0; /* and after it a refusal is news again */
+        in->bind_error[0] = '\0';
         sleep_ms(RESUBSCRIBE_MS);
         return 0;
     }
