@@ -970,6 +970,16 @@ enum err broker_stream_msg_id(struct broker *b, const char *stream, uint64_t seq
     return e;
 }
 
+enum err broker_stream_msg_time(struct broker *b, const char *stream, uint64_t seq, int64_t *ns)
+{
+    natsMsg *m = NULL;
+    enum err e = stored_msg(b, stream, seq, &m);
+    if (e == ERR_OK)
+        *ns = natsMsg_GetTime(m);
+    natsMsg_Destroy(m);
+    return e;
+}
+
 enum err broker_stream_msg_body(struct broker *b, const char *stream, uint64_t seq,
                                 char *subject, size_t subjlen, char **body, size_t *len)
 {
@@ -987,16 +997,19 @@ enum err broker_stream_msg_body(struct broker *b, const char *stream, uint64_t s
     return e;
 }
 
-enum err broker_consumer_ack_floor(struct broker *b, const char *stream, const char *durable,
-                                   uint64_t *seq)
+enum err broker_consumer_state(struct broker *b, const char *stream, const char *durable,
+                               struct broker_consumer *out)
 {
     jsConsumerInfo *ci = NULL;
     jsErrCode jerr = 0;
     struct conn *c = conn_get(b);
     natsStatus s = js_GetConsumerInfo(&ci, c->js_admin, stream, durable, NULL, &jerr);
     conn_put(b, c);
-    if (s == NATS_OK)
-        *seq = ci->AckFloor.Stream;
+    if (s == NATS_OK) {
+        out->ack_floor = ci->AckFloor.Stream;
+        out->floor_moved_ns = ci->AckFloor.Last;
+        out->unacked = ci->NumPending + (uint64_t)ci->NumAckPending;
+    }
     jsConsumerInfo_Destroy(ci);
     return s == NATS_OK ? ERR_OK : ERR_UNAVAILABLE;
 }

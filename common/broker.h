@@ -122,14 +122,24 @@ enum err broker_sub_pending(struct broker_sub *sub, uint64_t *pending);
  * (deleted, or never written); ERR_UNAVAILABLE when the server cannot tell. */
 enum err broker_stream_msg_id(struct broker *b, const char *stream, uint64_t seq,
                               char *id, size_t idlen);
+/* When the stream stored the message at seq (ns since the epoch, the
+ * server's clock); errors as above. */
+enum err broker_stream_msg_time(struct broker *b, const char *stream, uint64_t seq, int64_t *ns);
 /* The same message's subject and a copy of its body (*body: heap,
  * NUL-terminated, caller frees; NULL unless ERR_OK). */
 enum err broker_stream_msg_body(struct broker *b, const char *stream, uint64_t seq,
                                 char *subject, size_t subjlen, char **body, size_t *len);
-/* The durable consumer's ack floor: every message of the stream up to this
- * sequence is acknowledged. ERR_UNAVAILABLE when the server cannot tell. */
-enum err broker_consumer_ack_floor(struct broker *b, const char *stream, const char *durable,
-                                   uint64_t *seq);
+/* A durable consumer's state: its ack floor (every message of the stream up
+ * to it is acknowledged), when the floor last moved (ns since the epoch, 0
+ * if never) and how many messages it has not acknowledged yet (not
+ * delivered, or delivered and awaiting their ack). ERR_UNAVAILABLE when the
+ * server cannot tell (no connection, no such consumer). */
+struct broker_consumer {
+    uint64_t ack_floor, unacked;
+    int64_t floor_moved_ns;
+};
+enum err broker_consumer_state(struct broker *b, const char *stream, const char *durable,
+                               struct broker_consumer *out);
 
 /* Fetches up to max messages, waiting up to timeout_ms. ERR_TIMEOUT when
  * none came; ERR_BROKER when the consumer must be subscribed again.

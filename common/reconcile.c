@@ -280,12 +280,13 @@ static enum err check_produced(struct reconcile *rc, int64_t window_ms, json_t *
  * processed ids (and dead letters: given up on is not lost). */
 static enum err check_consumed(struct reconcile *rc, json_t *rep)
 {
-    uint64_t floor = 0;
+    struct broker_consumer cs = {0};
     struct scan sc = {0};
     char *arr = NULL;
     json_t *unproc = json_array();
     long nun = 0, others = 0;
-    enum err e = broker_consumer_ack_floor(rc->b, rc->s.consumed, rc->s.durable, &floor);
+    enum err e = broker_consumer_state(rc->b, rc->s.consumed, rc->s.durable, &cs);
+    uint64_t floor = cs.ack_floor;
     if (e == ERR_OK && floor > 0) {
         uint64_t lo = floor > (uint64_t)rc->cfg->reconcile_scan
                           ? floor - (uint64_t)rc->cfg->reconcile_scan + 1 : 1;

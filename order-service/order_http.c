@@ -55,7 +55,7 @@ void order_app_start(struct service *svc)
 {
     struct order_app *app = xcalloc(1, sizeof *app);
     batcher_start(svc->cfg.database_url, COMMITTERS, svc->cfg.db_request_timeout_ms, &app->batcher);
-    redrive_start(&svc->cfg, svc->relay, &app->redrive);
+    redrive_start(&svc->cfg, svc->relay, svc->broker, &app->redrive);
     svc->app = app;
 }
 

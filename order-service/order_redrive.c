@@ -23,16 +23,23 @@
 #define CURSOR_START_AT "-infinity"
 #define CURSOR_START_ID "00000000-0000-0000-0000-000000000000"
 
-/* $1: REDRIVE_AFTER in ms; ($2, $3): the cursor; $4: page size. `due`: not
- * re-driven within REDRIVE_AFTER (at most one re-send per order per period,
- * whatever the retention of its outbox row). */
+/* $1: REDRIVE_AFTER in ms; ($2, $3): the cursor; $4: page size; $5 (NULL:
+ * none): when the stream stored the last OrderCreated inventory-service
+ * acknowledged, in epoch seconds. `due`: not re-driven within REDRIVE_AFTER
+ * (at most one re-send per order per period, whatever the retention of its
+ * outbox row), and neither created nor published after $5: its OrderCreated
+ * waits in the stream, past the consumer's floor, and is not lost (the
+ * order's own time still tells once its published row is pruned). */
 static const struct db_stmt redrive_stmts[] = {
     {"redrive_page",
      "SELECT o.id, o.created_at::text, o.event_id, o.customer_id, "
      "to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
      "(SELECT json_agg(json_build_object('sku', sku, 'qty', qty) ORDER BY line) "
      " FROM order_items WHERE order_id = o.id)::text, "
-     "o.redriven_at IS NULL OR o.redriven_at < now() - $1::bigint * interval '1 millisecond', "
+     "(o.redriven_at IS NULL OR o.redriven_at < now() - $1::bigint * interval '1 millisecond') "
+     "AND ($5::float8 IS NULL OR NOT (o.created_at > to_timestamp($5::float8) OR EXISTS ("
+     "  SELECT 1 FROM outbox_published p WHERE p.event_id = o.event_id "
+     "  AND p.published_at > to_timestamp($5::float8)))), "
      "o.traceparent "
      "FROM orders o WHERE o.status = 'PENDING' "
      "AND o.created_at < now() - $1::bigint * interval '1 millisecond' "
@@ -45,6 +52,9 @@ static const struct db_stmt redrive_stmts[] = {
 struct redrive {
     const struct config *cfg;
     struct relay *relay;
+    struct broker *broker;
+    int waiting;             /* the last pass waited for a consumer (logged once) */
+    char floor_at[32];       /* $5 of this pass: "" for none */
     struct db *db;
     struct metric *m_redriven;
     pthread_t thread;
@@ -105,9 +115,10 @@ static int page(struct redrive *r, long *sent)
     char after[32], size[16];
     snprintf(after, sizeof after, "%lld", (long long)r->cfg->redrive_after_ms);
     snprintf(size, sizeof size, "%d", PAGE_SIZE);
-    const char *params[] = {after, r->cursor_at, r->cursor_id, size};
+    const char *params[] = {after, r->cursor_at, r->cursor_id, size,
+                            r->floor_at[0] ? r->floor_at : NULL};
     PGresult *res = NULL;
-    if (db_exec(r->db, "redrive_page", 4, params, &res) != ERR_OK)
+    if (db_exec(r->db, "redrive_page", 5, params, &res) != ERR_OK)
         return -1;
     int n = PQntuples(res);
     if (n > 0) {
@@ -149,10 +160,50 @@ static int64_t period_ms(const struct redrive *r)
     return ms > PERIOD_MAX_MS ? PERIOD_MAX_MS : ms < PERIOD_MIN_MS ? PERIOD_MIN_MS : ms;
 }
 
+/* A consumer is behind when it has messages it has not acknowledged and its
+ * floor has not moved for a period: down, or stuck. What waits there is not
+ * lost: re-sent past the duplicate window, it would only be stored again, a
+ * copy per order per REDRIVE_AFTER for as long as the consumer is down (a
+ * helper's probe: inventory-service stopped for 165 s, all 201 orders
+ * stored twice in ORDERS, and more with every pass). A consumer the server
+ * cannot tell of (no connection; lost with the broker's store) is not. */
+static int behind(struct redrive *r, const char *stream, const char *durable,
+                  struct broker_consumer *cs)
+{
+    if (broker_consumer_state(r->broker, stream, durable, cs) != ERR_OK || !cs->unacked)
+        return 0;
+    return wall_s() - (double)cs->floor_moved_ns / 1e9 > (double)period_ms(r) / 1000;
+}
+
+/* Before a pass: whether it waits (the replies' consumer is behind: the
+ * orders' replies wait there), and else the bound of what it re-sends
+ * (r->floor_at): an OrderCreated published after the message at
+ * inventory-service's floor waits behind it, while that consumer has any
+ * left to acknowledge, in a backlog it is still working through too. */
+static int wait_for_consumers(struct redrive *r)
+{
+    struct broker_consumer cs = {0};
+    int64_t ns = 0;
+    r->floor_at[0] = '\0';
+    int wait = behind(r, "INVENTORY", "order-service", &cs);
+    if (!wait && broker_consumer_state(r->broker, "ORDERS", "inventory-service", &cs) == ERR_OK &&
+        cs.unacked && (!cs.ack_floor ||
+                       broker_stream_msg_time(r->broker, "ORDERS", cs.ack_floor, &ns) == ERR_OK))
+        snprintf(r->floor_at, sizeof r->floor_at, "%.6f", (double)ns / 1e9);
+    if (wait != r->waiting)
+        log_info(wait ? "re-drive waits: order-service's consumer on INVENTORY is behind, the "
+                        "orders' replies wait there"
+                      : "re-drive goes on: the replies' consumer has caught up");
+    r->waiting = wait;
+    return wait;
+}
+
 static void *redrive_main(void *arg)
 {
     struct redrive *r = arg;
     while (waker_wait(&r->waker, period_ms(r))) {
+        if (wait_for_consumers(r))
+            continue;
         long n = sweep(r);
         if (n > 0) {
             log_warn("re-drive: %ld orders still PENDING after %lld ms: their OrderCreated "
@@ -164,11 +215,13 @@ static void *redrive_main(void *arg)
     return NULL;
 }
 
-void redrive_start(const struct config *cfg, struct relay *relay, struct redrive **out)
+void redrive_start(const struct config *cfg, struct relay *relay, struct broker *b,
+                   struct redrive **out)
 {
     struct redrive *r = xcalloc(1, sizeof *r);
     r->cfg = cfg;
     r->relay = relay;
+    r->broker = b;
     rewind_cursor(r);
     r->m_redriven = metrics_register("orders_redriven_total",
                                      "OrderCreated events published again for orders still PENDING.",

@@ -10,6 +10,7 @@
 #ifndef ORDER_REDRIVE_H
 #define ORDER_REDRIVE_H
 
+#include "broker.h"
 #include "config.h"
 #include "outbox.h"
 
@@ -17,8 +18,10 @@ struct redrive;
 
 /* Starts the sweep thread (every REDRIVE_AFTER / 2, at most every 30 s,
  * at most 5,000 orders looked at per pass; an order is re-sent at most once
- * per REDRIVE_AFTER). */
-void redrive_start(const struct config *cfg, struct relay *relay, struct redrive **out);
+ * per REDRIVE_AFTER). Not an order whose events wait in a consumer that is
+ * behind (down, or catching up): asked of the broker b before each pass. */
+void redrive_start(const struct config *cfg, struct relay *relay, struct broker *b,
+                   struct redrive **out);
 /* Stops and frees. NULL is a no-op. */
 void redrive_stop(struct redrive *r);
 
