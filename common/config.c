@@ -246,7 +246,7 @@ static const struct setting settings[] = {
     {"REDRIVE_AFTER", parse_duration, REPLICAS_DEFAULT, FIELD(redrive_after_ms), {1000, 0}, NULL},
     {"DB_REQUEST_TIMEOUT", parse_duration, "3s", FIELD(db_request_timeout_ms), {100, INT32_MAX}, NULL},
     {"DB_WORK_TIMEOUT", parse_duration, "30s", FIELD(db_work_timeout_ms), {100, INT32_MAX}, NULL},
-    {"DB_IDLE_TX_TIMEOUT", parse_duration, "60s", FIELD(db_idle_tx_timeout_ms), {1000, INT32_MAX}, NULL},
+    {"DB_IDLE_TX_TIMEOUT", parse_duration, "15s", FIELD(db_idle_tx_timeout_ms), {1000, INT32_MAX}, NULL},
     /* at most 1h: the keepalive's idle time (half of it) must stay under
      * Linux's 32767 s, or no connection is ever made */
     {"DB_TCP_TIMEOUT", parse_duration, "10s", FIELD(db_tcp_timeout_ms), {1000, 3600000}, NULL},

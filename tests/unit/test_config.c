@@ -74,7 +74,7 @@ static void assert_shared_defaults(const struct config *c)
     ck_assert_str_eq(c->failpoints, "");
     ck_assert_int_eq(c->db_request_timeout_ms, 3000);
     ck_assert_int_eq(c->db_work_timeout_ms, 30000);
-    ck_assert_int_eq(c->db_idle_tx_timeout_ms, 60000);
+    ck_assert_int_eq(c->db_idle_tx_timeout_ms, 15000);
     ck_assert_int_eq(c->db_tcp_timeout_ms, 10000);
     ck_assert_int_eq(c->http_max_connections, 1000);
     ck_assert_int_eq(c->http_max_per_ip, 256);
