@@ -1007,8 +1007,8 @@ enum err broker_consumer_state(struct broker *b, const char *stream, const char 
     conn_put(b, c);
     if (s == NATS_OK) {
         out->ack_floor = ci->AckFloor.Stream;
-        out->floor_moved_ns = ci->AckFloor.Last;
         out->unacked = ci->NumPending + (uint64_t)ci->NumAckPending;
+        out->fetching = ci->NumWaiting > 0;
     }
     jsConsumerInfo_Destroy(ci);
     return s == NATS_OK ? ERR_OK : ERR_UNAVAILABLE;

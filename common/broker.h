@@ -130,13 +130,13 @@ enum err broker_stream_msg_time(struct broker *b, const char *stream, uint64_t s
 enum err broker_stream_msg_body(struct broker *b, const char *stream, uint64_t seq,
                                 char *subject, size_t subjlen, char **body, size_t *len);
 /* A durable consumer's state: its ack floor (every message of the stream up
- * to it is acknowledged), when the floor last moved (ns since the epoch, 0
- * if never) and how many messages it has not acknowledged yet (not
- * delivered, or delivered and awaiting their ack). ERR_UNAVAILABLE when the
- * server cannot tell (no connection, no such consumer). */
+ * to it is acknowledged), how many messages it has not acknowledged yet
+ * (not delivered, or delivered and awaiting their ack), and whether a pull
+ * request waits on it (someone fetches). ERR_UNAVAILABLE when the server
+ * cannot tell (no connection, no such consumer). */
 struct broker_consumer {
     uint64_t ack_floor, unacked;
-    int64_t floor_moved_ns;
+    int fetching;
 };
 enum err broker_consumer_state(struct broker *b, const char *stream, const char *durable,
                                struct broker_consumer *out);

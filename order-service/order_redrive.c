@@ -49,11 +49,20 @@ static const struct db_stmt redrive_stmts[] = {
     {"resend", OUTBOX_RESEND_SQL},
 };
 
+/* The consumers an order's events wait in: its OrderCreated in
+ * inventory-service's, its reply in order-service's (the contract's). */
+enum { EVENTS, REPLIES, NCONSUMERS };
+static const struct { const char *stream, *durable; } consumers[NCONSUMERS] = {
+    [EVENTS] = {"ORDERS", "inventory-service"},
+    [REPLIES] = {"INVENTORY", "order-service"},
+};
+
 struct redrive {
     const struct config *cfg;
     struct relay *relay;
     struct broker *broker;
     int waiting;             /* the last pass waited for a consumer (logged once) */
+    uint64_t floor[NCONSUMERS]; /* each one's ack floor at the last pass (UINT64_MAX: none) */
     char floor_at[32];       /* $5 of this pass: "" for none */
     struct db *db;
     struct metric *m_redriven;
@@ -160,39 +169,48 @@ static int64_t period_ms(const struct redrive *r)
     return ms > PERIOD_MAX_MS ? PERIOD_MAX_MS : ms < PERIOD_MIN_MS ? PERIOD_MIN_MS : ms;
 }
 
-/* A consumer is behind when it has messages it has not acknowledged and its
- * floor has not moved for a period: down, or stuck. What waits there is not
- * lost: re-sent past the duplicate window, it would only be stored again, a
- * copy per order per REDRIVE_AFTER for as long as the consumer is down (a
- * helper's probe: inventory-service stopped for 165 s, all 201 orders
- * stored twice in ORDERS, and more with every pass). A consumer the server
- * cannot tell of (no connection; lost with the broker's store) is not. */
-static int behind(struct redrive *r, const char *stream, const char *durable,
-                  struct broker_consumer *cs)
+/* Whether messages wait in consumer k for a reader that will take them: it
+ * has some it has not acknowledged, and either nobody fetches (the reader
+ * is down, or its database is: it fetches nothing then) or its floor moved
+ * since the last pass (the reader is catching up). What waits so is not
+ * lost: re-sent past the duplicate window, it would only be stored again,
+ * a copy per order per REDRIVE_AFTER while the reader is down (a helper's
+ * probe: inventory-service stopped 165 s, all 201 orders twice in ORDERS).
+ * A floor that stays put while someone fetches is stuck on what will never
+ * come (nats-server 2.9.10 keeps an entry awaiting its ack for a message
+ * its stream lost, and a review held 5 lost orders back so), and holds
+ * nothing back: the re-drive fills what was lost. Nor does a consumer the
+ * server cannot tell of (no connection; lost with the broker's store). */
+static int waits_in(struct redrive *r, int k, struct broker_consumer *cs)
 {
-    if (broker_consumer_state(r->broker, stream, durable, cs) != ERR_OK || !cs->unacked)
+    if (broker_consumer_state(r->broker, consumers[k].stream, consumers[k].durable, cs) != ERR_OK) {
+        r->floor[k] = UINT64_MAX;
         return 0;
-    return wall_s() - (double)cs->floor_moved_ns / 1e9 > (double)period_ms(r) / 1000;
+    }
+    int moved = cs->ack_floor != r->floor[k]; /* UINT64_MAX: not seen yet, taken as moved */
+    r->floor[k] = cs->ack_floor;
+    return cs->unacked > 0 && (!cs->fetching || moved);
 }
 
-/* Before a pass: whether it waits (the replies' consumer is behind: the
- * orders' replies wait there), and else the bound of what it re-sends
- * (r->floor_at): an OrderCreated published after the message at
- * inventory-service's floor waits behind it, while that consumer has any
- * left to acknowledge, in a backlog it is still working through too. */
+/* Before a pass: whether it waits (the replies wait for their reader: no
+ * order is re-driven meanwhile), and else the bound of what it re-sends
+ * (r->floor_at): while OrderCreated events wait for their reader, one
+ * created or published after the message at its floor is among them. */
 static int wait_for_consumers(struct redrive *r)
 {
     struct broker_consumer cs = {0};
     int64_t ns = 0;
     r->floor_at[0] = '\0';
-    int wait = behind(r, "INVENTORY", "order-service", &cs);
-    if (!wait && broker_consumer_state(r->broker, "ORDERS", "inventory-service", &cs) == ERR_OK &&
-        cs.unacked && (!cs.ack_floor ||
-                       broker_stream_msg_time(r->broker, "ORDERS", cs.ack_floor, &ns) == ERR_OK))
+    int wait = waits_in(r, REPLIES, &cs);
+    if (waker_stopping(&r->waker)) /* each ask may take API_WAIT_MS: no more of them */
+        return 1;
+    if (!wait && waits_in(r, EVENTS, &cs) &&
+        (!cs.ack_floor ||
+         broker_stream_msg_time(r->broker, consumers[EVENTS].stream, cs.ack_floor, &ns) == ERR_OK))
         snprintf(r->floor_at, sizeof r->floor_at, "%.6f", (double)ns / 1e9);
     if (wait != r->waiting)
-        log_info(wait ? "re-drive waits: order-service's consumer on INVENTORY is behind, the "
-                        "orders' replies wait there"
+        log_info(wait ? "re-drive waits: the orders' replies wait for order-service's consumer "
+                        "on INVENTORY"
                       : "re-drive goes on: the replies' consumer has caught up");
     r->waiting = wait;
     return wait;
@@ -222,6 +240,7 @@ void redrive_start(const struct config *cfg, struct relay *relay, struct broker 
     r->cfg = cfg;
     r->relay = relay;
     r->broker = b;
+    r->floor[EVENTS] = r->floor[REPLIES] = UINT64_MAX;
     rewind_cursor(r);
     r->m_redriven = metrics_register("orders_redriven_total",
                                      "OrderCreated events published again for orders still PENDING.",

@@ -5,6 +5,7 @@
  *
  * Timers are short here (REDRIVE_AFTER 1 s, OUTBOX_RETENTION 1 s, a 1 s
  * duplicate window) so that the whole story runs in seconds. */
+#include "broker.h"
 #include "support/harness.h"
 #include "suites.h"
 #include "util.h"
@@ -173,6 +174,48 @@ START_TEST(a_consumer_down_is_waited_for_not_redriven)
 }
 END_TEST
 
+static int broker_is_up(void *b)
+{
+    return broker_connected(b);
+}
+
+/* A reader that fetches and never acknowledges: its floor never moves while
+ * it fetches. It stands in for what nats-server 2.9.10 does after a replica
+ * lost messages it had acknowledged: it keeps their entries awaiting an ack
+ * for good, and nothing it still has moves the floor past them. A review
+ * held 5 lost orders back so, for ever, with the first gating of the
+ * re-drive (a consumer with messages unacknowledged); the re-drive must not
+ * wait for a reader that fetches and gets nowhere. */
+START_TEST(a_reader_that_gets_nowhere_holds_nothing_back)
+{
+    const long n = 5;
+    svc_stop(&inv, SIGTERM);
+    svc_start(&orders, "order-service", nats.url, order_redrive);
+    post_orders((int)n);
+    struct broker_settings set = {nats.url, "stuck-reader", "INVENTORY", 1, 3LL * 24 * 3600 * 1000,
+                                  0, 0, 0, NULL};
+    struct broker *b = NULL;
+    struct broker_sub *sub = NULL;
+    char msg[256];
+    ck_assert_int_eq(broker_new(&set, &b, msg, sizeof msg), ERR_OK);
+    ck_assert(wait_until(broker_is_up, b, 10000));
+    ck_assert_int_eq(broker_subscribe(b, "ORDERS", "inventory-service", "orders.created", &sub, msg,
+                                      sizeof msg), ERR_OK);
+    int64_t until = mono_ms() + 8000;
+    while (mono_ms() < until && svc_metric(&orders, "orders_redriven_total") < (double)n) {
+        struct broker_in *got = NULL;
+        int k = 0;
+        if (broker_fetch(sub, 10, 500, &got, &k) == ERR_OK)
+            broker_fetch_free(got, k); /* never acknowledged */
+    }
+    ck_assert_double_ge(svc_metric(&orders, "orders_redriven_total"), (double)n);
+    broker_sub_free(sub);
+    broker_free(b);
+    svc_start(&inv, "inventory-service", nats.url, inv_env);
+    assert_books(n);
+}
+END_TEST
+
 static int order_confirmed(void *arg)
 {
     (void)arg;
@@ -328,6 +371,7 @@ Suite *recovery_suite(void)
     tcase_add_test(tc, stuck_orders_never_starve_a_newer_one);
     tcase_add_test(tc, a_rebuilt_order_created_keeps_the_orders_trace);
     tcase_add_test(tc, a_consumer_down_is_waited_for_not_redriven);
+    tcase_add_test(tc, a_reader_that_gets_nowhere_holds_nothing_back);
     suite_add_tcase(s, tc);
     tc = tcase_create("postgres_crash");
     tcase_add_checked_fixture(tc, setup, teardown);
