@@ -176,15 +176,16 @@ static int pg_url_valid(const char *url)
  * a Postgres URL may itself hold commas (multi-host), so it is not split. */
 static int parse_url(const struct setting *s, const char *v, struct config *c)
 {
-    char *copy = xstrdup(v), *save = NULL;
+    char *copy = xstrdup(v), *rest = copy, *tok;
     int ok = *v != '\0';
     const char *sep = s->schemes == nats_schemes ? "," : "";
-    for (char *tok = strtok_r(copy, sep, &save); tok && ok; tok = strtok_r(NULL, sep, &save))
+    /* strsep, not strtok: an empty entry (",a", "a,,b", "a,") is a token
+     * too, without a scheme, and refused */
+    while (ok && (tok = strsep(&rest, sep)) != NULL)
         ok = has_scheme(tok, s->schemes) && !strpbrk(tok, " \t\n") &&
              (s->schemes != nats_schemes || nats_url_valid(tok));
     free(copy);
-    if (!ok || v[strlen(v) - 1] == ',' || (s->schemes == nats_schemes && (v[0] == ',' || strstr(v, ",,"))) ||
-        (s->schemes == pg_schemes && !pg_url_valid(v)))
+    if (!ok || v[strlen(v) - 1] == ',' || (s->schemes == pg_schemes && !pg_url_valid(v)))
         return -1;
     *AT(c, s, char *) = xstrdup(v);
     return 0;

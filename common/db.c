@@ -578,7 +578,7 @@ enum err db_commit(struct db *db, const struct db_check *check)
     enum err e = ERR_OK;
     if (failpoint_on(FP_DB_COMMIT_LOST))
         shutdown(PQsocket(db->conn), SHUT_RDWR); /* gone before COMMIT: the server aborts */
-    if (e == ERR_OK && !PQsendQuery(db->conn, "COMMIT")) {
+    if (!PQsendQuery(db->conn, "COMMIT")) {
         set_err(db, "COMMIT", PQerrorMessage(db->conn));
         db_drop(db);
         e = ERR_UNAVAILABLE;

@@ -469,16 +469,16 @@ static int ensure_sub(struct inbox *in)
         e = broker_sub_refresh(in->sub, msg, sizeof msg);
     else
         return 1;
+    if (e == ERR_OK || e == ERR_UNAVAILABLE) { /* bound, or no connection: a refusal */
+        in->bind_failures = 0;                 /* after it is news again */
+        in->bind_error[0] = '\0';
+    }
     if (e == ERR_OK) {
         in->empty_fetches = 0;
-        in->bind_failures = 0;
-        in->bind_error[0] = '\0';
         log_info("consumer %s bound to stream %s", h->durable, h->stream);
         return 1;
     }
-    if (e == ERR_UNAVAILABLE) { /* no connection: the reconnect is what to wait for, */
-        in->bind_failures = 0; /* and after it a refusal is news again */
-        in->bind_error[0] = '\0';
+    if (e == ERR_UNAVAILABLE) { /* the reconnect is what to wait for */
         sleep_ms(RESUBSCRIBE_MS);
         return 0;
     }

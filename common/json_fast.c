@@ -27,9 +27,19 @@ struct cursor {
 
 static int scan_value(struct cursor *c, struct json_fast_item *it);
 
+static int is_ws(char ch)
+{
+    return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
+}
+
+static int is_digit(char ch)
+{
+    return ch >= '0' && ch <= '9';
+}
+
 static void skip_ws(struct cursor *c)
 {
-    while (c->s < c->end && (*c->s == ' ' || *c->s == '\t' || *c->s == '\n' || *c->s == '\r'))
+    while (c->s < c->end && is_ws(*c->s))
         c->s++;
 }
 
@@ -60,12 +70,12 @@ static int plain_string(struct cursor *c, const char **start, size_t *len)
 static int integer(struct cursor *c)
 {
     const char *p = c->s + next_is(c, '-'), *digits = p;
-    while (p < c->end && *p >= '0' && *p <= '9' && p - digits < INT_DIGITS_MAX)
+    while (p < c->end && is_digit(*p) && p - digits < INT_DIGITS_MAX)
         p++;
     size_t n = (size_t)(p - digits);
     if (n == 0 || (digits[0] == '0' && n > 1))
         return 0;
-    if (p < c->end && (*p == '.' || *p == 'e' || *p == 'E' || (*p >= '0' && *p <= '9')))
+    if (p < c->end && (*p == '.' || *p == 'e' || *p == 'E' || is_digit(*p)))
         return 0; /* a fraction, an exponent, or more digits than we take */
     c->s = p;
     return 1;
@@ -287,16 +297,6 @@ json_t *json_fast_load(const char *text, size_t len)
 
 /* ------------------------------------------------------------------ values beyond jansson */
 
-static int is_ws(char ch)
-{
-    return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
-}
-
-static int is_digit(char ch)
-{
-    return ch >= '0' && ch <= '9';
-}
-
 static int in_number(char ch)
 {
     return is_digit(ch) || ch == '-' || ch == '+' || ch == '.' || ch == 'e' || ch == 'E';
@@ -356,6 +356,12 @@ static int number_beyond(const char *p, const char *q)
     return beyond;
 }
 
+/* Whether the escape \u0000 starts at p (a backslash), before end. */
+static int nul_escape_at(const char *p, const char *end)
+{
+    return end - p >= 6 && memcmp(p + 1, "u0000", 5) == 0;
+}
+
 /* At '"': past the string's closing quote (or the end); *nul when it holds
  * the escape \u0000. */
 static const char *string_end(const char *p, const char *end, int *nul)
@@ -363,7 +369,7 @@ static const char *string_end(const char *p, const char *end, int *nul)
     *nul = 0;
     for (p++; p < end && *p != '"'; p++)
         if (*p == '\\' && p + 1 < end) {
-            *nul |= end - p >= 6 && memcmp(p + 1, "u0000", 5) == 0;
+            *nul |= nul_escape_at(p, end);
             p++;
         }
     return p < end ? p + 1 : p;
@@ -376,7 +382,7 @@ static void key_without_nul(struct buf *out, const char *p, const char *q)
 {
     while (p < q) {
         size_t n = *p == '\\' && q - p >= 2 ? 2 : 1;
-        if (n == 2 && q - p >= 6 && memcmp(p + 1, "u0000", 5) == 0) {
+        if (n == 2 && nul_escape_at(p, q)) {
             buf_append(out, "\\uFFFF\\uFFFE", 12);
             n = 6;
         } else {
