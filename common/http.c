@@ -44,6 +44,7 @@ struct conn_state {
     double t0;
     int answered;           /* set by the worker before it resumes the connection */
     int deferred;           /* its quick handler will answer later (http_defer) */
+    int settled;            /* the whole request was in at an earlier call (see on_request) */
     const struct http_route *route;
     const char *label;      /* route label in metrics */
     struct http_req req;
@@ -394,13 +395,27 @@ static void sock_receiving(struct http_server *s, struct MHD_Connection *conn, i
     pthread_mutex_unlock(&s->smu);
 }
 
+/* The path of a request target in absolute form ("http://host/orders"),
+ * which a server must take as well as the path alone (RFC 9112 3.2.2):
+ * what follows the authority, or "/" when nothing does. */
+static const char *origin_form(const char *url)
+{
+    size_t scheme = strncasecmp(url, "http://", 7) == 0    ? 7
+                    : strncasecmp(url, "https://", 8) == 0 ? 8
+                                                           : 0;
+    if (!scheme)
+        return url;
+    const char *path = strchr(url + scheme, '/');
+    return path ? path : "/";
+}
+
 /* The whole request is in: answer it here if the route is quick (or the
  * shared checks refused it), else hand it to a worker and suspend. */
 static enum MHD_Result received(struct http_server *s, struct MHD_Connection *conn,
                                 const char *url, const char *method, struct conn_state *st)
 {
     sock_receiving(s, conn, 0);
-    st->req = (struct http_req){.method = method, .path = url, .body = st->body.data,
+    st->req = (struct http_req){.method = method, .path = origin_form(url), .body = st->body.data,
                                 .body_len = st->body.len, .conn = conn, .ctx = s->ctx};
     st->resp.status = 500;
     st->route = pick(s, &st->req, st, &st->resp, &st->label);
@@ -618,6 +633,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         st->body_seen += *upload_size;
         *upload_size = 0;
         return st->body_seen > HTTP_MAX_BODY + DISCARD_MAX ? MHD_NO : MHD_YES;
+    }
+    if (!st->settled) {
+        /* The whole request is in. Answered at libmicrohttpd's next turn, an
+         * instant later: by then it has noted that this connection reads no
+         * more. A connection suspended now would be read again once
+         * resumed, and 0.9.75 closes one that reads the end of the stream
+         * before its answer is queued: a client that shuts its sending side
+         * once the request is out (shutdown(SHUT_WR), `nc -N`) got no answer,
+         * its order created all the same (a helper's probe: 66 of 200). */
+        st->settled = 1;
+        return MHD_YES;
     }
     pthread_mutex_lock(&s->mu);
     int answered = st->answered, queued = st->route && !answered;

@@ -714,11 +714,14 @@ static void parse_response(const char *raw, struct http_result *out)
 
 /* Sends the request on fd, reads the reply until the server closes (or
  * end_ms passes), closes fd. 0 with out filled, or -1. */
-static int exchange(int fd, const char *data, size_t len, int64_t end_ms, struct http_result *out)
+static int exchange(int fd, const char *data, size_t len, int64_t end_ms, int then_eof,
+                    struct http_result *out)
 {
     struct buf resp;
     buf_init(&resp);
     int rc = send_all(fd, data, len);
+    if (rc == 0 && then_eof)
+        shutdown(fd, SHUT_WR);
     char chunk[8192];
     ssize_t got;
     while (rc == 0 && mono_ms() < end_ms &&
@@ -774,7 +777,7 @@ int http_do(int port, const char *method, const char *path, const char *const *h
     buf_append(&req, "\r\n", 2);
     if (body)
         buf_append(&req, body, body_len);
-    int rc = exchange(fd, req.data, req.len, INT64_MAX, out);
+    int rc = exchange(fd, req.data, req.len, INT64_MAX, 0, out);
     if (rc == 0)
         record(method, path, out);
     buf_cleanup(&req);
@@ -872,8 +875,8 @@ int http_connect_from(const char *src_ip, int port)
     return fd;
 }
 
-int http_raw(const char *src_ip, int port, const char *raw, size_t len, int timeout_ms,
-             struct http_result *out)
+static int raw_exchange(const char *src_ip, int port, const char *raw, size_t len, int timeout_ms,
+                        int then_eof, struct http_result *out)
 {
     memset(out, 0, sizeof *out);
     int fd = http_connect_from(src_ip, port);
@@ -881,7 +884,19 @@ int http_raw(const char *src_ip, int port, const char *raw, size_t len, int time
         return -1;
     struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    return exchange(fd, raw, len, mono_ms() + timeout_ms, out);
+    return exchange(fd, raw, len, mono_ms() + timeout_ms, then_eof, out);
+}
+
+int http_raw(const char *src_ip, int port, const char *raw, size_t len, int timeout_ms,
+             struct http_result *out)
+{
+    return raw_exchange(src_ip, port, raw, len, timeout_ms, 0, out);
+}
+
+int http_raw_then_eof(const char *src_ip, int port, const char *raw, size_t len, int timeout_ms,
+                      struct http_result *out)
+{
+    return raw_exchange(src_ip, port, raw, len, timeout_ms, 1, out);
 }
 
 /* ---- JetStream admin over the plain NATS protocol ---- */

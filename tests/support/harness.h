@@ -140,6 +140,10 @@ int http_connect_from(const char *src_ip, int port);
  * closes or timeout_ms passes. Returns 0 with out filled, or -1. */
 int http_raw(const char *src_ip, int port, const char *raw, size_t len, int timeout_ms,
              struct http_result *out);
+/* The same, the sending side shut once the request is out (shutdown(SHUT_WR),
+ * as `nc -N` and some HTTP/1.0 clients do). */
+int http_raw_then_eof(const char *src_ip, int port, const char *raw, size_t len, int timeout_ms,
+                      struct http_result *out);
 
 /* ---- misc ---- */
 /* Lines of the file at path that contain every string of needles
