@@ -335,10 +335,12 @@ static int check_together(const struct config *c, char *msg, size_t msglen)
                  "than STREAM_MAX_AGE so that no redelivery outlives its processed id");
         return -1;
     }
-    if (strstr(c->nats_url, "tls://") && !pem_certificates(config_tls_ca(c))) {
-        snprintf(msg, msglen, "invalid value for NATS_TLS_CA: tls:// in NATS_URL needs a CA "
-                 "file (PEM certificates) to verify the server with, and %.200s is none",
-                 config_tls_ca(c));
+    /* Checked whenever it is set, tls:// or not: a path mistyped is
+     * heard of at the start, not on the day TLS is turned on. */
+    if ((strstr(c->nats_url, "tls://") || c->nats_tls_ca[0]) &&
+        !pem_certificates(config_tls_ca(c))) {
+        snprintf(msg, msglen, "invalid value for NATS_TLS_CA: a CA file (PEM certificates) "
+                 "to verify the server with is needed, and %.200s is none", config_tls_ca(c));
         return -1;
     }
     if (c->admin_port == c->port) {

@@ -390,7 +390,7 @@ START_TEST(processed_retention_must_outlive_stream_max_age)
 END_TEST
 
 /* tls:// needs a CA file to verify the server with: NATS_TLS_CA, or the
- * system's bundle. */
+ * system's bundle. NATS_TLS_CA, when set, must be one whatever the URL. */
 START_TEST(a_tls_url_needs_a_readable_ca_file)
 {
     struct config c;
@@ -411,8 +411,11 @@ START_TEST(a_tls_url_needs_a_readable_ca_file)
     ck_assert_str_eq(config_tls_ca(&c), pem);
     config_cleanup(&c);
     unlink(pem);
-    setenv("NATS_URL", "nats://127.0.0.1:4222", 1); /* no TLS asked: the file is not read */
+    /* no TLS asked: a CA set is checked all the same (it was not read) */
+    setenv("NATS_URL", "nats://127.0.0.1:4222", 1);
     setenv("NATS_TLS_CA", "/nonexistent/ca.pem", 1);
+    assert_refused("NATS_TLS_CA");
+    setenv("NATS_TLS_CA", "", 1); /* empty is unset */
     ck_assert_int_eq(config_load(&order_defaults, &c, msg, sizeof msg), ERR_OK);
     config_cleanup(&c);
 }
