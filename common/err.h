@@ -20,7 +20,8 @@
     X(TIMEOUT,     "timed out")                                          \
     X(RETRY,       "transient failure, retry later")                     \
     X(POISON,      "message can never be processed")                     \
-    X(IN_DOUBT,    "commit sent, its outcome unknown")
+    X(IN_DOUBT,    "commit sent, its outcome unknown")                   \
+    X(STOPPED,     "stopped by a signal")
 
 enum err {
 #define ERR_ENUM(name, text) ERR_##name,

@@ -318,6 +318,42 @@ START_TEST(nats_closing_every_session_is_tried_again)
 }
 END_TEST
 
+/* Three servers that never speak: /healthz answers from the start and a
+ * SIGTERM while the first connection is being made ends the service at
+ * once. nats.c waits 2 s on each before it goes on in the background: the
+ * service listened only after 6 s, and the stop took 12 (a helper's
+ * probe). */
+START_TEST(healthz_and_sigterm_do_not_wait_for_servers_that_never_speak)
+{
+    int port[3], fd[3];
+    for (int i = 0; i < 3; i++)
+        fd[i] = mute_listener(&port[i]); /* a frozen node, to a client */
+    char url[128];
+    snprintf(url, sizeof url, "nats://127.0.0.1:%d,nats://127.0.0.1:%d,nats://127.0.0.1:%d",
+             port[0], port[1], port[2]);
+    struct svc s;
+    int64_t t0 = mono_ms();
+    svc_spawn(&s, "order-service", url, NULL);
+    struct http_result r;
+    int status;
+    while ((status = http_get(s.port, "/healthz", &r)) != 200 && mono_ms() - t0 < 10000) {
+        if (status > 0)
+            http_result_free(&r);
+        sleep_ms(20);
+    }
+    int64_t healthy_ms = mono_ms() - t0;
+    if (status == 200)
+        http_result_free(&r);
+    ck_assert_msg(healthy_ms < 1500, "/healthz first answered after %lld ms", (long long)healthy_ms);
+    int64_t t1 = mono_ms();
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+    int64_t stop_ms = mono_ms() - t1;
+    ck_assert_msg(stop_ms < 3000, "stopped %lld ms after SIGTERM", (long long)stop_ms);
+    for (int i = 0; i < 3; i++)
+        close(fd[i]);
+}
+END_TEST
+
 /* Messages that came for a fetch after it gave up (the server was frozen,
  * busy or restarting) wait queued in the subscription. nats.c 3.4.1's fetch
  * writes past its array when it starts with more than half a batch queued
@@ -381,6 +417,7 @@ Suite *liveness_suite(void)
     tcase_add_test(tc, readyz_is_503_while_the_cluster_has_no_quorum);
     tcase_add_test(tc, frozen_nats_while_busy_then_sigterm);
     tcase_add_test(tc, nats_closing_every_session_is_tried_again);
+    tcase_add_test(tc, healthz_and_sigterm_do_not_wait_for_servers_that_never_speak);
     tcase_add_test(tc, messages_queued_before_a_fetch_are_taken_one_at_a_time);
     suite_add_tcase(s, tc);
     return s;

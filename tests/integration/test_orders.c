@@ -8,10 +8,8 @@
 #include "suites.h"
 #include "util.h"
 
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
-#include <sys/socket.h>
 #include <unistd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -564,26 +562,12 @@ static void record(void *arg, struct order_result *res)
     atomic_store(&o->done, 1);
 }
 
-/* A Postgres that takes connections and never answers: a listening socket
- * nobody accepts on (the kernel completes the handshakes). */
-static int silent_server(int *port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    ck_assert_int_eq(listen(fd, 16), 0);
-    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    *port = ntohs(a.sin_port);
-    return fd;
-}
-
 /* The one committer is stuck connecting (2 s) with the first order: the
  * second, which nobody takes, is answered unavailable at its own bound
  * (300 ms), not after the first one's wait. */
 START_TEST(an_order_no_committer_takes_in_time_is_answered_unavailable)
 {
-    int port, fd = silent_server(&port);
+    int port, fd = mute_listener(&port); /* a Postgres that never answers */
     char url[128];
     snprintf(url, sizeof url, "postgresql://x@127.0.0.1:%d/x?connect_timeout=2", port);
     struct order_request req;

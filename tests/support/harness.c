@@ -859,6 +859,18 @@ double metric_in(const char *text, const char *series)
 
 /* ---- raw HTTP from a chosen loopback address ---- */
 
+int mute_listener(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || listen(fd, 16) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0)
+        die("mute_listener: cannot listen on 127.0.0.1");
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
 int http_connect_from(const char *src_ip, int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);

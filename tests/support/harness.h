@@ -134,6 +134,10 @@ void http_result_free(struct http_result *r);
 int http_post_json(int port, const char *path, const char *json, struct http_result *out);
 int http_get(int port, const char *path, struct http_result *out);
 
+/* A server that takes connections and never speaks (frozen, to a client): a
+ * socket listening on 127.0.0.1 that nobody accepts on, the kernel
+ * completing the handshakes. Its fd; *port is where. */
+int mute_listener(int *port);
 /* A TCP connection from src_ip (e.g. "127.0.0.2") to 127.0.0.1:port, or -1. */
 int http_connect_from(const char *src_ip, int port);
 /* Sends the raw request bytes from src_ip, reads the reply until the server
