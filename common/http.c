@@ -363,12 +363,26 @@ static void route_labels(char *out, size_t n, const char *route, int code)
         snprintf(out, n, "route=\"%s\"", route);
 }
 
+/* Whether the client has shut its sending side (the end of the stream is
+ * next to read). libmicrohttpd 0.9.75 may not look again once the request
+ * came in the same wake-up as that end: the connection, answered, then
+ * stayed open until the request timeout (10 s) for a client reading to
+ * the close (`nc -N`; a review). Such a reply says Connection: close. */
+static int peer_done_sending(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    char c;
+    return ci && recv(ci->connect_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
 static enum MHD_Result answer(struct MHD_Connection *conn, struct conn_state *st)
 {
     if (st->sent)
         return MHD_YES;
     st->sent = 1;
-    enum MHD_Result ret = send_resp(st->server, conn, &st->resp, st->ambiguous);
+    enum MHD_Result ret =
+        send_resp(st->server, conn, &st->resp, st->ambiguous || peer_done_sending(conn));
     char labels[256];
     route_labels(labels, sizeof labels, st->label, st->resp.status);
     metric_add(m_requests, labels, 1);

@@ -48,7 +48,7 @@ static int probe_postgres(void *ctx)
 static int probe_nats(void *ctx)
 {
     struct service *svc = ctx;
-    if (!atomic_load(&svc->schema_ready)) /* svc->broker is set before it */
+    if (!atomic_load(&svc->broker_ready))
         return 0;
     char msg[256];
     int recycled = BROKER_KEPT;
@@ -100,7 +100,9 @@ int service_starting(struct service *svc, struct http_resp *resp)
     if (atomic_load(&svc->schema_ready))
         return 0;
     http_resp_error(resp, 503, "unavailable",
-                    "the service is starting: its database schema is not ready yet; retry later",
+                    atomic_load(&svc->broker_ready)
+                        ? "the service is starting: its database schema is not ready yet; retry later"
+                        : "the service is starting: connecting to NATS; retry later",
                     NULL);
     return 1;
 }
@@ -256,10 +258,9 @@ static void *connect_main(void *arg)
     struct connecting *c = arg;
     c->e = broker_new(&c->set, &c->broker, c->msg, sizeof c->msg);
     atomic_store(&c->done, 1);
+    waker_notify(&stopper); /* the main thread waits there for this or a signal */
     return NULL;
 }
-
-#define CONNECT_POLL_MS 2
 
 /* svc->broker, once the first connection is made or goes on retrying in the
  * background. ERR_STOPPED when a stop signal came first: that connection is
@@ -278,7 +279,7 @@ static enum err connect_broker(struct service *svc)
     pthread_t t;
     thread_start(&t, "nats-connect", connect_main, &connecting);
     while (!atomic_load(&connecting.done))
-        if (wait_signal(CONNECT_POLL_MS)) {
+        if (wait_signal(1000)) {
             pthread_detach(t);
             return ERR_STOPPED;
         }
@@ -288,6 +289,7 @@ static enum err connect_broker(struct service *svc)
         return ERR_BROKER;
     }
     svc->broker = connecting.broker;
+    atomic_store(&svc->broker_ready, 1); /* publishes svc->broker to the NATS prober */
     return ERR_OK;
 }
 

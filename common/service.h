@@ -50,6 +50,7 @@ struct service {
     struct inbox_handler inbox_handler; /* def->inbox with ctx and statements set */
     struct admin *admin;
     struct reconcile *reconcile;
+    atomic_int broker_ready;           /* svc->broker set: the first NATS connection made */
     atomic_int schema_ready;           /* migrations applied */
     struct ready *ready;               /* /readyz probers */
     struct db *ready_db;               /* the Postgres prober's connection */

@@ -424,6 +424,18 @@ START_TEST(a_client_that_shuts_its_sending_side_is_answered)
     ck_assert_msg(total == 100, "%d of 100 answered 201 (%ld orders created)", total,
                   count("orders"));
     ck_assert_int_eq(count("orders"), 100);
+    /* answered on the server's own thread, then closed at once: a client
+     * reading to the close waited for the request timeout (10 s) */
+    const char *get = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    for (int i = 0; i < 20; i++) {
+        struct http_result r;
+        int64_t t0 = mono_ms();
+        ck_assert_int_eq(http_raw_then_eof("127.0.0.1", orders.port, get, strlen(get), 5000, &r), 0);
+        int64_t took = mono_ms() - t0;
+        ck_assert_int_eq(r.status, 200);
+        http_result_free(&r);
+        ck_assert_msg(took < 2000, "request %d: closed %lld ms after it was sent", i, (long long)took);
+    }
 }
 END_TEST
 
