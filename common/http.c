@@ -24,6 +24,7 @@
 struct sock {
     int fd;
     int64_t recv_since_ms;
+    int eof_looked;         /* idle since recv_since_ms, and looked at by the reaper */
     struct sock *prev, *next;
 };
 
@@ -81,6 +82,7 @@ struct http_server {
 #define SEND_GRACE_MS 300   /* for replies resumed at the very end to be written */
 #define MHD_THREADS 2       /* never block: they only read, route and write */
 #define REAP_EVERY_MS 200
+#define IDLE_EOF_MS 500     /* see idle_and_ended */
 #define FD_RESERVE 256      /* for Postgres, NATS, files */
 /* A body without a length (chunked) that passes HTTP_MAX_BODY is read on,
  * unkept, to its end for the 413 (libmicrohttpd 0.9.75 sends no answer
@@ -363,26 +365,12 @@ static void route_labels(char *out, size_t n, const char *route, int code)
         snprintf(out, n, "route=\"%s\"", route);
 }
 
-/* Whether the client has shut its sending side (the end of the stream is
- * next to read). libmicrohttpd 0.9.75 may not look again once the request
- * came in the same wake-up as that end: the connection, answered, then
- * stayed open until the request timeout (10 s) for a client reading to
- * the close (`nc -N`; a review). Such a reply says Connection: close. */
-static int peer_done_sending(struct MHD_Connection *conn)
-{
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    char c;
-    return ci && recv(ci->connect_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
-}
-
 static enum MHD_Result answer(struct MHD_Connection *conn, struct conn_state *st)
 {
     if (st->sent)
         return MHD_YES;
     st->sent = 1;
-    enum MHD_Result ret =
-        send_resp(st->server, conn, &st->resp, st->ambiguous || peer_done_sending(conn));
+    enum MHD_Result ret = send_resp(st->server, conn, &st->resp, st->ambiguous);
     char labels[256];
     route_labels(labels, sizeof labels, st->label, st->resp.status);
     metric_add(m_requests, labels, 1);
@@ -406,6 +394,7 @@ static void sock_receiving(struct http_server *s, struct MHD_Connection *conn, i
         return;
     pthread_mutex_lock(&s->smu);
     k->recv_since_ms = since;
+    k->eof_looked = 0;
     pthread_mutex_unlock(&s->smu);
 }
 
@@ -720,19 +709,37 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
     pthread_mutex_unlock(&s->smu);
 }
 
+/* A socket waiting IDLE_EOF_MS for a request, whose client has shut its
+ * sending side (the end of the stream is all there is to read): nothing
+ * more can come. libmicrohttpd 0.9.75 may not look again when a request
+ * and that end came in one wake-up: answered, such a connection stayed
+ * open until the request timeout (10 s) for a client reading to the close
+ * (a review). Looked at once per idle spell, after the requests
+ * libmicrohttpd holds (pipelined behind the last answer) have begun. */
+static int idle_and_ended(struct sock *k, int64_t now)
+{
+    if (!k->recv_since_ms || k->eof_looked || now - k->recv_since_ms < IDLE_EOF_MS || k->fd < 0)
+        return 0;
+    k->eof_looked = 1;
+    char c;
+    return recv(k->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
 /* Cuts every socket that has been receiving one request for longer than the
  * request timeout (MHD's own timeout restarts on each byte, so a client
- * sending a byte a second would never be cut by it). Under smu, so the fd
- * cannot be closed and reused meanwhile: MHD notifies before closing. */
+ * sending a byte a second would never be cut by it), and those idle whose
+ * client is done. Under smu, so the fd cannot be closed and reused
+ * meanwhile: MHD notifies before closing. */
 static void *reaper_main(void *arg)
 {
     struct http_server *s = arg;
     while (!atomic_load(&s->reaper_stop)) {
         sleep_ms(REAP_EVERY_MS);
-        int64_t too_old = mono_ms() - s->lim.request_timeout_ms;
+        int64_t now = mono_ms(), too_old = now - s->lim.request_timeout_ms;
         pthread_mutex_lock(&s->smu);
         for (struct sock *k = s->socks; k; k = k->next)
-            if (k->recv_since_ms && k->recv_since_ms < too_old && k->fd >= 0) {
+            if ((k->recv_since_ms && k->recv_since_ms < too_old && k->fd >= 0) ||
+                idle_and_ended(k, now)) {
                 shutdown(k->fd, SHUT_RDWR); /* MHD sees the end and closes it */
                 k->recv_since_ms = 0;
             }
