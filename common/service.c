@@ -34,7 +34,7 @@ static void on_healthz(const struct http_req *req, struct http_resp *resp, void 
 static int probe_postgres(void *ctx)
 {
     struct service *svc = ctx;
-    if (!atomic_load(&svc->schema_ready))
+    if (!atomic_load(&svc->migrated))
         return 0;
     if (!svc->ready_db) {
         db_new(svc->cfg.database_url, "ready", NULL, 0, &svc->ready_db);
@@ -100,9 +100,9 @@ int service_starting(struct service *svc, struct http_resp *resp)
     if (atomic_load(&svc->schema_ready))
         return 0;
     http_resp_error(resp, 503, "unavailable",
-                    atomic_load(&svc->broker_ready)
-                        ? "the service is starting: its database schema is not ready yet; retry later"
-                        : "the service is starting: connecting to NATS; retry later",
+                    atomic_load(&svc->migrated)
+                        ? "the service is starting: connecting to NATS; retry later"
+                        : "the service is starting: its database schema is not ready yet; retry later",
                     NULL);
     return 1;
 }
@@ -247,6 +247,8 @@ static enum err start_http(struct service *svc, const struct http_route *routes,
 static struct connecting {
     struct broker_settings set;
     char *urls, *tls_ca;
+    pthread_t thread;
+    int started;             /* thread running, not joined (main thread's) */
     struct broker *broker;
     enum err e;
     char msg[256];
@@ -262,11 +264,8 @@ static void *connect_main(void *arg)
     return NULL;
 }
 
-/* svc->broker, once the first connection is made or goes on retrying in the
- * background. ERR_STOPPED when a stop signal came first: that connection is
- * left to its thread, not waited for (a helper's probe: with three servers
- * frozen, /healthz was not served for 6 s and SIGTERM took 12 s). */
-static enum err connect_broker(struct service *svc)
+/* Starts making the first connection (connect_wait takes it). */
+static void connect_start(struct service *svc)
 {
     const struct config *c = &svc->cfg;
     connecting.urls = xstrdup(c->nats_url);
@@ -276,14 +275,21 @@ static enum err connect_broker(struct service *svc)
                                               c->stream_duplicate_window_ms,
                                               c->nats_ping_interval_ms, c->nats_max_pings_out,
                                               connecting.tls_ca};
-    pthread_t t;
-    thread_start(&t, "nats-connect", connect_main, &connecting);
+    thread_start(&connecting.thread, "nats-connect", connect_main, &connecting);
+    connecting.started = 1;
+}
+
+/* svc->broker, once the first connection is made or goes on retrying in the
+ * background. ERR_STOPPED when a stop signal came first: that connection is
+ * left to its thread, not waited for (a helper's probe: with three servers
+ * frozen, /healthz was not served for 6 s and SIGTERM took 12 s). */
+static enum err connect_wait(struct service *svc)
+{
     while (!atomic_load(&connecting.done))
-        if (wait_signal(1000)) {
-            pthread_detach(t);
-            return ERR_STOPPED;
-        }
-    pthread_join(t, NULL);
+        if (wait_signal(1000))
+            return ERR_STOPPED; /* connect_leave() lets the thread go */
+    pthread_join(connecting.thread, NULL);
+    connecting.started = 0;
     if (connecting.e != ERR_OK) {
         log_error("NATS_URL: %s", connecting.msg);
         return ERR_BROKER;
@@ -293,7 +299,16 @@ static enum err connect_broker(struct service *svc)
     return ERR_OK;
 }
 
-/* HTTP first, so that /healthz answers from the start whatever NATS does. */
+/* At a stop before connect_wait took the connection: not waited for. */
+static void connect_leave(void)
+{
+    if (connecting.started)
+        pthread_detach(connecting.thread);
+    connecting.started = 0;
+}
+
+/* HTTP first, so that /healthz answers from the start whatever NATS does;
+ * the first NATS connection is made meanwhile (connect_wait). */
 static enum err start_parts(struct service *svc, const struct http_route *routes, size_t nroutes,
                             struct http_server **http, struct http_server **admin_http)
 {
@@ -311,7 +326,9 @@ static enum err start_parts(struct service *svc, const struct http_route *routes
     relay_register_metrics();
     admin_new(c->database_url, &svc->def->admin, svc->def->stmts, svc->def->nstmts, &svc->admin);
     enum err e = start_http(svc, routes, nroutes, http, admin_http);
-    return e == ERR_OK ? connect_broker(svc) : e;
+    if (e == ERR_OK)
+        connect_start(svc);
+    return e;
 }
 
 /* Common routes, the service's own, and /admin/ unless it has its own port. */
@@ -334,14 +351,17 @@ static int run(struct service *svc)
     struct http_route *routes = route_table(svc, &nroutes);
     struct http_server *http = NULL, *admin_http = NULL;
     int code = 1;
-    enum err started = start_parts(svc, routes, nroutes, &http, &admin_http);
-    if (started != ERR_OK) {
-        code = started == ERR_STOPPED ? 0 : 1; /* a stop signal while connecting: a clean exit */
+    if (start_parts(svc, routes, nroutes, &http, &admin_http) != ERR_OK)
         goto out;
-    }
-    code = migrate(&svc->cfg, 0);
+    code = migrate(&svc->cfg, 0); /* while the first NATS connection is made */
     if (code != 0) {
         code = code == 2 ? 0 : 1; /* stopped by a signal while waiting: a clean exit */
+        goto out;
+    }
+    atomic_store(&svc->migrated, 1);
+    enum err connected = connect_wait(svc);
+    if (connected != ERR_OK) {
+        code = connected == ERR_STOPPED ? 0 : 1; /* a stop signal while connecting: clean */
         goto out;
     }
     relay_start(&svc->cfg, svc->broker, &svc->relay);
@@ -358,6 +378,7 @@ static int run(struct service *svc)
     wait_signal(-1);
     log_info("stopping: finishing in-flight requests and batches");
 out:
+    connect_leave();
     broker_stopping(svc->broker, STOP_ACK_GRACE_MS);
     inbox_request_stop(svc->inbox); /* both loops finish their batch meanwhile */
     relay_request_stop(svc->relay);
