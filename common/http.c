@@ -716,6 +716,11 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
  * open until the request timeout (10 s) for a client reading to the close
  * (a review). Looked at once per idle spell, after the requests
  * libmicrohttpd holds (pipelined behind the last answer) have begun. */
+static int receiving_too_long(const struct sock *k, int64_t too_old)
+{
+    return k->recv_since_ms && k->recv_since_ms < too_old && k->fd >= 0;
+}
+
 static int idle_and_ended(struct sock *k, int64_t now)
 {
     if (!k->recv_since_ms || k->eof_looked || now - k->recv_since_ms < IDLE_EOF_MS || k->fd < 0)
@@ -738,8 +743,7 @@ static void *reaper_main(void *arg)
         int64_t now = mono_ms(), too_old = now - s->lim.request_timeout_ms;
         pthread_mutex_lock(&s->smu);
         for (struct sock *k = s->socks; k; k = k->next)
-            if ((k->recv_since_ms && k->recv_since_ms < too_old && k->fd >= 0) ||
-                idle_and_ended(k, now)) {
+            if (receiving_too_long(k, too_old) || idle_and_ended(k, now)) {
                 shutdown(k->fd, SHUT_RDWR); /* MHD sees the end and closes it */
                 k->recv_since_ms = 0;
             }

@@ -323,6 +323,22 @@ END_TEST
  * once. nats.c waits 2 s on each before it goes on in the background: the
  * service listened only after 6 s, and the stop took 12 (a helper's
  * probe). */
+static int healthz_answers(void *arg)
+{
+    return http_get(((struct svc *)arg)->port, "/healthz", NULL) == 200;
+}
+
+/* /readyz: Postgres fine, NATS not */
+static int only_nats_down(void *arg)
+{
+    struct http_result r;
+    if (http_get(((struct svc *)arg)->port, "/readyz", &r) <= 0)
+        return 0;
+    int yes = strstr(r.body, "\"postgres\":\"ok\"") && strstr(r.body, "\"nats\":\"down\"");
+    http_result_free(&r);
+    return yes;
+}
+
 START_TEST(healthz_and_sigterm_do_not_wait_for_servers_that_never_speak)
 {
     int port[3], fd[3];
@@ -334,29 +350,13 @@ START_TEST(healthz_and_sigterm_do_not_wait_for_servers_that_never_speak)
     struct svc s;
     int64_t t0 = mono_ms();
     svc_spawn(&s, "order-service", url, NULL);
-    struct http_result r;
-    int status;
-    while ((status = http_get(s.port, "/healthz", &r)) != 200 && mono_ms() - t0 < 10000) {
-        if (status > 0)
-            http_result_free(&r);
-        sleep_ms(20);
-    }
+    wait_until(healthz_answers, &s, 10000);
     int64_t healthy_ms = mono_ms() - t0;
-    if (status == 200)
-        http_result_free(&r);
     ck_assert_msg(healthy_ms < 1500, "/healthz first answered after %lld ms", (long long)healthy_ms);
     /* the migrations run meanwhile, and /readyz says Postgres is fine while
      * NATS is not (it said postgres down until the connect's round ended) */
-    int pg_ok = 0;
-    while (!pg_ok && mono_ms() - t0 < 4000) {
-        if (http_get(s.port, "/readyz", &r) > 0) {
-            pg_ok = strstr(r.body, "\"postgres\":\"ok\"") && strstr(r.body, "\"nats\":\"down\"");
-            http_result_free(&r);
-        }
-        if (!pg_ok)
-            sleep_ms(50);
-    }
-    ck_assert_msg(pg_ok, "/readyz did not say postgres ok, nats down within 4 s");
+    ck_assert_msg(wait_until(only_nats_down, &s, (int)(4000 - healthy_ms)),
+                  "/readyz did not say postgres ok, nats down within 4 s");
     int64_t t1 = mono_ms();
     ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
     int64_t stop_ms = mono_ms() - t1;
