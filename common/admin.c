@@ -133,7 +133,7 @@ static int admin_gate(const struct http_req *req, struct http_resp *resp, void *
  * the reply is set. */
 static struct admin *guard(struct http_resp *resp, struct service *svc)
 {
-    if (!atomic_load(&svc->schema_ready) || !svc->admin) {
+    if (!atomic_load(&svc->started) || !svc->admin) {
         http_resp_error(resp, 503, "unavailable", "the service is starting; retry later", NULL);
         return NULL;
     }
@@ -292,7 +292,7 @@ static const char *requeue(struct service *svc, struct admin *a, const char *eve
     enum err e = admin_store_requeue(db, event_id, n);
     if (e == ERR_OK) {
         http_resp_json(resp, 200, json_pack("{s:i}", "requeued", (int)*n));
-        relay_notify(svc->relay);
+        service_relay_notify(svc);
     } else if (e == ERR_NOT_FOUND) {
         http_resp_error(resp, 404, "not_found", "no outbox event with this id", NULL);
         result = "not_found";
@@ -370,7 +370,7 @@ static const char *reapply(struct service *svc, struct admin *a, long long id,
         result = "still_poison";
     } else if (e == ERR_OK) {
         http_resp_json(resp, 200, json_pack("{s:I, s:s}", "id", (json_int_t)id, "result", *applied));
-        relay_notify(svc->relay); /* a reply may have been written */
+        service_relay_notify(svc); /* a reply may have been written */
     } else if (e == ERR_NOT_FOUND) {
         http_resp_error(resp, 404, "not_found", "no dead letter with this id", NULL);
         result = "not_found";
@@ -417,7 +417,7 @@ static const char *resend(struct service *svc, struct admin *a, const char *orde
         result = "not_found";
     } else if (e == ERR_OK) {
         http_resp_json(resp, 200, json_pack("{s:s, s:O}", "order_id", order_id, "event_ids", *ids));
-        relay_notify(svc->relay);
+        service_relay_notify(svc);
     } else {
         result = fail(svc, a, e, resp);
     }

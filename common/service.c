@@ -97,14 +97,18 @@ static const struct http_route common_routes[] = {
 
 int service_starting(struct service *svc, struct http_resp *resp)
 {
-    if (atomic_load(&svc->schema_ready))
+    if (atomic_load(&svc->serving))
         return 0;
     http_resp_error(resp, 503, "unavailable",
-                    atomic_load(&svc->migrated)
-                        ? "the service is starting: connecting to NATS; retry later"
-                        : "the service is starting: its database schema is not ready yet; retry later",
+                    "the service is starting: its database schema is not ready yet; retry later",
                     NULL);
     return 1;
+}
+
+void service_relay_notify(struct service *svc)
+{
+    if (atomic_load(&svc->started)) /* svc->relay is set before it */
+        relay_notify(svc->relay);
 }
 
 struct db *service_db_acquire(struct service *svc, struct http_resp *resp)
@@ -211,7 +215,7 @@ static int migrate(const struct config *cfg, int64_t deadline_ms)
 static void after_commit(void *ctx)
 {
     struct service *svc = ctx;
-    relay_notify(svc->relay);
+    service_relay_notify(svc);
 }
 
 /* The HTTP servers: PORT, and ADMIN_PORT for /admin/ when it is set. */
@@ -359,6 +363,9 @@ static int run(struct service *svc)
         goto out;
     }
     atomic_store(&svc->migrated, 1);
+    if (svc->def->app_start)
+        svc->def->app_start(svc);
+    atomic_store(&svc->serving, 1); /* publishes the app to request threads */
     enum err connected = connect_wait(svc);
     if (connected != ERR_OK) {
         code = connected == ERR_STOPPED ? 0 : 1; /* a stop signal while connecting: clean */
@@ -371,9 +378,9 @@ static int run(struct service *svc)
     struct reconcile_streams rs = {svc->def->admin.stream, svc->inbox_handler.stream,
                                    svc->inbox_handler.durable, svc->inbox_handler.filter};
     reconcile_start(&svc->cfg, svc->broker, &rs, &svc->reconcile);
-    if (svc->def->app_start)
-        svc->def->app_start(svc);
-    atomic_store(&svc->schema_ready, 1); /* publishes relay and app to request threads */
+    if (svc->def->app_connected)
+        svc->def->app_connected(svc);
+    atomic_store(&svc->started, 1); /* publishes the relay and the rest to request threads */
     ready_recheck(svc->ready);            /* ready now, not a probe period later */
     wait_signal(-1);
     log_info("stopping: finishing in-flight requests and batches");
@@ -384,7 +391,7 @@ out:
     relay_request_stop(svc->relay);
     http_stop(admin_http);
     http_stop(http); /* no new requests; in-flight ones are answered */
-    if (svc->def->app_stop && atomic_load(&svc->schema_ready))
+    if (svc->def->app_stop && atomic_load(&svc->serving))
         svc->def->app_stop(svc);
     inbox_stop(svc->inbox);
     reconcile_stop(svc->reconcile);

@@ -32,9 +32,13 @@ struct service_def {
     const struct inbox_handler *inbox; /* ctx and after_commit are set by service.c */
     struct admin_def admin;            /* the per-service part of /admin/ */
     void (*register_metrics)(void);
-    /* The service's own parts: started once the schema is there, stopped
-     * after the last request was answered. May be NULL. */
+    /* The service's own parts. app_start: once the schema is there, before
+     * NATS answers (requests are served from then on); app_connected: once
+     * the first NATS connection is made and the relay runs; app_stop: after
+     * the last request was answered (whichever of the two had run). May be
+     * NULL. */
     void (*app_start)(struct service *svc);
+    void (*app_connected)(struct service *svc);
     void (*app_stop)(struct service *svc);
 };
 
@@ -52,7 +56,8 @@ struct service {
     struct reconcile *reconcile;
     atomic_int migrated;               /* migrations applied (the Postgres prober's gate) */
     atomic_int broker_ready;           /* svc->broker set: the first NATS connection made */
-    atomic_int schema_ready;           /* migrated, connected, every part started */
+    atomic_int serving;                /* migrated, app_start done: requests are served */
+    atomic_int started;                /* serving, connected, every part started */
     struct ready *ready;               /* /readyz probers */
     struct db *ready_db;               /* the Postgres prober's connection */
     int nats_reopening;                /* the NATS prober's: reopening a closed connection */
@@ -64,8 +69,12 @@ struct service {
 int service_main(const struct service_def *def, int argc, char **argv);
 
 /* For handlers: 1, with a 503 `unavailable` reply set, while migrations
- * have not run yet (nothing can be served before). */
+ * have not run yet (nothing can be served before). NATS is not waited for:
+ * orders are taken while it is down or silent, as the outbox is for. */
 int service_starting(struct service *svc, struct http_resp *resp);
+/* Wakes the relay for outbox rows just committed. Before the relay runs (NATS
+ * not reached yet) it does nothing: the relay's first pass takes them. */
+void service_relay_notify(struct service *svc);
 /* For handlers: a pooled connection, or NULL with a 503 `unavailable` reply
  * already set when Postgres cannot be reached. Release with service_db_release. */
 struct db *service_db_acquire(struct service *svc, struct http_resp *resp);

@@ -23,6 +23,7 @@ int main(int argc, char **argv)
         .admin = {ORDER_EVENTS_SQL, "ORDERS"},
         .register_metrics = order_http_register_metrics,
         .app_start = order_app_start,
+        .app_connected = order_app_connected,
         .app_stop = order_app_stop,
     };
     return service_main(&def, argc, argv);

@@ -51,12 +51,19 @@ struct order_app {
     struct redrive *redrive;
 };
 
+/* The intake needs Postgres alone: orders are taken before NATS answers. */
 void order_app_start(struct service *svc)
 {
     struct order_app *app = xcalloc(1, sizeof *app);
     batcher_start(svc->cfg.database_url, COMMITTERS, svc->cfg.db_request_timeout_ms, &app->batcher);
-    redrive_start(&svc->cfg, svc->relay, svc->broker, &app->redrive);
     svc->app = app;
+}
+
+/* The re-drive publishes: it starts with the broker. */
+void order_app_connected(struct service *svc)
+{
+    struct order_app *app = svc->app;
+    redrive_start(&svc->cfg, svc->relay, svc->broker, &app->redrive);
 }
 
 void order_app_stop(struct service *svc)
@@ -85,7 +92,7 @@ static void reply_created(struct service *svc, json_t *doc, struct http_resp *re
     resp->location = xasprintf("/orders/%s", json_string_value(json_object_get(doc, "id")));
     http_resp_json(resp, 201, doc);
     metric_add(m_created, "", 1);
-    relay_notify(svc->relay); /* the OrderCreated row is committed: publish it now */
+    service_relay_notify(svc); /* the OrderCreated row is committed: publish it now */
 }
 
 /* An order handed to the batcher, with what its answer needs: from the

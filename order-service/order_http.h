@@ -11,9 +11,11 @@ struct service;
 
 /* Registers orders_created_total. */
 void order_http_register_metrics(void);
-/* Starts / stops the service's own parts (svc->app): the group-commit
- * batcher behind POST /orders and the re-drive sweep. */
+/* The service's own parts (svc->app): the group-commit batcher behind
+ * POST /orders starts with the schema, the re-drive sweep once NATS is
+ * reached; order_app_stop stops whichever started. */
 void order_app_start(struct service *svc);
+void order_app_connected(struct service *svc);
 void order_app_stop(struct service *svc);
 
 #endif

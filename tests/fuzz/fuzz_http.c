@@ -25,7 +25,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define REPLY_WAIT_MS 300 /* no reply by then: a malformed request left open (the reaper cuts it) */
 #define REPLY_PAUSE_MS 20
 
-static struct service svc; /* schema_ready = 0: no database */
+static struct service svc; /* serving = 0: no database */
 static struct http_server *server;
 static int port;
 

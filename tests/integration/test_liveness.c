@@ -318,9 +318,9 @@ START_TEST(nats_closing_every_session_is_tried_again)
 }
 END_TEST
 
-/* Three servers that never speak: /healthz answers from the start and a
- * SIGTERM while the first connection is being made ends the service at
- * once. nats.c waits 2 s on each before it goes on in the background: the
+/* Three servers that never speak: /healthz answers from the start, orders
+ * are taken, and a SIGTERM while the first connection is being made ends
+ * the service at once. nats.c waits 2 s on each before it goes on in the background: the
  * service listened only after 6 s, and the stop took 12 (a helper's
  * probe). */
 static int healthz_answers(void *arg)
@@ -357,6 +357,14 @@ START_TEST(healthz_and_sigterm_do_not_wait_for_servers_that_never_speak)
      * NATS is not (it said postgres down until the connect's round ended) */
     ck_assert_msg(wait_until(only_nats_down, &s, (int)(4000 - healthy_ms)),
                   "/readyz did not say postgres ok, nats down within 4 s");
+    /* orders are taken meanwhile, and read back: they wait in the outbox
+     * (they were refused, 503 "connecting to NATS", until the round ended) */
+    struct http_result r;
+    ck_assert_int_eq(http_post_json(s.port, "/orders", ORDER_JSON, &r), 201);
+    ck_assert_int_eq(http_get(s.port, r.location, NULL), 200);
+    http_result_free(&r);
+    int64_t taken_ms = mono_ms() - t0;
+    ck_assert_msg(taken_ms < 5000, "the order was taken %lld ms after start", (long long)taken_ms);
     int64_t t1 = mono_ms();
     ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
     int64_t stop_ms = mono_ms() - t1;
