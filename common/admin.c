@@ -32,7 +32,7 @@ struct admin {
 
 static struct metric *m_actions, *m_denied;
 
-void admin_new(const char *database_url, const struct admin_def *def,
+void admin_new(const char *database_url, const struct admin_def *def, int64_t duplicate_window_ms,
                const struct db_stmt *svc_stmts, size_t nsvc, struct admin **out)
 {
     struct admin *a = xcalloc(1, sizeof *a);
@@ -41,7 +41,7 @@ void admin_new(const char *database_url, const struct admin_def *def,
     memcpy(a->stmts, admin_store_stmts, admin_store_nstmts * sizeof *a->stmts);
     memcpy(a->stmts + admin_store_nstmts, inbox_stmts, inbox_nstmts * sizeof *a->stmts);
     memcpy(a->stmts + admin_store_nstmts + inbox_nstmts, svc_stmts, nsvc * sizeof *a->stmts);
-    a->resend_sql = admin_store_resend_sql(def->order_events_sql);
+    a->resend_sql = admin_store_resend_sql(def->order_events_sql, duplicate_window_ms);
     a->stmts[n - 1] = (struct db_stmt){"admin_resend", a->resend_sql};
     db_new(database_url, "admin", a->stmts, n, &a->db);
     pthread_mutex_init(&a->mu, NULL);
@@ -411,12 +411,18 @@ static const char *resend(struct service *svc, struct admin *a, const char *orde
     if (!db)
         return "unavailable";
     const char *result = "ok";
-    enum err e = admin_store_resend(db, order_id, ids);
+    char due[40];
+    enum err e = admin_store_resend(db, order_id, ids, due, sizeof due);
     if (e == ERR_OK && json_array_size(*ids) == 0) {
-        http_resp_error(resp, 404, "not_found", "no outbox event is kept for this order", NULL);
+        http_resp_error(resp, 404, "not_found",
+                        "no event of this order is kept (published events are kept for "
+                        "OUTBOX_RETENTION); a PENDING order's OrderCreated is sent again by "
+                        "order-service's re-drive (REDRIVE_AFTER), and inventory-service then "
+                        "sends its stored reply again", NULL);
         result = "not_found";
     } else if (e == ERR_OK) {
-        http_resp_json(resp, 200, json_pack("{s:s, s:O}", "order_id", order_id, "event_ids", *ids));
+        http_resp_json(resp, 200, json_pack("{s:s, s:O, s:s}", "order_id", order_id, "event_ids",
+                                            *ids, "send_at", due));
         service_relay_notify(svc);
     } else {
         result = fail(svc, a, e, resp);

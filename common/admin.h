@@ -24,7 +24,7 @@ struct admin_def {
 /* Creates the admin state: one Postgres connection (lazy) prepared with the
  * admin's (the resend's built from def), the inbox's and the service's
  * statements (svc_stmts must outlive it). */
-void admin_new(const char *database_url, const struct admin_def *def,
+void admin_new(const char *database_url, const struct admin_def *def, int64_t duplicate_window_ms,
                const struct db_stmt *svc_stmts, size_t nsvc, struct admin **out);
 /* NULL is a no-op. */
 void admin_free(struct admin *a);

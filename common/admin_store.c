@@ -63,20 +63,30 @@ const struct db_stmt admin_store_stmts[] = {
 const size_t admin_store_nstmts = ARRAY_LEN(admin_store_stmts);
 
 /* The order's events (ids from events_sql): queued again if still in the
- * outbox, written to it again (same id and body) if published. */
-char *admin_store_resend_sql(const char *events_sql)
+ * outbox, written to it again (same id and body) if published. Each is due
+ * once JetStream would store it: now, or when the duplicate window since
+ * its last publish has passed (a copy sent sooner is dropped, which left an
+ * operator's re-send of a lost message with a 200 and no effect: a helper's
+ * probe). The publish is filed after JetStream stored it, and a second is
+ * added for the purge of its id: never early. */
+char *admin_store_resend_sql(const char *events_sql, int64_t window_ms)
 {
     return xasprintf(
         "WITH e AS (%s), "
-        "u AS (UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = now() "
-        "  WHERE event_id IN (SELECT event_id FROM e) RETURNING event_id), "
-        "i AS (INSERT INTO outbox (event_id, subject, event_type, payload, aggregate_id, traceparent) "
-        "  SELECT p.event_id, p.subject, p.event_type, p.payload, p.aggregate_id, p.traceparent "
-        "  FROM outbox_published p WHERE p.event_id IN (SELECT event_id FROM e) "
-        "  AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.event_id = p.event_id) "
-        "  ON CONFLICT (event_id) DO NOTHING RETURNING event_id) "
-        "SELECT event_id FROM u UNION ALL SELECT event_id FROM i",
-        events_sql);
+        "w AS (SELECT e.event_id, greatest(now(), (SELECT max(p.published_at) "
+        "  FROM outbox_published p WHERE p.event_id = e.event_id) "
+        "  + %lld * interval '1 millisecond') AS due FROM e), "
+        "u AS (UPDATE outbox o SET status = 'pending', attempts = 0, next_attempt_at = w.due "
+        "  FROM w WHERE o.event_id = w.event_id RETURNING o.event_id, o.next_attempt_at), "
+        "i AS (INSERT INTO outbox (event_id, subject, event_type, payload, aggregate_id, "
+        "  traceparent, next_attempt_at) "
+        "  SELECT p.event_id, p.subject, p.event_type, p.payload, p.aggregate_id, p.traceparent, "
+        "  w.due FROM outbox_published p JOIN w ON w.event_id = p.event_id "
+        "  WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.event_id = p.event_id) "
+        "  ON CONFLICT (event_id) DO NOTHING RETURNING event_id, next_attempt_at), "
+        "a AS (SELECT * FROM u UNION ALL SELECT * FROM i) "
+        "SELECT event_id, " DB_RFC3339("max(next_attempt_at) OVER ()") " FROM a",
+        events_sql, (long long)(window_ms + 1000));
 }
 
 /* Text whatever its bytes (a subject or error may come from the wire). */
@@ -242,7 +252,8 @@ enum err admin_store_dead_letter_done(struct db *db, long long id, const char *r
     return by_id(db, "admin_dead_letter_done", id, result);
 }
 
-enum err admin_store_resend(struct db *db, const char *order_id, json_t **ids)
+enum err admin_store_resend(struct db *db, const char *order_id, json_t **ids, char *due,
+                            size_t due_len)
 {
     const char *params[] = {order_id};
     PGresult *r = NULL;
@@ -251,6 +262,7 @@ enum err admin_store_resend(struct db *db, const char *order_id, json_t **ids)
         *ids = json_array();
         for (int i = 0; i < PQntuples(r); i++)
             json_array_append_new(*ids, json_string(PQgetvalue(r, i, 0)));
+        snprintf(due, due_len, "%s", PQntuples(r) ? PQgetvalue(r, 0, 1) : "");
     }
     PQclear(r);
     return e;

@@ -45,11 +45,13 @@ enum err admin_store_forget_poisoned(struct db *db, long long id);
 enum err admin_store_dead_letter_done(struct db *db, long long id, const char *result);
 
 /* The text of the statement "admin_resend" ($1: an order id), given the
- * service's query of that order's event ids (a column named event_id);
- * caller frees. */
-char *admin_store_resend_sql(const char *events_sql);
+ * service's query of that order's event ids (a column named event_id) and
+ * its stream's duplicate window; caller frees. */
+char *admin_store_resend_sql(const char *events_sql, int64_t window_ms);
 /* Every event of one order back to pending, same event ids: *ids = JSON
- * array of them (empty: none kept). */
-enum err admin_store_resend(struct db *db, const char *order_id, json_t **ids);
+ * array of them (empty: none kept), due = when the last of them is due
+ * (RFC 3339: at once, or past the duplicate window of its last publish). */
+enum err admin_store_resend(struct db *db, const char *order_id, json_t **ids, char *due,
+                            size_t due_len);
 
 #endif
