@@ -59,7 +59,10 @@ struct reconcile {
     uint64_t last_hi;         /* the highest sequence the last run checked (under mu) */
 };
 
-/* The message ids of a stream from lo to hi: ids[i] is lo + i's ("" if none). */
+/* The message ids of a stream from lo to hi: ids[i] is lo + i's ("" if
+ * there is no message there; NO_ID for a produced stream's message that
+ * carries no id, which no event of ours can be). */
+#define NO_ID "(none)"
 struct scan {
     uint64_t lo, hi;
     char (*ids)[80];
@@ -107,6 +110,8 @@ static enum err scan_stream(struct reconcile *rc, int consumed, uint64_t lo, uin
             sc->ids[i][0] = '\0';
         else if (e != ERR_OK)
             return e;
+        else if (!consumed && !sc->ids[i][0]) /* was taken for no message: not orphaned */
+            snprintf(sc->ids[i], sizeof sc->ids[i], "%s", NO_ID);
     }
     return ERR_OK;
 }
@@ -160,14 +165,14 @@ static long duplicated(const struct scan *sc, json_t *list)
     size_t n = (size_t)(sc->hi - sc->lo + 1), k = 0;
     const char **v = xcalloc(n, sizeof *v);
     for (size_t i = 0; i < n; i++)
-        if (sc->ids[i][0])
+        if (uuid_valid(sc->ids[i])) /* an event's: NO_ID is many messages' */
             v[k++] = sc->ids[i];
     qsort(v, k, sizeof *v, cmp_id);
     long dups = 0;
     for (size_t i = 1; i < k; i++) {
         if (strcmp(v[i], v[i - 1]) != 0)
             continue;
-        if (dups++ < LIST_MAX && uuid_valid(v[i]))
+        if (dups++ < LIST_MAX)
             json_array_append_new(list, json_string(v[i]));
     }
     free(v);

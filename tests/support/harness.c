@@ -411,21 +411,34 @@ long natsd_stream_max_age_s(struct natsd *n, const char *stream)
     return ns < 0 ? -1 : (long)(ns / 1e9);
 }
 
-int natsd_stream_msg_delete(struct natsd *n, const char *stream, unsigned long long seq)
+/* A plain NATS request (no headers) on a connection of its own: 0 when the
+ * reply holds `expect`. */
+static int plain_request(struct natsd *n, const char *subject, const char *body,
+                         const char *expect)
 {
     natsConnection *nc = NULL;
     natsMsg *reply = NULL;
-    char subject[128], body[64];
-    snprintf(subject, sizeof subject, "$JS.API.STREAM.MSG.DELETE.%s", stream);
-    snprintf(body, sizeof body, "{\"seq\":%llu}", seq);
     int rc = -1;
     if (natsConnection_ConnectTo(&nc, n->url) == NATS_OK &&
         natsConnection_RequestString(&reply, nc, subject, body, 5000) == NATS_OK &&
-        strstr(natsMsg_GetData(reply), "\"success\":true"))
+        strstr(natsMsg_GetData(reply), expect))
         rc = 0;
     natsMsg_Destroy(reply);
     natsConnection_Destroy(nc);
     return rc;
+}
+
+int natsd_stream_msg_delete(struct natsd *n, const char *stream, unsigned long long seq)
+{
+    char subject[128], body[64];
+    snprintf(subject, sizeof subject, "$JS.API.STREAM.MSG.DELETE.%s", stream);
+    snprintf(body, sizeof body, "{\"seq\":%llu}", seq);
+    return plain_request(n, subject, body, "\"success\":true");
+}
+
+int natsd_publish_bare(struct natsd *n, const char *subject, const char *body)
+{
+    return plain_request(n, subject, body, "\"seq\":"); /* JetStream's ack */
 }
 
 static int broker_up(void *arg)

@@ -70,6 +70,9 @@ int natsd_purge(struct natsd *n, const char *stream);
  * JetStream API (as `nats stream rmm` does). Returns 0 on success. */
 int natsd_stream_msg_delete(struct natsd *n, const char *stream, unsigned long long seq);
 
+/* Publishes body on subject with no header at all (a tool's message), as a
+ * request JetStream acknowledges. Returns 0 when it did. */
+int natsd_publish_bare(struct natsd *n, const char *subject, const char *body);
 /* Publishes body on subject with Nats-Msg-Id msg_id (a test-side publisher
  * through common/broker.c). Returns 0 when JetStream acknowledged it. */
 int natsd_publish(struct natsd *n, const char *subject, const char *msg_id, const char *body);
