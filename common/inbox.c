@@ -47,6 +47,8 @@ const struct db_stmt inbox_stmts[] = {
      "  stored_ns) VALUES ($1, $2::uuid, $3::bytea, $4, $5::bytea, $6::bytea, $7::bigint, $8::bigint) "
      "ON CONFLICT (stream_seq, stored_ns) WHERE stream_seq IS NOT NULL DO NOTHING RETURNING id"},
     {"inbox_dead_open", "SELECT count(*) FROM dead_letters WHERE reapplied_at IS NULL"},
+    /* ids this transaction recorded (fresh) for messages found poison */
+    {"inbox_unrecord", "DELETE FROM processed_messages WHERE event_id = ANY($1::uuid[])"},
 };
 
 const size_t inbox_nstmts = ARRAY_LEN(inbox_stmts);
@@ -287,6 +289,36 @@ static enum err apply_fresh(struct worker *w, const struct broker_in *msgs, stru
     return e;
 }
 
+/* A poison message does not use its event id up: the record this batch
+ * made of it goes, so that a valid message under that id (the real event
+ * after a malformed copy, the re-drive's copy rebuilt from the order) is
+ * still applied. Copies later in this batch, taken for duplicates, come
+ * back (nak). Before, a malformed copy stored ahead of the real event left
+ * its order PENDING for good, the real one a "duplicate" (a helper's
+ * probe). */
+static enum err unrecord_poison(struct worker *w, struct slot *sl, int n)
+{
+    struct buf ids;
+    buf_pg_array_open(&ids);
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (!sl[i].fresh || sl[i].settle != SETTLE_TERM)
+            continue;
+        buf_pg_array_elem(&ids, sl[i].id);
+        k++;
+        for (int j = 0; j < n; j++)
+            if (!sl[j].fresh && strcmp(sl[j].id, sl[i].id) == 0) {
+                sl[j].settle = SETTLE_NAK;
+                sl[j].result = NULL;
+            }
+    }
+    buf_pg_array_close(&ids);
+    const char *params[] = {ids.data};
+    enum err e = k ? db_exec(w->db, "inbox_unrecord", 1, params, NULL) : ERR_OK;
+    buf_cleanup(&ids);
+    return e;
+}
+
 /* The whole batch inside the caller's transaction. */
 static enum err apply_batch(struct worker *w, const struct broker_in *msgs, struct slot *sl, int n)
 {
@@ -307,6 +339,8 @@ static enum err apply_batch(struct worker *w, const struct broker_in *msgs, stru
     enum err e = record_ids(w, msgs, sl, n);
     if (e == ERR_OK)
         e = apply_fresh(w, msgs, sl, n);
+    if (e == ERR_OK)
+        e = unrecord_poison(w, sl, n);
     for (int i = 0; e == ERR_OK && i < n; i++)
         if (sl[i].settle == SETTLE_TERM)
             e = dead_letter(w, &msgs[i], &sl[i]);

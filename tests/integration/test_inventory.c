@@ -228,6 +228,49 @@ START_TEST(poison_is_dead_lettered_and_the_next_message_processed)
 }
 END_TEST
 
+static double poison_target;
+
+static int poison_reaches(void *arg)
+{
+    (void)arg;
+    return metric("inventory_messages_total{result=\"poison\"}") >= poison_target;
+}
+
+/* A malformed copy under a real event's id (a replay tool's, a producer's
+ * bug) is a dead letter and leaves the id to the real event, which is
+ * decided: in the same batch (both waiting when the service starts) and in
+ * the next. Before, the real event was a duplicate and its order waited
+ * for ever (a helper's probe). */
+START_TEST(a_poison_copy_does_not_use_its_event_id_up)
+{
+    put_stock("SKU-1", 10);
+    char ev[2][UUID_STR_LEN], order[2][UUID_STR_LEN];
+    char *bad[2], *good[2];
+    for (int i = 0; i < 2; i++) {
+        uuid_v4(ev[i]);
+        uuid_v4(order[i]);
+        bad[i] = order_event(ev[i], order[i], "[{\"sku\":\"SKU-1\",\"qty\":\"2\"}]");
+        good[i] = order_event(ev[i], order[i], "[{\"sku\":\"SKU-1\",\"qty\":2}]");
+    }
+    ck_assert_int_eq(svc_stop(&inv, SIGTERM), 0);
+    publish(bad[0]);
+    publish(good[0]);
+    svc_start(&inv, "inventory-service", nats.url, NULL);
+    publish(bad[1]);
+    poison_target = 2;
+    ck_assert(wait_until(poison_reaches, NULL, 10000));
+    publish(good[1]);
+    target = 2;
+    ck_assert(wait_until(replies_reach, NULL, 10000));
+    ck_assert_int_eq(stock("SKU-1", "reserved"), 4);
+    ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM dead_letters"), 2);
+    for (int i = 0; i < 2; i++) {
+        free(bad[i]);
+        free(good[i]);
+    }
+}
+END_TEST
+
 static int delivered_again(void *arg)
 {
     (void)arg;
@@ -657,6 +700,7 @@ Suite *inventory_suite(void)
     tcase_add_test(tc, one_short_item_rejects_the_whole_order);
     tcase_add_test(tc, poison_is_dead_lettered_and_the_next_message_processed);
     tcase_add_test(tc, a_poison_message_delivered_again_is_kept_once);
+    tcase_add_test(tc, a_poison_copy_does_not_use_its_event_id_up);
     tcase_add_test(tc, postgres_outage_acks_nothing_and_loses_nothing);
     tcase_add_test(tc, a_message_the_database_refuses_blocks_nothing);
     tcase_add_test(tc, harmless_redeliveries_do_not_count_as_refusals);
