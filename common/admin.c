@@ -334,7 +334,10 @@ static void post_requeue(const struct http_req *req, struct http_resp *resp, voi
 /* ---- dead letters ---- */
 
 /* In one transaction: the dead letter, its poisoned id forgotten, the
- * inbox's path, the bookkeeping. "poison" rolls everything back. */
+ * inbox's path, the bookkeeping. "poison" rolls everything back; so does a
+ * database that still refuses the event (a constraint, a trigger: how
+ * dead letters "refused 10 times" come about), which is "poison" too, with
+ * the database's words (it was a 500: a helper's probe). */
 static enum err reapply_tx(struct service *svc, struct db *db, long long id, const char **result,
                            char *why, size_t whylen)
 {
@@ -348,6 +351,13 @@ static enum err reapply_tx(struct service *svc, struct db *db, long long id, con
     if (e == ERR_OK)
         e = inbox_apply_one(db, &svc->inbox_handler, d.subject, (const char *)d.body, d.len,
                             result, why, whylen);
+    if (e == ERR_DB || e == ERR_CONFLICT) {
+        char *msg = xasprintf("the database refused it: %s", db_errmsg(db));
+        utf8_copy(why, whylen, msg); /* cut whole characters: it goes into JSON */
+        free(msg);
+        *result = "poison";
+        e = ERR_OK;
+    }
     if (e == ERR_OK && strcmp(*result, "poison") != 0)
         e = admin_store_dead_letter_done(db, id, *result);
     if (e == ERR_OK && strcmp(*result, "poison") != 0)

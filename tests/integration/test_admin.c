@@ -319,6 +319,17 @@ START_TEST(poison_listed_and_reapplied_once_its_cause_is_fixed)
     /* the cause is fixed: the order exists (restored, say) */
     ck_assert_int_eq(pg_exec("orders", "INSERT INTO orders (id, customer_id, event_id) VALUES ('" GHOST
                              "', 'c-1', gen_random_uuid())"), 0);
+    /* while the database still refuses it (a trigger here): 409 with its
+     * words, nothing changed (it was a 500) */
+    ck_assert_int_eq(pg_exec("orders", "CREATE FUNCTION no_update() RETURNS trigger LANGUAGE "
+                             "plpgsql AS $$BEGIN RAISE EXCEPTION 'no updates today'; END$$"), 0);
+    ck_assert_int_eq(pg_exec("orders", "CREATE TRIGGER no_update BEFORE UPDATE ON orders "
+                             "FOR EACH ROW EXECUTE FUNCTION no_update()"), 0);
+    ck_assert_int_eq(reapply(&s, ghost, &r), 409);
+    ck_assert_str_eq(error_code(r.body), "still_poison");
+    ck_assert_ptr_nonnull(strstr(r.body, "no updates today"));
+    http_result_free(&r);
+    ck_assert_int_eq(pg_exec("orders", "DROP TRIGGER no_update ON orders; DROP FUNCTION no_update()"), 0);
     ck_assert_int_eq(reapply(&s, ghost, &r), 200);
     ck_assert_ptr_nonnull(strstr(r.body, "\"result\":\"confirmed\""));
     http_result_free(&r);
