@@ -333,6 +333,22 @@ static void post_requeue(const struct http_req *req, struct http_resp *resp, voi
 
 /* ---- dead letters ---- */
 
+/* The body's {"id": <a dead letter's id>}, or 0 with the reply set. */
+static long long body_dead_letter_id(const struct http_req *req, struct http_resp *resp)
+{
+    json_t *o = body_object(req, resp);
+    if (!o)
+        return 0;
+    json_t *jid = json_object_get(o, "id");
+    long long id = json_is_integer(jid) ? json_integer_value(jid) : 0;
+    if (id < 1) {
+        http_resp_error(resp, 400, "validation_failed", "id must be a positive integer", "id");
+        id = 0;
+    }
+    json_decref(o);
+    return id;
+}
+
 /* In one transaction: the dead letter, its poisoned id forgotten, the
  * inbox's path, the bookkeeping. "poison" rolls everything back; so does a
  * database that still refuses the event (a constraint, a trigger: how
@@ -359,7 +375,7 @@ static enum err reapply_tx(struct service *svc, struct db *db, long long id, con
         e = ERR_OK;
     }
     if (e == ERR_OK && strcmp(*result, "poison") != 0)
-        e = admin_store_dead_letter_done(db, id, *result);
+        e = admin_store_dead_letter_done(db, id, *result, NULL, 0);
     if (e == ERR_OK && strcmp(*result, "poison") != 0)
         e = db_exec_sql(db, "COMMIT");
     admin_dead_letter_cleanup(&d);
@@ -396,20 +412,51 @@ static void post_reapply(const struct http_req *req, struct http_resp *resp, voi
 {
     struct service *svc = ctx;
     struct admin *a = guard(resp, svc);
-    json_t *o = a ? body_object(req, resp) : NULL;
-    if (!o)
-        return;
-    json_t *jid = json_object_get(o, "id");
-    if (!json_is_integer(jid) || json_integer_value(jid) < 1) {
-        http_resp_error(resp, 400, "validation_failed", "id must be a positive integer", "id");
-    } else {
-        long long id = json_integer_value(jid);
+    long long id = a ? body_dead_letter_id(req, resp) : 0;
+    if (id) {
         const char *applied = "";
         const char *result = reapply(svc, a, id, resp, &applied);
         audit(req, "reapply_dead_letter", result,
               json_pack("{s:I, s:s}", "dead_letter_id", (json_int_t)id, "applied", applied));
     }
-    json_decref(o);
+}
+
+/* Closes a dead letter that nothing will fix (its bytes, a test message):
+ * out of the open ones, the inbox_dead_letters gauge and its alert, kept
+ * with "discarded". One closed before (re-applied, or discarded) keeps
+ * what it had, which the answer gives. */
+static const char *discard(struct service *svc, struct admin *a, long long id,
+                           struct http_resp *resp, char *kept, size_t kept_len)
+{
+    struct db *db = db_take(a, resp);
+    if (!db)
+        return "unavailable";
+    const char *result = "ok";
+    enum err e = admin_store_dead_letter_done(db, id, "discarded", kept, kept_len);
+    if (e == ERR_OK) {
+        http_resp_json(resp, 200, json_pack("{s:I, s:s}", "id", (json_int_t)id, "result", kept));
+    } else if (e == ERR_NOT_FOUND) {
+        http_resp_error(resp, 404, "not_found", "no dead letter with this id", NULL);
+        result = "not_found";
+    } else {
+        result = fail(svc, a, e, resp);
+    }
+    db_give(a);
+    return result;
+}
+
+/* {"id":<dead letter id>} */
+static void post_discard(const struct http_req *req, struct http_resp *resp, void *ctx)
+{
+    struct service *svc = ctx;
+    struct admin *a = guard(resp, svc);
+    long long id = a ? body_dead_letter_id(req, resp) : 0;
+    if (id) {
+        char kept[64] = "";
+        const char *result = discard(svc, a, id, resp, kept, sizeof kept);
+        audit(req, "discard_dead_letter", result,
+              json_pack("{s:I, s:s}", "dead_letter_id", (json_int_t)id, "closed_as", kept));
+    }
 }
 
 /* ---- one order's events ---- */
@@ -487,6 +534,8 @@ const struct http_route admin_routes[] = {
     {"POST", "/admin/outbox/requeue", "/admin/outbox/requeue", post_requeue, 0, admin_gate},
     {"GET", "/admin/dead-letters", "/admin/dead-letters", get_dead_letters, 0, admin_gate},
     {"POST", "/admin/dead-letters/reapply", "/admin/dead-letters/reapply", post_reapply, 0,
+     admin_gate},
+    {"POST", "/admin/dead-letters/discard", "/admin/dead-letters/discard", post_discard, 0,
      admin_gate},
     {"POST", "/admin/orders/resend", "/admin/orders/resend", post_resend, 0, admin_gate},
     {"GET", "/admin/reconcile", "/admin/reconcile", get_reconcile, 0, admin_gate},

@@ -58,7 +58,7 @@ const struct db_stmt admin_store_stmts[] = {
      * already ("duplicate") and must not hide what the first did */
     {"admin_dead_letter_done",
      "UPDATE dead_letters SET reapplied_at = coalesce(reapplied_at, now()), "
-     "reapply_result = coalesce(reapply_result, $2) WHERE id = $1::bigint"},
+     "reapply_result = coalesce(reapply_result, $2) WHERE id = $1::bigint RETURNING reapply_result"},
 };
 const size_t admin_store_nstmts = ARRAY_LEN(admin_store_stmts);
 
@@ -247,9 +247,20 @@ enum err admin_store_forget_poisoned(struct db *db, long long id)
     return by_id(db, "admin_forget_poisoned", id, NULL);
 }
 
-enum err admin_store_dead_letter_done(struct db *db, long long id, const char *result)
+enum err admin_store_dead_letter_done(struct db *db, long long id, const char *result,
+                                      char *kept, size_t kept_len)
 {
-    return by_id(db, "admin_dead_letter_done", id, result);
+    char sid[32];
+    snprintf(sid, sizeof sid, "%lld", id);
+    const char *params[] = {sid, result};
+    PGresult *r = NULL;
+    enum err e = db_exec(db, "admin_dead_letter_done", 2, params, &r);
+    if (e == ERR_OK && PQntuples(r) == 0)
+        e = ERR_NOT_FOUND;
+    if (e == ERR_OK && kept)
+        snprintf(kept, kept_len, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return e;
 }
 
 enum err admin_store_resend(struct db *db, const char *order_id, json_t **ids, char *due,

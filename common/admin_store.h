@@ -42,7 +42,10 @@ void admin_dead_letter_cleanup(struct dead_letter *d);
  * an id recorded by another delivery is kept. Then, after the re-apply,
  * admin_store_dead_letter_done() records when and what came of it. */
 enum err admin_store_forget_poisoned(struct db *db, long long id);
-enum err admin_store_dead_letter_done(struct db *db, long long id, const char *result);
+/* Closes dead letter id with result; one closed before keeps its own, and
+ * kept (may be NULL) says which it has. ERR_NOT_FOUND: no such id. */
+enum err admin_store_dead_letter_done(struct db *db, long long id, const char *result,
+                                      char *kept, size_t kept_len);
 
 /* The text of the statement "admin_resend" ($1: an order id), given the
  * service's query of that order's event ids (a column named event_id) and

@@ -274,11 +274,18 @@ static long dead_letter_id(const char *event_id)
     return id;
 }
 
+/* POST /admin/dead-letters/<action> {"id":id} */
+static int on_dead_letter(struct svc *s, const char *action, long id, struct http_result *r)
+{
+    char body[64], path[64];
+    snprintf(body, sizeof body, "{\"id\":%ld}", id);
+    snprintf(path, sizeof path, "/admin/dead-letters/%s", action);
+    return admin(s, "POST", path, body, r);
+}
+
 static int reapply(struct svc *s, long id, struct http_result *r)
 {
-    char body[64];
-    snprintf(body, sizeof body, "{\"id\":%ld}", id);
-    return admin(s, "POST", "/admin/dead-letters/reapply", body, r);
+    return on_dead_letter(s, "reapply", id, r);
 }
 
 /* GETs an admin listing of `rows` rows; its next_after, 0 when null. */
@@ -359,6 +366,22 @@ START_TEST(poison_listed_and_reapplied_once_its_cause_is_fixed)
     ck_assert_int_eq(admin(&s, "GET", "/admin/dead-letters?state=open", NULL, &r), 200);
     ck_assert_ptr_null(strstr(r.body, REPLY_ID));
     http_result_free(&r);
+    /* what nothing will fix is closed by hand: no longer open, kept as
+     * discarded (there was no way to close it: a helper's probe); one
+     * closed before keeps what it had */
+    ck_assert_int_eq(on_dead_letter(&s, "discard", junk, &r), 200);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"result\":\"discarded\""));
+    http_result_free(&r);
+    ck_assert_int_eq(admin(&s, "GET", "/admin/dead-letters", NULL, &r), 200);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"rows\":[]"));
+    http_result_free(&r);
+    for (int i = 0; i < 150 && gauge; i++, sleep_ms(100))
+        gauge = svc_metric(&s, "inbox_dead_letters") != 0;
+    ck_assert(!gauge);
+    ck_assert_int_eq(on_dead_letter(&s, "discard", ghost, &r), 200);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"result\":\"confirmed\""));
+    http_result_free(&r);
+    ck_assert_int_eq(on_dead_letter(&s, "discard", 999999, NULL), 404);
     /* large bodies: a page ends once its bodies reach 4 MiB, and says where
      * the next starts (two small ones and three of 3 MiB: the small ones and
      * two large on the first page, the third after) */
