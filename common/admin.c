@@ -382,59 +382,54 @@ static enum err reapply_tx(struct service *svc, struct db *db, long long id, con
     return e;
 }
 
-static const char *reapply(struct service *svc, struct admin *a, long long id,
-                           struct http_resp *resp, const char **applied)
-{
-    struct db *db = db_take(a, resp);
-    if (!db)
-        return "unavailable";
-    char why[256] = "";
-    const char *result = "ok";
-    enum err e = reapply_tx(svc, db, id, applied, why, sizeof why);
-    if (e == ERR_OK && strcmp(*applied, "poison") == 0) {
-        http_resp_error(resp, 409, "still_poison", why, NULL);
-        result = "still_poison";
-    } else if (e == ERR_OK) {
-        http_resp_json(resp, 200, json_pack("{s:I, s:s}", "id", (json_int_t)id, "result", *applied));
-        service_relay_notify(svc); /* a reply may have been written */
-    } else if (e == ERR_NOT_FOUND) {
-        http_resp_error(resp, 404, "not_found", "no dead letter with this id", NULL);
-        result = "not_found";
-    } else {
-        result = fail(svc, a, e, resp);
-    }
-    db_give(a);
-    return result;
-}
+/* What an action on one dead letter did: outcome ("poison": it still cannot
+ * be processed, with why), or an error (ERR_NOT_FOUND: no such id). */
+typedef enum err (*dead_letter_act)(struct service *svc, struct db *db, long long id,
+                                    char *outcome, size_t outcome_len, char *why, size_t whylen);
 
-/* {"id":<dead letter id>}: through the normal idempotent path, same event id. */
-static void post_reapply(const struct http_req *req, struct http_resp *resp, void *ctx)
+static enum err reapply_act(struct service *svc, struct db *db, long long id, char *outcome,
+                            size_t outcome_len, char *why, size_t whylen)
 {
-    struct service *svc = ctx;
-    struct admin *a = guard(resp, svc);
-    long long id = a ? body_dead_letter_id(req, resp) : 0;
-    if (id) {
-        const char *applied = "";
-        const char *result = reapply(svc, a, id, resp, &applied);
-        audit(req, "reapply_dead_letter", result,
-              json_pack("{s:I, s:s}", "dead_letter_id", (json_int_t)id, "applied", applied));
-    }
+    const char *result = "";
+    enum err e = reapply_tx(svc, db, id, &result, why, whylen);
+    snprintf(outcome, outcome_len, "%s", result);
+    return e;
 }
 
 /* Closes a dead letter that nothing will fix (its bytes, a test message):
  * out of the open ones, the inbox_dead_letters gauge and its alert, kept
  * with "discarded". One closed before (re-applied, or discarded) keeps
  * what it had, which the answer gives. */
-static const char *discard(struct service *svc, struct admin *a, long long id,
-                           struct http_resp *resp, char *kept, size_t kept_len)
+static enum err discard_act(struct service *svc, struct db *db, long long id, char *outcome,
+                            size_t outcome_len, char *why, size_t whylen)
 {
-    struct db *db = db_take(a, resp);
-    if (!db)
-        return "unavailable";
+    (void)svc;
+    (void)why;
+    (void)whylen;
+    return admin_store_dead_letter_done(db, id, "discarded", outcome, outcome_len);
+}
+
+/* {"id":<dead letter id>}: the action, its answer and its audit line. */
+static void on_dead_letter(const struct http_req *req, struct http_resp *resp,
+                           struct service *svc, const char *action, dead_letter_act act)
+{
+    struct admin *a = guard(resp, svc);
+    long long id = a ? body_dead_letter_id(req, resp) : 0;
+    struct db *db = id ? db_take(a, resp) : NULL;
+    if (!db) {
+        if (id)
+            audit(req, action, "unavailable", json_pack("{s:I}", "dead_letter_id", (json_int_t)id));
+        return;
+    }
+    char outcome[64] = "", why[256] = "";
     const char *result = "ok";
-    enum err e = admin_store_dead_letter_done(db, id, "discarded", kept, kept_len);
-    if (e == ERR_OK) {
-        http_resp_json(resp, 200, json_pack("{s:I, s:s}", "id", (json_int_t)id, "result", kept));
+    enum err e = act(svc, db, id, outcome, sizeof outcome, why, sizeof why);
+    if (e == ERR_OK && strcmp(outcome, "poison") == 0) {
+        http_resp_error(resp, 409, "still_poison", why, NULL);
+        result = "still_poison";
+    } else if (e == ERR_OK) {
+        http_resp_json(resp, 200, json_pack("{s:I, s:s}", "id", (json_int_t)id, "result", outcome));
+        service_relay_notify(svc); /* a re-applied one may have written a reply */
     } else if (e == ERR_NOT_FOUND) {
         http_resp_error(resp, 404, "not_found", "no dead letter with this id", NULL);
         result = "not_found";
@@ -442,21 +437,19 @@ static const char *discard(struct service *svc, struct admin *a, long long id,
         result = fail(svc, a, e, resp);
     }
     db_give(a);
-    return result;
+    audit(req, action, result,
+          json_pack("{s:I, s:s}", "dead_letter_id", (json_int_t)id, "outcome", outcome));
 }
 
-/* {"id":<dead letter id>} */
+/* Through the normal idempotent path, same event id. */
+static void post_reapply(const struct http_req *req, struct http_resp *resp, void *ctx)
+{
+    on_dead_letter(req, resp, ctx, "reapply_dead_letter", reapply_act);
+}
+
 static void post_discard(const struct http_req *req, struct http_resp *resp, void *ctx)
 {
-    struct service *svc = ctx;
-    struct admin *a = guard(resp, svc);
-    long long id = a ? body_dead_letter_id(req, resp) : 0;
-    if (id) {
-        char kept[64] = "";
-        const char *result = discard(svc, a, id, resp, kept, sizeof kept);
-        audit(req, "discard_dead_letter", result,
-              json_pack("{s:I, s:s}", "dead_letter_id", (json_int_t)id, "closed_as", kept));
-    }
+    on_dead_letter(req, resp, ctx, "discard_dead_letter", discard_act);
 }
 
 /* ---- one order's events ---- */
