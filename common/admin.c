@@ -318,10 +318,12 @@ static void post_requeue(const struct http_req *req, struct http_resp *resp, voi
         return;
     int all = json_is_true(json_object_get(o, "all"));
     int both = all && json_object_get(o, "event_id"); /* which was meant? */
-    const char *id = all ? NULL : body_uuid(o, "event_id", resp);
-    if (both)
-        http_resp_error(resp, 400, "validation_failed", "give either event_id or all, not both",
-                        "event_id");
+    int neither = !all && !json_object_get(o, "event_id"); /* {} or {"all":false} */
+    const char *id = all || neither ? NULL : body_uuid(o, "event_id", resp);
+    if (both || neither)
+        http_resp_error(resp, 400, "validation_failed",
+                        both ? "give either event_id or all, not both"
+                             : "give event_id (a UUID) or \"all\": true", "event_id");
     else if (all || id) {
         long n = 0;
         const char *result = requeue(svc, a, id, resp, &n);

@@ -247,6 +247,10 @@ START_TEST(dead_row_listed_requeued_published_once)
     ck_assert_int_eq(admin(&s, "POST", "/admin/outbox/requeue",
                            "{\"event_id\":\"00000000-2222-4333-8444-555555555555\"}", NULL), 404);
     ck_assert_int_eq(admin(&s, "POST", "/admin/outbox/requeue", "{\"event_id\":\"x\"}", NULL), 400);
+    /* neither: the answer names both ways (it spoke of event_id alone) */
+    ck_assert_int_eq(admin(&s, "POST", "/admin/outbox/requeue", "{\"all\":false}", &r), 400);
+    ck_assert_ptr_nonnull(strstr(r.body, "\\\"all\\\": true"));
+    http_result_free(&r);
     ck_assert_int_eq(admin(&s, "POST", "/admin/outbox/requeue", "{\"all\":true}", &r), 200);
     ck_assert_ptr_nonnull(strstr(r.body, "\"requeued\":0"));
     http_result_free(&r);
