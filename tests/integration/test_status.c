@@ -263,6 +263,8 @@ START_TEST(broker_restarted_on_an_empty_store_is_set_up_again)
     ck_assert_str_eq(json_field(body, "status"), "CONFIRMED");
     free(body);
     ck_assert_int_eq(pg_long("inventory", "SELECT reserved FROM stock WHERE sku = 'SKU-1'"), 2);
+    /* the consumer made again is said at warn: its stream comes again from the start */
+    ck_assert(proc_log_has(&inv.proc, "or its stream is gone"));
 }
 END_TEST
 
