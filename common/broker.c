@@ -1048,22 +1048,54 @@ static int fetch_batch(struct broker_sub *sub, int max)
     return queued > 0 ? 1 : max;
 }
 
+/* The bytes a fetch takes at most. A batch of large bodies was taken whole:
+ * 512 messages of 1 MB of junk were held in memory at once (RSS 540 MB) and
+ * outlasted the ack wait while they were dead-lettered, so they came again
+ * (a helper's probe). Never below twice the server's largest message: one
+ * larger than the bound would never be delivered. */
+#define FETCH_MAX_BYTES (8LL << 20)
+
+static int64_t fetch_max_bytes(const struct broker_sub *sub)
+{
+    int64_t fit = 2 * natsConnection_GetMaxPayload(sub->c->nc) + (64 << 10);
+    return fit > FETCH_MAX_BYTES ? fit : FETCH_MAX_BYTES;
+}
+
+/* natsSubscription_Fetch's two steps, with the byte bound it cannot take:
+ * what is there now (no wait), else one request that waits up to
+ * timeout_ms for the batch. */
+static natsStatus fetch_bounded(struct broker_sub *sub, int batch, int timeout_ms,
+                                natsMsgList *list)
+{
+    jsFetchRequest req;
+    for (int wait = batch == 1; wait <= 1; wait++) {
+        jsFetchRequest_Init(&req); /* the fetch counts down in it */
+        req.Batch = batch;
+        req.MaxBytes = fetch_max_bytes(sub);
+        req.Expires = (int64_t)timeout_ms * NS_PER_MS;
+        req.NoWait = !wait;
+        natsStatus s = natsSubscription_FetchRequest(list, sub->sub, &req);
+        if (wait || s != NATS_NOT_FOUND || list->Count > 0)
+            return s; /* NOT_FOUND with none: nothing there now, so wait */
+    }
+    return NATS_TIMEOUT; /* not reached */
+}
+
 /* An empty fetch and a server that does not answer look the same here (both
  * NATS_TIMEOUT): liveness is judged by broker_probe() and the publishes. */
 enum err broker_fetch(struct broker_sub *sub, int max, int timeout_ms,
                       struct broker_in **msgs, int *n)
 {
     natsMsgList list = {0};
-    jsErrCode jerr = 0;
     *msgs = NULL;
     *n = 0;
-    natsStatus s = natsSubscription_Fetch(&list, sub->sub, fetch_batch(sub, max), timeout_ms, &jerr);
+    natsStatus s = fetch_bounded(sub, fetch_batch(sub, max), timeout_ms, &list);
     if (s == NATS_TIMEOUT && list.Count == 0)
         return ERR_TIMEOUT;
     if (s == NATS_CONNECTION_CLOSED || s == NATS_INVALID_SUBSCRIPTION)
         return ERR_UNAVAILABLE; /* the connection was replaced: bound again next round */
     if (s != NATS_OK && list.Count == 0) /* consumer deleted, no stream, ... : bind again */
-        return (s == NATS_NOT_FOUND || s == NATS_ERR || s == NATS_NO_RESPONDERS || jerr)
+        return (s == NATS_NOT_FOUND || s == NATS_ERR || s == NATS_NO_RESPONDERS)
                    ? ERR_BROKER : ERR_UNAVAILABLE;
     *msgs = xcalloc((size_t)list.Count, sizeof **msgs);
     for (int i = 0; i < list.Count; i++) {
