@@ -351,6 +351,16 @@ static long long body_dead_letter_id(const struct http_req *req, struct http_res
     return id;
 }
 
+/* Whether the database refused the data (a constraint, a check, a
+ * trigger's exception: SQLSTATE classes 22, 23, P0), not the statement (a
+ * missing table, a permission: a 500 as before). */
+static int refused_data(struct db *db, enum err e)
+{
+    const char *st = db_sqlstate(db);
+    return (e == ERR_DB || e == ERR_CONFLICT) &&
+           (strncmp(st, "22", 2) == 0 || strncmp(st, "23", 2) == 0 || strncmp(st, "P0", 2) == 0);
+}
+
 /* In one transaction: the dead letter, its poisoned id forgotten, the
  * inbox's path, the bookkeeping. "poison" rolls everything back; so does a
  * database that still refuses the event (a constraint, a trigger: how
@@ -366,15 +376,17 @@ static enum err reapply_tx(struct service *svc, struct db *db, long long id, con
     if (e != ERR_OK)
         return e;
     e = admin_store_forget_poisoned(db, id);
-    if (e == ERR_OK)
+    if (e == ERR_OK) {
         e = inbox_apply_one(db, &svc->inbox_handler, d.subject, (const char *)d.body, d.len,
                             result, why, whylen);
-    if (e == ERR_DB || e == ERR_CONFLICT) {
-        char *msg = xasprintf("the database refused it: %s", db_errmsg(db));
-        utf8_copy(why, whylen, msg); /* cut whole characters: it goes into JSON */
-        free(msg);
-        *result = "poison";
-        e = ERR_OK;
+        if (refused_data(db, e)) {
+            char *msg = xasprintf("the database refused it: %s", db_errmsg(db));
+            utf8_copy(why, whylen, msg); /* cut whole characters: it goes into JSON */
+            free(msg);
+            log_warn("admin: dead letter %lld still refused: %s", id, why);
+            *result = "poison";
+            e = ERR_OK;
+        }
     }
     if (e == ERR_OK && strcmp(*result, "poison") != 0)
         e = admin_store_dead_letter_done(db, id, *result, NULL, 0);

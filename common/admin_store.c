@@ -28,7 +28,10 @@ const struct db_stmt admin_store_stmts[] = {
      * it again) */
     {"admin_requeue_one",
      "WITH r AS (SELECT id, status FROM outbox WHERE event_id = $1::uuid FOR UPDATE), "
-     "u AS (UPDATE outbox o SET status = 'pending', attempts = 0, next_attempt_at = now() "
+     "u AS (UPDATE outbox o SET status = 'pending', attempts = 0, next_attempt_at = "
+     /* a re-send waiting for the duplicate window (admin_resend) keeps its time */
+     "  CASE WHEN r.status = 'pending' AND EXISTS (SELECT 1 FROM outbox_published p "
+     "  WHERE p.event_id = o.event_id) THEN greatest(now(), o.next_attempt_at) ELSE now() END "
      "  FROM r WHERE o.id = r.id AND r.status <> 'published' RETURNING o.id) "
      "SELECT r.status, (SELECT count(*) FROM u) FROM r UNION ALL "
      "(SELECT 'published', 0 FROM outbox_published p WHERE p.event_id = $1::uuid "
