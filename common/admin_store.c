@@ -59,9 +59,13 @@ const struct db_stmt admin_store_stmts[] = {
      "AND p.event_id = d.event_id AND p.processed_at = d.created_at"},
     /* the first reapply's record stays: a later one finds the event applied
      * already ("duplicate") and must not hide what the first did */
+    /* the first result stays, but a discarded one that is re-applied after
+     * all says what the re-apply did (it kept "discarded": a review) */
     {"admin_dead_letter_done",
-     "UPDATE dead_letters SET reapplied_at = coalesce(reapplied_at, now()), "
-     "reapply_result = coalesce(reapply_result, $2) WHERE id = $1::bigint RETURNING reapply_result"},
+     "UPDATE dead_letters SET reapplied_at = CASE WHEN reapply_result = 'discarded' "
+     "  AND $2 <> 'discarded' THEN now() ELSE coalesce(reapplied_at, now()) END, "
+     "reapply_result = CASE WHEN reapply_result = 'discarded' THEN $2 "
+     "  ELSE coalesce(reapply_result, $2) END WHERE id = $1::bigint RETURNING reapply_result"},
 };
 const size_t admin_store_nstmts = ARRAY_LEN(admin_store_stmts);
 
