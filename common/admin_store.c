@@ -58,9 +58,9 @@ const struct db_stmt admin_store_stmts[] = {
      "DELETE FROM processed_messages p USING dead_letters d WHERE d.id = $1::bigint "
      "AND p.event_id = d.event_id AND p.processed_at = d.created_at"},
     /* the first reapply's record stays: a later one finds the event applied
-     * already ("duplicate") and must not hide what the first did */
-    /* the first result stays, but a discarded one that is re-applied after
-     * all says what the re-apply did (it kept "discarded": a review) */
+     * already ("duplicate") and must not hide what the first did; but a
+     * discarded one that is re-applied after all says what the re-apply did
+     * (it kept "discarded": a review) */
     {"admin_dead_letter_done",
      "UPDATE dead_letters SET reapplied_at = CASE WHEN reapply_result = 'discarded' "
      "  AND $2 <> 'discarded' THEN now() ELSE coalesce(reapplied_at, now()) END, "
@@ -241,27 +241,25 @@ void admin_dead_letter_cleanup(struct dead_letter *d)
     memset(d, 0, sizeof *d);
 }
 
-static enum err by_id(struct db *db, const char *stmt, long long id, const char *arg)
+static enum err by_id(struct db *db, const char *stmt, long long id, const char *arg,
+                      PGresult **res)
 {
     char sid[32];
     snprintf(sid, sizeof sid, "%lld", id);
     const char *params[] = {sid, arg};
-    return db_exec(db, stmt, arg ? 2 : 1, params, NULL);
+    return db_exec(db, stmt, arg ? 2 : 1, params, res);
 }
 
 enum err admin_store_forget_poisoned(struct db *db, long long id)
 {
-    return by_id(db, "admin_forget_poisoned", id, NULL);
+    return by_id(db, "admin_forget_poisoned", id, NULL, NULL);
 }
 
 enum err admin_store_dead_letter_done(struct db *db, long long id, const char *result,
                                       char *kept, size_t kept_len)
 {
-    char sid[32];
-    snprintf(sid, sizeof sid, "%lld", id);
-    const char *params[] = {sid, result};
     PGresult *r = NULL;
-    enum err e = db_exec(db, "admin_dead_letter_done", 2, params, &r);
+    enum err e = by_id(db, "admin_dead_letter_done", id, result, &r);
     if (e == ERR_OK && PQntuples(r) == 0)
         e = ERR_NOT_FOUND;
     if (e == ERR_OK && kept)

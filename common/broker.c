@@ -1061,24 +1061,28 @@ static int64_t fetch_max_bytes(const struct broker_sub *sub)
     return fit > FETCH_MAX_BYTES ? fit : FETCH_MAX_BYTES;
 }
 
-/* natsSubscription_Fetch's two steps, with the byte bound it cannot take:
- * what is there now (no wait), else one request that waits up to
- * timeout_ms for the batch. */
-static natsStatus fetch_bounded(struct broker_sub *sub, int batch, int timeout_ms,
+static natsStatus fetch_request(struct broker_sub *sub, int batch, int timeout_ms, int no_wait,
                                 natsMsgList *list)
 {
     jsFetchRequest req;
-    for (int wait = batch == 1; wait <= 1; wait++) {
-        jsFetchRequest_Init(&req); /* the fetch counts down in it */
-        req.Batch = batch;
-        req.MaxBytes = fetch_max_bytes(sub);
-        req.Expires = (int64_t)timeout_ms * NS_PER_MS;
-        req.NoWait = !wait;
-        natsStatus s = natsSubscription_FetchRequest(list, sub->sub, &req);
-        if (wait || s != NATS_NOT_FOUND || list->Count > 0)
-            return s; /* NOT_FOUND with none: nothing there now, so wait */
-    }
-    return NATS_TIMEOUT; /* not reached */
+    jsFetchRequest_Init(&req);
+    req.Batch = batch;
+    req.MaxBytes = fetch_max_bytes(sub);
+    req.Expires = (int64_t)timeout_ms * NS_PER_MS;
+    req.NoWait = no_wait;
+    return natsSubscription_FetchRequest(list, sub->sub, &req);
+}
+
+/* natsSubscription_Fetch's two steps, with the byte bound it cannot take:
+ * what is there now (no wait; a batch of one skips it, as there), else one
+ * request that waits up to timeout_ms for the batch. */
+static natsStatus fetch_bounded(struct broker_sub *sub, int batch, int timeout_ms,
+                                natsMsgList *list)
+{
+    natsStatus s = batch > 1 ? fetch_request(sub, batch, timeout_ms, 1, list) : NATS_NOT_FOUND;
+    if (s == NATS_NOT_FOUND && list->Count == 0) /* nothing there now: wait for it */
+        s = fetch_request(sub, batch, timeout_ms, 0, list);
+    return s;
 }
 
 /* An empty fetch and a server that does not answer look the same here (both

@@ -295,17 +295,6 @@ static enum err apply_fresh(struct worker *w, const struct broker_in *msgs, stru
     return e;
 }
 
-/* An array element, or NULL. */
-static void elem_or_null(struct buf *b, const char *s)
-{
-    if (s) {
-        buf_pg_array_elem(b, s);
-    } else {
-        buf_pg_array_sep(b);
-        buf_append(b, "NULL", 4);
-    }
-}
-
 /* A poison message does not use its event id up: the record this batch
  * made of it goes, so that a valid message under that id (the real event
  * after a malformed copy, the re-drive's copy rebuilt from the order) is
@@ -328,13 +317,16 @@ static enum err unrecord_poison(struct worker *w, const struct broker_in *msgs, 
             continue;
         uint64_t seq = 0;
         int64_t stored = 0;
-        char v[2][24];
-        int known = broker_in_stored(&msgs[i], &seq, &stored);
-        snprintf(v[0], sizeof v[0], "%llu", (unsigned long long)seq);
-        snprintf(v[1], sizeof v[1], "%lld", (long long)stored);
         buf_pg_array_elem(&ids, sl[i].id);
-        elem_or_null(&seqs, known ? v[0] : NULL);
-        elem_or_null(&ns, known ? v[1] : NULL);
+        buf_pg_array_sep(&seqs);
+        buf_pg_array_sep(&ns);
+        if (broker_in_stored(&msgs[i], &seq, &stored)) {
+            buf_int(&seqs, (int64_t)seq); /* JetStream sequences stay below 2^63 */
+            buf_int(&ns, stored);
+        } else {
+            buf_append(&seqs, "NULL", 4);
+            buf_append(&ns, "NULL", 4);
+        }
         k++;
         for (int j = 0; j < n; j++)
             if (!sl[j].fresh && strcmp(sl[j].id, sl[i].id) == 0) {

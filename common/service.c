@@ -34,7 +34,7 @@ static void on_healthz(const struct http_req *req, struct http_resp *resp, void 
 static int probe_postgres(void *ctx)
 {
     struct service *svc = ctx;
-    if (!atomic_load(&svc->migrated))
+    if (!atomic_load(&svc->serving))
         return 0;
     if (!svc->ready_db) {
         db_new(svc->cfg.database_url, "ready", NULL, 0, &svc->ready_db);
@@ -48,7 +48,7 @@ static int probe_postgres(void *ctx)
 static int probe_nats(void *ctx)
 {
     struct service *svc = ctx;
-    if (!atomic_load(&svc->broker_ready))
+    if (!atomic_load(&svc->started)) /* svc->broker is set before it */
         return 0;
     char msg[256];
     int recycled = BROKER_KEPT;
@@ -299,7 +299,6 @@ static enum err connect_wait(struct service *svc)
         return ERR_BROKER;
     }
     svc->broker = connecting.broker;
-    atomic_store(&svc->broker_ready, 1); /* publishes svc->broker to the NATS prober */
     return ERR_OK;
 }
 
@@ -363,10 +362,10 @@ static int run(struct service *svc)
         code = code == 2 ? 0 : 1; /* stopped by a signal while waiting: a clean exit */
         goto out;
     }
-    atomic_store(&svc->migrated, 1);
     if (svc->def->app_start)
         svc->def->app_start(svc);
-    atomic_store(&svc->serving, 1); /* publishes the app to request threads */
+    atomic_store(&svc->serving, 1); /* publishes the app to request threads, and to the
+                                       Postgres prober that the schema is there */
     enum err connected = connect_wait(svc);
     if (connected != ERR_OK) {
         code = connected == ERR_STOPPED ? 0 : 1; /* a stop signal while connecting: clean */

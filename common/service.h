@@ -54,10 +54,8 @@ struct service {
     struct inbox_handler inbox_handler; /* def->inbox with ctx and statements set */
     struct admin *admin;
     struct reconcile *reconcile;
-    atomic_int migrated;               /* migrations applied (the Postgres prober's gate) */
-    atomic_int broker_ready;           /* svc->broker set: the first NATS connection made */
     atomic_int serving;                /* migrated, app_start done: requests are served */
-    atomic_int started;                /* serving, connected, every part started */
+    atomic_int started;                /* serving, connected (svc->broker set), every part started */
     struct ready *ready;               /* /readyz probers */
     struct db *ready_db;               /* the Postgres prober's connection */
     int nats_reopening;                /* the NATS prober's: reopening a closed connection */
