@@ -172,6 +172,21 @@ int proc_stop(struct proc *p, int sig, int timeout_ms)
     return code;
 }
 
+/* Whether port was handed out by free_port in this process already: a port
+ * nobody listens on yet is free to the check below until its server starts,
+ * so two servers about to start (a nats-server's client and monitoring
+ * ports) could be handed one port and one of them would not start. */
+static int handed_out(int port)
+{
+    static int given[256];
+    static size_t n;
+    for (size_t i = 0; i < n && i < ARRAY_LEN(given); i++)
+        if (given[i] == port)
+            return 1;
+    given[n++ % ARRAY_LEN(given)] = port;
+    return 0;
+}
+
 /* A free port below the kernel's range for outgoing connections: a server
  * restarted on the same port (natsd_restart) must not find it taken by
  * some client's outgoing connection meanwhile. */
@@ -182,6 +197,8 @@ int free_port(void)
         seed = (unsigned)getpid() ^ (unsigned)mono_ms();
     for (int i = 0; i < 1000; i++) {
         int port = 10000 + (int)(rand_r(&seed) % 22000); /* 10000..31999 */
+        if (handed_out(port))
+            continue;
         int fd = socket(AF_INET, SOCK_STREAM, 0);
         struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
