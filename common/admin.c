@@ -133,7 +133,7 @@ static int admin_gate(const struct http_req *req, struct http_resp *resp, void *
  * the reply is set. */
 static struct admin *guard(struct http_resp *resp, struct service *svc)
 {
-    if (!atomic_load(&svc->started) || !svc->admin) {
+    if (!atomic_load(&svc->serving) || !svc->admin) {
         http_resp_error(resp, 503, "unavailable", "the service is starting; retry later", NULL);
         return NULL;
     }
@@ -519,6 +519,12 @@ static void get_reconcile(const struct http_req *req, struct http_resp *resp, vo
     struct service *svc = ctx;
     if (!guard(resp, svc))
         return;
+    if (!atomic_load(&svc->started)) { /* svc->reconcile is set before it */
+        http_resp_error(resp, 503, "unavailable",
+                        "the service is connecting to NATS: nothing to reconcile against yet; "
+                        "retry later", NULL);
+        return;
+    }
     json_t *rep = NULL;
     enum err e = reconcile_run(svc->reconcile, &rep);
     if (e == ERR_OK) {

@@ -197,6 +197,36 @@ START_TEST(a_short_token_works_with_a_warning)
 }
 END_TEST
 
+/* The admin API answers from the end of the migrations, as orders are
+ * taken: an operator can list and requeue while the first NATS connection
+ * is still being made (here three servers that never speak: nats.c waits
+ * 2 s on each). Only the reconciliation, which reads the streams, waits for
+ * the connection. It all answered 503 "starting" until connected, and a
+ * request just after /readyz said postgres ok could meet that too. */
+START_TEST(admin_answers_before_the_first_nats_connection)
+{
+    int port[3], fd[3];
+    for (int i = 0; i < 3; i++)
+        fd[i] = mute_listener(&port[i]);
+    char url[128];
+    snprintf(url, sizeof url, "nats://127.0.0.1:%d,nats://127.0.0.1:%d,nats://127.0.0.1:%d",
+             port[0], port[1], port[2]);
+    static const char *const env[] = {"ADMIN_TOKEN=" TOKEN, NULL};
+    struct svc s;
+    svc_start(&s, "order-service", url, env);
+    ck_assert_int_eq(admin(&s, "GET", "/admin/outbox", NULL, NULL), 200);
+    ck_assert_int_eq(admin(&s, "GET", "/admin/dead-letters", NULL, NULL), 200);
+    ck_assert_int_eq(admin(&s, "POST", "/admin/outbox/requeue", "{\"all\":true}", NULL), 200);
+    struct http_result r;
+    ck_assert_int_eq(admin(&s, "GET", "/admin/reconcile", NULL, &r), 503);
+    ck_assert_msg(strstr(r.body, "connecting to NATS") != NULL, "%s", r.body);
+    http_result_free(&r);
+    ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+    for (int i = 0; i < 3; i++)
+        close(fd[i]);
+}
+END_TEST
+
 static int row_dead(void *arg)
 {
     (void)arg;
@@ -754,6 +784,7 @@ Suite *admin_suite(void)
     tcase_add_test(tc, token_guard_401_403_200_and_never_logged);
     tcase_add_test(tc, disabled_without_token_and_on_its_own_port);
     tcase_add_test(tc, a_short_token_works_with_a_warning);
+    tcase_add_test(tc, admin_answers_before_the_first_nats_connection);
     tcase_add_test(tc, dead_row_listed_requeued_published_once);
     tcase_add_test(tc, poison_listed_and_reapplied_once_its_cause_is_fixed);
     tcase_add_test(tc, resend_sends_one_orders_event_again_with_its_id);
