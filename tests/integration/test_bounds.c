@@ -69,15 +69,20 @@ static int timed_post(int port, const char *json, int timeout_ms, int64_t *ms, c
 }
 
 /* /healthz must stay fast for `for_ms`; returns the slowest answer. */
-static int64_t healthz_stays_fast(int port, int64_t for_ms)
+/* /healthz polled for for_ms: every answer 200 within 2 s, and at most one
+ * in 20 slower than HEALTHZ_MAX_MS (a /healthz waiting for the database
+ * would be slow every time; a noisy machine stalls one now and then). */
+static void assert_healthz_stays_fast(int port, int64_t for_ms)
 {
     int64_t worst = 0, ms;
-    for (int64_t end = mono_ms() + for_ms; mono_ms() < end; sleep_ms(100)) {
+    int n = 0, slow = 0;
+    for (int64_t end = mono_ms() + for_ms; mono_ms() < end; sleep_ms(100), n++) {
         ck_assert_int_eq(timed_get(port, "/healthz", 2000, &ms), 200);
-        if (ms > worst)
-            worst = ms;
+        slow += ms >= HEALTHZ_MAX_MS;
+        worst = ms > worst ? ms : worst;
     }
-    return worst;
+    ck_assert_msg(slow * 20 <= n, "/healthz took %d ms or more %d times of %d (worst %lld ms)",
+                  HEALTHZ_MAX_MS, slow, n, (long long)worst);
 }
 
 struct poster {
@@ -131,14 +136,13 @@ START_TEST(lock_on_orders_is_bounded)
         p[i] = (struct poster){.port = orders.port, .until_ms = mono_ms() + 17000};
         ck_assert_int_eq(pthread_create(&t[i], NULL, post_loop, &p[i]), 0);
     }
-    int64_t worst = healthz_stays_fast(orders.port, 20000);
+    assert_healthz_stays_fast(orders.port, 20000);
     for (int i = 0; i < 3; i++) {
         pthread_join(t[i], NULL);
         ck_assert_int_gt(p[i].n, 0);
         ck_assert_int_eq(p[i].bad, 0);
         ck_assert_msg(p[i].worst_ms < 8000, "a POST took %d ms under the lock", p[i].worst_ms);
     }
-    ck_assert_msg(worst < HEALTHZ_MAX_MS, "/healthz took %lld ms", (long long)worst);
     ck_assert(pg_release(c, "COMMIT"));
     for (int i = 0; i < 5; i++) {
         int64_t ms;
@@ -209,8 +213,7 @@ START_TEST(frozen_postgres_then_sigterm)
     struct poster p = {.port = orders.port, .until_ms = mono_ms() + 1};
     pthread_t t;
     ck_assert_int_eq(pthread_create(&t, NULL, post_loop, &p), 0); /* one POST in flight when SIGTERM comes */
-    int64_t worst = healthz_stays_fast(orders.port, 4000);
-    ck_assert_msg(worst < HEALTHZ_MAX_MS, "/healthz took %lld ms", (long long)worst);
+    assert_healthz_stays_fast(orders.port, 4000);
     int st = timed_get(orders.port, "/readyz", 5000, &ms);
     ck_assert_msg(st == 503 && ms < 1000, "/readyz: %d in %lld ms", st, (long long)ms);
     int64_t t0 = mono_ms();
