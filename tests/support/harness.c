@@ -70,6 +70,15 @@ static void track(pid_t pid)
     }
 }
 
+/* A child reaped: its PID may be any process's next (a Postgres backend's),
+ * and kill_children must not signal it. */
+static void untrack(pid_t pid)
+{
+    for (size_t i = 0; i < ARRAY_LEN(children); i++)
+        if (children[i] == pid)
+            children[i] = 0;
+}
+
 const char *itest_tmp(void)
 {
     const char *t = getenv("ITEST_TMP");
@@ -151,6 +160,7 @@ int proc_wait(struct proc *p, int timeout_ms)
         int st = 0;
         pid_t r = waitpid(p->pid, &st, WNOHANG);
         if (r == p->pid) {
+            untrack(p->pid);
             p->pid = 0;
             return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
         }
