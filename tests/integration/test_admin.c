@@ -88,10 +88,11 @@ static void start_with_token(struct svc *s, const char *name)
     svc_start(s, name, nats.url, env);
 }
 
-/* The same with a duplicate window of 1 s on the stream it writes. */
+/* The same with a duplicate window of 3 s on the stream it writes: short,
+ * and long enough for the checks made before a re-send is due. */
 static void start_with_short_window(struct svc *s, const char *name)
 {
-    static const char *const env[] = {"ADMIN_TOKEN=" TOKEN, "STREAM_DUPLICATE_WINDOW=1s", NULL};
+    static const char *const env[] = {"ADMIN_TOKEN=" TOKEN, "STREAM_DUPLICATE_WINDOW=3s", NULL};
     natsd_start(&nats);
     svc_start(s, name, nats.url, env);
 }
@@ -453,7 +454,7 @@ static int stream_has_two(void *arg)
 }
 
 /* POST /admin/orders/resend for the order in body, published just now
- * (the service's duplicate window: 1 s): answered with event_id and when it
+ * (the service's duplicate window: 3 s): answered with event_id and when it
  * is sent, which is once JetStream would store it, not before. The stream
  * then holds the copy too. It was sent at once and dropped as a duplicate
  * (the same Nats-Msg-Id inside the window), answered 200 all the same: an
@@ -466,11 +467,11 @@ static void assert_resent_past_the_window(struct svc *s, const char *db, const c
     ck_assert_ptr_nonnull(strstr(r.body, event_id));
     ck_assert_ptr_nonnull(strstr(r.body, "\"send_at\":\"20"));
     http_result_free(&r);
-    /* due 1 s (the window) + 1 s after its publish, whenever it was asked;
+    /* due 3 s (the window) + 1 s after its publish, whenever it was asked;
      * a requeue of that row keeps its time (it sent it at once: a review) */
     static const char *const due_sql = "SELECT count(*) FROM outbox o JOIN outbox_published p "
                                        "USING (event_id) WHERE o.next_attempt_at >= "
-                                       "p.published_at + interval '2 s'";
+                                       "p.published_at + interval '4 s'";
     ck_assert_int_eq(pg_long(db, due_sql), 1);
     char *requeue = xasprintf("{\"event_id\":\"%s\"}", event_id);
     ck_assert_int_eq(admin(s, "POST", "/admin/outbox/requeue", requeue, NULL), 200);
