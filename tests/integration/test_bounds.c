@@ -68,7 +68,6 @@ static int timed_post(int port, const char *json, int timeout_ms, int64_t *ms, c
     return st;
 }
 
-/* /healthz must stay fast for `for_ms`; returns the slowest answer. */
 /* /healthz polled for for_ms: every answer 200 within 2 s, and at most one
  * in 20 slower than HEALTHZ_MAX_MS (a /healthz waiting for the database
  * would be slow every time; a noisy machine stalls one now and then). */
