@@ -312,6 +312,7 @@ struct slow_get {
     int port;
     const char *src;
     int64_t ms;
+    int status;
 };
 
 static void *slow_get(void *arg)
@@ -321,7 +322,7 @@ static void *slow_get(void *arg)
                               "Host: x\r\nConnection: close\r\n\r\n";
     struct http_result r = {0};
     int64_t t0 = mono_ms();
-    http_raw(g->src, g->port, get, strlen(get), 30000, &r);
+    g->status = http_raw(g->src, g->port, get, strlen(get), 30000, &r) == 0 ? r.status : -1;
     g->ms = mono_ms() - t0;
     http_result_free(&r);
     return NULL;
@@ -356,6 +357,7 @@ START_TEST(a_flood_of_slow_requests_does_not_hold_up_another_client)
     ck_assert(pg_release(c, "COMMIT"));
     /* behind the flood it would wait nearly as long as the flood's last
      * (less the 0.3 s it came later); served next, a request or two of it */
+    ck_assert_int_eq(g[FLOOD].status, 503); /* answered: the lock outlasts its 0.5 s */
     ck_assert_msg(g[FLOOD].ms * 2 < flood_ms, "the other client waited %lld ms, the flood %lld ms",
                   (long long)g[FLOOD].ms, (long long)flood_ms);
     ck_assert_int_eq(svc_stop(&orders, SIGTERM), 0);
