@@ -62,14 +62,13 @@ static void track(pid_t pid)
     if (!registered++)
         atexit(kill_children);
     note_pid(pid);
-    /* a free slot, else one whose child has ended (reaped here: proc_wait
-     * then finds it gone) */
-    for (int pass = 0; pass < 2; pass++)
-        for (size_t i = 0; i < ARRAY_LEN(children); i++)
-            if (children[i] <= 0 || (pass && waitpid(children[i], NULL, WNOHANG) != 0)) {
-                children[i] = pid;
-                return;
-            }
+    /* a free slot (proc_wait frees a child's when it reaps it); with none,
+     * scripts/test still stops it by the PID noted above */
+    for (size_t i = 0; i < ARRAY_LEN(children); i++)
+        if (children[i] <= 0) {
+            children[i] = pid;
+            return;
+        }
 }
 
 /* A child reaped: its PID may be any process's next (a Postgres backend's),
@@ -161,10 +160,10 @@ int proc_wait(struct proc *p, int timeout_ms)
     for (int waited = 0; waited <= timeout_ms; waited += 10) {
         int st = 0;
         pid_t r = waitpid(p->pid, &st, WNOHANG);
-        if (r == p->pid || (r < 0 && errno == ECHILD)) { /* ECHILD: reaped by track() */
+        if (r == p->pid) {
             untrack(p->pid);
             p->pid = 0;
-            return r < 0 ? -1 : WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
         }
         sleep_ms(10);
     }
