@@ -47,14 +47,8 @@ const struct db_stmt inbox_stmts[] = {
      "  stored_ns) VALUES ($1, $2::uuid, $3::bytea, $4, $5::bytea, $6::bytea, $7::bigint, $8::bigint) "
      "ON CONFLICT (stream_seq, stored_ns) WHERE stream_seq IS NOT NULL DO NOTHING RETURNING id"},
     {"inbox_dead_open", "SELECT count(*) FROM dead_letters WHERE reapplied_at IS NULL"},
-    /* ids this transaction recorded (fresh) for messages found poison, but
-     * for one another delivery was dead-lettered under already (a poison
-     * sent again and again: kept twice, then a duplicate) */
-    {"inbox_unrecord",
-     "DELETE FROM processed_messages p USING unnest($1::uuid[], $2::bigint[], $3::bigint[]) "
-     "  AS x(event_id, seq, ns) WHERE p.event_id = x.event_id AND NOT EXISTS ("
-     "  SELECT 1 FROM dead_letters d WHERE d.event_id = x.event_id "
-     "  AND (d.stream_seq, d.stored_ns) IS DISTINCT FROM (x.seq, x.ns))"},
+    /* ids this transaction recorded (fresh) for messages found poison */
+    {"inbox_unrecord", "DELETE FROM processed_messages WHERE event_id = ANY($1::uuid[])"},
 };
 
 const size_t inbox_nstmts = ARRAY_LEN(inbox_stmts);
@@ -295,38 +289,26 @@ static enum err apply_fresh(struct worker *w, const struct broker_in *msgs, stru
     return e;
 }
 
-/* A poison message does not use its event id up: the record this batch
- * made of it goes, so that a valid message under that id (the real event
- * after a malformed copy, the re-drive's copy rebuilt from the order) is
- * still applied. Copies later in this batch, taken for duplicates, come
- * back (nak). Before, a malformed copy stored ahead of the real event left
- * its order PENDING for good, the real one a "duplicate" (a helper's
- * probe). An id another delivery was dead-lettered under already stays
- * recorded: a poison sent again and again (a re-drive of a body this side
- * always refuses) is kept twice, not once per copy (a review). */
-static enum err unrecord_poison(struct worker *w, const struct broker_in *msgs, struct slot *sl,
-                                int n)
+/* A poison message never uses its event id up: the record this batch made
+ * of it goes, so that a valid message under that id (the real event after
+ * malformed copies, the re-drive's copy rebuilt from the order) is still
+ * applied. Copies later in this batch, taken for duplicates, come back
+ * (nak). Before, a malformed copy stored ahead of the real event left its
+ * order PENDING for good, the real one a "duplicate" (a helper's probe);
+ * then two copies still did (an id with a dead letter stayed recorded, to
+ * keep a poison sent again and again twice, not once per copy: another
+ * probe). Each copy is kept: a dead letter is kept once per message (its
+ * stream sequence), and a re-drive sends an order's event again at most
+ * once per REDRIVE_AFTER. */
+static enum err unrecord_poison(struct worker *w, struct slot *sl, int n)
 {
-    struct buf ids, seqs, ns;
+    struct buf ids;
     buf_pg_array_open(&ids);
-    buf_pg_array_open(&seqs);
-    buf_pg_array_open(&ns);
     int k = 0;
     for (int i = 0; i < n; i++) {
         if (!sl[i].fresh || sl[i].settle != SETTLE_TERM)
             continue;
-        uint64_t seq = 0;
-        int64_t stored = 0;
         buf_pg_array_elem(&ids, sl[i].id);
-        buf_pg_array_sep(&seqs);
-        buf_pg_array_sep(&ns);
-        if (broker_in_stored(&msgs[i], &seq, &stored)) {
-            buf_int(&seqs, (int64_t)seq); /* JetStream sequences stay below 2^63 */
-            buf_int(&ns, stored);
-        } else {
-            buf_append(&seqs, "NULL", 4);
-            buf_append(&ns, "NULL", 4);
-        }
         k++;
         for (int j = 0; j < n; j++)
             if (!sl[j].fresh && strcmp(sl[j].id, sl[i].id) == 0) {
@@ -335,13 +317,9 @@ static enum err unrecord_poison(struct worker *w, const struct broker_in *msgs, 
             }
     }
     buf_pg_array_close(&ids);
-    buf_pg_array_close(&seqs);
-    buf_pg_array_close(&ns);
-    const char *params[] = {ids.data, seqs.data, ns.data};
-    enum err e = k ? db_exec(w->db, "inbox_unrecord", 3, params, NULL) : ERR_OK;
+    const char *params[] = {ids.data};
+    enum err e = k ? db_exec(w->db, "inbox_unrecord", 1, params, NULL) : ERR_OK;
     buf_cleanup(&ids);
-    buf_cleanup(&seqs);
-    buf_cleanup(&ns);
     return e;
 }
 
@@ -366,7 +344,7 @@ static enum err apply_batch(struct worker *w, const struct broker_in *msgs, stru
     if (e == ERR_OK)
         e = apply_fresh(w, msgs, sl, n);
     if (e == ERR_OK)
-        e = unrecord_poison(w, msgs, sl, n);
+        e = unrecord_poison(w, sl, n);
     for (int i = 0; e == ERR_OK && i < n; i++)
         if (sl[i].settle == SETTLE_TERM)
             e = dead_letter(w, &msgs[i], &sl[i]);
