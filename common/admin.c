@@ -25,6 +25,7 @@
 
 struct admin {
     pthread_mutex_t mu;       /* one operator action at a time on db */
+    int64_t wait_ms;          /* for mu, at most (DB_REQUEST_TIMEOUT) */
     struct db *db;
     struct db_stmt *stmts;
     char *resend_sql;         /* the statement "admin_resend", for this service */
@@ -32,7 +33,7 @@ struct admin {
 
 static struct metric *m_actions, *m_denied;
 
-void admin_new(const char *database_url, const struct admin_def *def, int64_t duplicate_window_ms,
+void admin_new(const struct config *c, const struct admin_def *def,
                const struct db_stmt *svc_stmts, size_t nsvc, struct admin **out)
 {
     struct admin *a = xcalloc(1, sizeof *a);
@@ -41,9 +42,11 @@ void admin_new(const char *database_url, const struct admin_def *def, int64_t du
     memcpy(a->stmts, admin_store_stmts, admin_store_nstmts * sizeof *a->stmts);
     memcpy(a->stmts + admin_store_nstmts, inbox_stmts, inbox_nstmts * sizeof *a->stmts);
     memcpy(a->stmts + admin_store_nstmts + inbox_nstmts, svc_stmts, nsvc * sizeof *a->stmts);
-    a->resend_sql = admin_store_resend_sql(def->order_events_sql, duplicate_window_ms);
+    a->resend_sql = admin_store_resend_sql(def->order_events_sql, c->stream_duplicate_window_ms);
     a->stmts[n - 1] = (struct db_stmt){"admin_resend", a->resend_sql};
-    db_new(database_url, "admin", a->stmts, n, &a->db);
+    db_new(c->database_url, "admin", a->stmts, n, &a->db);
+    db_set_kind(a->db, DB_REQUEST); /* an operator waits for it, as a client does */
+    a->wait_ms = c->db_request_timeout_ms;
     pthread_mutex_init(&a->mu, NULL);
     m_actions = metrics_register("admin_actions_total", "Admin API actions, by action and result.",
                                  METRIC_COUNTER, NULL, 0);
@@ -156,10 +159,16 @@ static void audit(const struct http_req *req, const char *action, const char *re
     log_with(LOG_INFO, f, "admin: %s: %s", action, result);
 }
 
-/* Locks the admin connection; NULL with a 503 set when Postgres is away. */
+/* Locks the admin connection; NULL with a 503 set when Postgres is away,
+ * or when another action held the connection for as long as a statement
+ * may take (Postgres hanging: a queue of operators would wait in turn). */
 static struct db *db_take(struct admin *a, struct http_resp *resp)
 {
-    pthread_mutex_lock(&a->mu);
+    if (mutex_lock_within(&a->mu, a->wait_ms) != 0) {
+        http_resp_error(resp, 503, "unavailable",
+                        "another admin action is still waiting for the database; retry later", NULL);
+        return NULL;
+    }
     if (db_connect(a->db) == ERR_OK)
         return a->db;
     pthread_mutex_unlock(&a->mu);
@@ -526,7 +535,7 @@ static void get_reconcile(const struct http_req *req, struct http_resp *resp, vo
         return;
     }
     json_t *rep = NULL;
-    enum err e = reconcile_run(svc->reconcile, &rep);
+    enum err e = reconcile_run(svc->reconcile, 1, &rep);
     if (e == ERR_OK) {
         json_t *p = json_object_get(rep, "produced"), *c = json_object_get(rep, "consumed");
         audit(req, "reconcile", "ok", json_pack("{s:O?, s:O?, s:O?, s:O?}",

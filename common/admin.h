@@ -10,6 +10,7 @@
 #define COMMON_ADMIN_H
 
 #include <stddef.h>
+#include "config.h"
 #include "db.h"
 #include "http.h"
 
@@ -23,8 +24,10 @@ struct admin_def {
 
 /* Creates the admin state: one Postgres connection (lazy) prepared with the
  * admin's (the resend's built from def), the inbox's and the service's
- * statements (svc_stmts must outlive it). */
-void admin_new(const char *database_url, const struct admin_def *def, int64_t duplicate_window_ms,
+ * statements (svc_stmts must outlive it). An admin request is bounded as a
+ * public one is: its statements by DB_REQUEST_TIMEOUT, and so is its wait
+ * for the connection while another operator's action holds it. */
+void admin_new(const struct config *c, const struct admin_def *def,
                const struct db_stmt *svc_stmts, size_t nsvc, struct admin **out);
 /* NULL is a no-op. */
 void admin_free(struct admin *a);

@@ -324,16 +324,21 @@ static int64_t window_ms(const struct config *c)
     return c->outbox_retention_ms > 0 && c->outbox_retention_ms < w ? c->outbox_retention_ms : w;
 }
 
-enum err reconcile_run(struct reconcile *rc, json_t **report)
+enum err reconcile_run(struct reconcile *rc, int asked, json_t **report)
 {
-    pthread_mutex_lock(&rc->mu);
+    if (!asked)
+        pthread_mutex_lock(&rc->mu);
+    else if (mutex_lock_within(&rc->mu, rc->cfg->db_request_timeout_ms) != 0)
+        return ERR_UNAVAILABLE; /* a run under way waits for Postgres or JetStream */
     int64_t w = window_ms(rc->cfg);
     json_t *rep = json_pack("{s:f}", "window_seconds", (double)w / 1000.0);
-    enum err e = db_connect(rc->db);
+    enum err e = db_connect(rc->db); /* a session of background work, whoever opens it */
+    db_set_kind(rc->db, asked ? DB_REQUEST : DB_WORK); /* how long this run waits for it */
     if (e == ERR_OK)
         e = check_produced(rc, w, rep);
     if (e == ERR_OK && rc->s.consumed)
         e = check_consumed(rc, rep);
+    db_set_kind(rc->db, DB_WORK);
     metric_add(rc->m_runs, e == ERR_OK ? "result=\"ok\"" : "result=\"failed\"", 1);
     pthread_mutex_unlock(&rc->mu);
     if (e == ERR_OK)
@@ -348,7 +353,7 @@ static void *reconcile_main(void *arg)
     struct reconcile *rc = arg;
     while (waker_wait(&rc->waker, rc->cfg->reconcile_every_ms)) {
         json_t *rep = NULL;
-        if (reconcile_run(rc, &rep) != ERR_OK)
+        if (reconcile_run(rc, 0, &rep) != ERR_OK)
             log_debug("reconcile: postgres or jetstream did not answer; next run in %lld ms",
                       (long long)rc->cfg->reconcile_every_ms);
         json_decref(rep);

@@ -327,8 +327,7 @@ static enum err start_parts(struct service *svc, const struct http_route *routes
         inbox_register_metrics(ih);
     }
     relay_register_metrics();
-    admin_new(c->database_url, &svc->def->admin, c->stream_duplicate_window_ms, svc->def->stmts,
-              svc->def->nstmts, &svc->admin);
+    admin_new(c, &svc->def->admin, svc->def->stmts, svc->def->nstmts, &svc->admin);
     enum err e = start_http(svc, routes, nroutes, http, admin_http);
     if (e == ERR_OK)
         connect_start(svc);

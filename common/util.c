@@ -414,6 +414,12 @@ struct timespec mono_deadline(int64_t ms)
     return mono_deadline_us(ms * 1000);
 }
 
+int mutex_lock_within(pthread_mutex_t *mu, int64_t ms)
+{
+    struct timespec until = mono_deadline(ms);
+    return pthread_mutex_clocklock(mu, CLOCK_MONOTONIC, &until);
+}
+
 /* Length of the well-formed UTF-8 sequence at s (n bytes left), 0 if none. */
 static size_t utf8_seq(const unsigned char *s, size_t n)
 {

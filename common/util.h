@@ -50,6 +50,9 @@ void sleep_ms(int64_t ms);
 void cond_init_monotonic(pthread_cond_t *cv);
 struct timespec mono_deadline(int64_t ms);
 struct timespec mono_deadline_us(int64_t us);
+/* Locks mu, waiting at most ms (monotonic clock): 0 when locked, else not
+ * locked (someone held it all that time). */
+int mutex_lock_within(pthread_mutex_t *mu, int64_t ms);
 /* Starts a thread named name (at most 15 characters: what `top -H`, `ps -L`,
  * perf and gdb show) or aborts: no part of a service can run without the
  * threads it was built with, and there is nothing to unwind at start. */
