@@ -764,6 +764,42 @@ enum err broker_publish(struct broker *b, struct broker_out *msgs, size_t n, int
     return e;
 }
 
+/* Whether an existing consumer has settings JetStream refuses to update to
+ * ours: its ack or deliver policy, or push instead of pull (one made by
+ * hand, or by another program under our name). */
+static int cannot_become(const jsConsumerConfig *have, const jsConsumerConfig *want)
+{
+    return have->AckPolicy != want->AckPolicy || have->DeliverPolicy != want->DeliverPolicy ||
+           (have->DeliverSubject && have->DeliverSubject[0]);
+}
+
+/* The update was refused: when the consumer there cannot become ours, it is
+ * deleted and made again. Its deliveries start again from the stream's first
+ * message, and the processed ids make duplicates of those already applied;
+ * left, it would deliver nothing we can apply (or nothing at all) while
+ * every check said ready (a helper's probe: orders PENDING for good). */
+static natsStatus replace_consumer(jsCtx *js, const char *stream, jsConsumerConfig *cc,
+                                   natsStatus refused, jsErrCode *jerr)
+{
+    jsConsumerInfo *ci = NULL;
+    jsErrCode e = 0;
+    natsStatus s = js_GetConsumerInfo(&ci, js, stream, cc->Durable, NULL, &e);
+    int replace = s == NATS_OK && ci->Config && cannot_become(ci->Config, cc);
+    jsConsumerInfo_Destroy(ci);
+    if (!replace)
+        return refused; /* *jerr: its code */
+    log_warn("consumer %s on %s has settings JetStream cannot change to ours (ack or deliver "
+             "policy, or push): deleted and made again; the stream is delivered again from its "
+             "start, and events applied already are duplicates", cc->Durable, stream);
+    s = js_DeleteConsumer(js, stream, cc->Durable, NULL, jerr);
+    if (s == NATS_OK || *jerr == JSConsumerNotFoundErr) {
+        jsConsumerInfo *made = NULL;
+        s = js_AddConsumer(&made, js, stream, cc, NULL, jerr);
+        jsConsumerInfo_Destroy(made);
+    }
+    return s;
+}
+
 static natsStatus ensure_consumer(jsCtx *js, const char *stream, const char *durable,
                                   const char *filter, jsErrCode *jerr)
 {
@@ -780,6 +816,8 @@ static natsStatus ensure_consumer(jsCtx *js, const char *stream, const char *dur
     natsStatus s = js_AddConsumer(&ci, js, stream, &cc, NULL, jerr);
     if (s != NATS_OK && *jerr != 0 && *jerr != JSStreamNotFoundErr)
         s = js_UpdateConsumer(&ci, js, stream, &cc, NULL, jerr);
+    if (s != NATS_OK && *jerr == JSConsumerCreateErr)
+        s = replace_consumer(js, stream, &cc, s, jerr);
     jsConsumerInfo_Destroy(ci);
     return s;
 }

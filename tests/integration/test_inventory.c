@@ -290,6 +290,33 @@ START_TEST(a_poison_copy_does_not_use_its_event_id_up)
 }
 END_TEST
 
+/* A durable consumer under the service's name with settings JetStream
+ * refuses to update to the service's (no acks, new messages only, another
+ * filter: made by hand) is deleted and made again, and the events waiting
+ * are applied. Before, the service asked again and again with backoff while
+ * /readyz said ready, and orders stayed PENDING (a helper's probe). */
+START_TEST(a_consumer_it_cannot_update_is_made_again)
+{
+    put_stock("SKU-1", 10);
+    ck_assert_int_eq(svc_stop(&inv, SIGTERM), 0);
+    ck_assert_int_eq(natsd_request(&nats, "$JS.API.CONSUMER.DELETE.ORDERS.inventory-service", "",
+                                   "\"success\":true"), 0);
+    ck_assert_int_eq(natsd_request(&nats, "$JS.API.CONSUMER.DURABLE.CREATE.ORDERS.inventory-service",
+                                   "{\"stream_name\":\"ORDERS\",\"config\":{"
+                                   "\"durable_name\":\"inventory-service\",\"deliver_policy\":\"new\","
+                                   "\"ack_policy\":\"none\",\"filter_subject\":\"orders.nothing\"}}",
+                                   "\"ack_policy\":\"none\""), 0);
+    publish_order("[{\"sku\":\"SKU-1\",\"qty\":2}]");
+    svc_start(&inv, "inventory-service", nats.url, NULL);
+    target = 1;
+    ck_assert(wait_until(replies_reach, NULL, 15000));
+    ck_assert_int_eq(stock("SKU-1", "reserved"), 2);
+    ck_assert(proc_log_has(&inv.proc, "deleted and made again"));
+    ck_assert_int_eq(natsd_request(&nats, "$JS.API.CONSUMER.INFO.ORDERS.inventory-service", "",
+                                   "\"ack_policy\":\"explicit\""), 0);
+}
+END_TEST
+
 static int twenty_dead(void *arg)
 {
     (void)arg;
@@ -751,6 +778,7 @@ Suite *inventory_suite(void)
     tcase_add_test(tc, postgres_outage_acks_nothing_and_loses_nothing);
     tcase_add_test(tc, a_message_the_database_refuses_blocks_nothing);
     tcase_add_test(tc, harmless_redeliveries_do_not_count_as_refusals);
+    tcase_add_test(tc, a_consumer_it_cannot_update_is_made_again);
     tcase_add_test(tc, an_order_decided_once_is_never_decided_again);
     tcase_add_test(tc, a_pruned_reply_is_rebuilt_with_its_event_id);
     tcase_add_test(tc, quantities_are_64_bit);

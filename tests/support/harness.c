@@ -441,8 +441,7 @@ long natsd_stream_max_age_s(struct natsd *n, const char *stream)
 
 /* A plain NATS request (no headers) on a connection of its own: 0 when the
  * reply holds `expect`. */
-static int plain_request(struct natsd *n, const char *subject, const char *body,
-                         const char *expect)
+int natsd_request(struct natsd *n, const char *subject, const char *body, const char *expect)
 {
     natsConnection *nc = NULL;
     natsMsg *reply = NULL;
@@ -461,12 +460,12 @@ int natsd_stream_msg_delete(struct natsd *n, const char *stream, unsigned long l
     char subject[128], body[64];
     snprintf(subject, sizeof subject, "$JS.API.STREAM.MSG.DELETE.%s", stream);
     snprintf(body, sizeof body, "{\"seq\":%llu}", seq);
-    return plain_request(n, subject, body, "\"success\":true");
+    return natsd_request(n, subject, body, "\"success\":true");
 }
 
 int natsd_publish_bare(struct natsd *n, const char *subject, const char *body)
 {
-    return plain_request(n, subject, body, "\"seq\":"); /* JetStream's ack */
+    return natsd_request(n, subject, body, "\"seq\":"); /* JetStream's ack */
 }
 
 static int broker_up(void *arg)

@@ -62,6 +62,10 @@ long natsd_stream_msgs(struct natsd *n, const char *stream);
 /* A stream's max age in seconds, -1 if there is no such stream. */
 long natsd_stream_max_age_s(struct natsd *n, const char *stream);
 
+/* A request on subject (the JetStream API, say) from a connection of its
+ * own; 0 when the answer holds `expect`. */
+int natsd_request(struct natsd *n, const char *subject, const char *body, const char *expect);
+
 /* Purges every message of a stream (JetStream API over the plain NATS
  * protocol: the stream and its consumers stay). Returns 0 on success. */
 int natsd_purge(struct natsd *n, const char *stream);
