@@ -88,8 +88,10 @@ struct http_server {
  * unkept, to its end for the 413 (libmicrohttpd 0.9.75 sends no answer
  * queued before the body ends), but this far at most: past it the
  * connection is closed unanswered (a client sent 11 GB in 10 s, all of it
- * read until the request timeout: a helper's probe). */
-#define DISCARD_MAX (1024 * 1024)
+ * read until the request timeout: a helper's probe). 16 MiB, read in tens
+ * of milliseconds: at 1 MiB, a chunked body of 1.5 MB was reset, its 413
+ * lost (another probe). */
+#define DISCARD_MAX (16 * 1024 * 1024)
 
 static struct metric *m_requests, *m_duration;
 

@@ -330,25 +330,28 @@ START_TEST(http_edges_answer_in_the_contracts_shape)
         buf_cleanup(&raw);
     }
     assert_nothing_written();
-    /* one without a length (chunked): 413 once it ends (96 KiB here), and
-     * one that goes on far past the bound (2 MiB, no last chunk) is cut
-     * off at once, unanswered; it was read until the request timeout */
-    for (int endless = 0; endless < 2; endless++) {
+    /* one without a length (chunked): 413 once it ends (96 KiB, and 4 MiB:
+     * reset unanswered before), and one that goes on far past the bound
+     * (17 MiB, no last chunk) is cut off at once, unanswered; it was read
+     * until the request timeout */
+    for (int kind = 0; kind < 3; kind++) {
         struct buf chunked;
         buf_init(&chunked);
         buf_printf(&chunked, "POST /orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                              "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
-        for (int i = 0; i < (endless ? 64 : 3); i++) {
+        static const int chunks[] = {3, 128, 544}; /* of 32 KiB */
+        static char blanks[0x8000];
+        memset(blanks, ' ', sizeof blanks);
+        for (int i = 0; i < chunks[kind]; i++) {
             buf_printf(&chunked, "8000\r\n");
-            for (int k = 0; k < 0x8000; k++)
-                buf_append(&chunked, " ", 1);
+            buf_append(&chunked, blanks, sizeof blanks);
             buf_printf(&chunked, "\r\n");
         }
-        if (!endless)
+        if (kind < 2) /* the third has no last chunk */
             buf_printf(&chunked, "0\r\n\r\n");
         int64_t t0 = mono_ms();
         int rc = http_raw("127.0.0.1", orders.port, chunked.data, chunked.len, 8000, &r);
-        if (!endless) {
+        if (kind < 2) {
             ck_assert_int_eq(rc, 0);
             ck_assert_int_eq(r.status, 413);
             ck_assert_ptr_nonnull(strstr(r.body, "\"code\":\"payload_too_large\""));
