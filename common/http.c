@@ -859,33 +859,51 @@ enum err http_start(int port, const struct http_limits *lim, const struct http_r
     return ERR_OK;
 }
 
-/* Until no request is in flight, or ms have passed. */
-static void wait_idle(struct http_server *s, int64_t ms)
+/* Until no request is in flight on any of the servers, or ms have passed. */
+static void wait_idle(struct http_server *const servers[], size_t n, int64_t ms)
 {
-    for (int64_t end = mono_ms() + ms; atomic_load(&s->inflight) > 0 && mono_ms() < end;)
-        sleep_ms(10);
+    for (int64_t end = mono_ms() + ms; mono_ms() < end; sleep_ms(10)) {
+        int busy = 0;
+        for (size_t i = 0; i < n; i++)
+            busy |= servers[i] && atomic_load(&servers[i]->inflight) > 0;
+        if (!busy)
+            return;
+    }
 }
 
-void http_stop(struct http_server *s)
+static void quiesce(struct http_server *s)
 {
-    if (!s)
-        return;
     MHD_socket lsock = MHD_quiesce_daemon(s->daemon); /* no new connections */
     if (lsock != MHD_INVALID_SOCKET)
         close(lsock);
     atomic_store(&s->closing, 1); /* no new deferral; each answer closes its connection */
+}
+
+void http_stop(struct http_server *const servers[], size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (servers[i])
+            quiesce(servers[i]);
     /* MHD_stop_daemon closes connections without sending queued replies:
      * first let the requests in flight be answered (bounded, within the
      * 10 s a stop may take; every database wait ends before). */
-    wait_idle(s, STOP_GRACE_MS);
-    /* MHD must not stop with a connection suspended. Whoever holds a
-     * deferred request answers it within its own bounded waits (the order
-     * batcher: the database deadlines, which the stop has cut short), and
-     * no new one is deferred now. */
-    while (atomic_load(&s->deferred) > 0)
-        sleep_ms(10);
-    stop_threads(s); /* the workers answer what is queued; later requests get 503 */
-    wait_idle(s, SEND_GRACE_MS); /* the last answers leave before MHD closes their connections */
-    MHD_stop_daemon(s->daemon);
-    free_server(s);
+    wait_idle(servers, n, STOP_GRACE_MS);
+    for (size_t i = 0; i < n; i++) {
+        struct http_server *s = servers[i];
+        if (!s)
+            continue;
+        /* MHD must not stop with a connection suspended. Whoever holds a
+         * deferred request answers it within its own bounded waits (the
+         * order batcher: the database deadlines, which the stop has cut
+         * short), and no new one is deferred now. */
+        while (atomic_load(&s->deferred) > 0)
+            sleep_ms(10);
+        stop_threads(s); /* the workers answer what is queued; later requests get 503 */
+    }
+    wait_idle(servers, n, SEND_GRACE_MS); /* the last answers leave before MHD closes them */
+    for (size_t i = 0; i < n; i++)
+        if (servers[i]) {
+            MHD_stop_daemon(servers[i]->daemon);
+            free_server(servers[i]);
+        }
 }

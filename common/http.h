@@ -62,8 +62,11 @@ struct http_server;
  * if the port cannot be bound. */
 enum err http_start(int port, const struct http_limits *lim, const struct http_route *routes,
                     size_t nroutes, void *ctx, struct http_server **out);
-/* Stops accepting, finishes in-flight requests, frees. NULL is a no-op. */
-void http_stop(struct http_server *s);
+/* Stops the n servers at once: no new connections, the requests in flight
+ * finished within one shared grace, then freed. NULL entries are skipped.
+ * (One after the other, each client still sending a request held its own
+ * grace: 10.5 s for a stop with a slow client on PORT and ADMIN_PORT.) */
+void http_stop(struct http_server *const servers[], size_t n);
 
 /* Value of a request header (case-insensitive) without blanks around it, or
  * NULL. Valid until the request is answered. */

@@ -388,8 +388,8 @@ out:
     broker_stopping(svc->broker, STOP_ACK_GRACE_MS);
     inbox_request_stop(svc->inbox); /* both loops finish their batch meanwhile */
     relay_request_stop(svc->relay);
-    http_stop(admin_http);
-    http_stop(http); /* no new requests; in-flight ones are answered */
+    struct http_server *const servers[] = {http, admin_http};
+    http_stop(servers, ARRAY_LEN(servers)); /* no new requests; in-flight ones are answered */
     if (svc->def->app_stop && atomic_load(&svc->serving))
         svc->def->app_stop(svc);
     inbox_stop(svc->inbox);
