@@ -2,6 +2,7 @@
  * content-type checks, JSON replies and request metrics.
  * Owns the MHD daemon and per-connection state; not what routes do. */
 #include "http.h"
+#include "log.h"
 #include "metrics.h"
 #include "util.h"
 
@@ -755,19 +756,31 @@ static void *reaper_main(void *arg)
 }
 
 /* Raises the soft fd limit to the hard one; the connection limit stays
- * well below it, so Postgres and NATS can always reconnect. */
-static unsigned conn_limit(int wanted)
+ * well below it, so Postgres and NATS can always reconnect. When that
+ * lowers it, a client address gets at most half of it: with the per-address
+ * limit as high as the total, one client's idle connections stopped every
+ * other (ulimit -n 512: 128 in all, 256 per address; a helper's probe). */
+static void conn_limits(const struct http_limits *lim, unsigned *total, unsigned *per_ip)
 {
+    *total = (unsigned)lim->max_connections;
+    *per_ip = (unsigned)lim->max_per_ip;
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-        return (unsigned)wanted;
+        return;
     if (rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
         getrlimit(RLIMIT_NOFILE, &rl);
     }
     rlim_t cap = rl.rlim_cur > 2 * FD_RESERVE ? (rl.rlim_cur - FD_RESERVE) / 2 : rl.rlim_cur / 4;
-    return (rlim_t)wanted < cap ? (unsigned)wanted : (unsigned)cap;
+    if ((rlim_t)*total <= cap)
+        return;
+    *total = cap > 2 ? (unsigned)cap : 2;
+    if (*per_ip > *total / 2)
+        *per_ip = *total / 2;
+    log_warn("the open-files limit (%llu) allows %u HTTP connections, not HTTP_MAX_CONNECTIONS=%d: "
+             "%u per client address", (unsigned long long)rl.rlim_cur, *total, lim->max_connections,
+             *per_ip);
 }
 
 static void start_threads(struct http_server *s, int workers)
@@ -838,13 +851,13 @@ enum err http_start(int port, const struct http_limits *lim, const struct http_r
     s->ctx = ctx;
     s->lim = *lim;
     start_threads(s, lim->workers);
-    unsigned idle_s = (unsigned)((lim->request_timeout_ms + 999) / 1000);
+    unsigned idle_s = (unsigned)((lim->request_timeout_ms + 999) / 1000), total, per_ip;
+    conn_limits(lim, &total, &per_ip);
     s->daemon = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_TURBO |
             MHD_ALLOW_SUSPEND_RESUME, (uint16_t)port, NULL, NULL, on_request, s,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)MHD_THREADS,
-        MHD_OPTION_CONNECTION_LIMIT, conn_limit(lim->max_connections),
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)lim->max_per_ip,
+        MHD_OPTION_CONNECTION_LIMIT, total, MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip,
         MHD_OPTION_CONNECTION_TIMEOUT, idle_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_UNESCAPE_CALLBACK, unescape,
         NULL, MHD_OPTION_END);

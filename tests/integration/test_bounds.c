@@ -344,16 +344,13 @@ static int raise_nofile(void)
     return (int)rl.rlim_cur;
 }
 
-START_TEST(idle_flood_does_not_stop_another_client)
+/* `flood` idle connections from 127.0.0.1; another address is served at
+ * once meanwhile, an order and GETs. */
+static void idle_flood_then_another_client(struct svc *orders, int flood)
 {
-    enum { FLOOD = 1100 };
-    ck_assert_int_gt(raise_nofile(), FLOOD + 100);
-    const char *const extra[] = {"HTTP_REQUEST_TIMEOUT=4s", NULL};
-    struct svc orders;
-    svc_start(&orders, "order-service", nats.url, extra);
-    int *fds = xcalloc(FLOOD, sizeof *fds);
-    for (int i = 0; i < FLOOD; i++)
-        fds[i] = http_connect_from("127.0.0.1", orders.port);
+    int *fds = xcalloc((size_t)flood, sizeof *fds);
+    for (int i = 0; i < flood; i++)
+        fds[i] = http_connect_from("127.0.0.1", orders->port);
     static const char get[] = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     char *post = xasprintf("POST /orders HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                            "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
@@ -361,17 +358,44 @@ START_TEST(idle_flood_does_not_stop_another_client)
     for (int i = 0; i < 5; i++) {
         struct http_result r;
         int64_t t0 = mono_ms();
-        ck_assert_int_eq(http_raw("127.0.0.2", orders.port, i ? get : post, strlen(i ? get : post),
+        ck_assert_int_eq(http_raw("127.0.0.2", orders->port, i ? get : post, strlen(i ? get : post),
                                   1000, &r), 0);
         ck_assert_int_eq(r.status, i ? 200 : 201);
         ck_assert_int_lt(mono_ms() - t0, 1000);
         http_result_free(&r);
     }
-    for (int i = 0; i < FLOOD; i++)
+    for (int i = 0; i < flood; i++)
         if (fds[i] >= 0)
             close(fds[i]);
     free(fds);
     free(post);
+}
+
+START_TEST(idle_flood_does_not_stop_another_client)
+{
+    enum { FLOOD = 1100 };
+    ck_assert_int_gt(raise_nofile(), FLOOD + 100);
+    const char *const extra[] = {"HTTP_REQUEST_TIMEOUT=4s", NULL};
+    struct svc orders;
+    svc_start(&orders, "order-service", nats.url, extra);
+    idle_flood_then_another_client(&orders, FLOOD);
+    ck_assert_int_eq(svc_stop(&orders, SIGTERM), 0);
+}
+END_TEST
+
+/* With few open files allowed (ulimit -n 512: 128 connections in all), a
+ * client address gets at most half of them: at 256 per address, as many as
+ * the total, one client's idle connections stopped every other (a
+ * helper's probe). The service says what it allows. */
+START_TEST(with_few_open_files_one_client_still_cannot_stop_another)
+{
+    struct rlimit rl = {512, 512}; /* this test's process and the service it starts */
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    const char *const extra[] = {"HTTP_REQUEST_TIMEOUT=4s", NULL};
+    struct svc orders;
+    svc_start(&orders, "order-service", nats.url, extra);
+    ck_assert(proc_log_has(&orders.proc, "allows 128 HTTP connections"));
+    idle_flood_then_another_client(&orders, 300);
     ck_assert_int_eq(svc_stop(&orders, SIGTERM), 0);
 }
 END_TEST
@@ -670,6 +694,7 @@ Suite *bounds_suite(void)
     tcase_add_test(tc, commit_cut_after_commit_is_settled_committed);
     tcase_add_test(tc, commit_cut_before_commit_is_written_again);
     tcase_add_test(tc, idle_flood_does_not_stop_another_client);
+    tcase_add_test(tc, with_few_open_files_one_client_still_cannot_stop_another);
     tcase_add_test(tc, a_flood_of_slow_requests_does_not_hold_up_another_client);
     tcase_add_test(tc, a_commit_unanswered_in_time_is_answered_as_in_doubt);
     tcase_add_test(tc, a_commit_of_a_failed_or_lost_transaction_is_not_a_commit);
