@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* Arbitrary constant shared by every instance of every service version. */
 #define MIGRATE_LOCK_KEY "7306620031"
@@ -66,9 +67,19 @@ static enum err list_files(const char *dir, struct mig_file **out, size_t *count
     size_t n = 0;
     struct dirent *ent;
     long version;
-    while ((ent = readdir(d)) != NULL) {
+    enum err e = ERR_OK;
+    while (e == ERR_OK && (ent = readdir(d)) != NULL) {
         if (!is_migration(ent->d_name, &version))
             continue;
+        /* a folder or a broken link under such a name was read as an empty
+         * migration, failed, and tried again for ever (a helper's probe) */
+        char *path = xasprintf("%s/%s", dir, ent->d_name);
+        struct stat st;
+        if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
+            snprintf(msg, msglen, "%s in %s is not a file that can be read", ent->d_name, dir);
+            e = ERR_IO;
+        }
+        free(path);
         files = xrealloc(files, (n + 1) * sizeof *files);
         files[n].version = version;
         files[n++].name = xstrdup(ent->d_name);
@@ -76,8 +87,7 @@ static enum err list_files(const char *dir, struct mig_file **out, size_t *count
     closedir(d);
     if (n > 1)
         qsort(files, n, sizeof *files, by_version);
-    enum err e = ERR_OK;
-    if (n == 0) { /* a service with no tables would answer 500 to everything */
+    if (e == ERR_OK && n == 0) { /* a service with no tables would answer 500 to everything */
         snprintf(msg, msglen, "no migrations (NNN_name.sql) in the folder %s", dir);
         e = ERR_IO;
     }

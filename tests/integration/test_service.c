@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static struct natsd nats;
@@ -68,14 +69,24 @@ START_TEST(malformed_environment_stops_the_start)
     assert_bad_env("NATS_URL", "NATS_URL=http://127.0.0.1:4222");
     assert_bad_env("JS_REPLICAS", "JS_REPLICAS=zero");
     assert_bad_env("MIGRATIONS_DIR", "MIGRATIONS_DIR=/nonexistent/migrations");
-    /* a folder with no migrations (no tables: 500 to everything), and one
+    /* a folder with no migrations (no tables: 500 to everything), one with
+     * a folder named as one (read as empty, failed, tried for ever), and one
      * with two files of one number (one of them would never run) */
-    char empty[] = "/tmp/migs-XXXXXX", twice[] = "/tmp/migs-XXXXXX";
+    char empty[] = "/tmp/migs-XXXXXX", twice[] = "/tmp/migs-XXXXXX", nested[] = "/tmp/migs-XXXXXX";
     ck_assert_ptr_nonnull(mkdtemp(empty));
     ck_assert_ptr_nonnull(mkdtemp(twice));
+    ck_assert_ptr_nonnull(mkdtemp(nested));
     char *bad_dir = xasprintf("MIGRATIONS_DIR=%s", empty);
     assert_bad_env("MIGRATIONS_DIR", bad_dir);
     free(bad_dir);
+    char *sub_dir = xasprintf("%s/001_a.sql", nested);
+    ck_assert_int_eq(mkdir(sub_dir, 0755), 0);
+    bad_dir = xasprintf("MIGRATIONS_DIR=%s", nested);
+    assert_bad_env("MIGRATIONS_DIR", bad_dir);
+    free(bad_dir);
+    rmdir(sub_dir);
+    free(sub_dir);
+    rmdir(nested);
     const char *const files[] = {"001_a.sql", "002_b.sql", "002_c.sql"};
     for (size_t i = 0; i < 3; i++) {
         char *path = xasprintf("%s/%s", twice, files[i]);
