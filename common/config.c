@@ -4,7 +4,9 @@
 #include "failpoint.h"
 #include "util.h"
 
+#include <errno.h>
 #include <libpq-fe.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,12 +147,31 @@ static const struct { const char *keyword, *values; } pg_enums[] = {
     {"target_session_attrs", "|any|read-write|read-only|primary|standby|prefer-standby|"},
 };
 
+/* Options libpq reads as an int when it connects (parse_int_param: digits,
+ * then blanks at most): "keepalives_idle=xyz" failed every connection, for
+ * ever (a helper's probe). */
+static const char *const pg_ints[] = {"connect_timeout", "keepalives", "keepalives_idle",
+                                      "keepalives_interval", "keepalives_count",
+                                      "tcp_user_timeout"};
+
+static int pg_int_valid(const char *v)
+{
+    char *end;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    end += strspn(end, " ");
+    return end != v && *end == '\0' && errno == 0 && n >= INT_MIN && n <= INT_MAX;
+}
+
 static int pg_option_valid(const PQconninfoOption *o)
 {
     if (!o->val)
         return 1;
     if (strcmp(o->keyword, "port") == 0)
         return pg_ports_valid(o->val);
+    for (size_t i = 0; i < ARRAY_LEN(pg_ints); i++)
+        if (strcmp(o->keyword, pg_ints[i]) == 0)
+            return pg_int_valid(o->val);
     for (size_t i = 0; i < ARRAY_LEN(pg_enums); i++)
         if (strcmp(o->keyword, pg_enums[i].keyword) == 0) {
             char word[48];

@@ -230,7 +230,9 @@ START_TEST(database_url_accepts_libpq_multi_host)
     config_cleanup(&c);
     /* every value libpq 15 takes for the options it knows the values of */
     const char *const ok[] = {"sslmode=verify-full", "sslmode=disable", "gssencmode=prefer",
-                              "channel_binding=require", "target_session_attrs=prefer-standby"};
+                              "channel_binding=require", "target_session_attrs=prefer-standby",
+                              "connect_timeout=5", "keepalives=0", "keepalives_idle=30%20",
+                              "tcp_user_timeout=10000"};
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         char *u = xasprintf("postgresql://db/orders?%s", ok[i]);
         setenv("DATABASE_URL", u, 1);
@@ -297,6 +299,9 @@ static const struct { const char *name, *value; } bad_values[] = {
     {"NATS_URL", ",nats://a:1"}, {"DATABASE_URL", "postgresql://h/db?sslmode=bogus"},
     {"DATABASE_URL", "postgresql://h/db?target_session_attrs=sometimes"},
     {"DATABASE_URL", "postgresql://h/db?gssencmode=prefer%7Crequire"},
+    {"DATABASE_URL", "postgresql://h/db?keepalives_idle=xyz"},
+    {"DATABASE_URL", "postgresql://h/db?connect_timeout=3s"},
+    {"DATABASE_URL", "postgresql://h/db?tcp_user_timeout=99999999999"},
     /* strtol's and strtoll's leniencies: blanks before, a sign */
     {"PORT", " 8080"}, {"PORT", "+8080"}, {"PORT", "\t8080"}, {"JS_REPLICAS", " 1"},
     {"RELAY_BATCH", "+5"}, {"RELAY_SWEEP_MS", " 100"}, {"OUTBOX_RETENTION", " 1s"},
