@@ -16,6 +16,7 @@
 #include <string.h>
 
 #define NS_PER_MS 1000000LL
+#define NS_PER_S (1000 * NS_PER_MS)
 #define DUPLICATE_WINDOW_MS (2 * 60 * 1000)
 #define ACK_WAIT_MS 10000 /* a delivery lost with a broker crash comes back after this */
 #define API_WAIT_MS 2000  /* stream/consumer management: short, so a stop is never held up long */
@@ -85,9 +86,14 @@ struct broker_sub {
 
 static void set_msg(char *msg, size_t msglen, const char *what, natsStatus s, jsErrCode jerr)
 {
+    /* refusals that name the setting at fault: JS_REPLICAS=3 against one
+     * server said only that NATS did not answer (a helper's probe) */
+    const char *hint = jerr == JSStreamReplicasNotSupportedErr || jerr == JSClusterNoPeersErr
+                           ? "; JS_REPLICAS asks for more replicas than the servers can hold"
+                           : "";
     if (msg)
-        snprintf(msg, msglen, "%s: %s (jetstream error %d)", what, natsStatus_GetText(s),
-                 (int)jerr);
+        snprintf(msg, msglen, "%s: %s (jetstream error %d%s)", what, natsStatus_GetText(s),
+                 (int)jerr, hint);
 }
 
 /* With a connected callback, natsConnection_Connect returns at once when no
@@ -423,6 +429,29 @@ static int made_by_a_reader(const struct broker *b, const jsStreamInfo *si)
             got->Duplicates != want.Duplicates);
 }
 
+/* Says which of the stream's settings an update to `want` changes: another
+ * instance (or an operator) set them otherwise, and the instances' settings
+ * differ, so each start of one flips them (JS_REPLICAS=1 beside =3 left a
+ * stream of one replica in silence: a helper's probe). */
+static void note_changes(jsCtx *js, const jsStreamConfig *want)
+{
+    jsStreamInfo *si = NULL;
+    jsErrCode e = 0;
+    if (stream_lookup(js, want->Name, API_WAIT_MS, &si, &e) == NATS_OK && si && si->Config) {
+        const jsStreamConfig *got = si->Config;
+        if (got->Replicas != want->Replicas || got->MaxAge != want->MaxAge ||
+            got->Duplicates != want->Duplicates)
+            log_warn("stream %s is set to this service's settings: replicas %lld -> %lld "
+                     "(JS_REPLICAS), max age %llds -> %llds (STREAM_MAX_AGE), duplicate window "
+                     "%llds -> %llds (STREAM_DUPLICATE_WINDOW); an instance started with other "
+                     "ones sets them back", want->Name, (long long)got->Replicas,
+                     (long long)want->Replicas, (long long)(got->MaxAge / NS_PER_S),
+                     (long long)(want->MaxAge / NS_PER_S), (long long)(got->Duplicates / NS_PER_S),
+                     (long long)(want->Duplicates / NS_PER_S));
+    }
+    jsStreamInfo_Destroy(si);
+}
+
 /* Creates a stream from this service's settings; one that exists already
  * is updated to them when update is set, else left as it is. *created (may
  * be NULL): the stream's creation time, when known. */
@@ -435,8 +464,10 @@ static natsStatus add_stream(const struct broker *b, const struct stream_def *de
     stream_config(b, def, &cfg, subjects);
     jsStreamInfo *si = NULL;
     natsStatus s = js_AddStream(&si, js, &cfg, NULL, jerr);
-    if (s != NATS_OK && *jerr == JSStreamNameExistErr && update)
+    if (s != NATS_OK && *jerr == JSStreamNameExistErr && update) {
+        note_changes(js, &cfg);
         s = js_UpdateStream(&si, js, &cfg, NULL, jerr); /* converge the settings */
+    }
     else if (s != NATS_OK && *jerr == JSStreamNameExistErr)
         s = NATS_OK; /* created meanwhile (another instance, or its writer) */
     if (created && si)

@@ -96,6 +96,8 @@ START_TEST(readyz_is_503_while_the_written_stream_is_refused)
      * with backoff, and said once while the answer stays the same */
     const char *said[] = {"consumer order-service:", NULL};
     ck_assert_int_eq(file_lines_with(s.proc.log, said), 1);
+    /* and the refusal names the setting at fault */
+    ck_assert(proc_log_has(&s.proc, "JS_REPLICAS asks for more replicas than the servers can hold"));
 }
 END_TEST
 

@@ -494,6 +494,14 @@ START_TEST(each_stream_is_created_by_either_and_configured_by_its_writer)
     sleep_ms(1000); /* its consumer bound to INVENTORY meanwhile */
     ck_assert_int_eq(natsd_stream_max_age_s(&nats, "ORDERS"), 2 * 86400);
     ck_assert_int_eq(natsd_stream_max_age_s(&nats, "INVENTORY"), 4 * 86400);
+    /* an instance with other settings sets its stream to them, and says so */
+    static const char *const other_env[] = {"STREAM_MAX_AGE=3d", NULL};
+    struct svc o2;
+    svc_start(&o2, "order-service", nats.url, other_env);
+    wait_max_age("ORDERS", 3 * 86400);
+    ck_assert(proc_log_has(&o2.proc, "max age 172800s -> 259200s (STREAM_MAX_AGE)"));
+    ck_assert(!proc_log_has(&o.proc, "(STREAM_MAX_AGE)"));
+    ck_assert_int_eq(svc_stop(&o2, SIGTERM), 0);
     ck_assert_int_eq(svc_stop(&o, SIGTERM), 0);
     ck_assert_int_eq(svc_stop(&i, SIGTERM), 0);
 }
