@@ -547,7 +547,9 @@ static void get_reconcile(const struct http_req *req, struct http_resp *resp, vo
     } else {
         audit(req, "reconcile", "unavailable", NULL);
         http_resp_error(resp, 503, "unavailable",
-                        "postgres or jetstream did not answer; retry later", NULL);
+                        e == ERR_RETRY ? "a reconciliation is under way; retry later"
+                                       : "postgres or jetstream did not answer; retry later",
+                        NULL);
     }
 }
 

@@ -35,6 +35,7 @@ static _Atomic int64_t cut_at_ms;
 struct db {
     PGconn *conn;
     enum db_kind kind;
+    int wait_as_request;     /* the client's deadlines as DB_REQUEST's (db_wait_as_request) */
     char txid[32];           /* of the open transaction (db_begin), for an in-doubt commit */
     char state[6];           /* SQLSTATE of the last error, "" if none */
     int64_t cut_grace_ms;    /* settling an in-doubt commit may outlast the shutdown cut */
@@ -72,6 +73,11 @@ void db_configure(const struct db_limits *l)
 void db_set_kind(struct db *db, enum db_kind kind)
 {
     db->kind = kind;
+}
+
+void db_wait_as_request(struct db *db, int on)
+{
+    db->wait_as_request = on;
 }
 
 void db_cut_at(int64_t at_ms)
@@ -221,7 +227,7 @@ static int64_t cut_of(const struct db *db)
 
 static int64_t deadline_of(const struct db *db)
 {
-    int64_t ms = kind_ms(db->kind), cut = cut_of(db);
+    int64_t ms = kind_ms(db->wait_as_request ? DB_REQUEST : db->kind), cut = cut_of(db);
     int64_t d = ms ? mono_ms() + ms + CLIENT_GRACE_MS : INT64_MAX;
     return cut && cut < d ? cut : d;
 }

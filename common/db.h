@@ -56,6 +56,11 @@ void db_new(const char *url, const char *role, const struct db_stmt *stmts, size
 void db_free(struct db *db);
 /* Sets the kind before the first use (DB_WORK by default). */
 void db_set_kind(struct db *db, enum db_kind kind);
+/* From now on the client waits for each answer (a connection's prepares
+ * too) as for a request's, whatever the session's kind: for work a person
+ * waits for on a background session (0: as its kind says again). The
+ * server's own statement_timeout stays the session's. */
+void db_wait_as_request(struct db *db, int on);
 
 /* Connects if needed. ERR_UNAVAILABLE while the server cannot be reached
  * (retried no sooner than the backoff allows, capped at 2 s). */

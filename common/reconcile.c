@@ -329,16 +329,16 @@ enum err reconcile_run(struct reconcile *rc, int asked, json_t **report)
     if (!asked)
         pthread_mutex_lock(&rc->mu);
     else if (mutex_lock_within(&rc->mu, rc->cfg->db_request_timeout_ms) != 0)
-        return ERR_UNAVAILABLE; /* a run under way waits for Postgres or JetStream */
+        return ERR_RETRY; /* a run under way (the periodic one, or another operator's) */
     int64_t w = window_ms(rc->cfg);
     json_t *rep = json_pack("{s:f}", "window_seconds", (double)w / 1000.0);
-    enum err e = db_connect(rc->db); /* a session of background work, whoever opens it */
-    db_set_kind(rc->db, asked ? DB_REQUEST : DB_WORK); /* how long this run waits for it */
+    db_wait_as_request(rc->db, asked); /* its connect, prepares and statements */
+    enum err e = db_connect(rc->db);
     if (e == ERR_OK)
         e = check_produced(rc, w, rep);
     if (e == ERR_OK && rc->s.consumed)
         e = check_consumed(rc, rep);
-    db_set_kind(rc->db, DB_WORK);
+    db_wait_as_request(rc->db, 0);
     metric_add(rc->m_runs, e == ERR_OK ? "result=\"ok\"" : "result=\"failed\"", 1);
     pthread_mutex_unlock(&rc->mu);
     if (e == ERR_OK)

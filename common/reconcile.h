@@ -36,9 +36,10 @@ void reconcile_start(const struct config *cfg, struct broker *b,
 /* Runs the check now (one at a time with the periodic one); *report is the
  * JSON report (caller decrefs). ERR_UNAVAILABLE when Postgres or JetStream
  * cannot answer (the gauges keep their last values). `asked`: an operator
- * waits for it (GET /admin/reconcile): its wait for a run under way and each
- * statement are bounded by DB_REQUEST_TIMEOUT, as a request's are; else
- * (the periodic run) as background work. */
+ * waits for it (GET /admin/reconcile): its wait for a run under way
+ * (ERR_RETRY past it) and for each answer of Postgres are bounded by
+ * DB_REQUEST_TIMEOUT, as a request's are; else (the periodic run) as
+ * background work. */
 enum err reconcile_run(struct reconcile *rc, int asked, json_t **report);
 /* Stops the thread and frees. NULL is a no-op. */
 void reconcile_stop(struct reconcile *rc);
