@@ -148,19 +148,24 @@ static const struct { const char *keyword, *values; } pg_enums[] = {
 };
 
 /* Options libpq reads as an int when it connects (parse_int_param: digits,
- * then blanks at most): "keepalives_idle=xyz" failed every connection, for
- * ever (a helper's probe). */
-static const char *const pg_ints[] = {"connect_timeout", "keepalives", "keepalives_idle",
-                                      "keepalives_interval", "keepalives_count",
-                                      "tcp_user_timeout"};
+ * then blanks at most; "keepalives" without the blanks), and the range the
+ * socket option it sets takes (Linux: TCP_KEEPIDLE and TCP_KEEPINTVL
+ * 1-32767, TCP_KEEPCNT 1-127): "keepalives_idle=xyz" or "=0" failed every
+ * connection, for ever (a helper's probe and a review). */
+static const struct { const char *keyword; long min, max; int blanks; } pg_ints[] = {
+    {"connect_timeout", INT_MIN, INT_MAX, 1}, {"keepalives", INT_MIN, INT_MAX, 0},
+    {"keepalives_idle", 1, 32767, 1}, {"keepalives_interval", 1, 32767, 1},
+    {"keepalives_count", 1, 127, 1}, {"tcp_user_timeout", INT_MIN, INT_MAX, 1},
+};
 
-static int pg_int_valid(const char *v)
+static int pg_int_valid(const char *v, long min, long max, int blanks)
 {
     char *end;
     errno = 0;
     long n = strtol(v, &end, 10);
-    end += strspn(end, " ");
-    return end != v && *end == '\0' && errno == 0 && n >= INT_MIN && n <= INT_MAX;
+    if (blanks)
+        end += strspn(end, " \t\n\r\f\v");
+    return end != v && *end == '\0' && errno == 0 && n >= min && n <= max;
 }
 
 static int pg_option_valid(const PQconninfoOption *o)
@@ -170,8 +175,8 @@ static int pg_option_valid(const PQconninfoOption *o)
     if (strcmp(o->keyword, "port") == 0)
         return pg_ports_valid(o->val);
     for (size_t i = 0; i < ARRAY_LEN(pg_ints); i++)
-        if (strcmp(o->keyword, pg_ints[i]) == 0)
-            return pg_int_valid(o->val);
+        if (strcmp(o->keyword, pg_ints[i].keyword) == 0)
+            return pg_int_valid(o->val, pg_ints[i].min, pg_ints[i].max, pg_ints[i].blanks);
     for (size_t i = 0; i < ARRAY_LEN(pg_enums); i++)
         if (strcmp(o->keyword, pg_enums[i].keyword) == 0) {
             char word[48];

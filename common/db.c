@@ -408,7 +408,9 @@ static enum err check_result(struct db *db, PGresult *r, const char *what, PGres
 {
     ExecStatusType st = PQresultStatus(r);
     db->state[0] = '\0';
-    if (r && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)) {
+    /* an empty query (a migration of comments alone) did nothing, well: it
+     * carries no SQLSTATE and was taken for a lost server, for ever */
+    if (r && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY)) {
         if (res)
             *res = r;
         else

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* Arbitrary constant shared by every instance of every service version. */
 #define MIGRATE_LOCK_KEY "7306620031"
@@ -75,7 +76,7 @@ static enum err list_files(const char *dir, struct mig_file **out, size_t *count
          * migration, failed, and tried again for ever (a helper's probe) */
         char *path = xasprintf("%s/%s", dir, ent->d_name);
         struct stat st;
-        if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
+        if (stat(path, &st) != 0 || !S_ISREG(st.st_mode) || access(path, R_OK) != 0) {
             snprintf(msg, msglen, "%s in %s is not a file that can be read", ent->d_name, dir);
             e = ERR_IO;
         }

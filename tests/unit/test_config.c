@@ -232,6 +232,7 @@ START_TEST(database_url_accepts_libpq_multi_host)
     const char *const ok[] = {"sslmode=verify-full", "sslmode=disable", "gssencmode=prefer",
                               "channel_binding=require", "target_session_attrs=prefer-standby",
                               "connect_timeout=5", "keepalives=0", "keepalives_idle=30%20",
+                              "keepalives_interval=32767", "keepalives_count=127",
                               "tcp_user_timeout=10000"};
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         char *u = xasprintf("postgresql://db/orders?%s", ok[i]);
@@ -302,6 +303,10 @@ static const struct { const char *name, *value; } bad_values[] = {
     {"DATABASE_URL", "postgresql://h/db?keepalives_idle=xyz"},
     {"DATABASE_URL", "postgresql://h/db?connect_timeout=3s"},
     {"DATABASE_URL", "postgresql://h/db?tcp_user_timeout=99999999999"},
+    {"DATABASE_URL", "postgresql://h/db?keepalives_idle=0"},
+    {"DATABASE_URL", "postgresql://h/db?keepalives_interval=32768"},
+    {"DATABASE_URL", "postgresql://h/db?keepalives_count=128"},
+    {"DATABASE_URL", "postgresql://h/db?keepalives=1%20"},
     /* strtol's and strtoll's leniencies: blanks before, a sign */
     {"PORT", " 8080"}, {"PORT", "+8080"}, {"PORT", "\t8080"}, {"JS_REPLICAS", " 1"},
     {"RELAY_BATCH", "+5"}, {"RELAY_SWEEP_MS", " 100"}, {"OUTBOX_RETENTION", " 1s"},
