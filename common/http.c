@@ -756,31 +756,33 @@ static void *reaper_main(void *arg)
 }
 
 /* Raises the soft fd limit to the hard one; the connection limit stays
- * well below it, so Postgres and NATS can always reconnect. When that
- * lowers it, a client address gets at most half of it: with the per-address
- * limit as high as the total, one client's idle connections stopped every
- * other (ulimit -n 512: 128 in all, 256 per address; a helper's probe). */
+ * well below it, so Postgres and NATS can always reconnect. A client
+ * address gets at most half of the total: with the per-address limit as
+ * high as the total, one client's idle connections stopped every other
+ * (ulimit -n 512: 128 in all, 256 per address; a helper's probe; or
+ * HTTP_MAX_CONNECTIONS=200 alone: a review). Said once, when lowered. */
 static void conn_limits(const struct http_limits *lim, unsigned *total, unsigned *per_ip)
 {
+    static atomic_int said;
     *total = (unsigned)lim->max_connections;
     *per_ip = (unsigned)lim->max_per_ip;
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-        return;
-    if (rl.rlim_cur < rl.rlim_max) {
+    struct rlimit rl = {0, 0};
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
         getrlimit(RLIMIT_NOFILE, &rl);
     }
     rlim_t cap = rl.rlim_cur > 2 * FD_RESERVE ? (rl.rlim_cur - FD_RESERVE) / 2 : rl.rlim_cur / 4;
-    if ((rlim_t)*total <= cap)
-        return;
-    *total = cap > 2 ? (unsigned)cap : 2;
+    int by_files = rl.rlim_cur > 0 && (rlim_t)*total > cap;
+    if (by_files)
+        *total = cap > 2 ? (unsigned)cap : 2;
     if (*per_ip > *total / 2)
         *per_ip = *total / 2;
-    log_warn("the open-files limit (%llu) allows %u HTTP connections, not HTTP_MAX_CONNECTIONS=%d: "
-             "%u per client address", (unsigned long long)rl.rlim_cur, *total, lim->max_connections,
-             *per_ip);
+    if ((by_files || *per_ip < (unsigned)lim->max_per_ip) && !atomic_exchange(&said, 1))
+        log_warn("HTTP connections: %u in all, %u per client address, at most half of them "
+                 "(HTTP_MAX_CONNECTIONS=%d, HTTP_MAX_CONNECTIONS_PER_IP=%d, open-files limit %llu)",
+                 *total, *per_ip, lim->max_connections, lim->max_per_ip,
+                 (unsigned long long)rl.rlim_cur);
 }
 
 static void start_threads(struct http_server *s, int workers)
