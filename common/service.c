@@ -43,16 +43,44 @@ static int probe_postgres(void *ctx)
     return db_exec_sql(svc->ready_db, "SELECT 1") == ERR_OK;
 }
 
+/* The first NATS connection, made on a thread of its own: nats.c tries
+ * each server once before it goes on in the background, up to its connect
+ * timeout each when a server takes the socket and says nothing. Static,
+ * with its own copies of the settings' strings: one abandoned at a stop
+ * stays valid (and reachable, not a leak) while its thread ends. */
+static struct connecting {
+    struct broker_settings set;
+    char *urls, *tls_ca;
+    pthread_t thread;
+    int started;             /* thread running, not joined (main thread's) */
+    struct broker *broker;
+    enum err e;
+    char msg[256];
+    atomic_int done;
+} connecting;
+
+/* The broker the readiness probe asks: the service's once started, else the
+ * first connection's once it is made. The migrations wait for Postgres
+ * meanwhile, and /readyz then tells NATS as it is: it said "down" for as
+ * long as Postgres held the start (a helper's probe). NULL: none yet. */
+static struct broker *probed_broker(const struct service *svc)
+{
+    if (atomic_load(&svc->started)) /* svc->broker is set before it */
+        return svc->broker;
+    return atomic_load(&connecting.done) && connecting.e == ERR_OK ? connecting.broker : NULL;
+}
+
 /* One JetStream round trip on the stream this service writes; also what
  * moves the broker off a node where JetStream stopped answering. */
 static int probe_nats(void *ctx)
 {
     struct service *svc = ctx;
-    if (!atomic_load(&svc->started)) /* svc->broker is set before it */
+    struct broker *b = probed_broker(svc);
+    if (!b)
         return 0;
     char msg[256];
     int recycled = BROKER_KEPT;
-    enum err e = broker_probe(svc->broker, &recycled, msg, sizeof msg);
+    enum err e = broker_probe(b, &recycled, msg, sizeof msg);
     if (recycled == BROKER_LEFT_SILENT)
         log_warn("nats: JetStream did not answer %d times in a row: connecting to another "
                  "server (%s)", BROKER_RECYCLE_AFTER, msg);
@@ -242,22 +270,6 @@ static enum err start_http(struct service *svc, const struct http_route *routes,
     log_info("admin API listening on port %d", c->admin_port);
     return ERR_OK;
 }
-
-/* The first NATS connection, made on a thread of its own: nats.c tries
- * each server once before it goes on in the background, up to its connect
- * timeout each when a server takes the socket and says nothing. Static,
- * with its own copies of the settings' strings: one abandoned at a stop
- * stays valid (and reachable, not a leak) while its thread ends. */
-static struct connecting {
-    struct broker_settings set;
-    char *urls, *tls_ca;
-    pthread_t thread;
-    int started;             /* thread running, not joined (main thread's) */
-    struct broker *broker;
-    enum err e;
-    char msg[256];
-    atomic_int done;
-} connecting;
 
 static void *connect_main(void *arg)
 {

@@ -298,6 +298,40 @@ START_TEST(admin_requests_while_postgres_hangs_are_answered_in_seconds)
 }
 END_TEST
 
+struct readyz_want {
+    const struct svc *s;
+    const char *body;
+};
+
+static int readyz_says(void *arg)
+{
+    const struct readyz_want *w = arg;
+    struct http_result r;
+    int st = http_get(w->s->port, "/readyz", &r);
+    int says = r.body && strcmp(r.body, w->body) == 0;
+    http_result_free(&r);
+    return says && st == (strstr(w->body, "down") ? 503 : 200);
+}
+
+/* A service started while Postgres hangs waits for it (its migrations),
+ * and /readyz tells NATS as it is meanwhile: it said "down" for NATS too
+ * until Postgres came back (a helper's probe). */
+START_TEST(readyz_tells_nats_while_postgres_holds_the_start)
+{
+    ck_assert_int_gt(postmaster, 1);
+    pg_signal_all(SIGSTOP);
+    struct svc orders;
+    svc_spawn(&orders, "order-service", nats.url, NULL);
+    struct readyz_want w = {&orders, "{\"checks\":{\"postgres\":\"down\",\"nats\":\"ok\"}}"};
+    int told = wait_until(readyz_says, &w, 10000);
+    thaw();
+    ck_assert_msg(told, "/readyz did not say postgres down, nats ok");
+    w.body = "{\"checks\":{\"postgres\":\"ok\",\"nats\":\"ok\"}}";
+    ck_assert_msg(wait_until(readyz_says, &w, 30000), "not ready after the thaw");
+    ck_assert_int_eq(svc_stop(&orders, SIGTERM), 0);
+}
+END_TEST
+
 /* ---- a commit whose connection is cut ---- */
 
 /* With the failpoint armed, the first order's commit loses its connection;
@@ -710,6 +744,7 @@ Suite *bounds_suite(void)
     tcase_set_timeout(frozen, 120);
     tcase_add_test(frozen, frozen_postgres_then_sigterm);
     tcase_add_test(frozen, admin_requests_while_postgres_hangs_are_answered_in_seconds);
+    tcase_add_test(frozen, readyz_tells_nats_while_postgres_holds_the_start);
     suite_add_tcase(s, frozen);
     return s;
 }
