@@ -317,6 +317,45 @@ START_TEST(a_consumer_it_cannot_update_is_made_again)
 }
 END_TEST
 
+/* What the rule before left (an id kept recorded by the transaction that
+ * dead-lettered a poison copy, at its now()) is freed by migration 017:
+ * the real event is then applied, not taken for a duplicate (a review). A
+ * dead letter re-applied since keeps its record. */
+START_TEST(ids_the_old_poison_rule_kept_are_freed)
+{
+    put_stock("SKU-1", 10);
+    char ev[UUID_STR_LEN], order[UUID_STR_LEN], kept[UUID_STR_LEN];
+    uuid_v4(ev);
+    uuid_v4(order);
+    uuid_v4(kept);
+    char *old = xasprintf(
+        "BEGIN; INSERT INTO dead_letters (subject, event_id, body, error) VALUES "
+        "('orders.created', '%s', '\\x7b', 'old rule'), ('orders.created', '%s', '\\x7b', 'fixed'); "
+        "INSERT INTO processed_messages (event_id, subject) VALUES ('%s', 'orders.created'); COMMIT; "
+        "UPDATE dead_letters SET reapplied_at = now() WHERE event_id = '%s'; "
+        "INSERT INTO processed_messages (event_id, subject) VALUES ('%s', 'orders.created')",
+        ev, kept, ev, kept, kept);
+    ck_assert_int_eq(pg_exec("inventory", old), 0);
+    free(old);
+    FILE *f = fopen("migrations/inventory/017_poison_ids_free.sql", "r");
+    ck_assert_ptr_nonnull(f);
+    char sql[4096];
+    size_t n = fread(sql, 1, sizeof sql - 1, f);
+    fclose(f);
+    sql[n] = '\0';
+    ck_assert_int_eq(pg_exec("inventory", sql), 0);
+    char *real = order_event(ev, order, "[{\"sku\":\"SKU-1\",\"qty\":2}]");
+    publish(real);
+    free(real);
+    target = 1;
+    ck_assert(wait_until(replies_reach, NULL, 10000));
+    ck_assert_int_eq(stock("SKU-1", "reserved"), 2);
+    char q[160];
+    snprintf(q, sizeof q, "SELECT count(*) FROM processed_messages WHERE event_id = '%s'", kept);
+    ck_assert_int_eq(pg_long("inventory", q), 1);
+}
+END_TEST
+
 static int twenty_dead(void *arg)
 {
     (void)arg;
@@ -779,6 +818,7 @@ Suite *inventory_suite(void)
     tcase_add_test(tc, a_message_the_database_refuses_blocks_nothing);
     tcase_add_test(tc, harmless_redeliveries_do_not_count_as_refusals);
     tcase_add_test(tc, a_consumer_it_cannot_update_is_made_again);
+    tcase_add_test(tc, ids_the_old_poison_rule_kept_are_freed);
     tcase_add_test(tc, an_order_decided_once_is_never_decided_again);
     tcase_add_test(tc, a_pruned_reply_is_rebuilt_with_its_event_id);
     tcase_add_test(tc, quantities_are_64_bit);
