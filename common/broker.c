@@ -89,7 +89,7 @@ static void set_msg(char *msg, size_t msglen, const char *what, natsStatus s, js
     /* refusals that name the setting at fault: JS_REPLICAS=3 against one
      * server said only that NATS did not answer (a helper's probe) */
     const char *hint = jerr == JSStreamReplicasNotSupportedErr || jerr == JSClusterNoPeersErr
-                           ? "; JS_REPLICAS asks for more replicas than the servers can hold"
+                           ? "; JS_REPLICAS asks for more replicas than the servers up now can hold"
                            : "";
     if (msg)
         snprintf(msg, msglen, "%s: %s (jetstream error %d%s)", what, natsStatus_GetText(s),
@@ -806,9 +806,12 @@ static int cannot_become(const jsConsumerConfig *have, const jsConsumerConfig *w
 
 /* The update was refused: when the consumer there cannot become ours, it is
  * deleted and made again. Its deliveries start again from the stream's first
- * message, and the processed ids make duplicates of those already applied;
- * left, it would deliver nothing we can apply (or nothing at all) while
- * every check said ready (a helper's probe: orders PENDING for good). */
+ * message, and the processed ids make duplicates of those already applied
+ * (inventory-service sends the replies it still holds again for them: a
+ * burst, once); left, it would deliver nothing we can apply (or nothing at
+ * all) while every check said ready (a helper's probe: orders PENDING for
+ * good). Two instances starting together may each replace it: a second
+ * replay, no loss. */
 static natsStatus replace_consumer(jsCtx *js, const char *stream, jsConsumerConfig *cc,
                                    natsStatus refused, jsErrCode *jerr)
 {
@@ -819,15 +822,16 @@ static natsStatus replace_consumer(jsCtx *js, const char *stream, jsConsumerConf
     jsConsumerInfo_Destroy(ci);
     if (!replace)
         return refused; /* *jerr: its code */
-    log_warn("consumer %s on %s has settings JetStream cannot change to ours (ack or deliver "
-             "policy, or push): deleted and made again; the stream is delivered again from its "
-             "start, and events applied already are duplicates", cc->Durable, stream);
     s = js_DeleteConsumer(js, stream, cc->Durable, NULL, jerr);
     if (s == NATS_OK || *jerr == JSConsumerNotFoundErr) {
         jsConsumerInfo *made = NULL;
         s = js_AddConsumer(&made, js, stream, cc, NULL, jerr);
         jsConsumerInfo_Destroy(made);
     }
+    if (s == NATS_OK)
+        log_warn("consumer %s on %s had settings JetStream cannot change to ours (ack or deliver "
+                 "policy, or push): deleted and made again; the stream is delivered again from "
+                 "its start, and events applied already are duplicates", cc->Durable, stream);
     return s;
 }
 
