@@ -99,7 +99,8 @@ test: deps
 	@$(MAKE) -j$$(nproc) --no-print-directory check-build fuzz-build
 	@scripts/test
 
-demo: deps
+demo:
+	@scripts/deps demo
 	@$(MAKE) --no-print-directory all
 	@HA=$(HA) scripts/demo
 
