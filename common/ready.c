@@ -20,6 +20,7 @@ struct prober {
     _Atomic int64_t ok_at_ms;      /* last success, 0 never */
     int64_t down_since_ms;         /* first failure of the current run of them, 0 none */
     int warned;                    /* that run was logged */
+    char why[256];                 /* the last probe's failure, as it said it ("" none) */
     pthread_t thread;
 };
 
@@ -45,8 +46,9 @@ static void note_outcome(struct prober *p, int ok)
     } else if (!p->down_since_ms) {
         p->down_since_ms = now;
     } else if (!p->warned && now - p->down_since_ms >= WARN_AFTER_MS) {
-        log_warn("readiness: %s has not answered for %lld s: /readyz answers 503",
-                 p->check->name, (long long)(now - p->down_since_ms) / 1000);
+        log_warn("readiness: %s has not answered for %lld s: /readyz answers 503%s%s",
+                 p->check->name, (long long)(now - p->down_since_ms) / 1000,
+                 p->why[0] ? "; last: " : "", p->why);
         p->warned = 1;
     }
 }
@@ -56,7 +58,8 @@ static void *prober_main(void *arg)
     struct prober *p = arg;
     while (!atomic_load(&p->r->stopping)) {
         unsigned seen = atomic_load(&p->r->rechecks);
-        int ok = p->check->probe(p->r->ctx);
+        p->why[0] = '\0';
+        int ok = p->check->probe(p->r->ctx, p->why, sizeof p->why);
         atomic_store(&p->ok_at_ms, ok ? mono_ms() : 0);
         note_outcome(p, ok);
         for (int64_t end = mono_ms() + READY_EVERY_MS; mono_ms() < end &&

@@ -12,7 +12,10 @@
 
 struct ready_check {
     const char *name;               /* the key under "checks" */
-    int (*probe)(void *ctx);        /* 1 when the dependency answered; may block (bounded) */
+    /* 1 when the dependency answered; may block (bounded). On a failure it
+     * may say why in why[0..n) (the log line says it: a refusal is not
+     * silence). */
+    int (*probe)(void *ctx, char *why, size_t n);
 };
 
 struct ready;

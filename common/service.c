@@ -31,16 +31,21 @@ static void on_healthz(const struct http_req *req, struct http_resp *resp, void 
 }
 
 /* A real round trip on the prober's own connection, within the request bounds. */
-static int probe_postgres(void *ctx)
+static int probe_postgres(void *ctx, char *why, size_t n)
 {
     struct service *svc = ctx;
-    if (!atomic_load(&svc->serving))
+    if (!atomic_load(&svc->serving)) {
+        snprintf(why, n, "the migrations have not run yet");
         return 0;
+    }
     if (!svc->ready_db) {
         db_new(svc->cfg.database_url, "ready", NULL, 0, &svc->ready_db);
         db_set_kind(svc->ready_db, DB_REQUEST);
     }
-    return db_exec_sql(svc->ready_db, "SELECT 1") == ERR_OK;
+    if (db_exec_sql(svc->ready_db, "SELECT 1") == ERR_OK)
+        return 1;
+    snprintf(why, n, "%s", db_errmsg(svc->ready_db));
+    return 0;
 }
 
 /* The first NATS connection, made on a thread of its own: nats.c tries
@@ -72,15 +77,19 @@ static struct broker *probed_broker(const struct service *svc)
 
 /* One JetStream round trip on the stream this service writes; also what
  * moves the broker off a node where JetStream stopped answering. */
-static int probe_nats(void *ctx)
+static int probe_nats(void *ctx, char *why, size_t n)
 {
     struct service *svc = ctx;
     struct broker *b = probed_broker(svc);
-    if (!b)
+    if (!b) {
+        snprintf(why, n, "no connection made yet");
         return 0;
-    char msg[256];
+    }
+    char msg[256] = "";
     int recycled = BROKER_KEPT;
     enum err e = broker_probe(b, &recycled, msg, sizeof msg);
+    if (e != ERR_OK)
+        snprintf(why, n, "%s", msg);
     if (recycled == BROKER_LEFT_SILENT)
         log_warn("nats: JetStream did not answer %d times in a row: connecting to another "
                  "server (%s)", BROKER_RECYCLE_AFTER, msg);

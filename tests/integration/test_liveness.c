@@ -75,6 +75,15 @@ END_TEST
 /* One nats-server refuses a 3-replica stream, as a cluster with too few
  * nodes does: the instance takes orders (the outbox keeps them) but is
  * not ready. */
+/* The readiness warning says why, when the probe could: a refusal is not
+ * silence (it said only that NATS had not answered, which it had). */
+static int readiness_says_js_replicas(void *arg)
+{
+    const struct svc *s = arg;
+    const char *line[] = {"readiness: nats has not answered", "; last: ", "JS_REPLICAS", NULL};
+    return file_lines_with(s->proc.log, line) == 1;
+}
+
 START_TEST(readyz_is_503_while_the_written_stream_is_refused)
 {
     struct natsd nats;
@@ -89,6 +98,7 @@ START_TEST(readyz_is_503_while_the_written_stream_is_refused)
         http_result_free(&r);
     }
     ck_assert_int_eq(http_post_json(s.port, "/orders", ORDER_JSON, NULL), 201);
+    ck_assert(wait_until(readiness_says_js_replicas, &s, 10000));
     ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
     natsd_cleanup(&nats);
     /* the consumer it reads, refused too, was asked for every 0.5 s and

@@ -9,9 +9,9 @@
 
 static atomic_int can_pass, probes;
 
-static int probe_flag(void *ctx)
+static int probe_flag(void *ctx, char *why, size_t n)
 {
-    (void)ctx;
+    (void)ctx, (void)why, (void)n;
     atomic_fetch_add(&probes, 1);
     return atomic_load(&can_pass);
 }
