@@ -325,7 +325,13 @@ static void post_requeue(const struct http_req *req, struct http_resp *resp, voi
     json_t *o = a ? body_object(req, resp) : NULL;
     if (!o)
         return;
-    int all = json_is_true(json_object_get(o, "all"));
+    json_t *all_v = json_object_get(o, "all");
+    if (all_v && !json_is_boolean(all_v)) { /* "true", 1: the answer named event_id */
+        http_resp_error(resp, 400, "validation_failed", "all must be true or false", "all");
+        json_decref(o);
+        return;
+    }
+    int all = json_is_true(all_v);
     int both = all && json_object_get(o, "event_id"); /* which was meant? */
     int neither = !all && !json_object_get(o, "event_id"); /* {} or {"all":false} */
     const char *id = all || neither ? NULL : body_uuid(o, "event_id", resp);

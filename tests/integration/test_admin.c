@@ -282,6 +282,10 @@ START_TEST(dead_row_listed_requeued_published_once)
     ck_assert_int_eq(admin(&s, "POST", "/admin/outbox/requeue", "{\"all\":false}", &r), 400);
     ck_assert_ptr_nonnull(strstr(r.body, "\\\"all\\\": true"));
     http_result_free(&r);
+    /* "all" not a boolean: the answer names it (it named event_id) */
+    ck_assert_int_eq(admin(&s, "POST", "/admin/outbox/requeue", "{\"all\":\"true\"}", &r), 400);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"field\":\"all\""));
+    http_result_free(&r);
     ck_assert_int_eq(admin(&s, "POST", "/admin/outbox/requeue", "{\"all\":true}", &r), 200);
     ck_assert_ptr_nonnull(strstr(r.body, "\"requeued\":0"));
     http_result_free(&r);
