@@ -413,9 +413,16 @@ static natsStatus stream_info(jsCtx *js, const char *name, int wait_ms, jsErrCod
     return stream_lookup(js, name, wait_ms, NULL, jerr);
 }
 
+/* Whether a stream's settings differ from ours in what stream_config()
+ * sets from the service's settings (and a reader's may differ in). */
+static int settings_differ(const jsStreamConfig *got, const jsStreamConfig *want)
+{
+    return got->Replicas != want->Replicas || got->MaxAge != want->MaxAge ||
+           got->Duplicates != want->Duplicates;
+}
+
 /* True when the written stream was made again since this service set it up
- * (another creation time), by a reader, with other settings (what
- * stream_config() sets that a reader's may differ in). A stream this
+ * (another creation time), by a reader, with other settings. A stream this
  * service set up and someone changed since (another instance with other
  * settings, an operator) is left alone: no tug of war. */
 static int made_by_a_reader(const struct broker *b, const jsStreamInfo *si)
@@ -424,9 +431,7 @@ static int made_by_a_reader(const struct broker *b, const jsStreamInfo *si)
     const char *subjects[1];
     stream_config(b, b->own, &want, subjects);
     const jsStreamConfig *got = si ? si->Config : NULL;
-    return got && si->Created != atomic_load(&b->own_created) &&
-           (got->Replicas != want.Replicas || got->MaxAge != want.MaxAge ||
-            got->Duplicates != want.Duplicates);
+    return got && si->Created != atomic_load(&b->own_created) && settings_differ(got, &want);
 }
 
 /* Says which of the stream's settings an update to `want` changes: another
@@ -439,8 +444,7 @@ static void note_changes(jsCtx *js, const jsStreamConfig *want)
     jsErrCode e = 0;
     if (stream_lookup(js, want->Name, API_WAIT_MS, &si, &e) == NATS_OK && si && si->Config) {
         const jsStreamConfig *got = si->Config;
-        if (got->Replicas != want->Replicas || got->MaxAge != want->MaxAge ||
-            got->Duplicates != want->Duplicates)
+        if (settings_differ(got, want))
             log_warn("stream %s is set to this service's settings: replicas %lld -> %lld "
                      "(JS_REPLICAS), max age %llds -> %llds (STREAM_MAX_AGE), duplicate window "
                      "%llds -> %llds (STREAM_DUPLICATE_WINDOW); an instance started with other "

@@ -69,7 +69,7 @@ static enum err list_files(const char *dir, struct mig_file **out, size_t *count
     struct dirent *ent;
     long version;
     enum err e = ERR_OK;
-    while (e == ERR_OK && (ent = readdir(d)) != NULL) {
+    while ((ent = readdir(d)) != NULL) {
         if (!is_migration(ent->d_name, &version))
             continue;
         /* a folder or a broken link under such a name was read as an empty
@@ -81,6 +81,8 @@ static enum err list_files(const char *dir, struct mig_file **out, size_t *count
             e = ERR_IO;
         }
         free(path);
+        if (e != ERR_OK)
+            break;
         files = xrealloc(files, (n + 1) * sizeof *files);
         files[n].version = version;
         files[n++].name = xstrdup(ent->d_name);

@@ -85,14 +85,11 @@ static int probe_nats(void *ctx, char *why, size_t n)
         snprintf(why, n, "no connection made yet");
         return 0;
     }
-    char msg[256] = "";
     int recycled = BROKER_KEPT;
-    enum err e = broker_probe(b, &recycled, msg, sizeof msg);
-    if (e != ERR_OK)
-        snprintf(why, n, "%s", msg);
+    enum err e = broker_probe(b, &recycled, why, n);
     if (recycled == BROKER_LEFT_SILENT)
         log_warn("nats: JetStream did not answer %d times in a row: connecting to another "
-                 "server (%s)", BROKER_RECYCLE_AFTER, msg);
+                 "server (%s)", BROKER_RECYCLE_AFTER, why);
     else if (recycled == BROKER_REOPENED && !svc->nats_reopening)
         log_warn("nats: the client library gave the connection up (closed before the server "
                  "spoke, or credentials refused): connecting again, about every second");
