@@ -198,6 +198,20 @@ static int handed_out(int port)
     return 0;
 }
 
+/* The ports free_port hands out: 10000..31999, or ITEST_PORTS="LO-HI"
+ * inside it, so that test runs at once (scripts/test's shards) never hand
+ * out one port to two servers, nor take the port of a server one of them
+ * is restarting. */
+static void port_range(int *lo, int *n)
+{
+    const char *v = getenv("ITEST_PORTS");
+    int a = 10000, b = 31999;
+    if (v && (sscanf(v, "%d-%d", &a, &b) != 2 || a < 10000 || b > 31999 || b - a < 100))
+        die("ITEST_PORTS: give LO-HI inside 10000-31999, at least 100 ports");
+    *lo = a;
+    *n = b - a + 1;
+}
+
 /* A free port below the kernel's range for outgoing connections: a server
  * restarted on the same port (natsd_restart) must not find it taken by
  * some client's outgoing connection meanwhile. */
@@ -206,8 +220,10 @@ int free_port(void)
     static unsigned seed;
     if (!seed)
         seed = (unsigned)getpid() ^ (unsigned)mono_ms();
+    int lo, n;
+    port_range(&lo, &n);
     for (int i = 0; i < 1000; i++) {
-        int port = 10000 + (int)(rand_r(&seed) % 22000); /* 10000..31999 */
+        int port = lo + (int)(rand_r(&seed) % (unsigned)n);
         if (handed_out(port))
             continue;
         int fd = socket(AF_INET, SOCK_STREAM, 0);
