@@ -220,6 +220,55 @@ void time_rfc3339(char out[32])
     snprintf(out + n, 32 - n, ".%06ldZ", ts.tv_nsec / 1000);
 }
 
+/* n digits at *p as a number within [lo, hi], *p moved past them; -1 if not. */
+static int digits_in(const char **p, int n, int lo, int hi)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++, (*p)++) {
+        if (**p < '0' || **p > '9')
+            return -1;
+        v = v * 10 + (**p - '0');
+    }
+    return v >= lo && v <= hi ? v : -1;
+}
+
+static int expect_char(const char **p, const char *any)
+{
+    if (!**p || !strchr(any, **p))
+        return 0;
+    (*p)++;
+    return 1;
+}
+
+static int days_in_month(int year, int month)
+{
+    static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    return days[month - 1] + (month == 2 && leap);
+}
+
+int time_rfc3339_valid(const char *s)
+{
+    const char *p = s;
+    int y = digits_in(&p, 4, 0, 9999);
+    int m = y >= 0 && expect_char(&p, "-") ? digits_in(&p, 2, 1, 12) : -1;
+    int d = m >= 0 && expect_char(&p, "-") ? digits_in(&p, 2, 1, 31) : -1;
+    if (d < 0 || d > days_in_month(y, m) || !expect_char(&p, "Tt ") ||
+        digits_in(&p, 2, 0, 23) < 0 || !expect_char(&p, ":") || digits_in(&p, 2, 0, 59) < 0 ||
+        !expect_char(&p, ":") || digits_in(&p, 2, 0, 60) < 0)
+        return 0;
+    if (expect_char(&p, ".")) {
+        if (digits_in(&p, 1, 0, 9) < 0)
+            return 0;
+        while (*p >= '0' && *p <= '9')
+            p++;
+    }
+    if (expect_char(&p, "Zz"))
+        return *p == '\0';
+    return expect_char(&p, "+-") && digits_in(&p, 2, 0, 23) >= 0 && expect_char(&p, ":") &&
+           digits_in(&p, 2, 0, 59) >= 0 && *p == '\0';
+}
+
 double wall_s(void)
 {
     struct timespec ts;

@@ -246,6 +246,7 @@ START_TEST(decode_rejects_missing_occurred_at)
 }
 END_TEST
 
+
 START_TEST(decode_rejects_missing_or_empty_items)
 {
     struct field_error fe;
@@ -404,6 +405,26 @@ START_TEST(reply_decode_rejects_other_types_and_bad_ids)
     ck_assert_int_eq(reply_decode_with("occurred_at", NULL), ERR_POISON);
     ck_assert_int_eq(reply_decode_text("{\"event_id\":\"" EVENT_ID "\"", &out), ERR_POISON);
     ck_assert_int_eq(reply_decode_text("[]", &out), ERR_POISON);
+}
+END_TEST
+
+/* occurred_at is an RFC 3339 date-time, of any precision the RFC allows
+ * (up to OCCURRED_AT_MAX bytes); anything else is poison naming it. */
+START_TEST(occurred_at_is_an_rfc3339_date_time)
+{
+    struct field_error fe;
+    const char *garbage[] = {"garbage!", "2026-13-45T99:99:99Z", "1767322800", "2026-01-02"};
+    for (size_t i = 0; i < ARRAY_LEN(garbage); i++) {
+        ck_assert_int_eq(decode_with("occurred_at", json_string(garbage[i]), &fe), ERR_POISON);
+        ck_assert_str_eq(fe.field, "occurred_at");
+        ck_assert_int_eq(reply_decode_with("occurred_at", json_string(garbage[i])), ERR_POISON);
+    }
+    ck_assert_int_eq(decode_with("occurred_at", json_integer(1767322800), &fe), ERR_POISON);
+    /* 15 fraction digits (42 bytes) was refused for its length */
+    const char *precise = "2026-01-02T03:04:05.123456789012345+01:00";
+    ck_assert_int_eq(decode_with("occurred_at", json_string(precise), &fe), ERR_OK);
+    ck_assert_int_eq(reply_decode_with("occurred_at", json_string(precise)), ERR_OK);
+    ck_assert_int_eq(decode_with("occurred_at", json_string("2026-01-02 03:04:05z"), &fe), ERR_OK);
 }
 END_TEST
 
@@ -747,6 +768,7 @@ Suite *event_suite(void)
     tcase_add_test(tc, decode_rejects_bad_order_id);
     tcase_add_test(tc, decode_rejects_bad_customer_id);
     tcase_add_test(tc, decode_rejects_missing_occurred_at);
+    tcase_add_test(tc, occurred_at_is_an_rfc3339_date_time);
     tcase_add_test(tc, decode_rejects_missing_or_empty_items);
     tcase_add_test(tc, decode_rejects_101_items);
     tcase_add_test(tc, decode_rejects_bad_qty);
