@@ -328,7 +328,7 @@ static enum err order_created_of(const struct node *o, struct order_created *out
     if (e == ERR_OK) e = take_str(o, "event_id", out->event_id, sizeof out->event_id, uuid_valid, fe);
     if (e == ERR_OK) e = take_str(o, "order_id", out->order_id, sizeof out->order_id, uuid_valid, fe);
     if (e == ERR_OK) e = take_str(o, "customer_id", out->customer_id, sizeof out->customer_id, event_customer_id_valid, fe);
-    if (e == ERR_OK) e = take_str(o, "occurred_at", out->occurred_at, sizeof out->occurred_at, time_rfc3339_valid, fe);
+    if (e == ERR_OK) e = take_str(o, "occurred_at", out->occurred_at, sizeof out->occurred_at, time_stamp_valid, fe);
     if (e == ERR_OK) {
         int is_array = array_at(o, "items", &items, el, ITEMS_MAX);
         e = items_parse(&items, is_array, &out->items, &out->nitems, fe);
@@ -408,7 +408,7 @@ static enum err reply_of(const struct node *o, struct inventory_reply *out,
         e = fail(fe, "type", "must be InventoryReserved or InventoryRejected");
     if (e == ERR_OK) e = take_str(o, "event_id", out->event_id, sizeof out->event_id, uuid_valid, fe);
     if (e == ERR_OK) e = take_str(o, "order_id", out->order_id, sizeof out->order_id, uuid_valid, fe);
-    if (e == ERR_OK) e = take_str(o, "occurred_at", out->occurred_at, sizeof out->occurred_at, time_rfc3339_valid, fe);
+    if (e == ERR_OK) e = take_str(o, "occurred_at", out->occurred_at, sizeof out->occurred_at, time_stamp_valid, fe);
     if (e == ERR_OK && out->kind == REPLY_REJECTED)
         e = take_str(o, "reason", out->reason, sizeof out->reason, reason_ok, fe);
     return e == ERR_OK ? ERR_OK : ERR_POISON;

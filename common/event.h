@@ -18,7 +18,7 @@
 #define SKU_MAX 64
 #define CUSTOMER_ID_MAX 64
 #define ITEMS_MAX 100
-#define OCCURRED_AT_MAX 63 /* bytes of an event's occurred_at: RFC 3339 with up to 33 fraction digits */
+#define OCCURRED_AT_MAX 63 /* bytes of an event's occurred_at (a date-time, time_stamp_valid) */
 #define QTY_MAX 10000
 
 #define SUBJECT_ORDER_CREATED "orders.created"
@@ -36,7 +36,7 @@ struct order_created {
     char customer_id[CUSTOMER_ID_MAX * 4 + 1]; /* up to 64 UTF-8 characters */
     struct order_item *items;                   /* owned; free with event_order_created_cleanup */
     size_t nitems;
-    char occurred_at[OCCURRED_AT_MAX + 1]; /* RFC 3339 */
+    char occurred_at[OCCURRED_AT_MAX + 1]; /* a date-time */
 };
 
 enum reply_kind { REPLY_RESERVED, REPLY_REJECTED };
@@ -46,7 +46,7 @@ struct inventory_reply {
     char order_id[UUID_STR_LEN];
     enum reply_kind kind;
     char reason[32];                            /* insufficient_stock | unknown_sku */
-    char occurred_at[OCCURRED_AT_MAX + 1]; /* RFC 3339 */
+    char occurred_at[OCCURRED_AT_MAX + 1]; /* a date-time */
 };
 
 /* A field-level validation failure: which field (JSON path) and why. */

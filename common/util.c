@@ -247,7 +247,23 @@ static int days_in_month(int year, int month)
     return days[month - 1] + (month == 2 && leap);
 }
 
-int time_rfc3339_valid(const char *s)
+/* The offset after a time: Z or z, or +/- hh, hhmm or hh:mm (at most
+ * 23:59); none at all is a local time. */
+static int offset_valid(const char *p)
+{
+    if (*p == '\0')
+        return 1;
+    if (expect_char(&p, "Zz"))
+        return *p == '\0';
+    if (!expect_char(&p, "+-") || digits_in(&p, 2, 0, 23) < 0)
+        return 0;
+    if (*p == '\0')
+        return 1;
+    expect_char(&p, ":");
+    return digits_in(&p, 2, 0, 59) >= 0 && *p == '\0';
+}
+
+int time_stamp_valid(const char *s)
 {
     const char *p = s;
     int y = digits_in(&p, 4, 0, 9999);
@@ -257,16 +273,13 @@ int time_rfc3339_valid(const char *s)
         digits_in(&p, 2, 0, 23) < 0 || !expect_char(&p, ":") || digits_in(&p, 2, 0, 59) < 0 ||
         !expect_char(&p, ":") || digits_in(&p, 2, 0, 60) < 0)
         return 0;
-    if (expect_char(&p, ".")) {
+    if (expect_char(&p, ".,")) {
         if (digits_in(&p, 1, 0, 9) < 0)
             return 0;
         while (*p >= '0' && *p <= '9')
             p++;
     }
-    if (expect_char(&p, "Zz"))
-        return *p == '\0';
-    return expect_char(&p, "+-") && digits_in(&p, 2, 0, 23) >= 0 && expect_char(&p, ":") &&
-           digits_in(&p, 2, 0, 59) >= 0 && *p == '\0';
+    return offset_valid(p);
 }
 
 double wall_s(void)

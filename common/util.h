@@ -37,10 +37,12 @@ int uuid_valid(const char *s);
 
 /* Wall clock as RFC 3339 UTC with microseconds, e.g. 2026-01-02T03:04:05.123456Z. */
 void time_rfc3339(char out[32]);
-/* True when s is an RFC 3339 date-time (section 5.6): a real date,
- * T, t or a blank, hh:mm:ss (60: a leap second), any fraction, Z, z or an
- * offset of at most 23:59. */
-int time_rfc3339_valid(const char *s);
+/* True when s is a date-time as RFC 3339 writes it, and as ISO 8601's
+ * common writers do: a real date, T, t or a blank, hh:mm:ss (60: a leap
+ * second), any fraction (after . or ,), then Z, z, an offset (+hh, +hhmm,
+ * +hh:mm, at most 23:59) or none (a local time, as Python's isoformat()
+ * of a naive datetime). */
+int time_stamp_valid(const char *s);
 /* Wall clock in seconds since the epoch. */
 double wall_s(void);
 /* Monotonic clock in milliseconds / seconds (double). */
