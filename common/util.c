@@ -270,8 +270,11 @@ int time_stamp_valid(const char *s)
     int m = y >= 0 && expect_char(&p, "-") ? digits_in(&p, 2, 1, 12) : -1;
     int d = m >= 0 && expect_char(&p, "-") ? digits_in(&p, 2, 1, 31) : -1;
     if (d < 0 || d > days_in_month(y, m) || !expect_char(&p, "Tt ") ||
-        digits_in(&p, 2, 0, 23) < 0 || !expect_char(&p, ":") || digits_in(&p, 2, 0, 59) < 0 ||
-        !expect_char(&p, ":") || digits_in(&p, 2, 0, 60) < 0)
+        digits_in(&p, 2, 0, 23) < 0 || !expect_char(&p, ":") || digits_in(&p, 2, 0, 59) < 0)
+        return 0;
+    if (!expect_char(&p, ":"))
+        return offset_valid(p); /* hh:mm, as Java writes a time whose seconds are 0 */
+    if (digits_in(&p, 2, 0, 60) < 0)
         return 0;
     if (expect_char(&p, ".,")) {
         if (digits_in(&p, 1, 0, 9) < 0)

@@ -39,9 +39,10 @@ int uuid_valid(const char *s);
 void time_rfc3339(char out[32]);
 /* True when s is a date-time as RFC 3339 writes it, and as ISO 8601's
  * common writers do: a real date, T, t or a blank, hh:mm:ss (60: a leap
- * second), any fraction (after . or ,), then Z, z, an offset (+hh, +hhmm,
- * +hh:mm, at most 23:59) or none (a local time, as Python's isoformat()
- * of a naive datetime). */
+ * second; or hh:mm, as Java writes a time whose seconds are 0), any
+ * fraction (after . or ,), then Z, z, an offset (+hh, +hhmm, +hh:mm, at
+ * most 23:59) or none (a local time, as Python's isoformat() of a naive
+ * datetime). */
 int time_stamp_valid(const char *s);
 /* Wall clock in seconds since the epoch. */
 double wall_s(void);

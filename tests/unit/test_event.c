@@ -667,7 +667,7 @@ START_TEST(refused_fields_are_left_zeroed)
         ck_assert_int_eq(id[i], 0);
     struct inventory_reply r;
     const char *rejected = "{\"event_id\":\"" EVENT_ID "\",\"type\":\"InventoryRejected\","
-                           "\"order_id\":\"" ORDER_ID "\",\"occurred_at\":\"t\",\"reason\":\"bad\"}";
+                           "\"order_id\":\"" ORDER_ID "\",\"occurred_at\":\"" OCCURRED "\",\"reason\":\"bad\"}";
     ck_assert_int_eq(event_reply_decode(rejected, strlen(rejected), &r, NULL), ERR_POISON);
     ck_assert_str_eq(r.reason, "");
 }
@@ -683,7 +683,7 @@ START_TEST(fast_and_tree_paths_agree_on_mutations)
         "{\"event_id\":\"" EVENT_ID "\",\"type\":\"InventoryRejected\",\"order_id\":\""
         ORDER_ID "\",\"occurred_at\":\"" OCCURRED "\",\"reason\":\"unknown_sku\",\"x\":[{}]}",
         "{\"type\":\"InventoryReserved\",\"event_id\":\"0B6C7A52-3F7E-4C3E-9D2A-5B1E8F0A1C11\","
-        "\"order_id\":\"" ORDER_ID "\",\"occurred_at\":\"t\",\"n\":null}",
+        "\"order_id\":\"" ORDER_ID "\",\"occurred_at\":\"" OCCURRED "\",\"n\":null}",
     };
     static const char subst[] = "{}[]\":,-019.e \\tfnu\x01\x7f\xc3" "AB";
     for (size_t b = 0; b < sizeof bodies / sizeof bodies[0]; b++) {
@@ -731,15 +731,15 @@ START_TEST(fast_and_tree_paths_agree_on_shapes)
     const char *shapes[] = {
         many, most, full, wide,
         "{\"type\":\"OrderCreated\",\"event_id\":\"" EVENT_ID "\",\"order_id\":\"" ORDER_ID
-        "\",\"customer_id\":\"c\",\"occurred_at\":\"t\",\"items\":[1,\"a\",[],null]}",
+        "\",\"customer_id\":\"c\",\"occurred_at\":\"" OCCURRED "\",\"items\":[1,\"a\",[],null]}",
         "{\"type\":\"OrderCreated\",\"event_id\":\"" EVENT_ID "\",\"order_id\":\"" ORDER_ID
-        "\",\"customer_id\":\"c\",\"occurred_at\":\"t\",\"items\":[{\"sku\":\"A\",\"qty\":1,"
+        "\",\"customer_id\":\"c\",\"occurred_at\":\"" OCCURRED "\",\"items\":[{\"sku\":\"A\",\"qty\":1,"
         "\"qty\":2}]}",
         "{\"type\":\"OrderCreated\",\"event_id\":\"" EVENT_ID "\",\"order_id\":\"" ORDER_ID
-        "\",\"customer_id\":\"c\",\"occurred_at\":\"t\",\"items\":[{\"sku\":\"A\",\"qty\":"
+        "\",\"customer_id\":\"c\",\"occurred_at\":\"" OCCURRED "\",\"items\":[{\"sku\":\"A\",\"qty\":"
         "999999999999999999}]}",
         "{\"type\":\"OrderCreated\",\"event_id\":\"" EVENT_ID "\",\"order_id\":\"" ORDER_ID
-        "\",\"customer_id\":\"caf\\u00e9\",\"occurred_at\":\"t\",\"items\":[{\"sku\":\"A\",\"qty\":1}]}",
+        "\",\"customer_id\":\"caf\\u00e9\",\"occurred_at\":\"" OCCURRED "\",\"items\":[{\"sku\":\"A\",\"qty\":1}]}",
     };
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         both_paths(shapes[i]);
