@@ -4,7 +4,10 @@
  * outbox rows' life (pending -> published, i.e. moved to outbox_published |
  * dead); not the rows' content. Three batches overlap, each on its own
  * connection: while the marker marks and commits batch N, batch N+1's acks
- * come in and the relay claims batch N+2. */
+ * come in and the relay claims batch N+2. The gauges read from the table
+ * have their own thread and connection: a relay waiting for acks (a broker
+ * that hangs, up to PUBLISH_TIMEOUT_MS a batch) must not leave them stale
+ * while the rows pile up. */
 #include "outbox.h"
 #include "backoff.h"
 #include "db.h"
@@ -124,7 +127,9 @@ struct relay {
     int next_marker;         /* the one the next sent batch goes to (relay thread's) */
     pthread_t thread;
     struct waker waker;
-    int64_t next_stats_ms;
+    pthread_t gauges_thread;  /* the gauges read from the table, every STATS_EVERY_MS */
+    struct waker gauges_waker;
+    struct db *gauges_db;
     int last_failed; /* log state changes once, not every pass (marker threads, under mu) */
     pthread_mutex_t mu;      /* guards the hand-overs */
     pthread_cond_t cv;
@@ -496,8 +501,7 @@ static void marker_give(struct relay *r, struct marker *m, struct batch *b)
 static void update_stats(struct relay *r)
 {
     PGresult *res = NULL;
-    struct db *idle = free_db(r, NULL);
-    if (db_exec(idle, "stats", 0, NULL, &res) == ERR_OK) {
+    if (db_exec(r->gauges_db, "stats", 0, NULL, &res) == ERR_OK) {
         double pending = strtod(PQgetvalue(res, 0, 0), NULL);
         double dead = strtod(PQgetvalue(res, 0, 1), NULL);
         metric_set(m_pending, "", pending + dead);
@@ -507,13 +511,13 @@ static void update_stats(struct relay *r)
     PQclear(res);
 }
 
-static void housekeeping(struct relay *r)
+static void *gauges_main(void *arg)
 {
-    int64_t now = mono_ms();
-    if (now >= r->next_stats_ms) {
+    struct relay *r = arg;
+    do
         update_stats(r);
-        r->next_stats_ms = now + STATS_EVERY_MS;
-    }
+    while (waker_wait(&r->gauges_waker, STATS_EVERY_MS));
+    return NULL;
 }
 
 /* Waits for the acks of the batch sent, then hands it to the next marker
@@ -573,7 +577,6 @@ static void *relay_main(void *arg)
     struct relay *r = arg;
     for (;;) {
         drain(r);
-        housekeeping(r);
         struct timespec gap_end = mono_deadline_us(PASS_GAP_US);
         if (!waker_wait(&r->waker, r->cfg->relay_sweep_ms) || !waker_hold(&r->waker, &gap_end))
             break; /* stopping; else what commits until gap_end joins the next pass */
@@ -591,6 +594,7 @@ static struct relay *relay_new(const struct config *cfg, struct broker *b)
     r->broker = b;
     for (size_t i = 0; i < ARRAY_LEN(r->db); i++)
         db_new(cfg->database_url, "relay", relay_stmts, ARRAY_LEN(relay_stmts), &r->db[i]);
+    db_new(cfg->database_url, "relay", relay_stmts, ARRAY_LEN(relay_stmts), &r->gauges_db);
     waker_init(&r->waker);
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cv, NULL);
@@ -605,6 +609,7 @@ void relay_start(const struct config *cfg, struct broker *b, struct relay **out)
         thread_start(&r->markers[k].thread, "relay-mark", marker_main, &r->markers[k]);
     }
     thread_start(&r->thread, "relay", relay_main, r);
+    waker_thread_start(&r->gauges_waker, &r->gauges_thread, "relay-gauges", gauges_main, r);
     *out = r;
 }
 
@@ -616,8 +621,10 @@ void relay_notify(struct relay *r)
 
 void relay_request_stop(struct relay *r)
 {
-    if (r)
+    if (r) {
         waker_stop(&r->waker);
+        waker_stop(&r->gauges_waker);
+    }
 }
 
 void relay_stop(struct relay *r)
@@ -632,8 +639,10 @@ void relay_stop(struct relay *r)
     pthread_mutex_unlock(&r->mu);
     for (int k = 0; k < MARKERS; k++)
         pthread_join(r->markers[k].thread, NULL);
+    waker_thread_stop(&r->gauges_waker, r->gauges_thread);
     for (size_t i = 0; i < ARRAY_LEN(r->db); i++)
         db_free(r->db[i]);
+    db_free(r->gauges_db);
     pthread_cond_destroy(&r->cv);
     pthread_mutex_destroy(&r->mu);
     waker_cleanup(&r->waker);

@@ -259,6 +259,46 @@ static void dribble_stop(struct dribble *d)
  * whatever a client still sending a request does, on PORT and ADMIN_PORT
  * (their graces were waited one after the other: 10.3-10.5 s, a helper's
  * probe). */
+/* The outbox gauges come from the table, every second, whatever the relay
+ * is doing: a helper saw outbox_pending at 1 for 5 s while rows piled up,
+ * and then moving only every 4.7 s, when a frozen broker held the relay on
+ * each batch's acks (PUBLISH_TIMEOUT_MS) and the gauges were read between
+ * its passes. */
+static struct svc *gauged;
+
+static int gauge_follows_table(void *arg)
+{
+    (void)arg;
+    long rows = pg_long("orders", "SELECT count(*) FROM outbox WHERE status = 'pending'");
+    return rows >= 20 && svc_metric(gauged, "outbox_pending") == (double)rows &&
+           svc_metric(gauged, "outbox_oldest_pending_age_seconds") > 0.0;
+}
+
+START_TEST(outbox_gauges_follow_the_table_while_nats_hangs)
+{
+    struct natsd nats;
+    struct svc orders;
+    natsd_start(&nats);
+    svc_start(&orders, "order-service", nats.url, NULL);
+    ck_assert_int_ge(wait_readyz(&orders, 200, 15000), 0);
+    ck_assert_int_eq(http_post_json(orders.port, "/orders", ORDER_JSON, NULL), 201);
+    natsd_freeze(&nats);
+    for (int i = 0; i < 20; i++)
+        ck_assert_int_eq(http_post_json(orders.port, "/orders", ORDER_JSON, NULL), 201);
+    gauged = &orders;
+    int64_t t0 = mono_ms();
+    int ok = wait_until(gauge_follows_table, NULL, 3000);
+    fprintf(stderr, "liveness: outbox_pending %g (table: %ld) %lld ms after the orders, NATS frozen\n",
+            svc_metric(&orders, "outbox_pending"),
+            pg_long("orders", "SELECT count(*) FROM outbox WHERE status = 'pending'"),
+            (long long)(mono_ms() - t0));
+    natsd_thaw(&nats);
+    ck_assert_msg(ok, "the outbox gauges did not follow the table within 3 s");
+    svc_stop(&orders, SIGTERM);
+    natsd_cleanup(&nats);
+}
+END_TEST
+
 START_TEST(frozen_nats_while_busy_then_sigterm)
 {
     struct natsd nats;
@@ -496,6 +536,7 @@ Suite *liveness_suite(void)
     tcase_add_test(tc, frozen_cluster_node_is_left_within_seconds);
     tcase_add_test(tc, readyz_is_503_while_the_cluster_has_no_quorum);
     tcase_add_test(tc, frozen_nats_while_busy_then_sigterm);
+    tcase_add_test(tc, outbox_gauges_follow_the_table_while_nats_hangs);
     tcase_add_test(tc, nats_closing_every_session_is_tried_again);
     tcase_add_test(tc, healthz_and_sigterm_do_not_wait_for_servers_that_never_speak);
     tcase_add_test(tc, messages_queued_before_a_fetch_are_taken_one_at_a_time);
