@@ -52,13 +52,19 @@ static int64_t wait_readyz(struct svc *s, int want, int timeout_ms)
     return -1;
 }
 
+/* A nats-server, and order-service on it, ready, with default settings. */
+static void order_service_ready(struct natsd *nats, struct svc *s)
+{
+    natsd_start(nats);
+    svc_start(s, "order-service", nats->url, NULL);
+    ck_assert_int_ge(wait_readyz(s, 200, 15000), 0);
+}
+
 START_TEST(readyz_follows_jetstream_not_the_tcp_connection)
 {
     struct natsd nats;
     struct svc s;
-    natsd_start(&nats);
-    svc_start(&s, "order-service", nats.url, NULL);
-    ck_assert_int_ge(wait_readyz(&s, 200, 15000), 0);
+    order_service_ready(&nats, &s);
     natsd_freeze(&nats); /* the socket stays open; nothing answers */
     int64_t down = wait_readyz(&s, 503, 10000);
     ck_assert_int_ge(down, 0);
@@ -278,9 +284,7 @@ START_TEST(outbox_gauges_follow_the_table_while_nats_hangs)
 {
     struct natsd nats;
     struct svc orders;
-    natsd_start(&nats);
-    svc_start(&orders, "order-service", nats.url, NULL);
-    ck_assert_int_ge(wait_readyz(&orders, 200, 15000), 0);
+    order_service_ready(&nats, &orders);
     ck_assert_int_eq(http_post_json(orders.port, "/orders", ORDER_JSON, NULL), 201);
     natsd_freeze(&nats);
     for (int i = 0; i < 20; i++)
