@@ -331,9 +331,9 @@ static enum err apply_batch(struct worker *w, const struct broker_in *msgs, stru
     for (int i = 0; i < n; i++) {
         /* text columns refuse such bytes: poison at once, never recorded or retried */
         if (!utf8_valid(msgs[i].subject, strlen(msgs[i].subject)))
-            mark_poison(&sl[i], "subject is not valid UTF-8");
+            mark_poison(&sl[i], "subject is not valid UTF-8 without NUL bytes");
         else if (!utf8_valid(msgs[i].data, (size_t)msgs[i].len))
-            mark_poison(&sl[i], "body is not valid UTF-8");
+            mark_poison(&sl[i], "body is not valid UTF-8 without NUL bytes");
         else if (event_peek_id(msgs[i].data, (size_t)msgs[i].len, sl[i].id) == ERR_OK)
             continue;
         else
