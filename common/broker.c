@@ -1057,6 +1057,24 @@ enum err broker_stream_msg_time(struct broker *b, const char *stream, uint64_t s
     return e;
 }
 
+enum err broker_stream_first(struct broker *b, const char *stream, uint64_t *seq, int64_t *ns)
+{
+    jsErrCode jerr = 0;
+    jsStreamInfo *si = NULL;
+    struct conn *c = conn_get(b);
+    natsStatus s = stream_lookup(c->js_admin, stream, API_WAIT_MS, &si, &jerr);
+    conn_put(b, c);
+    enum err e = s == NATS_NOT_FOUND ? ERR_NOT_FOUND : s == NATS_OK ? ERR_OK : ERR_UNAVAILABLE;
+    if (e == ERR_OK && si->State.Msgs == 0)
+        e = ERR_NOT_FOUND;
+    if (e == ERR_OK) {
+        *seq = si->State.FirstSeq;
+        *ns = si->State.FirstTime;
+    }
+    jsStreamInfo_Destroy(si);
+    return e;
+}
+
 enum err broker_stream_msg_body(struct broker *b, const char *stream, uint64_t seq,
                                 char *subject, size_t subjlen, char **body, size_t *len)
 {

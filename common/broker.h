@@ -125,6 +125,10 @@ enum err broker_stream_msg_id(struct broker *b, const char *stream, uint64_t seq
 /* When the stream stored the message at seq (ns since the epoch, the
  * server's clock); errors as above. */
 enum err broker_stream_msg_time(struct broker *b, const char *stream, uint64_t seq, int64_t *ns);
+/* The first message the stream holds: its sequence, and when it was stored
+ * (ns since the epoch); ERR_NOT_FOUND when the stream (or what it holds) is
+ * not there, ERR_UNAVAILABLE when NATS did not answer. */
+enum err broker_stream_first(struct broker *b, const char *stream, uint64_t *seq, int64_t *ns);
 /* The same message's subject and a copy of its body (*body: heap,
  * NUL-terminated, caller frees; NULL unless ERR_OK). */
 enum err broker_stream_msg_body(struct broker *b, const char *stream, uint64_t seq,

@@ -192,6 +192,24 @@ static int waits_in(struct redrive *r, int k, struct broker_consumer *cs)
     return cs->unacked > 0 && (!cs->fetching || moved);
 }
 
+/* When the stream stored what waits past a consumer's ack floor (ns): the
+ * floor's own message, or, once that one is gone (past the stream's max
+ * age: a reader down after a quiet spell longer than it), the first
+ * message the stream still holds, when that is past the floor. Without
+ * it, every order waiting for a stopped reader was sent again each
+ * REDRIVE_AFTER (a helper's probe: 10 orders became 60 messages in 48 s).
+ * 0 when there is no such time (a floor in the middle of deleted
+ * messages): no bound, every due order is sent again. */
+static int floor_time(struct redrive *r, uint64_t ack_floor, int64_t *ns)
+{
+    const char *stream = consumers[EVENTS].stream;
+    uint64_t first = 0;
+    *ns = 0;
+    if (!ack_floor || broker_stream_msg_time(r->broker, stream, ack_floor, ns) == ERR_OK)
+        return 1;
+    return broker_stream_first(r->broker, stream, &first, ns) == ERR_OK && first > ack_floor;
+}
+
 /* Before a pass: whether it waits (the replies wait for their reader: no
  * order is re-driven meanwhile), and else the bound of what it re-sends
  * (r->floor_at): while OrderCreated events wait for their reader, one
@@ -204,9 +222,7 @@ static int wait_for_consumers(struct redrive *r)
     int wait = waits_in(r, REPLIES, &cs);
     if (waker_stopping(&r->waker)) /* each ask may take API_WAIT_MS: no more of them */
         return 1;
-    if (!wait && waits_in(r, EVENTS, &cs) &&
-        (!cs.ack_floor ||
-         broker_stream_msg_time(r->broker, consumers[EVENTS].stream, cs.ack_floor, &ns) == ERR_OK))
+    if (!wait && waits_in(r, EVENTS, &cs) && floor_time(r, cs.ack_floor, &ns))
         snprintf(r->floor_at, sizeof r->floor_at, "%.6f", (double)ns / 1e9);
     if (wait != r->waiting)
         log_info(wait ? "re-drive waits: the orders' replies wait for order-service's consumer "

@@ -174,6 +174,34 @@ START_TEST(a_consumer_down_is_waited_for_not_redriven)
 }
 END_TEST
 
+/* The same after a quiet spell longer than the stream's max age: the
+ * message at the consumer's floor is gone from the stream (deleted here,
+ * as the max age would), and the re-drive, which bounded what it sends by
+ * that message's time, sent every waiting order again each REDRIVE_AFTER
+ * (a helper's probe: 10 orders, 60 messages in ORDERS after 48 s). The
+ * first message the stream holds bounds it now. */
+START_TEST(a_consumer_down_is_waited_for_when_its_floor_message_is_gone)
+{
+    /* published rows kept (as by default): an order created before the
+     * first message the stream holds, and published after it, is known
+     * to wait by its published row */
+    static const char *const env[] = {"REDRIVE_AFTER=1s", "OUTBOX_RETENTION=1h",
+                                      "STREAM_DUPLICATE_WINDOW=1s", NULL};
+    const long n = 10;
+    svc_start(&orders, "order-service", nats.url, env);
+    post_orders(1);
+    wait_sql("orders", "SELECT count(*) FROM orders WHERE status <> 'PENDING'", 1, 20000);
+    ck_assert_int_eq(natsd_stream_msg_delete(&nats, "ORDERS", 1), 0); /* the floor's message */
+    svc_stop(&inv, SIGTERM);
+    post_orders((int)n);
+    sleep_ms(6000);
+    ck_assert_int_eq(natsd_stream_msgs(&nats, "ORDERS"), n);
+    ck_assert_double_eq(svc_metric(&orders, "orders_redriven_total"), 0);
+    svc_start(&inv, "inventory-service", nats.url, inv_env);
+    assert_books(n + 1);
+}
+END_TEST
+
 static int broker_is_up(void *b)
 {
     return broker_connected(b);
@@ -371,6 +399,7 @@ Suite *recovery_suite(void)
     tcase_add_test(tc, stuck_orders_never_starve_a_newer_one);
     tcase_add_test(tc, a_rebuilt_order_created_keeps_the_orders_trace);
     tcase_add_test(tc, a_consumer_down_is_waited_for_not_redriven);
+    tcase_add_test(tc, a_consumer_down_is_waited_for_when_its_floor_message_is_gone);
     tcase_add_test(tc, a_reader_that_gets_nowhere_holds_nothing_back);
     suite_add_tcase(s, tc);
     tc = tcase_create("postgres_crash");
