@@ -44,7 +44,10 @@ static enum err apply_orders(struct db *db, struct inbox_item *items, size_t n, 
                      fe.field, fe.message);
         }
     }
-    enum err e = k ? inventory_store_apply(db, valid, traces, k, dec, kinds) : ERR_OK;
+    long resent = 0; /* orders decided before, their processed ids pruned: asked again */
+    enum err e = k ? inventory_store_apply(db, valid, traces, k, dec, kinds, &resent) : ERR_OK;
+    if (e == ERR_OK)
+        metric_add(m_resent, "", (double)resent);
     for (size_t j = 0; j < k; j++)
         items[at[j]].result = dec[j] == DECISION_BEFORE ? "duplicate"
                               : kinds[j] == REPLY_RESERVED ? "reserved" : "rejected";
@@ -80,7 +83,8 @@ static enum err resend_replies(struct db *db, struct inbox_item *items, size_t n
     enum err e = k ? inventory_store_resend_replies(db, ids, traces, k, REPLY_RESEND_MIN_AGE_MS,
                                                     &resent)
                    : ERR_OK;
-    metric_add(m_resent, "", (double)resent);
+    if (e == ERR_OK)
+        metric_add(m_resent, "", (double)resent);
     for (size_t i = 0; i < n; i++)
         event_order_created_cleanup(&ev[i]);
     free(traces);

@@ -512,8 +512,9 @@ static enum err decide_new(struct db *db, const struct order_created *const *ord
 
 enum err inventory_store_apply(struct db *db, const struct order_created *const *orders,
                                const char *const *traceparents, size_t n, enum decision *out,
-                               enum reply_kind *kinds)
+                               enum reply_kind *kinds, long *resent)
 {
+    *resent = 0;
     const char **ids = xcalloc(n, sizeof *ids);
     for (size_t i = 0; i < n; i++)
         ids[i] = orders[i]->order_id;
@@ -530,8 +531,7 @@ enum err inventory_store_apply(struct db *db, const struct order_created *const 
                 traces[k] = traceparents[i];
                 ids[k++] = orders[i]->order_id;
             }
-        long resent = 0; /* counted by the caller's duplicates path only */
-        e = inventory_store_resend_replies(db, ids, traces, k, REPLY_RESEND_MIN_AGE_MS, &resent);
+        e = inventory_store_resend_replies(db, ids, traces, k, REPLY_RESEND_MIN_AGE_MS, resent);
         free(traces);
     }
     PQclear(res);

@@ -30,10 +30,11 @@ enum decision {
  * batches cannot deadlock), each order decided in turn (all items or
  * none), the reservations applied, and each decision written with its
  * InventoryReserved/Rejected reply to the outbox, carrying traceparents[i]
- * (may be NULL): the reply continues the order's trace. */
+ * (may be NULL): the reply continues the order's trace. *resent: the
+ * stored replies queued again (inventory_store_resend_replies). */
 enum err inventory_store_apply(struct db *db, const struct order_created *const *orders,
                                const char *const *traceparents, size_t n, enum decision *out,
-                               enum reply_kind *kinds);
+                               enum reply_kind *kinds, long *resent);
 
 /* An order asked about again (its OrderCreated came back after the sender's
  * re-drive): its reply, published at least this long ago, may never have
