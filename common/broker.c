@@ -446,12 +446,12 @@ static void note_changes(jsCtx *js, const jsStreamConfig *want)
         const jsStreamConfig *got = si->Config;
         if (settings_differ(got, want))
             log_warn("stream %s is set to this service's settings: replicas %lld -> %lld "
-                     "(JS_REPLICAS), max age %llds -> %llds (STREAM_MAX_AGE), duplicate window "
-                     "%llds -> %llds (STREAM_DUPLICATE_WINDOW); an instance started with other "
+                     "(JS_REPLICAS), max age %.15gs -> %.15gs (STREAM_MAX_AGE), duplicate window "
+                     "%.15gs -> %.15gs (STREAM_DUPLICATE_WINDOW); an instance started with other "
                      "ones sets them back", want->Name, (long long)got->Replicas,
-                     (long long)want->Replicas, (long long)(got->MaxAge / NS_PER_S),
-                     (long long)(want->MaxAge / NS_PER_S), (long long)(got->Duplicates / NS_PER_S),
-                     (long long)(want->Duplicates / NS_PER_S));
+                     (long long)want->Replicas, (double)got->MaxAge / NS_PER_S,
+                     (double)want->MaxAge / NS_PER_S, (double)got->Duplicates / NS_PER_S,
+                     (double)want->Duplicates / NS_PER_S); /* 1.5 s is not 1 s */
     }
     jsStreamInfo_Destroy(si);
 }
