@@ -408,11 +408,6 @@ static natsStatus stream_lookup(jsCtx *js, const char *name, int wait_ms, jsStre
     return s;
 }
 
-static natsStatus stream_info(jsCtx *js, const char *name, int wait_ms, jsErrCode *jerr)
-{
-    return stream_lookup(js, name, wait_ms, NULL, jerr);
-}
-
 /* Whether a stream's settings differ from ours in what stream_config()
  * sets from the service's settings (and a reader's may differ in). */
 static int settings_differ(const jsStreamConfig *got, const jsStreamConfig *want)
@@ -865,10 +860,37 @@ static natsStatus ensure_consumer(jsCtx *js, const char *stream, const char *dur
  * (an existing one is never changed: its writer's settings stand, and its
  * writer sets the one made here to them, see ensure_own()); then our own
  * durable consumer on it. */
+/* A stream read whose messages outlive this service's processed ids: its
+ * writer set its max age (STREAM_MAX_AGE there), and this service's check
+ * of PROCESSED_RETENTION against its own STREAM_MAX_AGE could not see it.
+ * A message delivered again after its id was pruned is still applied once
+ * (the decisions hold), but the reconciliation then reports applied events
+ * as unprocessed (a helper's probe). Said at each bind; nothing refused. */
+static void note_retention(const struct broker *b, const char *stream, const jsStreamInfo *si)
+{
+    int64_t keep = b->set.processed_retention_ms;
+    if (!keep || !si || !si->Config)
+        return;
+    int64_t age_ms = si->Config->MaxAge / NS_PER_MS;
+    char age[32] = "ever";
+    if (age_ms)
+        snprintf(age, sizeof age, "%.15gs", (double)age_ms / 1000);
+    if (age_ms == 0 || age_ms >= keep)
+        log_warn("stream %s keeps messages for %s (its writer's STREAM_MAX_AGE), and "
+                 "PROCESSED_RETENTION is %.15gs: a message delivered after its processed id was "
+                 "pruned is still applied once, but reconciliations report it unprocessed; set "
+                 "PROCESSED_RETENTION above the writer's STREAM_MAX_AGE", stream, age,
+                 (double)keep / 1000);
+}
+
 static natsStatus ensure_reader(const struct broker *b, struct conn *c, const char *stream,
                                 const char *durable, const char *filter, jsErrCode *jerr)
 {
-    natsStatus s = stream_info(c->js_admin, stream, API_WAIT_MS, jerr);
+    jsStreamInfo *si = NULL;
+    natsStatus s = stream_lookup(c->js_admin, stream, API_WAIT_MS, &si, jerr);
+    if (s == NATS_OK)
+        note_retention(b, stream, si);
+    jsStreamInfo_Destroy(si);
     const struct stream_def *def = find_stream(stream);
     if (s == NATS_NOT_FOUND && def)
         s = add_stream(b, def, c->js_admin, 0, NULL, jerr);

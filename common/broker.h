@@ -28,6 +28,8 @@ struct broker_settings {
     int64_t ping_interval_ms;  /* 0: 2 s */
     int max_pings_out;         /* 0: 3 */
     const char *tls_ca;        /* CA file: TLS with it, required, when a url is tls:// */
+    int64_t processed_retention_ms; /* 0: none; else a stream read keeping messages as long
+                                     * or longer is warned of (its writer's max age) */
 };
 
 /* One outbox row to publish, and what became of it. */

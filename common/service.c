@@ -296,7 +296,7 @@ static void connect_start(struct service *svc)
                                               c->js_replicas, c->stream_max_age_ms,
                                               c->stream_duplicate_window_ms,
                                               c->nats_ping_interval_ms, c->nats_max_pings_out,
-                                              connecting.tls_ca};
+                                              connecting.tls_ca, c->processed_retention_ms};
     thread_start(&connecting.thread, "nats-connect", connect_main, &connecting);
     connecting.started = 1;
 }

@@ -221,7 +221,7 @@ START_TEST(a_reader_that_gets_nowhere_holds_nothing_back)
     svc_start(&orders, "order-service", nats.url, order_redrive);
     post_orders((int)n);
     struct broker_settings set = {nats.url, "stuck-reader", "INVENTORY", 1, 3LL * 24 * 3600 * 1000,
-                                  0, 0, 0, NULL};
+                                  0, 0, 0, NULL, 0};
     struct broker *b = NULL;
     struct broker_sub *sub = NULL;
     char msg[256];

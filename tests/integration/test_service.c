@@ -501,6 +501,19 @@ START_TEST(each_stream_is_created_by_either_and_configured_by_its_writer)
     wait_max_age("ORDERS", 3 * 86400);
     ck_assert(proc_log_has(&o2.proc, "max age 172800s -> 259200s (STREAM_MAX_AGE)"));
     ck_assert(!proc_log_has(&o.proc, "(STREAM_MAX_AGE)"));
+    /* a reader whose processed ids go before the stream it reads lets its
+     * messages go (its own STREAM_MAX_AGE is below them, so its start-up
+     * check passed): said at its bind; the defaults say nothing */
+    static const char *const short_ids[] = {"STREAM_MAX_AGE=1d", "PROCESSED_RETENTION=2d", NULL};
+    struct svc i2;
+    svc_start(&i2, "inventory-service", nats.url, short_ids);
+    ck_assert(wait_until(ready_200, &i2, 10000));
+    sleep_ms(1000); /* its consumer bound to ORDERS meanwhile */
+    ck_assert(proc_log_has(&i2.proc, "stream ORDERS keeps messages for 259200s (its writer's "
+                                     "STREAM_MAX_AGE), and PROCESSED_RETENTION is 172800s"));
+    ck_assert(!proc_log_has(&i.proc, "PROCESSED_RETENTION is"));
+    ck_assert(!proc_log_has(&o.proc, "PROCESSED_RETENTION is"));
+    ck_assert_int_eq(svc_stop(&i2, SIGTERM), 0);
     ck_assert_int_eq(svc_stop(&o2, SIGTERM), 0);
     ck_assert_int_eq(svc_stop(&o, SIGTERM), 0);
     ck_assert_int_eq(svc_stop(&i, SIGTERM), 0);

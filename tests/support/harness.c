@@ -499,7 +499,7 @@ int natsd_publish_traced(struct natsd *n, const char *subject, const char *msg_i
 {
     const char *stream = strncmp(subject, "orders.", 7) == 0 ? "ORDERS" : "INVENTORY";
     struct broker_settings set = {n->url, "test-publisher", stream, 1, 3LL * 24 * 3600 * 1000,
-                                  0, 0, 0, NULL};
+                                  0, 0, 0, NULL, 0};
     struct broker *b = NULL;
     char msg[256];
     if (broker_new(&set, &b, msg, sizeof msg) != ERR_OK)
