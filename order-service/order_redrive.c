@@ -205,8 +205,11 @@ static int floor_time(struct redrive *r, uint64_t ack_floor, int64_t *ns)
     const char *stream = consumers[EVENTS].stream;
     uint64_t first = 0;
     *ns = 0;
-    if (!ack_floor || broker_stream_msg_time(r->broker, stream, ack_floor, ns) == ERR_OK)
+    if (!ack_floor)
         return 1;
+    enum err e = broker_stream_msg_time(r->broker, stream, ack_floor, ns);
+    if (e != ERR_NOT_FOUND || waker_stopping(&r->waker)) /* no answer: no third ask */
+        return e == ERR_OK;
     return broker_stream_first(r->broker, stream, &first, ns) == ERR_OK && first > ack_floor;
 }
 
