@@ -856,10 +856,6 @@ static natsStatus ensure_consumer(jsCtx *js, const char *stream, const char *dur
     return s;
 }
 
-/* The stream read, created if missing because its writer has not run yet
- * (an existing one is never changed: its writer's settings stand, and its
- * writer sets the one made here to them, see ensure_own()); then our own
- * durable consumer on it. */
 /* A stream read whose messages outlive this service's processed ids: its
  * writer set its max age (STREAM_MAX_AGE there), and this service's check
  * of PROCESSED_RETENTION against its own STREAM_MAX_AGE could not see it.
@@ -883,6 +879,11 @@ static void note_retention(const struct broker *b, const char *stream, const jsS
                  (double)keep / 1000);
 }
 
+/* The stream read, created if missing because its writer has not run yet
+ * (an existing one is never changed: its writer's settings stand, and its
+ * writer sets the one made here to them, see ensure_own()), and said when
+ * its messages outlive our processed ids; then our own durable consumer on
+ * it. */
 static natsStatus ensure_reader(const struct broker *b, struct conn *c, const char *stream,
                                 const char *durable, const char *filter, jsErrCode *jerr)
 {

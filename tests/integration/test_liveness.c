@@ -78,9 +78,6 @@ START_TEST(readyz_follows_jetstream_not_the_tcp_connection)
 }
 END_TEST
 
-/* One nats-server refuses a 3-replica stream, as a cluster with too few
- * nodes does: the instance takes orders (the outbox keeps them) but is
- * not ready. */
 /* The readiness warning says why, when the probe could: a refusal is not
  * silence (it said only that NATS had not answered, which it had). */
 static int readiness_says_js_replicas(void *arg)
@@ -90,6 +87,9 @@ static int readiness_says_js_replicas(void *arg)
     return file_lines_with(s->proc.log, line) == 1;
 }
 
+/* One nats-server refuses a 3-replica stream, as a cluster with too few
+ * nodes does: the instance takes orders (the outbox keeps them) but is
+ * not ready. */
 START_TEST(readyz_is_503_while_the_written_stream_is_refused)
 {
     struct natsd nats;
@@ -259,25 +259,22 @@ static void dribble_stop(struct dribble *d)
     close(d->fd);
 }
 
-/* nats-server hangs (SIGSTOP) while orders flow, and the operator stops
- * both services: orders are still taken (201, the outbox keeps them), and
- * each service exits 0 within the contract's 10 s, whatever NATS does, and
- * whatever a client still sending a request does, on PORT and ADMIN_PORT
- * (their graces were waited one after the other: 10.3-10.5 s, a helper's
- * probe). */
 /* The outbox gauges come from the table, every second, whatever the relay
  * is doing: a helper saw outbox_pending at 1 for 5 s while rows piled up,
  * and then moving only every 4.7 s, when a frozen broker held the relay on
  * each batch's acks (PUBLISH_TIMEOUT_MS) and the gauges were read between
  * its passes. */
-static struct svc *gauged;
+static long pending_rows(void)
+{
+    return pg_long("orders", "SELECT count(*) FROM outbox WHERE status = 'pending'");
+}
 
 static int gauge_follows_table(void *arg)
 {
-    (void)arg;
-    long rows = pg_long("orders", "SELECT count(*) FROM outbox WHERE status = 'pending'");
-    return rows >= 20 && svc_metric(gauged, "outbox_pending") == (double)rows &&
-           svc_metric(gauged, "outbox_oldest_pending_age_seconds") > 0.0;
+    struct svc *s = arg;
+    long rows = pending_rows();
+    return rows >= 20 && svc_metric(s, "outbox_pending") == (double)rows &&
+           svc_metric(s, "outbox_oldest_pending_age_seconds") > 0.0;
 }
 
 START_TEST(outbox_gauges_follow_the_table_while_nats_hangs)
@@ -289,13 +286,10 @@ START_TEST(outbox_gauges_follow_the_table_while_nats_hangs)
     natsd_freeze(&nats);
     for (int i = 0; i < 20; i++)
         ck_assert_int_eq(http_post_json(orders.port, "/orders", ORDER_JSON, NULL), 201);
-    gauged = &orders;
     int64_t t0 = mono_ms();
-    int ok = wait_until(gauge_follows_table, NULL, 3000);
+    int ok = wait_until(gauge_follows_table, &orders, 3000);
     fprintf(stderr, "liveness: outbox_pending %g (table: %ld) %lld ms after the orders, NATS frozen\n",
-            svc_metric(&orders, "outbox_pending"),
-            pg_long("orders", "SELECT count(*) FROM outbox WHERE status = 'pending'"),
-            (long long)(mono_ms() - t0));
+            svc_metric(&orders, "outbox_pending"), pending_rows(), (long long)(mono_ms() - t0));
     natsd_thaw(&nats);
     ck_assert_msg(ok, "the outbox gauges did not follow the table within 3 s");
     svc_stop(&orders, SIGTERM);
@@ -303,6 +297,12 @@ START_TEST(outbox_gauges_follow_the_table_while_nats_hangs)
 }
 END_TEST
 
+/* nats-server hangs (SIGSTOP) while orders flow, and the operator stops
+ * both services: orders are still taken (201, the outbox keeps them), and
+ * each service exits 0 within the contract's 10 s, whatever NATS does, and
+ * whatever a client still sending a request does, on PORT and ADMIN_PORT
+ * (their graces were waited one after the other: 10.3-10.5 s, a helper's
+ * probe). */
 START_TEST(frozen_nats_while_busy_then_sigterm)
 {
     struct natsd nats;
