@@ -44,6 +44,10 @@ struct inbox_handler {
      * duplicates (a redelivery, or a sender that never got our answer and
      * asks again). Sets nothing; errors as for apply. */
     enum err (*on_duplicates)(struct db *db, struct inbox_item *items, size_t n, void *ctx);
+    /* Set when apply or on_duplicates writes outbox rows: service.c then
+     * wakes the relay after each commit (a wake with nothing to send is a
+     * relay pass for nothing: three round trips to Postgres). */
+    int writes_outbox;
     /* Called after each commit that applied something (e.g. wake the relay). */
     void (*after_commit)(void *ctx);
     void *ctx;

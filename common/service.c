@@ -341,7 +341,7 @@ static enum err start_parts(struct service *svc, const struct http_route *routes
         ih->stmts = svc->def->stmts; /* the handler runs the service's own statements */
         ih->nstmts = svc->def->nstmts;
         ih->ctx = svc;
-        ih->after_commit = after_commit;
+        ih->after_commit = ih->writes_outbox ? after_commit : NULL;
         inbox_register_metrics(ih);
     }
     relay_register_metrics();

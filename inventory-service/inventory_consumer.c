@@ -104,4 +104,5 @@ const struct inbox_handler inventory_orders_handler = {
     .results = order_results,
     .apply = apply_orders,
     .on_duplicates = resend_replies,
+    .writes_outbox = 1, /* the replies */
 };
