@@ -46,9 +46,11 @@ struct inbox_handler {
     enum err (*on_duplicates)(struct db *db, struct inbox_item *items, size_t n, void *ctx);
     /* Set when apply or on_duplicates writes outbox rows: service.c then
      * wakes the relay after each commit (a wake with nothing to send is a
-     * relay pass for nothing: three round trips to Postgres). */
+     * relay pass for nothing: three round trips to Postgres). A handler
+     * that writes them without it still has them sent, by the relay's
+     * sweep, up to RELAY_SWEEP_MS later. */
     int writes_outbox;
-    /* Called after each commit that applied something (e.g. wake the relay). */
+    /* Called after each commit (e.g. wake the relay). */
     void (*after_commit)(void *ctx);
     void *ctx;
 };
