@@ -246,10 +246,8 @@ START_TEST(starts_and_serves_while_nats_is_down)
     ck_assert_int_eq(http_get(s.port, "/readyz", NULL), 503);
     ck_assert_int_eq(http_post_json(s.port, "/orders",
                      "{\"customer_id\":\"c-1\",\"items\":[{\"sku\":\"A\",\"qty\":1}]}", NULL), 201);
-    int said = 0; /* the log says why it is not ready, not only /readyz */
-    for (int i = 0; i < 100 && !said; i++, sleep_ms(100))
-        said = proc_log_has(&s.proc, "readiness: nats has not answered for");
-    ck_assert(said);
+    /* the log says why it is not ready, not only /readyz */
+    ck_assert(proc_log_wait(&s.proc, "readiness: nats has not answered for", 10000));
     ck_assert(!proc_log_has(&s.proc, "readiness: postgres"));
     ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
 }
@@ -508,9 +506,9 @@ START_TEST(each_stream_is_created_by_either_and_configured_by_its_writer)
     struct svc i2;
     svc_start(&i2, "inventory-service", nats.url, short_ids);
     ck_assert(wait_until(ready_200, &i2, 10000));
-    sleep_ms(1000); /* its consumer bound to ORDERS meanwhile */
-    ck_assert(proc_log_has(&i2.proc, "stream ORDERS keeps messages for 259200s (its writer's "
-                                     "STREAM_MAX_AGE), and PROCESSED_RETENTION is 172800s"));
+    ck_assert(proc_log_wait(&i2.proc, "stream ORDERS keeps messages for 259200s (its writer's "
+                                      "STREAM_MAX_AGE), and PROCESSED_RETENTION is 172800s",
+                            10000)); /* said when its consumer binds to ORDERS */
     ck_assert(!proc_log_has(&i.proc, "PROCESSED_RETENTION is"));
     ck_assert(!proc_log_has(&o.proc, "PROCESSED_RETENTION is"));
     ck_assert_int_eq(svc_stop(&i2, SIGTERM), 0);

@@ -153,6 +153,15 @@ int proc_log_has(const struct proc *p, const char *what)
     return found;
 }
 
+int proc_log_wait(const struct proc *p, const char *what, int timeout_ms)
+{
+    int64_t end = mono_ms() + timeout_ms;
+    int found;
+    while (!(found = proc_log_has(p, what)) && mono_ms() < end)
+        sleep_ms(100);
+    return found;
+}
+
 int proc_wait(struct proc *p, int timeout_ms)
 {
     if (p->pid <= 0)
