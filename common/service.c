@@ -23,6 +23,7 @@
 #define MIGRATE_RETRY_MS 1000
 #define STOP_DB_CUT_MS 4000 /* SIGTERM: database waits end by then, replies go out, exit < 10 s */
 #define STOP_ACK_GRACE_MS 1000 /* SIGTERM: acks of a batch in flight are waited for this long */
+#define CONTRACT_DUPLICATE_WINDOW_MS 120000 /* the streams' floor in the contract; shorter is for tests */
 
 static void on_healthz(const struct http_req *req, struct http_resp *resp, void *ctx)
 {
@@ -449,6 +450,11 @@ int service_main(const struct service_def *def, int argc, char **argv)
     if (svc.cfg.admin_token && svc.cfg.admin_token[0] && strlen(svc.cfg.admin_token) < 16)
         log_warn("ADMIN_TOKEN: shorter than 16 characters, easy to guess (the admin API can "
                  "requeue and re-send events)");
+    if (svc.cfg.stream_duplicate_window_ms < CONTRACT_DUPLICATE_WINDOW_MS)
+        log_warn("STREAM_DUPLICATE_WINDOW: %llds, under the 2 minutes the streams are meant to "
+                 "keep: an event sent again later than that after its first publish is stored "
+                 "twice (the consumers still apply it once); for tests",
+                 (long long)(svc.cfg.stream_duplicate_window_ms / 1000));
     struct db_limits dl = {svc.cfg.db_request_timeout_ms, svc.cfg.db_work_timeout_ms,
                            svc.cfg.db_idle_tx_timeout_ms, svc.cfg.db_tcp_timeout_ms};
     db_configure(&dl);

@@ -329,6 +329,7 @@ START_TEST(migrate_only_applies_and_exits)
     const char *env[] = {db, NULL};
     proc_start(&p, argv, env);
     ck_assert_int_eq(proc_wait(&p, 30000), 0);
+    ck_assert(!proc_log_has(&p, "STREAM_DUPLICATE_WINDOW")); /* the default: 2 minutes */
     glob_t g;
     ck_assert_int_eq(glob("migrations/inventory/[0-9]*.sql", 0, NULL, &g), 0);
     ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM schema_migrations"), (long)g.gl_pathc);
@@ -337,6 +338,11 @@ START_TEST(migrate_only_applies_and_exits)
     const char *more[] = {bin, "--migrate-only", "--bogus", NULL};
     proc_start(&p, more, env);
     ck_assert_int_eq(proc_wait(&p, 10000), 2);
+    /* a duplicate window under the contract's 2 minutes starts, and says so */
+    const char *short_window[] = {db, "STREAM_DUPLICATE_WINDOW=1m", NULL};
+    proc_start(&p, argv, short_window);
+    ck_assert_int_eq(proc_wait(&p, 30000), 0);
+    ck_assert(proc_log_has(&p, "STREAM_DUPLICATE_WINDOW: 60s, under the 2 minutes"));
     free(db);
 }
 END_TEST
