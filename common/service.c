@@ -451,10 +451,10 @@ int service_main(const struct service_def *def, int argc, char **argv)
         log_warn("ADMIN_TOKEN: shorter than 16 characters, easy to guess (the admin API can "
                  "requeue and re-send events)");
     if (svc.cfg.stream_duplicate_window_ms < CONTRACT_DUPLICATE_WINDOW_MS)
-        log_warn("STREAM_DUPLICATE_WINDOW: %llds, under the 2 minutes the streams are meant to "
-                 "keep: an event sent again later than that after its first publish is stored "
-                 "twice (the consumers still apply it once); for tests",
-                 (long long)(svc.cfg.stream_duplicate_window_ms / 1000));
+        log_warn("STREAM_DUPLICATE_WINDOW: %.15gs, under the 2 minutes the streams are meant "
+                 "to keep: an event sent again more than that after JetStream stored it is "
+                 "stored twice (the consumers still apply it once); for tests",
+                 (double)svc.cfg.stream_duplicate_window_ms / 1000);
     struct db_limits dl = {svc.cfg.db_request_timeout_ms, svc.cfg.db_work_timeout_ms,
                            svc.cfg.db_idle_tx_timeout_ms, svc.cfg.db_tcp_timeout_ms};
     db_configure(&dl);
