@@ -407,6 +407,7 @@ static enum err reapply_tx(struct service *svc, struct db *db, long long id, con
         e = admin_store_dead_letter_done(db, id, *result, NULL, 0);
     if (e == ERR_OK && strcmp(*result, "poison") != 0)
         e = db_exec_sql(db, "COMMIT");
+    metrics_tx_end(e == ERR_OK && strcmp(*result, "poison") != 0); /* else the caller rolls back */
     admin_dead_letter_cleanup(&d);
     return e;
 }

@@ -446,6 +446,7 @@ static void process_batch(struct worker *w, struct broker_in *msgs, int n, struc
         e = apply_batch(w, msgs, sl, n);
     if (e == ERR_OK)
         e = db_exec_sql(w->db, "COMMIT");
+    metrics_tx_end(e == ERR_OK); /* before any retry's transaction */
     if (e == ERR_OK) {
         failpoint_hit(FP_INBOX_AFTER_COMMIT);
         if (in->h->after_commit)

@@ -82,6 +82,42 @@ void metric_add(struct metric *m, const char *labels, double v)
     pthread_mutex_unlock(&reg_mu);
 }
 
+/* What this thread's open transaction would add (metric_add_on_commit). */
+#define HELD_MAX 8
+static _Thread_local struct held {
+    struct series *s;
+    double v;
+} held[HELD_MAX];
+static _Thread_local int nheld;
+
+void metric_add_on_commit(struct metric *m, const char *labels, double v)
+{
+    pthread_mutex_lock(&reg_mu);
+    struct series *s = series_get(m, labels); /* a series lives as long as the process */
+    int i = 0;
+    while (i < nheld && held[i].s != s)
+        i++;
+    if (i == HELD_MAX) {
+        s->value += v;
+    } else {
+        if (i == nheld)
+            held[nheld++] = (struct held){s, 0};
+        held[i].v += v;
+    }
+    pthread_mutex_unlock(&reg_mu);
+}
+
+void metrics_tx_end(int committed)
+{
+    if (!nheld)
+        return;
+    pthread_mutex_lock(&reg_mu);
+    for (int i = 0; committed && i < nheld; i++)
+        held[i].s->value += held[i].v;
+    pthread_mutex_unlock(&reg_mu);
+    nheld = 0;
+}
+
 void metric_set(struct metric *m, const char *labels, double v)
 {
     pthread_mutex_lock(&reg_mu);

@@ -22,6 +22,13 @@ void metric_add(struct metric *m, const char *labels, double v);  /* counter, ga
 void metric_set(struct metric *m, const char *labels, double v);  /* gauge */
 void metric_observe(struct metric *m, const char *labels, double v); /* histogram */
 
+/* A counter's increment that stands only if the transaction open on this
+ * thread commits: held until metrics_tx_end (up to 8 series at once; past
+ * that, added at once). For what a transaction did, counted inside it. */
+void metric_add_on_commit(struct metric *m, const char *labels, double v);
+/* The end of this thread's transaction: adds what it held, or forgets it. */
+void metrics_tx_end(int committed);
+
 /* Current value of a counter/gauge series, or a histogram's count (tests). */
 double metric_value(struct metric *m, const char *labels);
 

@@ -18,7 +18,7 @@ void inventory_consumer_register_metrics(void)
                                 "Replies published again because the order service asked again "
                                 "(its re-drive): the broker lost the reply, or it is very late.",
                                 METRIC_COUNTER, NULL, 0);
-    metric_add(m_resent, "", 0);
+    metric_add_on_commit(m_resent, "", 0);
 }
 
 static enum err apply_orders(struct db *db, struct inbox_item *items, size_t n, void *ctx)
@@ -47,7 +47,7 @@ static enum err apply_orders(struct db *db, struct inbox_item *items, size_t n, 
     long resent = 0; /* orders decided before, their processed ids pruned: asked again */
     enum err e = k ? inventory_store_apply(db, valid, traces, k, dec, kinds, &resent) : ERR_OK;
     if (e == ERR_OK)
-        metric_add(m_resent, "", (double)resent);
+        metric_add_on_commit(m_resent, "", (double)resent);
     for (size_t j = 0; j < k; j++)
         items[at[j]].result = dec[j] == DECISION_BEFORE ? "duplicate"
                               : kinds[j] == REPLY_RESERVED ? "reserved" : "rejected";
@@ -84,7 +84,7 @@ static enum err resend_replies(struct db *db, struct inbox_item *items, size_t n
                                                     &resent)
                    : ERR_OK;
     if (e == ERR_OK)
-        metric_add(m_resent, "", (double)resent);
+        metric_add_on_commit(m_resent, "", (double)resent);
     for (size_t i = 0; i < n; i++)
         event_order_created_cleanup(&ev[i]);
     free(traces);

@@ -731,6 +731,49 @@ START_TEST(a_pruned_reply_is_rebuilt_with_its_event_id)
 }
 END_TEST
 
+static int refused_once(void *arg)
+{
+    (void)arg;
+    return pg_long("inventory", "SELECT coalesce(sum(refusals), 0) FROM inbox_refusals") >= 1;
+}
+
+static int resent_once(void *arg)
+{
+    (void)arg;
+    return metric("inventory_replies_resent_total") >= 1;
+}
+
+/* The resend counter says what went out, not what was tried: a resend whose
+ * transaction is undone (here its COMMIT, by a deferred trigger on the
+ * outbox) is not counted; the same resend, committed once the trigger is
+ * gone, is counted once. (It was counted inside the transaction.) */
+START_TEST(a_resend_undone_is_not_counted)
+{
+    put_stock("SKU-1", 10);
+    char ev[UUID_STR_LEN], order[UUID_STR_LEN];
+    uuid_v4(ev), uuid_v4(order);
+    char *body = order_event(ev, order, "[{\"sku\":\"SKU-1\",\"qty\":2}]");
+    publish(body);
+    ck_assert(wait_until(reply_published, NULL, 10000));
+    ck_assert_int_eq(pg_exec("inventory", "DELETE FROM outbox_published"), 0); /* retention took it */
+    ck_assert_int_eq(pg_exec("inventory",
+                             "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                             "$$BEGIN RAISE EXCEPTION 'refused at commit'; END$$;"
+                             "CREATE CONSTRAINT TRIGGER refuse AFTER INSERT ON outbox "
+                             "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse()"),
+                     0);
+    publish(body); /* asked again: the reply is queued again, and the COMMIT refused */
+    ck_assert(wait_until(refused_once, NULL, 10000));
+    ck_assert_double_eq(metric("inventory_replies_resent_total"), 0);
+    ck_assert_int_eq(pg_exec("inventory", "DROP TRIGGER refuse ON outbox; DROP FUNCTION refuse()"), 0);
+    ck_assert(wait_until(resent_once, NULL, 10000)); /* redelivered after its nak */
+    ck_assert(wait_until(reply_published, NULL, 10000));
+    ck_assert_double_eq(metric("inventory_replies_resent_total"), 1);
+    ck_assert_int_eq(stock("SKU-1", "reserved"), 2);
+    free(body);
+}
+END_TEST
+
 START_TEST(quantities_are_64_bit)
 {
     put_stock("SKU-1", 100);
@@ -822,6 +865,7 @@ Suite *inventory_suite(void)
     tcase_add_test(tc, ids_the_old_poison_rule_kept_are_freed);
     tcase_add_test(tc, an_order_decided_once_is_never_decided_again);
     tcase_add_test(tc, a_pruned_reply_is_rebuilt_with_its_event_id);
+    tcase_add_test(tc, a_resend_undone_is_not_counted);
     tcase_add_test(tc, quantities_are_64_bit);
     suite_add_tcase(s, tc);
     return s;

@@ -131,6 +131,33 @@ START_TEST(gauge_set_replaces_and_add_adjusts)
 }
 END_TEST
 
+/* Held for this thread's transaction: added if it commits, forgotten if
+ * not; more series at once than it holds are added at once. */
+START_TEST(adds_on_commit_stand_only_if_committed)
+{
+    struct metric *m = metrics_register("ut_tx_total", "Tx.", METRIC_COUNTER, NULL, 0);
+    metric_add_on_commit(m, "", 2);
+    ck_assert_double_eq(metric_value(m, ""), 0);
+    metrics_tx_end(0);
+    metrics_tx_end(1); /* nothing held any more */
+    ck_assert_double_eq(metric_value(m, ""), 0);
+    metric_add_on_commit(m, "", 2);
+    metric_add_on_commit(m, "", 3);
+    metrics_tx_end(1);
+    ck_assert_double_eq(metric_value(m, ""), 5);
+    char labels[16];
+    for (int i = 0; i < 9; i++) {
+        snprintf(labels, sizeof labels, "k=\"%d\"", i);
+        metric_add_on_commit(m, labels, 1);
+    }
+    ck_assert_double_eq(metric_value(m, "k=\"7\""), 0);
+    ck_assert_double_eq(metric_value(m, "k=\"8\""), 1); /* the ninth: added at once */
+    metrics_tx_end(0);
+    ck_assert_double_eq(metric_value(m, "k=\"0\""), 0);
+    ck_assert_double_eq(metric_value(m, "k=\"8\""), 1);
+}
+END_TEST
+
 START_TEST(register_twice_returns_the_same_family)
 {
     struct metric *a = metrics_register("ut_twice_total", "Twice.", METRIC_COUNTER, NULL, 0);
@@ -246,6 +273,7 @@ Suite *metrics_suite(void)
     tcase_add_test(tc, labelled_series_render_separately);
     tcase_add_test(tc, gauge_set_replaces_and_add_adjusts);
     tcase_add_test(tc, register_twice_returns_the_same_family);
+    tcase_add_test(tc, adds_on_commit_stand_only_if_committed);
     tcase_add_test(tc, concurrent_adds_are_not_lost);
     suite_add_tcase(s, tc);
     tc = tcase_create("histogram");
