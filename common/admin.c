@@ -385,6 +385,7 @@ static enum err reapply_tx(struct service *svc, struct db *db, long long id, con
                            char *why, size_t whylen)
 {
     struct dead_letter d;
+    metrics_tx_end(0); /* as the inbox's batches: nothing held from before */
     enum err e = db_exec_sql(db, "BEGIN");
     if (e == ERR_OK)
         e = admin_store_dead_letter(db, id, &d);

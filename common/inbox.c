@@ -441,6 +441,7 @@ static void process_batch(struct worker *w, struct broker_in *msgs, int n, struc
 {
     struct inbox *in = w->in;
     memset(sl, 0, (size_t)n * sizeof *sl);
+    metrics_tx_end(0); /* nothing held from before: a path that missed its end loses, never leaks */
     enum err e = db_exec_sql(w->db, "BEGIN");
     if (e == ERR_OK)
         e = apply_batch(w, msgs, sl, n);

@@ -24,7 +24,10 @@ void metric_observe(struct metric *m, const char *labels, double v); /* histogra
 
 /* A counter's increment that stands only if the transaction open on this
  * thread commits: held until metrics_tx_end (up to 8 series at once; past
- * that, added at once). For what a transaction did, counted inside it. */
+ * that, added at once). For inbox handlers (apply, on_duplicates): the
+ * inbox and the admin re-apply end their transactions with
+ * metrics_tx_end; anywhere else the increment would stay held. A COMMIT
+ * whose answer is lost counts as not committed. */
 void metric_add_on_commit(struct metric *m, const char *labels, double v);
 /* The end of this thread's transaction: adds what it held, or forgets it. */
 void metrics_tx_end(int committed);

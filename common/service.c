@@ -23,6 +23,7 @@
 #define MIGRATE_RETRY_MS 1000
 #define STOP_DB_CUT_MS 4000 /* SIGTERM: database waits end by then, replies go out, exit < 10 s */
 #define STOP_ACK_GRACE_MS 1000 /* SIGTERM: acks of a batch in flight are waited for this long */
+#define STOP_SLOW_MS 7000 /* a stop still going then says where it is (the bound: 10 s) */
 #define CONTRACT_DUPLICATE_WINDOW_MS 120000 /* the streams' floor in the contract; shorter is for tests */
 
 static void on_healthz(const struct http_req *req, struct http_resp *resp, void *ctx)
@@ -367,6 +368,36 @@ static struct http_route *route_table(const struct service *svc, size_t *n)
     return routes;
 }
 
+/* The step a stop is at, for its watchdog; NULL once it is over. */
+static _Atomic(const char *) stop_step;
+
+static void stop_at(const char *step)
+{
+    atomic_store(&stop_step, step);
+}
+
+/* A stop that takes too long says at which step, once: the last lines of a
+ * log killed at the contract's 10 s then show what held it. */
+static void *stop_watch_main(void *arg)
+{
+    (void)arg;
+    for (int64_t until = mono_ms() + STOP_SLOW_MS; mono_ms() < until; sleep_ms(100))
+        if (!atomic_load(&stop_step))
+            return NULL;
+    const char *step = atomic_load(&stop_step);
+    if (step)
+        log_warn("stopping: still in %s after %d s", step, STOP_SLOW_MS / 1000);
+    return NULL;
+}
+
+static void stop_watch_start(void)
+{
+    pthread_t t;
+    stop_at("the start of the stop");
+    thread_start(&t, "stop-watch", stop_watch_main, NULL);
+    pthread_detach(t);
+}
+
 static int run(struct service *svc)
 {
     size_t nroutes = 0;
@@ -403,24 +434,35 @@ static int run(struct service *svc)
     wait_signal(-1);
     log_info("stopping: finishing in-flight requests and batches");
 out:
+    stop_watch_start();
     connect_leave();
     broker_stopping(svc->broker, STOP_ACK_GRACE_MS);
     inbox_request_stop(svc->inbox); /* both loops finish their batch meanwhile */
     relay_request_stop(svc->relay);
     struct http_server *const servers[] = {http, admin_http};
+    stop_at("http_stop");
     http_stop(servers, ARRAY_LEN(servers)); /* no new requests; in-flight ones are answered */
+    stop_at("app_stop");
     if (svc->def->app_stop && atomic_load(&svc->serving))
         svc->def->app_stop(svc);
+    stop_at("inbox_stop");
     inbox_stop(svc->inbox);
+    stop_at("reconcile_stop");
     reconcile_stop(svc->reconcile);
+    stop_at("relay_stop");
     relay_stop(svc->relay);
+    stop_at("ready_stop");
     ready_stop(svc->ready);
     db_free(svc->ready_db);
+    stop_at("retention_stop");
     retention_stop(svc->retention);
     admin_free(svc->admin);
+    stop_at("broker_free");
     broker_free(svc->broker);
+    stop_at("db_pool_free");
     db_pool_free(svc->pool);
     free(routes);
+    stop_at(NULL);
     log_info("stopped");
     return code;
 }

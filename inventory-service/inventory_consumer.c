@@ -18,7 +18,7 @@ void inventory_consumer_register_metrics(void)
                                 "Replies published again because the order service asked again "
                                 "(its re-drive): the broker lost the reply, or it is very late.",
                                 METRIC_COUNTER, NULL, 0);
-    metric_add_on_commit(m_resent, "", 0);
+    metric_add(m_resent, "", 0);
 }
 
 static enum err apply_orders(struct db *db, struct inbox_item *items, size_t n, void *ctx)
