@@ -368,12 +368,21 @@ static struct http_route *route_table(const struct service *svc, size_t *n)
     return routes;
 }
 
-/* The step a stop is at, for its watchdog; NULL once it is over. */
-static _Atomic(const char *) stop_step;
+/* A stop's watchdog: the step the stop is at (NULL once it is over). */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t over; /* step became NULL */
+    const char *step;
+    pthread_t thread;
+} stop_watch = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static void stop_at(const char *step)
 {
-    atomic_store(&stop_step, step);
+    pthread_mutex_lock(&stop_watch.mu);
+    stop_watch.step = step;
+    if (!step)
+        pthread_cond_signal(&stop_watch.over);
+    pthread_mutex_unlock(&stop_watch.mu);
 }
 
 /* A stop that takes too long says at which step, once: the last lines of a
@@ -381,21 +390,30 @@ static void stop_at(const char *step)
 static void *stop_watch_main(void *arg)
 {
     (void)arg;
-    for (int64_t until = mono_ms() + STOP_SLOW_MS; mono_ms() < until; sleep_ms(100))
-        if (!atomic_load(&stop_step))
-            return NULL;
-    const char *step = atomic_load(&stop_step);
-    if (step)
-        log_warn("stopping: still in %s after %d s", step, STOP_SLOW_MS / 1000);
+    struct timespec until = mono_deadline(STOP_SLOW_MS);
+    pthread_mutex_lock(&stop_watch.mu);
+    int late = 0;
+    while (stop_watch.step && !late)
+        late = pthread_cond_timedwait(&stop_watch.over, &stop_watch.mu, &until) == ETIMEDOUT;
+    if (stop_watch.step)
+        log_warn("stopping: still in %s after %d s", stop_watch.step, STOP_SLOW_MS / 1000);
+    pthread_mutex_unlock(&stop_watch.mu);
     return NULL;
 }
 
 static void stop_watch_start(void)
 {
-    pthread_t t;
+    cond_init_monotonic(&stop_watch.over);
     stop_at("the start of the stop");
-    thread_start(&t, "stop-watch", stop_watch_main, NULL);
-    pthread_detach(t);
+    thread_start(&stop_watch.thread, "stop-watch", stop_watch_main, NULL);
+}
+
+/* The stop is over: the watchdog ends at once. */
+static void stop_watch_end(void)
+{
+    stop_at(NULL);
+    pthread_join(stop_watch.thread, NULL);
+    pthread_cond_destroy(&stop_watch.over);
 }
 
 static int run(struct service *svc)
@@ -462,7 +480,7 @@ out:
     stop_at("db_pool_free");
     db_pool_free(svc->pool);
     free(routes);
-    stop_at(NULL);
+    stop_watch_end();
     log_info("stopped");
     return code;
 }
