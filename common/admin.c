@@ -404,11 +404,12 @@ static enum err reapply_tx(struct service *svc, struct db *db, long long id, con
             e = ERR_OK;
         }
     }
-    if (e == ERR_OK && strcmp(*result, "poison") != 0)
+    int keep = e == ERR_OK && strcmp(*result, "poison") != 0; /* else the caller rolls back */
+    if (keep)
         e = admin_store_dead_letter_done(db, id, *result, NULL, 0);
-    if (e == ERR_OK && strcmp(*result, "poison") != 0)
+    if (keep && e == ERR_OK)
         e = db_exec_sql(db, "COMMIT");
-    metrics_tx_end(e == ERR_OK && strcmp(*result, "poison") != 0); /* else the caller rolls back */
+    metrics_tx_end(keep && e == ERR_OK);
     admin_dead_letter_cleanup(&d);
     return e;
 }

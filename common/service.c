@@ -368,21 +368,16 @@ static struct http_route *route_table(const struct service *svc, size_t *n)
     return routes;
 }
 
-/* A stop's watchdog: the step the stop is at (NULL once it is over). */
+/* A stop's watchdog: its own thread, and the step the stop is at. */
 static struct {
-    pthread_mutex_t mu;
-    pthread_cond_t over; /* step became NULL */
-    const char *step;
+    struct waker waker;
     pthread_t thread;
-} stop_watch = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    _Atomic(const char *) step;
+} stop_watch;
 
 static void stop_at(const char *step)
 {
-    pthread_mutex_lock(&stop_watch.mu);
-    stop_watch.step = step;
-    if (!step)
-        pthread_cond_signal(&stop_watch.over);
-    pthread_mutex_unlock(&stop_watch.mu);
+    atomic_store(&stop_watch.step, step);
 }
 
 /* A stop that takes too long says at which step, once: the last lines of a
@@ -390,30 +385,17 @@ static void stop_at(const char *step)
 static void *stop_watch_main(void *arg)
 {
     (void)arg;
-    struct timespec until = mono_deadline(STOP_SLOW_MS);
-    pthread_mutex_lock(&stop_watch.mu);
-    int late = 0;
-    while (stop_watch.step && !late)
-        late = pthread_cond_timedwait(&stop_watch.over, &stop_watch.mu, &until) == ETIMEDOUT;
-    if (stop_watch.step)
-        log_warn("stopping: still in %s after %d s", stop_watch.step, STOP_SLOW_MS / 1000);
-    pthread_mutex_unlock(&stop_watch.mu);
+    if (waker_wait(&stop_watch.waker, STOP_SLOW_MS)) /* 0: the stop ended first */
+        log_warn("stopping: still in %s after %d s", atomic_load(&stop_watch.step),
+                 STOP_SLOW_MS / 1000);
     return NULL;
 }
 
 static void stop_watch_start(void)
 {
-    cond_init_monotonic(&stop_watch.over);
     stop_at("the start of the stop");
-    thread_start(&stop_watch.thread, "stop-watch", stop_watch_main, NULL);
-}
-
-/* The stop is over: the watchdog ends at once. */
-static void stop_watch_end(void)
-{
-    stop_at(NULL);
-    pthread_join(stop_watch.thread, NULL);
-    pthread_cond_destroy(&stop_watch.over);
+    waker_thread_start(&stop_watch.waker, &stop_watch.thread, "stop-watch", stop_watch_main,
+                       NULL);
 }
 
 static int run(struct service *svc)
@@ -480,7 +462,7 @@ out:
     stop_at("db_pool_free");
     db_pool_free(svc->pool);
     free(routes);
-    stop_watch_end();
+    waker_thread_stop(&stop_watch.waker, stop_watch.thread); /* the stop is over */
     log_info("stopped");
     return code;
 }
