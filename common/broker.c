@@ -711,8 +711,9 @@ static void note_batch(struct broker *b, natsStatus s, const struct broker_out *
 }
 
 /* ms left until `end`, or until the stop's limit when that comes first
- * (broker_stopping: what has no ack by then stays pending, sent again). */
-static int64_t ack_ms_left(const struct broker *b, int64_t end)
+ * (broker_stopping: what has no ack by then stays pending, sent again; a
+ * read not answered by then is not waited for). */
+static int64_t wait_ms_left(const struct broker *b, int64_t end)
 {
     int64_t stop_by = atomic_load(&b->stop_by);
     return (stop_by && stop_by < end ? stop_by : end) - mono_ms();
@@ -726,7 +727,7 @@ static natsStatus wait_acks(struct broker *b, struct conn *c, int moves, int tim
     jsPubOptions_Init(&po);
     int64_t end = mono_ms() + timeout_ms;
     natsStatus s = NATS_TIMEOUT;
-    for (int64_t left = ack_ms_left(b, end); left > 0; left = ack_ms_left(b, end)) {
+    for (int64_t left = wait_ms_left(b, end); left > 0; left = wait_ms_left(b, end)) {
         po.MaxWait = left < ACK_SLICE_MS ? left : ACK_SLICE_MS;
         s = js_PublishAsyncComplete(c->js, &po);
         if (s != NATS_TIMEOUT)
@@ -1044,12 +1045,21 @@ enum err broker_sub_pending(struct broker_sub *sub, uint64_t *pending)
     return s == NATS_OK ? ERR_OK : ERR_UNAVAILABLE;
 }
 
-/* The message stored at seq (msg get API), for the caller to destroy. */
+/* The message stored at seq (msg get API), for the caller to destroy. Its
+ * wait ends at the stop's limit too: a reconciliation reads a stream one
+ * message at a time, and reads that JetStream answers late, each within its
+ * own bound, held a stop up for as long as they lasted. */
 static enum err stored_msg(struct broker *b, const char *stream, uint64_t seq, natsMsg **m)
 {
+    int64_t left = wait_ms_left(b, mono_ms() + API_WAIT_MS);
+    if (left <= 0)
+        return ERR_UNAVAILABLE;
+    jsOptions o;
+    jsOptions_Init(&o);
+    o.Wait = left;
     jsErrCode jerr = 0;
     struct conn *c = conn_get(b);
-    natsStatus s = js_GetMsg(m, c->js_admin, stream, seq, NULL, &jerr);
+    natsStatus s = js_GetMsg(m, c->js_admin, stream, seq, &o, &jerr);
     conn_put(b, c);
     if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr)
         return ERR_NOT_FOUND;

@@ -7,6 +7,8 @@
 #include "util.h"
 
 #include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -686,10 +688,10 @@ START_TEST(reconcile_reports_nothing_then_exactly_the_deleted_message)
 }
 END_TEST
 
-static int published_12(void *arg)
+static int published_n(void *n)
 {
-    (void)arg;
-    return pg_long("orders", "SELECT count(*) FROM outbox_published WHERE stream_seq IS NOT NULL") == 12;
+    return pg_long("orders", "SELECT count(*) FROM outbox_published WHERE stream_seq IS NOT NULL") ==
+           *(int *)n;
 }
 
 static long published_time_reads(void)
@@ -704,17 +706,17 @@ static int reads_counted(void *before)
 }
 
 /* nats-server and an order-service checking scan_env's RECONCILE_SCAN rows,
- * which publishes 12 orders; their rows are then dated 30 s ago, a
+ * which publishes n orders; their rows are then dated 30 s ago, a
  * millisecond apart in the order of their sequences (a batch shares one
  * time). */
-static void twelve_published(struct svc *s, const char *scan_env)
+static void n_published(struct svc *s, const char *scan_env, int n)
 {
     natsd_start(&nats);
     const char *env[] = {"ADMIN_TOKEN=" TOKEN, scan_env, NULL};
     svc_start(s, "order-service", nats.url, env);
-    for (int i = 0; i < 12; i++)
+    for (int i = 0; i < n; i++)
         ck_assert_int_eq(http_post_json(s->port, "/orders", ORDER, NULL), 201);
-    ck_assert(wait_until(published_12, NULL, 20000));
+    ck_assert(wait_until(published_n, &n, 20000));
     ck_assert_int_eq(pg_exec("orders", "UPDATE outbox_published SET published_at = "
                                        "now() - interval '30 seconds' + stream_seq * interval '1 ms'"), 0);
 }
@@ -750,7 +752,7 @@ static char *reconcile_clean_to(struct svc *s, long long last_seq)
 START_TEST(a_reconcile_run_reads_its_scan_not_its_window)
 {
     struct svc s;
-    twelve_published(&s, "RECONCILE_SCAN=10");
+    n_published(&s, "RECONCILE_SCAN=10", 12);
     file_unpublished(20000, "now() - interval '1 minute'", "NULL"); /* within the window */
     long before = published_time_reads();
     char *body = reconcile_clean_to(&s, 12);
@@ -772,11 +774,66 @@ END_TEST
 START_TEST(a_reconcile_run_after_the_sequences_went_back_checks_the_higher_ones)
 {
     struct svc s;
-    twelve_published(&s, "RECONCILE_SCAN=5");
+    n_published(&s, "RECONCILE_SCAN=5", 12);
     free(reconcile_clean_to(&s, 12));
     file_unpublished(5, "now()", "g");
     free(reconcile_clean_to(&s, 12));
     ck_assert_int_eq(svc_stop(&s, SIGTERM), 0);
+}
+END_TEST
+
+/* JetStream frozen for all but a moment of each second: each read of a
+ * reconciliation run is answered, late (a few reads a second). */
+struct freezer {
+    pthread_t thread;
+    atomic_int stop;
+};
+
+static void *freeze_cycle(void *arg)
+{
+    struct freezer *f = arg;
+    while (!atomic_load(&f->stop)) {
+        natsd_freeze(&nats);
+        sleep_ms(1000);
+        natsd_thaw(&nats);
+        sleep_ms(2);
+    }
+    return NULL;
+}
+
+static void *reconcile_once(void *port)
+{
+    admin_do(*(int *)port, "GET", "/admin/reconcile", "Bearer " TOKEN, NULL, NULL);
+    return NULL;
+}
+
+/* A stop ends a reconciliation run that JetStream answers slowly. A run
+ * reads a stream one message at a time, each read bounded by its own wait
+ * (2 s), and none by the stop: answered a few a second, a run of 100 reads
+ * held SIGTERM up for as long (an HA chaos run had an instance killed at
+ * the 10 s bound after the cluster's restart). It exits 0 within 10 s. */
+START_TEST(a_stop_ends_a_reconcile_run_that_jetstream_answers_slowly)
+{
+    struct svc s;
+    n_published(&s, "RECONCILE_SCAN=100", 100);
+    struct freezer f = {0};
+    pthread_t req;
+    ck_assert_int_eq(pthread_create(&f.thread, NULL, freeze_cycle, &f), 0);
+    ck_assert_int_eq(pthread_create(&req, NULL, reconcile_once, &s.port), 0);
+    sleep_ms(3000); /* the run is in its reads by now */
+    int64_t t0 = mono_ms();
+    int code = svc_stop(&s, SIGTERM); /* -1: still running after 10 s (killed) */
+    int64_t took = mono_ms() - t0;
+    atomic_store(&f.stop, 1);
+    pthread_join(f.thread, NULL);
+    natsd_thaw(&nats);
+    pthread_join(req, NULL);
+    fprintf(stderr, "admin: SIGTERM during a slowly answered reconciliation: exit %d after %lld ms\n",
+            code, (long long)took);
+    if (code != 0)
+        proc_print_tail(&s.proc, "order-service", 15);
+    ck_assert_int_eq(code, 0);
+    ck_assert_int_lt(took, 10000);
 }
 END_TEST
 
@@ -798,6 +855,7 @@ Suite *admin_suite(void)
     tcase_add_test(tc, reconcile_reports_nothing_then_exactly_the_deleted_message);
     tcase_add_test(tc, a_reconcile_run_reads_its_scan_not_its_window);
     tcase_add_test(tc, a_reconcile_run_after_the_sequences_went_back_checks_the_higher_ones);
+    tcase_add_test(tc, a_stop_ends_a_reconcile_run_that_jetstream_answers_slowly);
     suite_add_tcase(s, tc);
     return s;
 }
