@@ -14,8 +14,10 @@
  *              published and its ack awaited
  *   replies    the same long poll: the reply, the settle's durable commit,
  *              the ack sent                              <- to that commit
- * JetStream streams on file storage; each publish carries a Nats-Msg-Id.
- * Prints one line: n=N p50_ms=X p99_ms=Y (of the orders that arrived).
+ * One JetStream stream on file storage; each publish carries a Nats-Msg-Id.
+ * Prints one line: n=N p50_ms=X p99_ms=Y (of the orders that arrived);
+ * exits 0 if any arrived. The stages overlap when an order takes longer
+ * than the pacing's interval: a late order may wait behind the one before.
  *
  *   chain_probe -d PG_URL -u NATS_URL -r RATE -t SECS
  *
@@ -40,7 +42,7 @@
 #define REPLIES "bench-chain.replies"
 #define POLL_MS 500        /* a long poll's length; then it is sent again */
 #define FINISH_MS 10000    /* bound for the last orders to arrive after the paced ones */
-#define MAX_ORDERS 100000
+#define MAX_ORDERS 1000000
 
 static jsCtx *js;
 static double *t0, *ms;   /* per order: its commit (mono s), its time through (ms) */
@@ -125,8 +127,9 @@ static void *stage_main(void *arg)
             if (i < 0 || i >= norders)
                 continue;
             if (st->last) {
+                if (ms[i] == 0) /* a redelivered reply counts once */
+                    atomic_fetch_add(&arrived, 1);
                 ms[i] = (mono_s() - t0[i]) * 1000;
-                atomic_fetch_add(&arrived, 1);
             } else
                 publish(REPLIES, i);
         }
@@ -232,5 +235,5 @@ int main(int argc, char **argv)
     nats_Close();
     free(t0);
     free(ms);
-    return n == norders ? 0 : 1;
+    return n > 0 ? 0 : 1;
 }

@@ -801,9 +801,16 @@ static void *freeze_cycle(void *arg)
     return NULL;
 }
 
-static void *reconcile_once(void *port)
+struct reconcile_call {
+    int port;
+    atomic_int done;
+};
+
+static void *reconcile_once(void *arg)
 {
-    admin_do(*(int *)port, "GET", "/admin/reconcile", "Bearer " TOKEN, NULL, NULL);
+    struct reconcile_call *c = arg;
+    admin_do(c->port, "GET", "/admin/reconcile", "Bearer " TOKEN, NULL, NULL);
+    atomic_store(&c->done, 1);
     return NULL;
 }
 
@@ -817,17 +824,23 @@ START_TEST(a_stop_ends_a_reconcile_run_that_jetstream_answers_slowly)
     struct svc s;
     n_published(&s, "RECONCILE_SCAN=100", 100);
     struct freezer f = {0};
+    struct reconcile_call call = {.port = s.port};
     pthread_t req;
     ck_assert_int_eq(pthread_create(&f.thread, NULL, freeze_cycle, &f), 0);
-    ck_assert_int_eq(pthread_create(&req, NULL, reconcile_once, &s.port), 0);
-    sleep_ms(3000); /* the run is in its reads by now */
+    int started = pthread_create(&req, NULL, reconcile_once, &call) == 0;
+    if (started)
+        sleep_ms(3000); /* the run is in its reads by now */
+    int in_reads = !atomic_load(&call.done);
     int64_t t0 = mono_ms();
     int code = svc_stop(&s, SIGTERM); /* -1: still running after 10 s (killed) */
     int64_t took = mono_ms() - t0;
     atomic_store(&f.stop, 1);
     pthread_join(f.thread, NULL);
     natsd_thaw(&nats);
-    pthread_join(req, NULL);
+    if (started)
+        pthread_join(req, NULL);
+    ck_assert(started);
+    ck_assert_msg(in_reads, "the run was over before the stop: nothing was tested");
     fprintf(stderr, "admin: SIGTERM during a slowly answered reconciliation: exit %d after %lld ms\n",
             code, (long long)took);
     if (code != 0)
