@@ -1109,12 +1109,15 @@ enum err broker_stream_first(struct broker *b, const char *stream, uint64_t *seq
 }
 
 enum err broker_stream_msg_body(struct broker *b, const char *stream, uint64_t seq,
-                                char *subject, size_t subjlen, char **body, size_t *len)
+                                char *subject, size_t subjlen, char **body, size_t *len,
+                                int64_t *stored_ns)
 {
     natsMsg *m = NULL;
     enum err e = stored_msg(b, stream, seq, &m);
     *body = NULL;
     if (e == ERR_OK) {
+        if (stored_ns)
+            *stored_ns = natsMsg_GetTime(m);
         snprintf(subject, subjlen, "%s", natsMsg_GetSubject(m));
         *len = (size_t)natsMsg_GetDataLength(m);
         *body = xmalloc(*len + 1);

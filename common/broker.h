@@ -131,10 +131,12 @@ enum err broker_stream_msg_time(struct broker *b, const char *stream, uint64_t s
  * (ns since the epoch); ERR_NOT_FOUND when the stream (or what it holds) is
  * not there, ERR_UNAVAILABLE when NATS did not answer. */
 enum err broker_stream_first(struct broker *b, const char *stream, uint64_t *seq, int64_t *ns);
-/* The same message's subject and a copy of its body (*body: heap,
- * NUL-terminated, caller frees; NULL unless ERR_OK). */
+/* The same message's subject, a copy of its body (*body: heap,
+ * NUL-terminated, caller frees; NULL unless ERR_OK) and, if stored_ns is
+ * not NULL, when it was stored (as broker_stream_msg_time). */
 enum err broker_stream_msg_body(struct broker *b, const char *stream, uint64_t seq,
-                                char *subject, size_t subjlen, char **body, size_t *len);
+                                char *subject, size_t subjlen, char **body, size_t *len,
+                                int64_t *stored_ns);
 /* A durable consumer's state: its ack floor (every message of the stream up
  * to it is acknowledged), how many messages it has not acknowledged yet
  * (not delivered, or delivered and awaiting their ack), and whether a pull

@@ -373,6 +373,25 @@ enum err inbox_apply_one(struct db *db, const struct inbox_handler *h, const cha
     return e;
 }
 
+enum err inbox_apply_tx(struct db *db, const struct inbox_handler *h, const char *subject,
+                        const char *body, size_t len, const char **result, char *why,
+                        size_t whylen)
+{
+    metrics_tx_end(0); /* as the batches: nothing held from before */
+    enum err e = db_exec_sql(db, "BEGIN");
+    if (e == ERR_OK)
+        e = inbox_apply_one(db, h, subject, body, len, result, why, whylen);
+    int keep = e == ERR_OK && strcmp(*result, "poison") != 0;
+    if (keep)
+        e = db_exec_sql(db, "COMMIT");
+    metrics_tx_end(keep && e == ERR_OK);
+    if (!keep || e != ERR_OK)
+        db_rollback(db);
+    else if (h->after_commit)
+        h->after_commit(h->ctx);
+    return e;
+}
+
 /* One line per message about an order: its ids and its trace. At info when
  * the sender asked to record the trace (sampled), else debug. */
 static void log_consumed(const struct broker_in *m, const struct slot *sl)

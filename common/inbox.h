@@ -71,6 +71,13 @@ enum err inbox_apply_one(struct db *db, const struct inbox_handler *h, const cha
                          const char *body, size_t len, const char **result,
                          char *why, size_t whylen);
 
+/* inbox_apply_one in a transaction of its own on db: committed (and the
+ * handler's after_commit called) unless it is "poison" or failed, else
+ * rolled back. For applying a message the consumer never delivered. */
+enum err inbox_apply_tx(struct db *db, const struct inbox_handler *h, const char *subject,
+                        const char *body, size_t len, const char **result, char *why,
+                        size_t whylen);
+
 /* The consumer's metrics, at 0, in /metrics from the service's start (before
  * the migrations let it run); inbox_start calls it too. */
 void inbox_register_metrics(const struct inbox_handler *h);

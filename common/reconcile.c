@@ -1,7 +1,9 @@
 /* reconcile.c - compares the outbox, the streams and the processed ids over
  * a recent window, periodically and on demand; sets the gauges and logs
- * what it finds. Owns its thread and Postgres connection; reads the streams
- * through broker.c (msg get by sequence, consumer ack floor). */
+ * what it finds; applies what the consumer acknowledged and never recorded.
+ * Owns its thread and Postgres connection; reads the streams through
+ * broker.c (msg get by sequence, consumer ack floor), and applies through
+ * inbox.c. */
 #include "reconcile.h"
 #include "db.h"
 #include "event.h"
@@ -14,9 +16,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define LIST_MAX 100   /* event ids named in a report list */
 #define LOG_MAX 20     /* warn lines per finding per run */
+/* A skipped message is applied only if the stream stored it at least this
+ * much less than PROCESSED_RETENTION ago: its id, had it been applied, is
+ * still among the processed ids, whatever the two servers' clocks say. */
+#define REPAIR_MARGIN_MS (10 * 60 * 1000)
 
 /* Published rows of the window ($1 ms back) that carry a sequence. */
 #define RC_WINDOW                                                                                  \
@@ -51,11 +58,13 @@ struct reconcile {
     const struct config *cfg;
     struct broker *b;
     struct reconcile_streams s;
+    const char *consumed, *durable, *filter; /* the inbox's (NULL: consumes nothing) */
     struct db *db;
+    struct db_stmt *stmts;    /* rc_stmts, then the inbox's and its handler's */
     pthread_mutex_t mu;       /* one run at a time */
     pthread_t thread;
     struct waker waker;
-    struct metric *m_missing, *m_dup, *m_orphan, *m_unprocessed, *m_runs;
+    struct metric *m_missing, *m_dup, *m_orphan, *m_unprocessed, *m_repaired, *m_runs;
     uint64_t last_hi;         /* the highest sequence the last run checked (under mu) */
 };
 
@@ -85,10 +94,10 @@ static enum err consumed_id(struct reconcile *rc, uint64_t seq, char id[UUID_STR
 {
     char subject[256], *body = NULL;
     size_t len = 0;
-    enum err e = broker_stream_msg_body(rc->b, rc->s.consumed, seq, subject, sizeof subject,
-                                        &body, &len);
+    enum err e = broker_stream_msg_body(rc->b, rc->consumed, seq, subject, sizeof subject,
+                                        &body, &len, NULL);
     id[0] = '\0';
-    if (e == ERR_OK && filter_takes(rc->s.filter, subject) &&
+    if (e == ERR_OK && filter_takes(rc->filter, subject) &&
         event_peek_id(body, len, id) != ERR_OK)
         id[0] = '\0';
     free(body);
@@ -133,16 +142,22 @@ static char *id_array(const struct scan *sc, long *others)
     return a.data;
 }
 
+static void stream_label(char *lbl, size_t n, const char *stream)
+{
+    snprintf(lbl, n, "stream=\"%s\"", stream);
+}
+
 static void set_gauge(struct metric *m, const char *stream, double v)
 {
     char lbl[96];
-    snprintf(lbl, sizeof lbl, "stream=\"%s\"", stream);
+    stream_label(lbl, sizeof lbl, stream);
     metric_set(m, lbl, v);
 }
 
-/* Runs a one-array statement and lists its first column's values. */
+/* Runs a one-array statement and lists its first column's values; *all
+ * (if not NULL) gets the result (caller clears). */
 static enum err ids_from(struct reconcile *rc, const char *stmt, const char *arr, json_t *list,
-                         long *count)
+                         long *count, PGresult **all)
 {
     const char *params[] = {arr};
     PGresult *r = NULL;
@@ -150,7 +165,10 @@ static enum err ids_from(struct reconcile *rc, const char *stmt, const char *arr
     *count = e == ERR_OK ? PQntuples(r) : 0;
     for (long i = 0; i < *count && i < LIST_MAX; i++)
         json_array_append_new(list, json_string(PQgetvalue(r, (int)i, 0)));
-    PQclear(r);
+    if (all && e == ERR_OK)
+        *all = r;
+    else
+        PQclear(r);
     return e;
 }
 
@@ -259,7 +277,7 @@ static enum err check_produced(struct reconcile *rc, int64_t window_ms, json_t *
         nmiss = missing(rc, rows, &sc, miss);
         ndup = duplicated(&sc, dup);
         arr = id_array(&sc, &others);
-        e = ids_from(rc, "rc_orphans", arr, orph, &norph);
+        e = ids_from(rc, "rc_orphans", arr, orph, &norph, NULL);
         norph += others;
     }
     if (e == ERR_OK) {
@@ -281,16 +299,83 @@ static enum err check_produced(struct reconcile *rc, int64_t window_ms, json_t *
     return e;
 }
 
+/* Whether a message the stream stored at stored_ns is young enough to be
+ * applied now: see REPAIR_MARGIN_MS. */
+static int repairable(const struct reconcile *rc, int64_t stored_ns)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t age_ms = ((int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec - stored_ns) / 1000000;
+    return age_ms < rc->cfg->processed_retention_ms - REPAIR_MARGIN_MS;
+}
+
+/* Applies the message at seq (event id) through the inbox's path, in a
+ * transaction of its own, and logs what came of it (if `logs`); 1 if that
+ * applied it (not a duplicate of one applied meanwhile, not poison). */
+static int repair_one(struct reconcile *rc, uint64_t seq, const char *id, int logs)
+{
+    char subject[256], why[256] = "";
+    char *body = NULL;
+    size_t len = 0;
+    int64_t ns = 0;
+    const char *result = "";
+    enum err e = broker_stream_msg_body(rc->b, rc->consumed, seq, subject, sizeof subject, &body,
+                                        &len, &ns);
+    int young = e == ERR_OK && repairable(rc, ns);
+    if (young)
+        e = inbox_apply_tx(rc->db, rc->s.inbox, subject, body, len, &result, why, sizeof why);
+    int applied = young && e == ERR_OK && strcmp(result, "duplicate") != 0 &&
+                  strcmp(result, "poison") != 0;
+    json_t *f = json_pack("{s:s, s:s, s:I}", "event_id", id, "stream", rc->consumed,
+                          "stream_seq", (json_int_t)seq);
+    if (logs && e == ERR_OK && !young)
+        log_with(LOG_WARN, json_incref(f), "reconcile: event %s was acknowledged by consumer %s and "
+                 "never recorded, but its message is older than PROCESSED_RETENTION allows to "
+                 "apply safely: left to an operator", id, rc->durable);
+    else if (logs && e == ERR_OK)
+        log_with(LOG_WARN, json_incref(f), "reconcile: event %s was acknowledged by consumer %s "
+                 "and never recorded as processed: %s %s%s%s", id, rc->durable,
+                 applied ? "applied now:" : "not applied:", result, why[0] ? " - " : "", why);
+    json_decref(f);
+    free(body);
+    return applied;
+}
+
+/* Applies, in sequence order, the scanned messages whose ids are in
+ * unproc (rc_unprocessed's result). Returns how many it applied. */
+static long repair(struct reconcile *rc, const struct scan *sc, PGresult *unproc)
+{
+    size_t n = (size_t)PQntuples(unproc);
+    const char **ids = xcalloc(n ? n : 1, sizeof *ids);
+    for (size_t i = 0; i < n; i++)
+        ids[i] = PQgetvalue(unproc, (int)i, 0);
+    qsort(ids, n, sizeof *ids, cmp_id);
+    long applied = 0, tried = 0;
+    for (uint64_t seq = sc->lo; seq <= sc->hi && !waker_stopping(&rc->waker); seq++) {
+        const char *id = sc->ids[seq - sc->lo];
+        if (uuid_valid(id) && bsearch(&id, ids, n, sizeof *ids, cmp_id))
+            applied += repair_one(rc, seq, id, tried++ < LOG_MAX);
+    }
+    free(ids);
+    if (tried > LOG_MAX)
+        log_warn("reconcile: %ld events of stream %s were acknowledged by consumer %s and never "
+                 "recorded as processed: %ld applied now (the first %d named above)", tried,
+                 rc->consumed, rc->durable, applied, LOG_MAX);
+    return applied;
+}
+
 /* The consumed side: the stream up to the consumer's ack floor against the
- * processed ids (and dead letters: given up on is not lost). */
-static enum err check_consumed(struct reconcile *rc, json_t *rep)
+ * processed ids (and dead letters: given up on is not lost); `repairs`:
+ * applies those it finds (the periodic run). */
+static enum err check_consumed(struct reconcile *rc, int repairs, json_t *rep)
 {
     struct broker_consumer cs = {0};
     struct scan sc = {0};
     char *arr = NULL;
     json_t *unproc = json_array();
-    long nun = 0, others = 0;
-    enum err e = broker_consumer_state(rc->b, rc->s.consumed, rc->s.durable, &cs);
+    PGresult *found = NULL;
+    long nun = 0, others = 0, fixed = 0;
+    enum err e = broker_consumer_state(rc->b, rc->consumed, rc->durable, &cs);
     uint64_t floor = cs.ack_floor;
     if (e == ERR_OK && floor > 0) {
         uint64_t lo = floor > (uint64_t)rc->cfg->reconcile_scan
@@ -298,20 +383,26 @@ static enum err check_consumed(struct reconcile *rc, json_t *rep)
         e = scan_stream(rc, 1, lo, floor, &sc);
         if (e == ERR_OK) {
             arr = id_array(&sc, &others);
-            e = ids_from(rc, "rc_unprocessed", arr, unproc, &nun);
+            e = ids_from(rc, "rc_unprocessed", arr, unproc, &nun, &found);
         }
     }
+    if (e == ERR_OK && nun && repairs)
+        fixed = repair(rc, &sc, found);
     if (e == ERR_OK) {
-        set_gauge(rc->m_unprocessed, rc->s.consumed, (double)nun);
-        for (size_t i = 0; i < json_array_size(unproc) && i < LOG_MAX; i++)
+        char lbl[96];
+        stream_label(lbl, sizeof lbl, rc->consumed);
+        metric_set(rc->m_unprocessed, lbl, (double)(nun - fixed));
+        metric_add(rc->m_repaired, lbl, (double)fixed);
+        for (size_t i = 0; !repairs && i < json_array_size(unproc) && i < LOG_MAX; i++)
             log_with(LOG_WARN, json_pack("{s:O}", "event_id", json_array_get(unproc, i)),
                      "reconcile: an event of stream %s was acknowledged by consumer %s but "
-                     "never recorded as processed", rc->s.consumed, rc->s.durable);
+                     "never recorded as processed", rc->consumed, rc->durable);
     }
     json_object_set_new(rep, "consumed", json_pack(
-        "{s:s, s:s, s:I, s:I, s:i, s:o}", "stream", rc->s.consumed, "consumer", rc->s.durable,
+        "{s:s, s:s, s:I, s:I, s:i, s:o, s:i}", "stream", rc->consumed, "consumer", rc->durable,
         "ack_floor", (json_int_t)floor, "first_seq", (json_int_t)sc.lo,
-        "unprocessed_count", (int)nun, "unprocessed", unproc));
+        "unprocessed_count", (int)nun, "unprocessed", unproc, "repaired_count", (int)fixed));
+    PQclear(found);
     free(arr);
     free(sc.ids);
     return e;
@@ -336,8 +427,8 @@ enum err reconcile_run(struct reconcile *rc, int asked, json_t **report)
     enum err e = db_connect(rc->db);
     if (e == ERR_OK)
         e = check_produced(rc, w, rep);
-    if (e == ERR_OK && rc->s.consumed)
-        e = check_consumed(rc, rep);
+    if (e == ERR_OK && rc->consumed)
+        e = check_consumed(rc, !asked, rep);
     db_wait_as_request(rc->db, 0);
     metric_add(rc->m_runs, e == ERR_OK ? "result=\"ok\"" : "result=\"failed\"", 1);
     pthread_mutex_unlock(&rc->mu);
@@ -373,13 +464,20 @@ static void register_metrics(struct reconcile *rc)
     rc->m_unprocessed = metrics_register("reconcile_unprocessed_events",
         "Events the consumer acknowledged but never recorded as processed (last check).",
         METRIC_GAUGE, NULL, 0);
+    rc->m_repaired = metrics_register("reconcile_repaired_events_total",
+        "Events the consumer acknowledged and never recorded, applied by the reconciliation.",
+        METRIC_COUNTER, NULL, 0);
     rc->m_runs = metrics_register("reconcile_runs_total", "Reconciliation checks, by result.",
                                   METRIC_COUNTER, NULL, 0);
     set_gauge(rc->m_missing, rc->s.produced, 0);
     set_gauge(rc->m_dup, rc->s.produced, 0);
     set_gauge(rc->m_orphan, rc->s.produced, 0);
-    if (rc->s.consumed)
-        set_gauge(rc->m_unprocessed, rc->s.consumed, 0);
+    if (rc->consumed) {
+        char lbl[96];
+        stream_label(lbl, sizeof lbl, rc->consumed);
+        metric_set(rc->m_unprocessed, lbl, 0);
+        metric_add(rc->m_repaired, lbl, 0);
+    }
     metric_add(rc->m_runs, "result=\"ok\"", 0);
     metric_add(rc->m_runs, "result=\"failed\"", 0);
 }
@@ -391,8 +489,22 @@ void reconcile_start(const struct config *cfg, struct broker *b,
     rc->cfg = cfg;
     rc->b = b;
     rc->s = *s;
+    size_t n = ARRAY_LEN(rc_stmts);
+    if (s->inbox) {
+        rc->consumed = s->inbox->stream;
+        rc->durable = s->inbox->durable;
+        rc->filter = s->inbox->filter;
+        n += inbox_nstmts + s->inbox->nstmts;
+    }
+    rc->stmts = xcalloc(n, sizeof *rc->stmts);
+    memcpy(rc->stmts, rc_stmts, sizeof rc_stmts);
+    if (s->inbox) {
+        memcpy(rc->stmts + ARRAY_LEN(rc_stmts), inbox_stmts, inbox_nstmts * sizeof *rc->stmts);
+        memcpy(rc->stmts + ARRAY_LEN(rc_stmts) + inbox_nstmts, s->inbox->stmts,
+               s->inbox->nstmts * sizeof *rc->stmts);
+    }
     register_metrics(rc);
-    db_new(cfg->database_url, "reconcile", rc_stmts, ARRAY_LEN(rc_stmts), &rc->db);
+    db_new(cfg->database_url, "reconcile", rc->stmts, n, &rc->db);
     pthread_mutex_init(&rc->mu, NULL);
     waker_thread_start(&rc->waker, &rc->thread, "reconcile", reconcile_main, rc);
     *out = rc;
@@ -404,6 +516,7 @@ void reconcile_stop(struct reconcile *rc)
         return;
     waker_thread_stop(&rc->waker, rc->thread);
     db_free(rc->db);
+    free(rc->stmts);
     pthread_mutex_destroy(&rc->mu);
     free(rc);
 }

@@ -424,8 +424,8 @@ static int run(struct service *svc)
     retention_start(&svc->cfg, &svc->retention);
     if (svc->def->inbox)
         inbox_start(&svc->cfg, svc->broker, &svc->inbox_handler, &svc->inbox);
-    struct reconcile_streams rs = {svc->def->admin.stream, svc->inbox_handler.stream,
-                                   svc->inbox_handler.durable, svc->inbox_handler.filter};
+    struct reconcile_streams rs = {svc->def->admin.stream,
+                                   svc->def->inbox ? &svc->inbox_handler : NULL};
     reconcile_start(&svc->cfg, svc->broker, &rs, &svc->reconcile);
     if (svc->def->app_connected)
         svc->def->app_connected(svc);

@@ -688,6 +688,89 @@ START_TEST(reconcile_reports_nothing_then_exactly_the_deleted_message)
 }
 END_TEST
 
+static long reserved_sku1(void)
+{
+    return pg_long("inventory", "SELECT reserved FROM stock WHERE sku = 'SKU-1'");
+}
+
+static int reconcile_ran(void *arg)
+{
+    return svc_metric(arg, "reconcile_runs_total{result=\"ok\"}") >= 1;
+}
+
+static int reply_applied(void *arg)
+{
+    (void)arg;
+    return reserved_sku1() == 2 && reply_published(NULL);
+}
+
+/* STREAM_MAX_AGE 3m, so that PROCESSED_RETENTION (which must outlast it)
+ * can be 5m: short of the repair's 10 minutes of margin. */
+static void start_inventory(struct svc *s, const char *every, int short_retention)
+{
+    char *e1 = xasprintf("RECONCILE_EVERY=%s", every);
+    const char *env[] = {"ADMIN_TOKEN=" TOKEN, e1, "STREAM_MAX_AGE=3m",
+                         short_retention ? "PROCESSED_RETENTION=5m" : NULL, NULL};
+    svc_start(s, "inventory-service", nats.url, env);
+    free(e1);
+}
+
+/* The durable consumer acknowledged an OrderCreated that inventory-service
+ * never got (as nats-server 2.9.10's consumers do after a frozen node: an
+ * HA run's 40 orders stayed PENDING, the consumer with nothing pending).
+ * GET /admin/reconcile reports it and changes nothing; a periodic run
+ * applies it through the consumer's path, once, and the reply goes out;
+ * not while the message is older than PROCESSED_RETENTION allows (its id
+ * could have been pruned after it was applied). */
+START_TEST(a_periodic_reconcile_run_applies_what_the_consumer_skipped)
+{
+    natsd_start(&nats);
+    struct svc inv;
+    struct http_result r;
+    start_inventory(&inv, "1h", 0);
+    ck_assert_int_eq(http_do(inv.port, "PUT", "/inventory/SKU-1",
+                             (const char *const[]){"Content-Type: application/json", NULL},
+                             "{\"available\":5}", 15, &r), 0);
+    http_result_free(&r);
+    ck_assert_int_eq(svc_stop(&inv, SIGTERM), 0);
+    ck_assert_int_eq(natsd_publish(&nats, "orders.created", EVENT_ID,
+        "{\"event_id\":\"" EVENT_ID "\",\"type\":\"OrderCreated\",\"order_id\":\"" GHOST "\","
+        "\"customer_id\":\"c-1\",\"items\":[{\"sku\":\"SKU-1\",\"qty\":2}],"
+        "\"occurred_at\":\"2026-01-01T00:00:00Z\"}"), 0);
+    ck_assert_int_eq(natsd_take(&nats, "ORDERS", "inventory-service", "orders.created", 1), 1);
+    /* asked: reported, not applied */
+    start_inventory(&inv, "1h", 0);
+    ck_assert_int_eq(admin(&inv, "GET", "/admin/reconcile", NULL, &r), 200);
+    ck_assert_int_eq(report_int(r.body, "consumed", "unprocessed_count"), 1);
+    ck_assert_int_eq(report_int(r.body, "consumed", "repaired_count"), 0);
+    ck_assert_ptr_nonnull(strstr(r.body, EVENT_ID));
+    http_result_free(&r);
+    ck_assert_int_eq(reserved_sku1(), 0);
+    ck_assert_int_eq(svc_stop(&inv, SIGTERM), 0);
+    /* too old for PROCESSED_RETENTION (10 minutes of margin): left alone */
+    start_inventory(&inv, "1s", 1);
+    ck_assert(wait_until(reconcile_ran, &inv, 10000));
+    ck_assert_double_eq(svc_metric(&inv, "reconcile_unprocessed_events{stream=\"ORDERS\"}"), 1);
+    ck_assert_double_eq(svc_metric(&inv, "reconcile_repaired_events_total{stream=\"ORDERS\"}"), 0);
+    ck_assert_int_eq(reserved_sku1(), 0);
+    ck_assert(proc_log_has(&inv.proc, "older than PROCESSED_RETENTION"));
+    ck_assert_int_eq(svc_stop(&inv, SIGTERM), 0);
+    /* periodic: applied once, the reply published */
+    start_inventory(&inv, "1s", 0);
+    ck_assert(wait_until(reply_applied, NULL, 10000));
+    ck_assert(wait_until(reconcile_ran, &inv, 10000));
+    ck_assert_double_eq(svc_metric(&inv, "reconcile_repaired_events_total{stream=\"ORDERS\"}"), 1);
+    ck_assert_double_eq(svc_metric(&inv, "reconcile_unprocessed_events{stream=\"ORDERS\"}"), 0);
+    ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM processed_messages "
+                                          "WHERE event_id = '" EVENT_ID "'"), 1);
+    sleep_ms(2500); /* two more runs: nothing more to apply */
+    ck_assert_double_eq(svc_metric(&inv, "reconcile_repaired_events_total{stream=\"ORDERS\"}"), 1);
+    ck_assert_int_eq(reserved_sku1(), 2);
+    ck_assert_int_eq(natsd_stream_msgs(&nats, "INVENTORY"), 1);
+    ck_assert_int_eq(svc_stop(&inv, SIGTERM), 0);
+}
+END_TEST
+
 static int published_n(void *n)
 {
     return pg_long("orders", "SELECT count(*) FROM outbox_published WHERE stream_seq IS NOT NULL") ==
@@ -869,6 +952,7 @@ Suite *admin_suite(void)
     tcase_add_test(tc, a_reconcile_run_reads_its_scan_not_its_window);
     tcase_add_test(tc, a_reconcile_run_after_the_sequences_went_back_checks_the_higher_ones);
     tcase_add_test(tc, a_stop_ends_a_reconcile_run_that_jetstream_answers_slowly);
+    tcase_add_test(tc, a_periodic_reconcile_run_applies_what_the_consumer_skipped);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -523,6 +523,36 @@ int natsd_publish_traced(struct natsd *n, const char *subject, const char *msg_i
     return rc;
 }
 
+int natsd_take(struct natsd *n, const char *stream, const char *durable, const char *filter,
+               int count)
+{
+    struct broker_settings set = {n->url, "test-taker", stream, 1, 3LL * 24 * 3600 * 1000,
+                                  0, 0, 0, NULL, 0};
+    struct broker *b = NULL;
+    struct broker_sub *sub = NULL;
+    char msg[256];
+    if (broker_new(&set, &b, msg, sizeof msg) != ERR_OK)
+        return -1;
+    int taken = -1;
+    if (wait_until(broker_up, b, 10000) &&
+        broker_subscribe(b, stream, durable, filter, &sub, msg, sizeof msg) == ERR_OK) {
+        taken = 0;
+        for (int tries = 0; taken < count && tries < 20; tries++) {
+            struct broker_in *m = NULL;
+            int got = 0;
+            if (broker_fetch(sub, count - taken, 500, &m, &got) != ERR_OK)
+                continue;
+            for (int i = 0; i < got; i++)
+                broker_ack(&m[i]);
+            broker_fetch_free(m, got);
+            taken += got;
+        }
+        broker_sub_free(sub);
+    }
+    broker_free(b);
+    return taken;
+}
+
 /* ---- Postgres ---- */
 
 const char *pg_url(const char *db)

@@ -86,6 +86,12 @@ int natsd_publish(struct natsd *n, const char *subject, const char *msg_id, cons
 int natsd_publish_traced(struct natsd *n, const char *subject, const char *msg_id,
                          const char *body, const char *traceparent);
 
+/* Fetches up to count messages from the durable consumer and acknowledges
+ * them without doing anything with them: a consumer that skipped them.
+ * Returns how many it took (-1 if it could not bind). */
+int natsd_take(struct natsd *n, const char *stream, const char *durable, const char *filter,
+               int count);
+
 /* ---- Postgres (the shared stack; each test resets its databases) ---- */
 const char *pg_url(const char *db);       /* "orders" | "inventory" */
 void pg_reset(const char *db);            /* drop every table of the database */
