@@ -1045,6 +1045,16 @@ enum err broker_sub_pending(struct broker_sub *sub, uint64_t *pending)
     return s == NATS_OK ? ERR_OK : ERR_UNAVAILABLE;
 }
 
+static void fill_in(struct broker_in *in, natsMsg *m)
+{
+    in->subject = natsMsg_GetSubject(m);
+    in->data = natsMsg_GetData(m);
+    in->len = natsMsg_GetDataLength(m);
+    in->handle = m;
+    if (natsMsgHeader_Get(m, "traceparent", &in->traceparent) != NATS_OK)
+        in->traceparent = NULL;
+}
+
 /* The message stored at seq (msg get API), for the caller to destroy. Its
  * wait ends at the stop's limit too: a reconciliation reads a stream one
  * message at a time, and reads that JetStream answers late, each within its
@@ -1108,24 +1118,24 @@ enum err broker_stream_first(struct broker *b, const char *stream, uint64_t *seq
     return e;
 }
 
-enum err broker_stream_msg_body(struct broker *b, const char *stream, uint64_t seq,
-                                char *subject, size_t subjlen, char **body, size_t *len,
-                                int64_t *stored_ns)
+enum err broker_stream_msg(struct broker *b, const char *stream, uint64_t seq,
+                           struct broker_in *out, int64_t *stored_ns)
 {
     natsMsg *m = NULL;
     enum err e = stored_msg(b, stream, seq, &m);
-    *body = NULL;
+    *out = (struct broker_in){0};
     if (e == ERR_OK) {
+        fill_in(out, m);
         if (stored_ns)
             *stored_ns = natsMsg_GetTime(m);
-        snprintf(subject, subjlen, "%s", natsMsg_GetSubject(m));
-        *len = (size_t)natsMsg_GetDataLength(m);
-        *body = xmalloc(*len + 1);
-        memcpy(*body, natsMsg_GetData(m), *len);
-        (*body)[*len] = '\0';
     }
-    natsMsg_Destroy(m);
     return e;
+}
+
+void broker_in_free(struct broker_in *m)
+{
+    natsMsg_Destroy(m->handle);
+    *m = (struct broker_in){0};
 }
 
 enum err broker_consumer_state(struct broker *b, const char *stream, const char *durable,
@@ -1143,16 +1153,6 @@ enum err broker_consumer_state(struct broker *b, const char *stream, const char 
     }
     jsConsumerInfo_Destroy(ci);
     return s == NATS_OK ? ERR_OK : ERR_UNAVAILABLE;
-}
-
-static void fill_in(struct broker_in *in, natsMsg *m)
-{
-    in->subject = natsMsg_GetSubject(m);
-    in->data = natsMsg_GetData(m);
-    in->len = natsMsg_GetDataLength(m);
-    in->handle = m;
-    if (natsMsgHeader_Get(m, "traceparent", &in->traceparent) != NATS_OK)
-        in->traceparent = NULL;
 }
 
 /* The batch to fetch. nats.c before 3.9 (Debian's 3.4.1; fixed upstream

@@ -131,12 +131,12 @@ enum err broker_stream_msg_time(struct broker *b, const char *stream, uint64_t s
  * (ns since the epoch); ERR_NOT_FOUND when the stream (or what it holds) is
  * not there, ERR_UNAVAILABLE when NATS did not answer. */
 enum err broker_stream_first(struct broker *b, const char *stream, uint64_t *seq, int64_t *ns);
-/* The same message's subject, a copy of its body (*body: heap,
- * NUL-terminated, caller frees; NULL unless ERR_OK) and, if stored_ns is
- * not NULL, when it was stored (as broker_stream_msg_time). */
-enum err broker_stream_msg_body(struct broker *b, const char *stream, uint64_t seq,
-                                char *subject, size_t subjlen, char **body, size_t *len,
-                                int64_t *stored_ns);
+/* The message stored at seq, as a delivery's (subject, body, traceparent:
+ * no ack), and when it was stored if stored_ns is not NULL; errors as
+ * above. *out is freed with broker_in_free() (only if ERR_OK). */
+enum err broker_stream_msg(struct broker *b, const char *stream, uint64_t seq,
+                           struct broker_in *out, int64_t *stored_ns);
+void broker_in_free(struct broker_in *m);
 /* A durable consumer's state: its ack floor (every message of the stream up
  * to it is acknowledged), how many messages it has not acknowledged yet
  * (not delivered, or delivered and awaiting their ack), and whether a pull

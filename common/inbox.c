@@ -373,22 +373,25 @@ enum err inbox_apply_one(struct db *db, const struct inbox_handler *h, const cha
     return e;
 }
 
-enum err inbox_apply_tx(struct db *db, const struct inbox_handler *h, const char *subject,
-                        const char *body, size_t len, const char **result, char *why,
-                        size_t whylen)
+enum err inbox_apply_tx(struct db *db, const struct inbox_handler *h, const struct broker_in *m,
+                        const char **result, char *why, size_t whylen)
 {
+    struct inbox in = {.h = h};
+    struct worker w = {.in = &in, .db = db};
+    struct slot sl = {.settle = SETTLE_ACK};
     metrics_tx_end(0); /* as the batches: nothing held from before */
     enum err e = db_exec_sql(db, "BEGIN");
     if (e == ERR_OK)
-        e = inbox_apply_one(db, h, subject, body, len, result, why, whylen);
-    int keep = e == ERR_OK && strcmp(*result, "poison") != 0;
-    if (keep)
+        e = apply_batch(&w, m, &sl, 1);
+    if (e == ERR_OK)
         e = db_exec_sql(db, "COMMIT");
-    metrics_tx_end(keep && e == ERR_OK);
-    if (!keep || e != ERR_OK)
+    metrics_tx_end(e == ERR_OK);
+    if (e != ERR_OK)
         db_rollback(db);
     else if (h->after_commit)
         h->after_commit(h->ctx);
+    *result = sl.result ? sl.result : "duplicate";
+    snprintf(why, whylen, "%s", sl.why);
     return e;
 }
 

@@ -71,12 +71,14 @@ enum err inbox_apply_one(struct db *db, const struct inbox_handler *h, const cha
                          const char *body, size_t len, const char **result,
                          char *why, size_t whylen);
 
-/* inbox_apply_one in a transaction of its own on db: committed (and the
- * handler's after_commit called) unless it is "poison" or failed, else
- * rolled back. For applying a message the consumer never delivered. */
-enum err inbox_apply_tx(struct db *db, const struct inbox_handler *h, const char *subject,
-                        const char *body, size_t len, const char **result, char *why,
-                        size_t whylen);
+/* One message through a fetched one's path (a batch of one), in a
+ * transaction of its own on db (prepared as for inbox_apply_one), without
+ * settling it: for a message the consumer never delivered. Its result as
+ * inbox_apply_one's; "poison" is kept in dead_letters, as a delivery's.
+ * After a commit, the handler's after_commit. ERR_UNAVAILABLE / ERR_DB:
+ * rolled back, nothing changed. */
+enum err inbox_apply_tx(struct db *db, const struct inbox_handler *h, const struct broker_in *m,
+                        const char **result, char *why, size_t whylen);
 
 /* The consumer's metrics, at 0, in /metrics from the service's start (before
  * the migrations let it run); inbox_start calls it too. */

@@ -49,7 +49,7 @@ static const struct db_stmt rc_stmts[] = {
      "WHERE NOT EXISTS (SELECT 1 FROM outbox_published p WHERE p.event_id = x) "
      "AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.event_id = x)"},
     {"rc_unprocessed",
-     "SELECT x FROM unnest($1::uuid[]) x "
+     "SELECT DISTINCT x FROM unnest($1::uuid[]) x "
      "WHERE NOT EXISTS (SELECT 1 FROM processed_messages p WHERE p.event_id = x) "
      "AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.event_id = x)"},
 };
@@ -90,17 +90,23 @@ static int filter_takes(const char *filter, const char *subject)
  * contract's key, whatever the header says), for a subject the consumer
  * takes; "" for any other message (another subject, never delivered; a body
  * with no event id, dead-lettered under none), which no id can account for. */
+static void taken_id(const struct reconcile *rc, const struct broker_in *m,
+                     char id[UUID_STR_LEN])
+{
+    if (!filter_takes(rc->filter, m->subject) ||
+        event_peek_id(m->data, (size_t)m->len, id) != ERR_OK)
+        id[0] = '\0';
+}
+
 static enum err consumed_id(struct reconcile *rc, uint64_t seq, char id[UUID_STR_LEN])
 {
-    char subject[256], *body = NULL;
-    size_t len = 0;
-    enum err e = broker_stream_msg_body(rc->b, rc->consumed, seq, subject, sizeof subject,
-                                        &body, &len, NULL);
+    struct broker_in m;
+    enum err e = broker_stream_msg(rc->b, rc->consumed, seq, &m, NULL);
     id[0] = '\0';
-    if (e == ERR_OK && filter_takes(rc->filter, subject) &&
-        event_peek_id(body, len, id) != ERR_OK)
-        id[0] = '\0';
-    free(body);
+    if (e == ERR_OK) {
+        taken_id(rc, &m, id);
+        broker_in_free(&m);
+    }
     return e;
 }
 
@@ -309,59 +315,96 @@ static int repairable(const struct reconcile *rc, int64_t stored_ns)
     return age_ms < rc->cfg->processed_retention_ms - REPAIR_MARGIN_MS;
 }
 
-/* Applies the message at seq (event id) through the inbox's path, in a
- * transaction of its own, and logs what came of it (if `logs`); 1 if that
- * applied it (not a duplicate of one applied meanwhile, not poison). */
-static int repair_one(struct reconcile *rc, uint64_t seq, const char *id, int logs)
+/* What became of one unprocessed message. */
+enum repair_outcome {
+    REPAIR_APPLIED,     /* its effect is there now */
+    REPAIR_SETTLED,     /* recorded meanwhile (a duplicate), or poison: a dead letter now */
+    REPAIR_LEFT,        /* too old to apply safely, or the sequence holds another now */
+    REPAIR_FAILED,      /* the database refused it: tried again next run */
+    REPAIR_UNAVAILABLE, /* JetStream or Postgres did not answer: the run stops repairing */
+};
+
+/* Applies the message at seq (scanned as event id) through the inbox's path
+ * (a batch of one, in a transaction of its own), and logs what came of it
+ * if `logs`. */
+static enum repair_outcome repair_one(struct reconcile *rc, uint64_t seq, const char *id, int logs)
 {
-    char subject[256], why[256] = "";
-    char *body = NULL;
-    size_t len = 0;
+    struct broker_in m;
     int64_t ns = 0;
-    const char *result = "";
-    enum err e = broker_stream_msg_body(rc->b, rc->consumed, seq, subject, sizeof subject, &body,
-                                        &len, &ns);
-    int young = e == ERR_OK && repairable(rc, ns);
-    if (young)
-        e = inbox_apply_tx(rc->db, rc->s.inbox, subject, body, len, &result, why, sizeof why);
-    int applied = young && e == ERR_OK && strcmp(result, "duplicate") != 0 &&
-                  strcmp(result, "poison") != 0;
-    json_t *f = json_pack("{s:s, s:s, s:I}", "event_id", id, "stream", rc->consumed,
-                          "stream_seq", (json_int_t)seq);
-    if (logs && e == ERR_OK && !young)
-        log_with(LOG_WARN, json_incref(f), "reconcile: event %s was acknowledged by consumer %s and "
-                 "never recorded, but its message is older than PROCESSED_RETENTION allows to "
-                 "apply safely: left to an operator", id, rc->durable);
-    else if (logs && e == ERR_OK)
-        log_with(LOG_WARN, json_incref(f), "reconcile: event %s was acknowledged by consumer %s "
-                 "and never recorded as processed: %s %s%s%s", id, rc->durable,
-                 applied ? "applied now:" : "not applied:", result, why[0] ? " - " : "", why);
-    json_decref(f);
-    free(body);
-    return applied;
+    char got[UUID_STR_LEN] = "", why[256] = "";
+    const char *result = "", *left = NULL;
+    enum err e = broker_stream_msg(rc->b, rc->consumed, seq, &m, &ns);
+    int asked_db = 0;
+    if (e == ERR_OK) {
+        taken_id(rc, &m, got);
+        if (strcmp(got, id) != 0)
+            left = "its sequence holds another message now";
+        else if (!repairable(rc, ns))
+            left = "its message is older than PROCESSED_RETENTION allows to apply safely: left "
+                   "to an operator";
+        else
+            e = inbox_apply_tx(rc->db, rc->s.inbox, &m, &result, why, sizeof why), asked_db = 1;
+        broker_in_free(&m);
+    }
+    enum repair_outcome o =
+        e == ERR_UNAVAILABLE || (e != ERR_OK && !asked_db) ? REPAIR_UNAVAILABLE
+        : e != ERR_OK                                      ? REPAIR_FAILED
+        : left                                             ? REPAIR_LEFT
+        : strcmp(result, "duplicate") == 0 || strcmp(result, "poison") == 0 ? REPAIR_SETTLED
+                                                                            : REPAIR_APPLIED;
+    if (!logs)
+        return o;
+    char what[400];
+    if (o == REPAIR_UNAVAILABLE || o == REPAIR_FAILED)
+        snprintf(what, sizeof what, "not applied, tried again next run: %s",
+                 asked_db ? db_errmsg(rc->db) : "JetStream did not answer");
+    else if (left)
+        snprintf(what, sizeof what, "%s", left);
+    else if (o == REPAIR_APPLIED)
+        snprintf(what, sizeof what, "applied now: %s", result);
+    else if (strcmp(result, "poison") == 0)
+        snprintf(what, sizeof what, "poison, a dead letter now: %s", why);
+    else
+        snprintf(what, sizeof what, "recorded meanwhile (a delivery, or another instance)");
+    log_with(LOG_WARN, json_pack("{s:s, s:s, s:I}", "event_id", id, "stream", rc->consumed,
+                                 "stream_seq", (json_int_t)seq),
+             "reconcile: event %s was acknowledged by consumer %s and never recorded as "
+             "processed: %s", id, rc->durable, what);
+    return o;
 }
 
 /* Applies, in sequence order, the scanned messages whose ids are in
- * unproc (rc_unprocessed's result). Returns how many it applied. */
-static long repair(struct reconcile *rc, const struct scan *sc, PGresult *unproc)
+ * unproc (rc_unprocessed's result); *applied and *settled count those it
+ * applied and those it found recorded or dead-lettered. */
+static void repair(struct reconcile *rc, const struct scan *sc, PGresult *unproc, long *applied,
+                   long *settled)
 {
     size_t n = (size_t)PQntuples(unproc);
     const char **ids = xcalloc(n ? n : 1, sizeof *ids);
     for (size_t i = 0; i < n; i++)
         ids[i] = PQgetvalue(unproc, (int)i, 0);
     qsort(ids, n, sizeof *ids, cmp_id);
-    long applied = 0, tried = 0;
+    char *done = xcalloc(n ? n : 1, 1); /* an id at two sequences is applied once */
+    long tried = 0;
+    *applied = *settled = 0;
     for (uint64_t seq = sc->lo; seq <= sc->hi && !waker_stopping(&rc->waker); seq++) {
         const char *id = sc->ids[seq - sc->lo];
-        if (uuid_valid(id) && bsearch(&id, ids, n, sizeof *ids, cmp_id))
-            applied += repair_one(rc, seq, id, tried++ < LOG_MAX);
+        const char **hit = uuid_valid(id) ? bsearch(&id, ids, n, sizeof *ids, cmp_id) : NULL;
+        if (!hit || done[hit - ids])
+            continue;
+        enum repair_outcome o = repair_one(rc, seq, id, tried++ < LOG_MAX);
+        *applied += o == REPAIR_APPLIED;
+        *settled += o == REPAIR_SETTLED;
+        done[hit - ids] = o == REPAIR_APPLIED || o == REPAIR_SETTLED;
+        if (o == REPAIR_UNAVAILABLE)
+            break;
     }
+    free(done);
     free(ids);
     if (tried > LOG_MAX)
         log_warn("reconcile: %ld events of stream %s were acknowledged by consumer %s and never "
                  "recorded as processed: %ld applied now (the first %d named above)", tried,
-                 rc->consumed, rc->durable, applied, LOG_MAX);
-    return applied;
+                 rc->consumed, rc->durable, *applied, LOG_MAX);
 }
 
 /* The consumed side: the stream up to the consumer's ack floor against the
@@ -374,7 +417,7 @@ static enum err check_consumed(struct reconcile *rc, int repairs, json_t *rep)
     char *arr = NULL;
     json_t *unproc = json_array();
     PGresult *found = NULL;
-    long nun = 0, others = 0, fixed = 0;
+    long nun = 0, others = 0, fixed = 0, settled = 0;
     enum err e = broker_consumer_state(rc->b, rc->consumed, rc->durable, &cs);
     uint64_t floor = cs.ack_floor;
     if (e == ERR_OK && floor > 0) {
@@ -387,11 +430,11 @@ static enum err check_consumed(struct reconcile *rc, int repairs, json_t *rep)
         }
     }
     if (e == ERR_OK && nun && repairs)
-        fixed = repair(rc, &sc, found);
+        repair(rc, &sc, found, &fixed, &settled);
     if (e == ERR_OK) {
         char lbl[96];
         stream_label(lbl, sizeof lbl, rc->consumed);
-        metric_set(rc->m_unprocessed, lbl, (double)(nun - fixed));
+        metric_set(rc->m_unprocessed, lbl, (double)(nun - fixed - settled));
         metric_add(rc->m_repaired, lbl, (double)fixed);
         for (size_t i = 0; !repairs && i < json_array_size(unproc) && i < LOG_MAX; i++)
             log_with(LOG_WARN, json_pack("{s:O}", "event_id", json_array_get(unproc, i)),

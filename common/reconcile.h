@@ -12,9 +12,10 @@
  *   - consumed: the stream this service reads, up to its durable consumer's
  *     ack floor, against processed_messages and dead_letters: unprocessed
  *     (acknowledged, never recorded). The periodic run applies those
- *     itself, through the inbox's path, when the stream stored them within
- *     PROCESSED_RETENTION: the broker's consumer skipped them, or the
- *     database lost their commit.
+ *     itself, through the inbox's path (poison becomes a dead letter), when
+ *     the stream stored them within PROCESSED_RETENTION less 10 minutes:
+ *     the broker's consumer skipped them, or the database lost their
+ *     commit.
  * Results: gauges reconcile_{missing,duplicated,orphaned,unprocessed}_events
  * {stream} (unprocessed: those still not applied), the counter
  * reconcile_repaired_events_total{stream}, warn lines naming the events,

@@ -721,7 +721,8 @@ static void start_inventory(struct svc *s, const char *every, int short_retentio
  * GET /admin/reconcile reports it and changes nothing; a periodic run
  * applies it through the consumer's path, once, and the reply goes out;
  * not while the message is older than PROCESSED_RETENTION allows (its id
- * could have been pruned after it was applied). */
+ * could have been pruned after it was applied). A skipped poison message
+ * becomes a dead letter, as a delivered one would. */
 START_TEST(a_periodic_reconcile_run_applies_what_the_consumer_skipped)
 {
     natsd_start(&nats);
@@ -737,11 +738,14 @@ START_TEST(a_periodic_reconcile_run_applies_what_the_consumer_skipped)
         "{\"event_id\":\"" EVENT_ID "\",\"type\":\"OrderCreated\",\"order_id\":\"" GHOST "\","
         "\"customer_id\":\"c-1\",\"items\":[{\"sku\":\"SKU-1\",\"qty\":2}],"
         "\"occurred_at\":\"2026-01-01T00:00:00Z\"}"), 0);
-    ck_assert_int_eq(natsd_take(&nats, "ORDERS", "inventory-service", "orders.created", 1), 1);
+    ck_assert_int_eq(natsd_publish(&nats, "orders.created", REPLY_ID,
+        "{\"event_id\":\"" REPLY_ID "\",\"type\":\"OrderCreated\",\"order_id\":\"" GHOST "\","
+        "\"items\":\"none\"}"), 0);
+    ck_assert_int_eq(natsd_take(&nats, "ORDERS", "inventory-service", "orders.created", 2), 2);
     /* asked: reported, not applied */
     start_inventory(&inv, "1h", 0);
     ck_assert_int_eq(admin(&inv, "GET", "/admin/reconcile", NULL, &r), 200);
-    ck_assert_int_eq(report_int(r.body, "consumed", "unprocessed_count"), 1);
+    ck_assert_int_eq(report_int(r.body, "consumed", "unprocessed_count"), 2);
     ck_assert_int_eq(report_int(r.body, "consumed", "repaired_count"), 0);
     ck_assert_ptr_nonnull(strstr(r.body, EVENT_ID));
     http_result_free(&r);
@@ -750,8 +754,9 @@ START_TEST(a_periodic_reconcile_run_applies_what_the_consumer_skipped)
     /* too old for PROCESSED_RETENTION (10 minutes of margin): left alone */
     start_inventory(&inv, "1s", 1);
     ck_assert(wait_until(reconcile_ran, &inv, 10000));
-    ck_assert_double_eq(svc_metric(&inv, "reconcile_unprocessed_events{stream=\"ORDERS\"}"), 1);
+    ck_assert_double_eq(svc_metric(&inv, "reconcile_unprocessed_events{stream=\"ORDERS\"}"), 2);
     ck_assert_double_eq(svc_metric(&inv, "reconcile_repaired_events_total{stream=\"ORDERS\"}"), 0);
+    ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM dead_letters"), 0);
     ck_assert_int_eq(reserved_sku1(), 0);
     ck_assert(proc_log_has(&inv.proc, "older than PROCESSED_RETENTION"));
     ck_assert_int_eq(svc_stop(&inv, SIGTERM), 0);
@@ -763,6 +768,8 @@ START_TEST(a_periodic_reconcile_run_applies_what_the_consumer_skipped)
     ck_assert_double_eq(svc_metric(&inv, "reconcile_unprocessed_events{stream=\"ORDERS\"}"), 0);
     ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM processed_messages "
                                           "WHERE event_id = '" EVENT_ID "'"), 1);
+    ck_assert_int_eq(pg_long("inventory", "SELECT count(*) FROM dead_letters "
+                                          "WHERE event_id = '" REPLY_ID "'"), 1);
     sleep_ms(2500); /* two more runs: nothing more to apply */
     ck_assert_double_eq(svc_metric(&inv, "reconcile_repaired_events_total{stream=\"ORDERS\"}"), 1);
     ck_assert_int_eq(reserved_sku1(), 2);
