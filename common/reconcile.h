@@ -7,8 +7,9 @@
  * sequences:
  *   - produced: outbox rows marked published (with their stream sequence)
  *     against the stream this service writes, read by sequence (msg get):
- *     missing (not at its sequence), duplicated (one event id at several
- *     sequences), orphaned (in the stream, no outbox row has its id);
+ *     missing (not at its sequence, nor at another of those read),
+ *     duplicated (one event id at several sequences), orphaned (in the
+ *     stream, no outbox row has its id);
  *   - consumed: the stream this service reads, up to its durable consumer's
  *     ack floor, against processed_messages and dead_letters: unprocessed
  *     (acknowledged, never recorded). The periodic run applies those

@@ -661,6 +661,14 @@ START_TEST(reconcile_reports_nothing_then_exactly_the_deleted_message)
         sleep_ms(100);
     ck_assert_double_eq(svc_metric(&s, "order_replies_total{result=\"poison\"}"), 1);
     assert_clean(&s, "consumed", -1);
+    /* the rows of the first two say each other's sequence (an ack's sequence
+     * is not always where a cluster keeps the event): both are still in the
+     * stream, neither is missing */
+    const char *swap = "UPDATE outbox_published SET stream_seq = 3 - stream_seq "
+                       "WHERE stream_seq IN (1, 2)";
+    ck_assert_int_eq(pg_exec("orders", swap), 0);
+    assert_clean(&s, "produced", 5);
+    ck_assert_int_eq(pg_exec("orders", swap), 0);
     /* by hand: the third OrderCreated disappears from the stream */
     ck_assert_int_eq(natsd_stream_msg_delete(&nats, "ORDERS", 3), 0);
     char *lost = pg_text("orders", "SELECT event_id FROM outbox_events WHERE stream_seq = 3");
