@@ -48,6 +48,23 @@ class Checks:
         except (OSError, jsapi.NatsError, ValueError) as e:
             return "JetStream not answering (%s)" % e
 
+    def js_detail(self):
+        """Each stream's messages and sequences, and its consumer's delivered
+        and acknowledged sequences: whether what is not settled is in the
+        stream, and whether the consumer went past it."""
+        def detail(n):
+            out = []
+            for s, d in CONSUMERS:
+                st = jsapi.stream_state(n, s)
+                delivered, floor = jsapi.consumer_floors(n, s, d)
+                out.append("%s holds %d (sequences %d-%d), %s delivered to %d, ack floor %d"
+                           % (s, st["messages"], st["first_seq"], st["last_seq"], d, delivered, floor))
+            return "; ".join(out)
+        try:
+            return jsapi.ask_any(self.stack.nats_url, detail, 3)
+        except (OSError, jsapi.NatsError, ValueError, KeyError) as e:
+            return "JetStream not answering (%s)" % e
+
     def pending(self):
         """What is not settled yet: '' when every order is settled, both
         outboxes are drained and both consumers acknowledged everything."""
@@ -73,7 +90,7 @@ class Checks:
             return last[0] == ""
         if proc.wait_until(settled, timeout, 0.3):
             return proc.now() - t0
-        self.problems.append("not settled %ds after recovery: %s" % (timeout, last[0]))
+        self.problems.append("not settled %ds after recovery: %s; %s" % (timeout, last[0], self.js_detail()))
         return None
 
     def last_settled_at(self, before=None):

@@ -137,6 +137,12 @@ def consumer_state(nats, stream, durable):
     return c.get("num_ack_pending", 0), c.get("num_pending", 0), c.get("num_redelivered", 0)
 
 
+def consumer_floors(nats, stream, durable):
+    """(delivered, ack floor) stream sequences of a durable consumer."""
+    c = nats.js("CONSUMER.INFO.%s.%s" % (stream, durable))
+    return c.get("delivered", {}).get("stream_seq", 0), c.get("ack_floor", {}).get("stream_seq", 0)
+
+
 def purge_stream(nats, stream):
     """Removes every message of STREAM, keeping the stream and its consumers
     (no meta-leader operation); True if it existed."""
