@@ -5,6 +5,7 @@
 #include "util.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -354,9 +355,49 @@ void natsd_cluster_start(struct natsd n[CLUSTER_NODES], char *urls, size_t urls_
         natsd_spawn(&n[i]);
 }
 
+/* Whether every thread of pid is stopped ('T' in /proc/pid/task/N/stat). */
+static int all_threads_stopped(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return 1; /* gone: nothing runs */
+    int stopped = 1;
+    struct dirent *e;
+    while (stopped && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char stat[400], buf[512];
+        snprintf(stat, sizeof stat, "%s/%s/stat", path, e->d_name);
+        FILE *f = fopen(stat, "r");
+        if (!f)
+            continue; /* the thread ended */
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        const char *close_paren = strrchr(buf, ')'); /* the state follows "(comm)" */
+        stopped = close_paren && (close_paren[2] == 'T' || close_paren[2] == 't');
+    }
+    closedir(d);
+    return stopped;
+}
+
+/* SIGSTOP, and back once every thread has stopped: kill() returns before
+ * they all have, and a server thread still running answered a request sent
+ * after it once (a fetch meant to time out on the frozen server got its
+ * messages, CI 2026-12-08). */
+static void freeze_pid(pid_t pid)
+{
+    if (kill(pid, SIGSTOP) != 0)
+        die("SIGSTOP");
+    for (int i = 0; i < 2000 && !all_threads_stopped(pid); i++)
+        sleep_ms(1);
+}
+
 void natsd_freeze(struct natsd *n)
 {
-    kill(n->proc.pid, SIGSTOP);
+    freeze_pid(n->proc.pid);
 }
 
 void natsd_thaw(struct natsd *n)
@@ -366,8 +407,7 @@ void natsd_thaw(struct natsd *n)
 
 void svc_freeze(struct svc *s)
 {
-    if (kill(s->proc.pid, SIGSTOP) != 0)
-        die("svc_freeze");
+    freeze_pid(s->proc.pid);
 }
 
 void svc_thaw(struct svc *s)
