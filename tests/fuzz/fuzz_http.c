@@ -12,9 +12,11 @@
 #include "util.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -44,13 +46,31 @@ static void start_server(void)
         abort();
 }
 
-static void exchange(const uint8_t *data, size_t size)
+/* A connection to the server. libFuzzer's timeout alarm (SIGALRM, every
+ * -timeout / 2 + 1 s) can interrupt connect(): a fresh socket then, not a
+ * crash (a CI run aborted so after 6 s, on an input that passes alone). */
+static int connect_server(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0)
-        abort(); /* the server stopped listening */
+    for (int tries = 0; tries < 20; tries++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0)
+            return fd;
+        int err = errno;
+        if (fd >= 0)
+            close(fd);
+        if (err != EINTR) {
+            fprintf(stderr, "fuzz_http: connect to the server: %s\n", strerror(err));
+            break;
+        }
+    }
+    abort(); /* the server stopped listening */
+}
+
+static void exchange(const uint8_t *data, size_t size)
+{
+    int fd = connect_server();
     for (size_t off = 0; off < size;) {
         ssize_t w = send(fd, data + off, size - off, MSG_NOSIGNAL);
         if (w <= 0)
