@@ -37,11 +37,10 @@ void admin_new(const struct config *c, const struct admin_def *def,
                const struct db_stmt *svc_stmts, size_t nsvc, struct admin **out)
 {
     struct admin *a = xcalloc(1, sizeof *a);
-    size_t n = admin_store_nstmts + inbox_nstmts + nsvc + 1;
-    a->stmts = xcalloc(n, sizeof *a->stmts);
-    memcpy(a->stmts, admin_store_stmts, admin_store_nstmts * sizeof *a->stmts);
-    memcpy(a->stmts + admin_store_nstmts, inbox_stmts, inbox_nstmts * sizeof *a->stmts);
-    memcpy(a->stmts + admin_store_nstmts + inbox_nstmts, svc_stmts, nsvc * sizeof *a->stmts);
+    const struct db_stmt *lists[] = {admin_store_stmts, inbox_stmts, svc_stmts};
+    const size_t counts[] = {admin_store_nstmts, inbox_nstmts, nsvc};
+    size_t n = 0;
+    a->stmts = db_stmts_join(lists, counts, 3, 1, &n);
     a->resend_sql = admin_store_resend_sql(def->order_events_sql, c->stream_duplicate_window_ms);
     a->stmts[n - 1] = (struct db_stmt){"admin_resend", a->resend_sql};
     db_new(c->database_url, "admin", a->stmts, n, &a->db);

@@ -91,6 +91,18 @@ static void db_drop(struct db *db)
     db->conn = NULL;
 }
 
+struct db_stmt *db_stmts_join(const struct db_stmt *const lists[], const size_t counts[],
+                              size_t nlists, size_t spare, size_t *n)
+{
+    *n = spare;
+    for (size_t i = 0; i < nlists; i++)
+        *n += counts[i];
+    struct db_stmt *all = xcalloc(*n ? *n : 1, sizeof *all), *at = all;
+    for (size_t i = 0; i < nlists; i++, at += counts[i - 1])
+        memcpy(at, lists[i], counts[i] * sizeof *all);
+    return all;
+}
+
 void db_free(struct db *db)
 {
     if (!db)

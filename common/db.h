@@ -53,6 +53,12 @@ void db_cut_at(int64_t at_ms);
  * its application_name is "<program>/<role>" unless DATABASE_URL sets one. */
 void db_new(const char *url, const char *role, const struct db_stmt *stmts, size_t nstmts,
             struct db **out);
+/* One list of the nlists lists of statements, one after the other, and
+ * `spare` zeroed entries at its end (for statements made at run time); *n
+ * counts them all. For a connection that runs several modules' statements.
+ * Caller frees. */
+struct db_stmt *db_stmts_join(const struct db_stmt *const lists[], const size_t counts[],
+                              size_t nlists, size_t spare, size_t *n);
 void db_free(struct db *db);
 /* Sets the kind before the first use (DB_WORK by default). */
 void db_set_kind(struct db *db, enum db_kind kind);

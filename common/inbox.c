@@ -717,10 +717,9 @@ static void *worker_main(void *arg)
 
 static void merge_stmts(struct inbox *in)
 {
-    in->nstmts = ARRAY_LEN(inbox_stmts) + in->h->nstmts;
-    in->stmts = xcalloc(in->nstmts, sizeof *in->stmts);
-    memcpy(in->stmts, inbox_stmts, sizeof inbox_stmts);
-    memcpy(in->stmts + ARRAY_LEN(inbox_stmts), in->h->stmts, in->h->nstmts * sizeof *in->stmts);
+    const struct db_stmt *lists[] = {inbox_stmts, in->h->stmts};
+    const size_t counts[] = {inbox_nstmts, in->h->nstmts};
+    in->stmts = db_stmts_join(lists, counts, 2, 0, &in->nstmts);
 }
 
 /* Every result label shows in /metrics from the start, at 0. */

@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define LIST_MAX 100   /* event ids named in a report list */
 #define LOG_MAX 20     /* warn lines per finding per run */
@@ -58,7 +57,6 @@ struct reconcile {
     const struct config *cfg;
     struct broker *b;
     struct reconcile_streams s;
-    const char *consumed, *durable, *filter; /* the inbox's (NULL: consumes nothing) */
     struct db *db;
     struct db_stmt *stmts;    /* rc_stmts, then the inbox's and its handler's */
     pthread_mutex_t mu;       /* one run at a time */
@@ -93,7 +91,7 @@ static int filter_takes(const char *filter, const char *subject)
 static void taken_id(const struct reconcile *rc, const struct broker_in *m,
                      char id[UUID_STR_LEN])
 {
-    if (!filter_takes(rc->filter, m->subject) ||
+    if (!filter_takes(rc->s.inbox->filter, m->subject) ||
         event_peek_id(m->data, (size_t)m->len, id) != ERR_OK)
         id[0] = '\0';
 }
@@ -101,7 +99,7 @@ static void taken_id(const struct reconcile *rc, const struct broker_in *m,
 static enum err consumed_id(struct reconcile *rc, uint64_t seq, char id[UUID_STR_LEN])
 {
     struct broker_in m;
-    enum err e = broker_stream_msg(rc->b, rc->consumed, seq, &m, NULL);
+    enum err e = broker_stream_msg(rc->b, rc->s.inbox->stream, seq, &m, NULL);
     id[0] = '\0';
     if (e == ERR_OK) {
         taken_id(rc, &m, id);
@@ -325,10 +323,8 @@ static enum err check_produced(struct reconcile *rc, int64_t window_ms, json_t *
  * applied now: see REPAIR_MARGIN_MS. */
 static int repairable(const struct reconcile *rc, int64_t stored_ns)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    int64_t age_ms = ((int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec - stored_ns) / 1000000;
-    return age_ms < rc->cfg->processed_retention_ms - REPAIR_MARGIN_MS;
+    double age_ms = (wall_s() - (double)stored_ns / 1e9) * 1000.0;
+    return age_ms < (double)(rc->cfg->processed_retention_ms - REPAIR_MARGIN_MS);
 }
 
 /* What became of one unprocessed message. */
@@ -349,7 +345,7 @@ static enum repair_outcome repair_one(struct reconcile *rc, uint64_t seq, const 
     int64_t ns = 0;
     char got[UUID_STR_LEN] = "", why[256] = "";
     const char *result = "", *left = NULL;
-    enum err e = broker_stream_msg(rc->b, rc->consumed, seq, &m, &ns);
+    enum err e = broker_stream_msg(rc->b, rc->s.inbox->stream, seq, &m, &ns);
     int asked_db = 0;
     if (e == ERR_OK) {
         taken_id(rc, &m, got);
@@ -358,8 +354,10 @@ static enum repair_outcome repair_one(struct reconcile *rc, uint64_t seq, const 
         else if (!repairable(rc, ns))
             left = "its message is older than PROCESSED_RETENTION allows to apply safely: left "
                    "to an operator";
-        else
-            e = inbox_apply_tx(rc->db, rc->s.inbox, &m, &result, why, sizeof why), asked_db = 1;
+        else {
+            e = inbox_apply_tx(rc->db, rc->s.inbox, &m, &result, why, sizeof why);
+            asked_db = 1;
+        }
         broker_in_free(&m);
     }
     enum repair_outcome o =
@@ -382,10 +380,10 @@ static enum repair_outcome repair_one(struct reconcile *rc, uint64_t seq, const 
         snprintf(what, sizeof what, "poison, a dead letter now: %s", why);
     else
         snprintf(what, sizeof what, "recorded meanwhile (a delivery, or another instance)");
-    log_with(LOG_WARN, json_pack("{s:s, s:s, s:I}", "event_id", id, "stream", rc->consumed,
-                                 "stream_seq", (json_int_t)seq),
+    log_with(LOG_WARN, json_pack("{s:s, s:s, s:I}", "event_id", id, "stream",
+                                 rc->s.inbox->stream, "stream_seq", (json_int_t)seq),
              "reconcile: event %s was acknowledged by consumer %s and never recorded as "
-             "processed: %s", id, rc->durable, what);
+             "processed: %s", id, rc->s.inbox->durable, what);
     return o;
 }
 
@@ -420,7 +418,7 @@ static void repair(struct reconcile *rc, const struct scan *sc, PGresult *unproc
     if (tried > LOG_MAX)
         log_warn("reconcile: %ld events of stream %s were acknowledged by consumer %s and never "
                  "recorded as processed: %ld applied now (the first %d named above)", tried,
-                 rc->consumed, rc->durable, *applied, LOG_MAX);
+                 rc->s.inbox->stream, rc->s.inbox->durable, *applied, LOG_MAX);
 }
 
 /* The consumed side: the stream up to the consumer's ack floor against the
@@ -434,7 +432,7 @@ static enum err check_consumed(struct reconcile *rc, int repairs, json_t *rep)
     json_t *unproc = json_array();
     PGresult *found = NULL;
     long nun = 0, others = 0, fixed = 0, settled = 0;
-    enum err e = broker_consumer_state(rc->b, rc->consumed, rc->durable, &cs);
+    enum err e = broker_consumer_state(rc->b, rc->s.inbox->stream, rc->s.inbox->durable, &cs);
     uint64_t floor = cs.ack_floor;
     if (e == ERR_OK && floor > 0) {
         uint64_t lo = floor > (uint64_t)rc->cfg->reconcile_scan
@@ -449,16 +447,17 @@ static enum err check_consumed(struct reconcile *rc, int repairs, json_t *rep)
         repair(rc, &sc, found, &fixed, &settled);
     if (e == ERR_OK) {
         char lbl[96];
-        stream_label(lbl, sizeof lbl, rc->consumed);
-        metric_set(rc->m_unprocessed, lbl, (double)(nun - fixed - settled));
+        stream_label(lbl, sizeof lbl, rc->s.inbox->stream);
+        set_gauge(rc->m_unprocessed, rc->s.inbox->stream, (double)(nun - fixed - settled));
         metric_add(rc->m_repaired, lbl, (double)fixed);
         for (size_t i = 0; !repairs && i < json_array_size(unproc) && i < LOG_MAX; i++)
             log_with(LOG_WARN, json_pack("{s:O}", "event_id", json_array_get(unproc, i)),
                      "reconcile: an event of stream %s was acknowledged by consumer %s but "
-                     "never recorded as processed", rc->consumed, rc->durable);
+                     "never recorded as processed", rc->s.inbox->stream, rc->s.inbox->durable);
     }
     json_object_set_new(rep, "consumed", json_pack(
-        "{s:s, s:s, s:I, s:I, s:i, s:o, s:i}", "stream", rc->consumed, "consumer", rc->durable,
+        "{s:s, s:s, s:I, s:I, s:i, s:o, s:i}", "stream", rc->s.inbox->stream, "consumer",
+        rc->s.inbox->durable,
         "ack_floor", (json_int_t)floor, "first_seq", (json_int_t)sc.lo,
         "unprocessed_count", (int)nun, "unprocessed", unproc, "repaired_count", (int)fixed));
     PQclear(found);
@@ -486,7 +485,7 @@ enum err reconcile_run(struct reconcile *rc, int asked, json_t **report)
     enum err e = db_connect(rc->db);
     if (e == ERR_OK)
         e = check_produced(rc, w, rep);
-    if (e == ERR_OK && rc->consumed)
+    if (e == ERR_OK && rc->s.inbox)
         e = check_consumed(rc, !asked, rep);
     db_wait_as_request(rc->db, 0);
     metric_add(rc->m_runs, e == ERR_OK ? "result=\"ok\"" : "result=\"failed\"", 1);
@@ -531,10 +530,10 @@ static void register_metrics(struct reconcile *rc)
     set_gauge(rc->m_missing, rc->s.produced, 0);
     set_gauge(rc->m_dup, rc->s.produced, 0);
     set_gauge(rc->m_orphan, rc->s.produced, 0);
-    if (rc->consumed) {
+    if (rc->s.inbox) {
         char lbl[96];
-        stream_label(lbl, sizeof lbl, rc->consumed);
-        metric_set(rc->m_unprocessed, lbl, 0);
+        stream_label(lbl, sizeof lbl, rc->s.inbox->stream);
+        set_gauge(rc->m_unprocessed, rc->s.inbox->stream, 0);
         metric_add(rc->m_repaired, lbl, 0);
     }
     metric_add(rc->m_runs, "result=\"ok\"", 0);
@@ -548,20 +547,10 @@ void reconcile_start(const struct config *cfg, struct broker *b,
     rc->cfg = cfg;
     rc->b = b;
     rc->s = *s;
-    size_t n = ARRAY_LEN(rc_stmts);
-    if (s->inbox) {
-        rc->consumed = s->inbox->stream;
-        rc->durable = s->inbox->durable;
-        rc->filter = s->inbox->filter;
-        n += inbox_nstmts + s->inbox->nstmts;
-    }
-    rc->stmts = xcalloc(n, sizeof *rc->stmts);
-    memcpy(rc->stmts, rc_stmts, sizeof rc_stmts);
-    if (s->inbox) {
-        memcpy(rc->stmts + ARRAY_LEN(rc_stmts), inbox_stmts, inbox_nstmts * sizeof *rc->stmts);
-        memcpy(rc->stmts + ARRAY_LEN(rc_stmts) + inbox_nstmts, s->inbox->stmts,
-               s->inbox->nstmts * sizeof *rc->stmts);
-    }
+    const struct db_stmt *lists[] = {rc_stmts, inbox_stmts, s->inbox ? s->inbox->stmts : NULL};
+    const size_t counts[] = {ARRAY_LEN(rc_stmts), inbox_nstmts, s->inbox ? s->inbox->nstmts : 0};
+    size_t n = 0;
+    rc->stmts = db_stmts_join(lists, counts, s->inbox ? 3 : 1, 0, &n);
     register_metrics(rc);
     db_new(cfg->database_url, "reconcile", rc->stmts, n, &rc->db);
     pthread_mutex_init(&rc->mu, NULL);

@@ -548,21 +548,33 @@ static int reply_published(void *arg)
            natsd_stream_msgs(&nats, "INVENTORY") == 1;
 }
 
+/* PUT /inventory/SKU-1 {"available":5}, answered 200. */
+static void stock_sku1_5(struct svc *s)
+{
+    struct http_result r;
+    ck_assert_int_eq(http_do(s->port, "PUT", "/inventory/SKU-1",
+                             (const char *const[]){"Content-Type: application/json", NULL},
+                             "{\"available\":5}", 15, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    http_result_free(&r);
+}
+
+/* GHOST's OrderCreated (EVENT_ID): 2 of SKU-1. */
+static void publish_ghost_created(void)
+{
+    ck_assert_int_eq(natsd_publish(&nats, "orders.created", EVENT_ID,
+        "{\"event_id\":\"" EVENT_ID "\",\"type\":\"OrderCreated\",\"order_id\":\"" GHOST "\","
+        "\"customer_id\":\"c-1\",\"items\":[{\"sku\":\"SKU-1\",\"qty\":2}],"
+        "\"occurred_at\":\"2026-01-01T00:00:00Z\"}"), 0);
+}
+
 /* The inventory's side: the order's reply, found by the decision's id. */
 START_TEST(resend_sends_one_orders_reply_again_with_its_id)
 {
     struct svc s;
     start_with_short_window(&s, "inventory-service");
-    struct http_result r;
-    ck_assert_int_eq(http_do(s.port, "PUT", "/inventory/SKU-1",
-                             (const char *const[]){"Content-Type: application/json", NULL},
-                             "{\"available\":5}", 15, &r), 0);
-    ck_assert_int_eq(r.status, 200);
-    http_result_free(&r);
-    ck_assert_int_eq(natsd_publish(&nats, "orders.created", EVENT_ID,
-        "{\"event_id\":\"" EVENT_ID "\",\"type\":\"OrderCreated\",\"order_id\":\"" GHOST "\","
-        "\"customer_id\":\"c-1\",\"items\":[{\"sku\":\"SKU-1\",\"qty\":2}],"
-        "\"occurred_at\":\"2026-01-01T00:00:00Z\"}"), 0);
+    stock_sku1_5(&s);
+    publish_ghost_created();
     ck_assert(wait_until(reply_published, NULL, 10000));
     char *reply_id = pg_text("inventory", "SELECT reply_event_id FROM order_decisions");
     assert_resent_past_the_window(&s, "inventory", "{\"order_id\":\"" GHOST "\"}", reply_id,
@@ -737,15 +749,9 @@ START_TEST(a_periodic_reconcile_run_applies_what_the_consumer_skipped)
     struct svc inv;
     struct http_result r;
     start_inventory(&inv, "1h", 0);
-    ck_assert_int_eq(http_do(inv.port, "PUT", "/inventory/SKU-1",
-                             (const char *const[]){"Content-Type: application/json", NULL},
-                             "{\"available\":5}", 15, &r), 0);
-    http_result_free(&r);
+    stock_sku1_5(&inv);
     ck_assert_int_eq(svc_stop(&inv, SIGTERM), 0);
-    ck_assert_int_eq(natsd_publish(&nats, "orders.created", EVENT_ID,
-        "{\"event_id\":\"" EVENT_ID "\",\"type\":\"OrderCreated\",\"order_id\":\"" GHOST "\","
-        "\"customer_id\":\"c-1\",\"items\":[{\"sku\":\"SKU-1\",\"qty\":2}],"
-        "\"occurred_at\":\"2026-01-01T00:00:00Z\"}"), 0);
+    publish_ghost_created();
     ck_assert_int_eq(natsd_publish(&nats, "orders.created", REPLY_ID,
         "{\"event_id\":\"" REPLY_ID "\",\"type\":\"OrderCreated\",\"order_id\":\"" GHOST "\","
         "\"items\":\"none\"}"), 0);

@@ -538,6 +538,23 @@ static int broker_up(void *arg)
     return broker_connected(arg);
 }
 
+/* A test-side client of stream (through common/broker.c), connected; NULL
+ * if it could not connect within 10 s. */
+static struct broker *test_broker(struct natsd *n, const char *name, const char *stream)
+{
+    struct broker_settings set = {n->url, name, stream, 1, 3LL * 24 * 3600 * 1000,
+                                  0, 0, 0, NULL, 0};
+    struct broker *b = NULL;
+    char msg[256];
+    if (broker_new(&set, &b, msg, sizeof msg) != ERR_OK)
+        return NULL;
+    if (!wait_until(broker_up, b, 10000)) {
+        broker_free(b);
+        return NULL;
+    }
+    return b;
+}
+
 int natsd_publish(struct natsd *n, const char *subject, const char *msg_id, const char *body)
 {
     return natsd_publish_traced(n, subject, msg_id, body, NULL);
@@ -547,16 +564,14 @@ int natsd_publish_traced(struct natsd *n, const char *subject, const char *msg_i
                          const char *body, const char *traceparent)
 {
     const char *stream = strncmp(subject, "orders.", 7) == 0 ? "ORDERS" : "INVENTORY";
-    struct broker_settings set = {n->url, "test-publisher", stream, 1, 3LL * 24 * 3600 * 1000,
-                                  0, 0, 0, NULL, 0};
-    struct broker *b = NULL;
+    struct broker *b = test_broker(n, "test-publisher", stream);
     char msg[256];
-    if (broker_new(&set, &b, msg, sizeof msg) != ERR_OK)
+    if (!b)
         return -1;
     struct broker_out out = {.subject = subject, .event_id = msg_id, .event_type = "Test",
                              .traceparent = traceparent, .payload = body, .len = strlen(body)};
     int rc = -1;
-    if (wait_until(broker_up, b, 10000) && broker_ensure_stream(b, msg, sizeof msg) == ERR_OK &&
+    if (broker_ensure_stream(b, msg, sizeof msg) == ERR_OK &&
         broker_publish(b, &out, 1, 5000) == ERR_OK && out.acked)
         rc = 0;
     broker_free(b);
@@ -566,16 +581,13 @@ int natsd_publish_traced(struct natsd *n, const char *subject, const char *msg_i
 int natsd_take(struct natsd *n, const char *stream, const char *durable, const char *filter,
                int count)
 {
-    struct broker_settings set = {n->url, "test-taker", stream, 1, 3LL * 24 * 3600 * 1000,
-                                  0, 0, 0, NULL, 0};
-    struct broker *b = NULL;
+    struct broker *b = test_broker(n, "test-taker", stream);
     struct broker_sub *sub = NULL;
     char msg[256];
-    if (broker_new(&set, &b, msg, sizeof msg) != ERR_OK)
+    if (!b)
         return -1;
     int taken = -1;
-    if (wait_until(broker_up, b, 10000) &&
-        broker_subscribe(b, stream, durable, filter, &sub, msg, sizeof msg) == ERR_OK) {
+    if (broker_subscribe(b, stream, durable, filter, &sub, msg, sizeof msg) == ERR_OK) {
         taken = 0;
         for (int tries = 0; taken < count && tries < 20; tries++) {
             struct broker_in *m = NULL;

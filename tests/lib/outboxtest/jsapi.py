@@ -131,15 +131,20 @@ def stream_state(nats, stream):
     return nats.js("STREAM.INFO." + stream)["state"]
 
 
+def consumer_info(nats, stream, durable):
+    """CONSUMER.INFO of a durable consumer, as JetStream answers it."""
+    return nats.js("CONSUMER.INFO.%s.%s" % (stream, durable))
+
+
 def consumer_state(nats, stream, durable):
     """(num_ack_pending, num_pending, num_redelivered) of a durable consumer."""
-    c = nats.js("CONSUMER.INFO.%s.%s" % (stream, durable))
+    c = consumer_info(nats, stream, durable)
     return c.get("num_ack_pending", 0), c.get("num_pending", 0), c.get("num_redelivered", 0)
 
 
 def consumer_floors(nats, stream, durable):
     """(delivered, ack floor) stream sequences of a durable consumer."""
-    c = nats.js("CONSUMER.INFO.%s.%s" % (stream, durable))
+    c = consumer_info(nats, stream, durable)
     return c.get("delivered", {}).get("stream_seq", 0), c.get("ack_floor", {}).get("stream_seq", 0)
 
 
