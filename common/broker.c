@@ -413,7 +413,12 @@ static natsStatus stream_lookup(jsCtx *js, const char *name, int wait_ms, jsStre
 static int settings_differ(const jsStreamConfig *got, const jsStreamConfig *want)
 {
     return got->Replicas != want->Replicas || got->MaxAge != want->MaxAge ||
-           got->Duplicates != want->Duplicates;
+           got->Duplicates != want->Duplicates || got->Storage != want->Storage;
+}
+
+static const char *storage_name(jsStorageType t)
+{
+    return t == js_FileStorage ? "file" : "memory";
 }
 
 /* True when the written stream was made again since this service set it up
@@ -429,26 +434,64 @@ static int made_by_a_reader(const struct broker *b, const jsStreamInfo *si)
     return got && si->Created != atomic_load(&b->own_created) && settings_differ(got, &want);
 }
 
-/* Says which of the stream's settings an update to `want` changes: another
- * instance (or an operator) set them otherwise, and the instances' settings
- * differ, so each start of one flips them (JS_REPLICAS=1 beside =3 left a
- * stream of one replica in silence: a helper's probe). */
-static void note_changes(jsCtx *js, const jsStreamConfig *want)
+/* Describes the stream's settings that differ from `want` into out
+ * ("" when none does). */
+static void describe_changes(const jsStreamConfig *got, const jsStreamConfig *want, char *out,
+                             size_t outlen)
 {
-    jsStreamInfo *si = NULL;
+    out[0] = '\0';
+    if (!settings_differ(got, want))
+        return;
+    snprintf(out, outlen,
+             "storage %s -> %s, replicas %lld -> %lld (JS_REPLICAS), max age %.15gs -> %.15gs "
+             "(STREAM_MAX_AGE), duplicate window %.15gs -> %.15gs (STREAM_DUPLICATE_WINDOW)",
+             storage_name(got->Storage), storage_name(want->Storage), (long long)got->Replicas,
+             (long long)want->Replicas, (double)got->MaxAge / NS_PER_S,
+             (double)want->MaxAge / NS_PER_S, (double)got->Duplicates / NS_PER_S,
+             (double)want->Duplicates / NS_PER_S); /* 1.5 s is not 1 s */
+}
+
+/* nats.c's text of its last error, without where in nats.c it was raised
+ * ("(jsm.c:1033): "). */
+static const char *last_error_text(void)
+{
+    const char *t = nats_GetLastError(NULL);
+    const char *after = t && t[0] == '(' ? strstr(t, "): ") : NULL;
+    return after ? after + 3 : t ? t : "";
+}
+
+/* Sets an existing stream to `want`, saying what that changes: another
+ * instance (or an operator) set it otherwise, and the instances' settings
+ * differ, so each start of one flips them (JS_REPLICAS=1 beside =3 left a
+ * stream of one replica in silence: a helper's probe). What JetStream does
+ * not change in place (10052: a stream made with memory storage, say) stays
+ * as it is, and the stream is used so, said once: refusing it stopped all
+ * publishing, with a line each second that claimed the settings were set
+ * (a helper's probe). Then NATS_OK, with *jerr still 10052 and *si as the
+ * stream is. */
+static natsStatus update_stream(jsCtx *js, jsStreamConfig *want, jsStreamInfo **si,
+                                jsErrCode *jerr)
+{
+    jsStreamInfo *now = NULL;
     jsErrCode e = 0;
-    if (stream_lookup(js, want->Name, API_WAIT_MS, &si, &e) == NATS_OK && si && si->Config) {
-        const jsStreamConfig *got = si->Config;
-        if (settings_differ(got, want))
-            log_warn("stream %s is set to this service's settings: replicas %lld -> %lld "
-                     "(JS_REPLICAS), max age %.15gs -> %.15gs (STREAM_MAX_AGE), duplicate window "
-                     "%.15gs -> %.15gs (STREAM_DUPLICATE_WINDOW); an instance started with other "
-                     "ones sets them back", want->Name, (long long)got->Replicas,
-                     (long long)want->Replicas, (double)got->MaxAge / NS_PER_S,
-                     (double)want->MaxAge / NS_PER_S, (double)got->Duplicates / NS_PER_S,
-                     (double)want->Duplicates / NS_PER_S); /* 1.5 s is not 1 s */
+    char changes[320] = "";
+    if (stream_lookup(js, want->Name, API_WAIT_MS, &now, &e) == NATS_OK && now && now->Config)
+        describe_changes(now->Config, want, changes, sizeof changes);
+    if (changes[0])
+        log_warn("stream %s differs from this service's settings, setting it to them: %s; an "
+                 "instance started with other ones sets them back", want->Name, changes);
+    *jerr = 0;
+    natsStatus s = js_UpdateStream(si, js, want, NULL, jerr);
+    if (s != NATS_OK && *jerr == JSStreamInvalidConfig) {
+        log_error("stream %s cannot be set to this service's settings in place (%s): it is used "
+                  "as it is. To give it them, delete it once its consumers have caught up; "
+                  "this service then creates it again", want->Name, last_error_text());
+        s = NATS_OK;
+        *si = now; /* as it is: its creation time is the one set up */
+        now = NULL;
     }
-    jsStreamInfo_Destroy(si);
+    jsStreamInfo_Destroy(now);
+    return s;
 }
 
 /* Creates a stream from this service's settings; one that exists already
@@ -463,10 +506,8 @@ static natsStatus add_stream(const struct broker *b, const struct stream_def *de
     stream_config(b, def, &cfg, subjects);
     jsStreamInfo *si = NULL;
     natsStatus s = js_AddStream(&si, js, &cfg, NULL, jerr);
-    if (s != NATS_OK && *jerr == JSStreamNameExistErr && update) {
-        note_changes(js, &cfg);
-        s = js_UpdateStream(&si, js, &cfg, NULL, jerr); /* converge the settings */
-    }
+    if (s != NATS_OK && *jerr == JSStreamNameExistErr && update)
+        s = update_stream(js, &cfg, &si, jerr); /* converge the settings */
     else if (s != NATS_OK && *jerr == JSStreamNameExistErr)
         s = NATS_OK; /* created meanwhile (another instance, or its writer) */
     if (created && si)
@@ -498,13 +539,13 @@ static natsStatus ensure_own(struct broker *b, jsCtx *js, int first, jsErrCode *
             s = add_stream(b, b->own, js, 1, &created, jerr);
         } else if (foreign) {
             natsStatus u = add_stream(b, b->own, js, 1, NULL, jerr);
-            if (u == NATS_OK)
-                log_info("stream %s was made again by a reader, from other settings: set to "
-                         "this service's", b->own->name);
-            else
+            if (u != NATS_OK)
                 log_warn("stream %s was made again by a reader, from other settings, and "
                          "cannot be set to this service's (%s): used as it is",
                          b->own->name, natsStatus_GetText(u));
+            else if (*jerr != JSStreamInvalidConfig) /* else update_stream said why not */
+                log_info("stream %s was made again by a reader, from other settings: set to "
+                         "this service's", b->own->name);
         }
     }
     if (s == NATS_OK)

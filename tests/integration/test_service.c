@@ -524,6 +524,49 @@ START_TEST(each_stream_is_created_by_either_and_configured_by_its_writer)
 }
 END_TEST
 
+static int orders_stream_holds_one(void *arg)
+{
+    return natsd_stream_msgs(arg, "ORDERS") == 1;
+}
+
+static int count_of(const char *text, const char *what)
+{
+    int n = 0;
+    for (const char *p = text; (p = strstr(p, what)); p += strlen(what))
+        n++;
+    return n;
+}
+
+/* A stream someone made with memory storage: JetStream changes no stream's
+ * storage in place (10052). The writer used to refuse it, stop publishing
+ * and log each second that it had set the stream to its settings. Now the
+ * stream is used as it is, and one error line says why and what to do. */
+START_TEST(a_stream_that_cannot_be_set_in_place_is_used_as_it_is_and_said_once)
+{
+    ck_assert_int_eq(natsd_request(&nats, "$JS.API.STREAM.CREATE.ORDERS",
+                                   "{\"name\":\"ORDERS\",\"subjects\":[\"orders.>\"],"
+                                   "\"storage\":\"memory\",\"duplicate_window\":5000000000}",
+                                   "\"storage\":\"memory\""),
+                     0);
+    struct svc o;
+    svc_start(&o, "order-service", nats.url, NULL);
+    ck_assert(wait_until(ready_200, &o, 10000));
+    ck_assert_int_eq(http_post_json(o.port, "/orders",
+                                    "{\"customer_id\":\"c-1\",\"items\":[{\"sku\":\"SKU-1\",\"qty\":1}]}",
+                                    NULL),
+                     201);
+    ck_assert_msg(wait_until(orders_stream_holds_one, &nats, 10000), "ORDERS holds %ld",
+                  natsd_stream_msgs(&nats, "ORDERS"));
+    sleep_ms(2000); /* long enough for a line each second, as before */
+    char *log = read_log(&o.proc);
+    ck_assert_int_eq(count_of(log, "storage memory -> file"), 1);
+    ck_assert_int_eq(count_of(log, "(stream configuration update can not change storage type): it is used as it is"), 1);
+    ck_assert(!strstr(log, "is set to this service's settings"));
+    free(log);
+    ck_assert_int_eq(svc_stop(&o, SIGTERM), 0);
+}
+END_TEST
+
 Suite *service_suite(void)
 {
     Suite *s = suite_create("service");
@@ -536,6 +579,7 @@ Suite *service_suite(void)
     tcase_add_test(tc, readyz_follows_nats_without_restart);
     tcase_add_test(tc, a_tls_url_is_tls_or_nothing);
     tcase_add_test(tc, each_stream_is_created_by_either_and_configured_by_its_writer);
+    tcase_add_test(tc, a_stream_that_cannot_be_set_in_place_is_used_as_it_is_and_said_once);
     tcase_add_test(tc, starts_and_serves_while_nats_is_down);
     tcase_add_test(tc, metrics_expose_the_contract_names);
     tcase_add_test(tc, first_scrape_has_the_http_families);
