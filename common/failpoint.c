@@ -11,7 +11,7 @@
 
 /* Every name the code passes. */
 static const char *const known[] = {FP_RELAY_AFTER_ACK, FP_INBOX_AFTER_COMMIT, FP_DB_COMMIT_CUT,
-                                    FP_DB_COMMIT_LOST};
+                                    FP_DB_COMMIT_LOST, FP_STOP_HANG};
 
 static struct {
     const char *name; /* one of known[] */

@@ -16,6 +16,7 @@
 /* Other faults (failpoint_on). */
 #define FP_DB_COMMIT_CUT "db_commit_cut"   /* the socket cut right after COMMIT is sent */
 #define FP_DB_COMMIT_LOST "db_commit_lost" /* cut just before it */
+#define FP_STOP_HANG "stop_hang" /* a stop step that never ends (a lock nats.c holds) */
 
 /* 1 when spec is empty or every entry is a known name, alone or with
  * ":n" (n from 1, its digits alone), at most FAILPOINTS_MAX of them. */
