@@ -37,6 +37,7 @@
 #define HEAD_EVERY 16         /* passes of a drain between claims from the head */
 #define MARKERS 2             /* batches marked at once: a mark costs more than a claim and a send */
 #define FROM_HEAD "-9223372036854775808" /* below every id */
+#define REFILED_MAX 1024 /* events stored by a publish whose filing was undone, remembered */
 /* A pass starts at least this long after the one before ended, and the
  * notifies that came meanwhile are forgotten: that pass covers their rows.
  * Under a steady flow of commits, each notifying, a pass otherwise starts
@@ -131,6 +132,8 @@ struct relay {
     struct waker gauges_waker;
     struct db *gauges_db;
     int last_failed; /* log state changes once, not every pass (marker threads, under mu) */
+    char (*refiled)[40];     /* see note_stored (under mu) */
+    int nrefiled, refiled_next;
     pthread_mutex_t mu;      /* guards the hand-overs */
     pthread_cond_t cv;
     int marker_stop;
@@ -191,18 +194,55 @@ static struct broker_out *rows_to_msgs(PGresult *res, int n)
     return m;
 }
 
+/* A batch whose filing was undone (unfile) is published again, and
+ * JetStream calls the second ack of each event the first one stored a
+ * duplicate: an operator's re-send past the window, or each re-drive after
+ * a lost store, was counted in outbox_duplicates_total as dropped though it
+ * was stored (a helper's probe: 300 re-driven, 302 "duplicates"). The
+ * events stored so are remembered here (the last REFILED_MAX), and their
+ * second ack counts as their publish. Another instance's relay may take
+ * the batch instead, and count it a duplicate. */
+static void note_stored(struct relay *r, const struct batch *b)
+{
+    pthread_mutex_lock(&r->mu);
+    for (int i = 0; i < b->claimed; i++) {
+        if (!b->msgs[i].acked || b->msgs[i].duplicate)
+            continue;
+        snprintf(r->refiled[r->refiled_next], sizeof r->refiled[0], "%s", b->msgs[i].event_id);
+        r->refiled_next = (r->refiled_next + 1) % REFILED_MAX;
+        r->nrefiled += r->nrefiled < REFILED_MAX;
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* Whether a duplicate ack is for an event that this relay's undone publish
+ * stored (forgotten then). */
+static int stored_before(struct relay *r, const char *event_id)
+{
+    int found = 0;
+    pthread_mutex_lock(&r->mu);
+    for (int k = 0; k < r->nrefiled && !found; k++) {
+        found = strcmp(r->refiled[k], event_id) == 0;
+        if (found)
+            r->refiled[k][0] = '\0';
+    }
+    pthread_mutex_unlock(&r->mu);
+    return found;
+}
+
 /* The metrics of a batch's acked rows, once their mark committed (a mark
  * that did not commit is made again): how many, commit-to-ack latency as
  * of acked_at, and the acks that said JetStream had the event already. */
-static void count_acked(const struct batch *b, double acked_at)
+static void count_acked(struct relay *r, const struct batch *b, double acked_at)
 {
     metric_add(m_published, "", b->acked);
     int duplicates = 0;
     for (int i = 0; i < b->claimed; i++) {
-        if (!b->msgs[i].acked)
+        const struct broker_out *m = &b->msgs[i];
+        if (!m->acked)
             continue;
         metric_observe(m_latency, "", acked_at - strtod(PQgetvalue(b->res, i, 6), NULL));
-        duplicates += b->msgs[i].duplicate;
+        duplicates += m->duplicate && !stored_before(r, m->event_id);
     }
     metric_add(m_duplicates, "", duplicates);
 }
@@ -405,9 +445,10 @@ static void send_batch(struct relay *r, struct batch *b)
  * earlier publish is still filed. Its transaction is rolled back (its rows
  * pending again), and those earlier rows go: the next pass publishes the
  * batch again (JetStream drops the copies) and files it. */
-static void unfile(struct batch *b)
+static void unfile(struct relay *r, struct batch *b)
 {
     db_rollback(b->db);
+    note_stored(r, b);
     struct buf ids;
     buf_pg_array_open(&ids);
     for (int i = 0; i < b->claimed; i++)
@@ -438,13 +479,13 @@ static enum err mark_commit(struct relay *r, struct batch *b)
     if (e == ERR_OK)
         e = db_exec_sql(b->db, "COMMIT");
     if (e == ERR_OK) {
-        count_acked(b, acked_at);
+        count_acked(r, b, acked_at);
         metric_add(m_failures, "", nfail);
         note_outcome(r, nfail > 0, first_err);
         log_published(b->res, b->msgs, b->claimed);
         log_dead(dead);
     } else if (e == ERR_CONFLICT) {
-        unfile(b);
+        unfile(r, b);
     } else if (e != ERR_UNAVAILABLE || db_is_connected(b->db)) {
         log_warn("relay: marking a batch: %s", db_errmsg(b->db)); /* rows pending again */
     }
@@ -592,6 +633,7 @@ static struct relay *relay_new(const struct config *cfg, struct broker *b)
     struct relay *r = xcalloc(1, sizeof *r);
     r->cfg = cfg;
     r->broker = b;
+    r->refiled = xcalloc(REFILED_MAX, sizeof *r->refiled);
     for (size_t i = 0; i < ARRAY_LEN(r->db); i++)
         db_new(cfg->database_url, "relay", relay_stmts, ARRAY_LEN(relay_stmts), &r->db[i]);
     db_new(cfg->database_url, "relay", relay_stmts, ARRAY_LEN(relay_stmts), &r->gauges_db);
@@ -646,5 +688,6 @@ void relay_stop(struct relay *r)
     pthread_cond_destroy(&r->cv);
     pthread_mutex_destroy(&r->mu);
     waker_cleanup(&r->waker);
+    free(r->refiled);
     free(r);
 }
