@@ -132,7 +132,7 @@ struct relay {
     struct waker gauges_waker;
     struct db *gauges_db;
     int last_failed; /* log state changes once, not every pass (marker threads, under mu) */
-    char (*refiled)[40];     /* see note_stored (under mu) */
+    char (*refiled)[UUID_STR_LEN]; /* see note_stored (under mu) */
     int nrefiled, refiled_next;
     pthread_mutex_t mu;      /* guards the hand-overs */
     pthread_cond_t cv;
