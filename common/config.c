@@ -377,6 +377,46 @@ static int check_together(const struct config *c, char *msg, size_t msglen)
     return 0;
 }
 
+/* ms in the largest unit that holds it whole ("90s", "36500d"), with days
+ * beside it when none above ms does (INT32_MAX ms: 24.9 days). */
+static void format_ms(int64_t ms, char *out, size_t n)
+{
+    static const struct { const char *unit; int64_t ms; } units[] = {
+        {"d", 86400000}, {"h", 3600000}, {"m", 60000}, {"s", 1000},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(units); i++)
+        if (ms > 0 && ms % units[i].ms == 0) {
+            snprintf(out, n, "%lld%s", (long long)(ms / units[i].ms), units[i].unit);
+            return;
+        }
+    if (ms >= 86400000)
+        snprintf(out, n, "%lldms (%.1f days)", (long long)ms, (double)ms / 86400000);
+    else
+        snprintf(out, n, "%lldms", (long long)ms);
+}
+
+/* What a setting takes, for its error line ("" when the line says it). */
+static void expected_form(const struct setting *s, char *out, size_t n)
+{
+    char lo[48], hi[48];
+    out[0] = '\0';
+    if (s->parse == parse_int || s->parse == parse_port_or_none) {
+        snprintf(out, n, "; expected an integer from %lld to %lld%s", (long long)s->range.min,
+                 (long long)s->range.max, s->parse == parse_port_or_none ? ", or empty for none" : "");
+    } else if (s->parse == parse_duration) {
+        format_ms(s->range.min, lo, sizeof lo);
+        format_ms(s->range.max ? s->range.max : DURATION_MAX_MS, hi, sizeof hi);
+        snprintf(out, n, "; expected a duration (such as 500ms, 30s, 5m, 2h, 7d; digits alone "
+                 "are seconds) from %s to %s", s->range.min ? lo : "0", hi);
+    } else if (s->parse == parse_level) {
+        snprintf(out, n, "; expected debug, info, warn or error");
+    } else if (s->parse == parse_failpoints) {
+        snprintf(out, n, "; expected name[:n],... of the names in common/failpoint.h");
+    } else if (s->parse == parse_string && s->range.min > 0) {
+        snprintf(out, n, "; expected a value, not an empty one");
+    }
+}
+
 enum err config_load(const struct config_defaults *d, struct config *out,
                      char *msg, size_t msglen)
 {
@@ -394,9 +434,10 @@ enum err config_load(const struct config_defaults *d, struct config *out,
             else if (s->parse == parse_secret) /* never echoed */
                 snprintf(msg, msglen, "invalid value for %s: no blanks allowed", s->name);
             else {
-                char shown[ECHO_MAX * 4 + 8];
+                char shown[ECHO_MAX * 4 + 8], form[256];
                 echo_value(use, shown, sizeof shown);
-                snprintf(msg, msglen, "invalid value for %s: \"%s\"", s->name, shown);
+                expected_form(s, form, sizeof form);
+                snprintf(msg, msglen, "invalid value for %s: \"%s\"%s", s->name, shown, form);
             }
             config_cleanup(out);
             return ERR_CONFIG;
