@@ -460,15 +460,15 @@ static const char *last_error_text(void)
     return after ? after + 3 : t ? t : "";
 }
 
-/* Sets an existing stream to `want`, saying what that changes: another
+/* Sets an existing stream to `want`, saying what that changed: another
  * instance (or an operator) set it otherwise, and the instances' settings
  * differ, so each start of one flips them (JS_REPLICAS=1 beside =3 left a
- * stream of one replica in silence: a helper's probe). What JetStream does
- * not change in place (10052: a stream made with memory storage, say) stays
- * as it is, and the stream is used so, said once: refusing it stopped all
+ * stream of one replica in silence: a helper's probe). A stream of another
+ * storage, which JetStream does not change in place (10052), stays as it
+ * is and is used so, said once in an error line: refusing it stopped all
  * publishing, with a line each second that claimed the settings were set
- * (a helper's probe). Then NATS_OK, with *jerr still 10052 and *si as the
- * stream is. */
+ * (a helper's probe). Then NATS_OK, with *jerr still 10052 and *si the
+ * stream as it is. */
 static natsStatus update_stream(jsCtx *js, jsStreamConfig *want, jsStreamInfo **si,
                                 jsErrCode *jerr)
 {
@@ -477,15 +477,17 @@ static natsStatus update_stream(jsCtx *js, jsStreamConfig *want, jsStreamInfo **
     char changes[320] = "";
     if (stream_lookup(js, want->Name, API_WAIT_MS, &now, &e) == NATS_OK && now && now->Config)
         describe_changes(now->Config, want, changes, sizeof changes);
-    if (changes[0])
-        log_warn("stream %s differs from this service's settings, setting it to them: %s; an "
-                 "instance started with other ones sets them back", want->Name, changes);
     *jerr = 0;
     natsStatus s = js_UpdateStream(si, js, want, NULL, jerr);
-    if (s != NATS_OK && *jerr == JSStreamInvalidConfig) {
-        log_error("stream %s cannot be set to this service's settings in place (%s): it is used "
-                  "as it is. To give it them, delete it once its consumers have caught up; "
-                  "this service then creates it again", want->Name, last_error_text());
+    if (s == NATS_OK && changes[0]) {
+        log_warn("stream %s was set to this service's settings: %s; an instance started with "
+                 "other ones sets them back", want->Name, changes);
+    } else if (s != NATS_OK && *jerr == JSStreamInvalidConfig && now && now->Config &&
+               now->Config->Storage != want->Storage) {
+        log_error("stream %s cannot be set to this service's settings (%s) in place (%s): it is "
+                  "used as it is, its messages kept only as its storage keeps them. To give it "
+                  "them, delete it once its consumers have caught up; this service then creates "
+                  "it again", want->Name, changes, last_error_text());
         s = NATS_OK;
         *si = now; /* as it is: its creation time is the one set up */
         now = NULL;

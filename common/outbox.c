@@ -120,6 +120,12 @@ struct marker {
     enum err err;            /* how the last batch it marked ended (under r->mu) */
 };
 
+/* An event stored by a publish whose filing was undone (note_stored). */
+struct refiled {
+    char event_id[UUID_STR_LEN]; /* "" once its next ack came, or it expired */
+    int64_t until_ms;            /* past the duplicate window: not a duplicate then */
+};
+
 struct relay {
     const struct config *cfg;
     struct broker *broker;
@@ -132,8 +138,8 @@ struct relay {
     struct waker gauges_waker;
     struct db *gauges_db;
     int last_failed; /* log state changes once, not every pass (marker threads, under mu) */
-    char (*refiled)[UUID_STR_LEN]; /* see note_stored (under mu) */
-    int nrefiled, refiled_next;
+    struct refiled *refiled; /* see note_stored (under mu) */
+    int refiled_live, refiled_next;
     pthread_mutex_t mu;      /* guards the hand-overs */
     pthread_cond_t cv;
     int marker_stop;
@@ -199,32 +205,40 @@ static struct broker_out *rows_to_msgs(PGresult *res, int n)
  * duplicate: an operator's re-send past the window, or each re-drive after
  * a lost store, was counted in outbox_duplicates_total as dropped though it
  * was stored (a helper's probe: 300 re-driven, 302 "duplicates"). The
- * events stored so are remembered here (the last REFILED_MAX), and their
- * second ack counts as their publish. Another instance's relay may take
- * the batch instead, and count it a duplicate. */
+ * events stored so are remembered here (the last REFILED_MAX, for one
+ * duplicate window), and their next ack counts as their publish. Another
+ * instance's relay may take the batch instead, and count it a duplicate. */
 static void note_stored(struct relay *r, const struct batch *b)
 {
+    int64_t until = mono_ms() + r->cfg->stream_duplicate_window_ms;
     pthread_mutex_lock(&r->mu);
     for (int i = 0; i < b->claimed; i++) {
         if (!b->msgs[i].acked || b->msgs[i].duplicate)
             continue;
-        snprintf(r->refiled[r->refiled_next], sizeof r->refiled[0], "%s", b->msgs[i].event_id);
+        struct refiled *f = &r->refiled[r->refiled_next];
+        r->refiled_live += !f->event_id[0];
+        snprintf(f->event_id, sizeof f->event_id, "%s", b->msgs[i].event_id);
+        f->until_ms = until;
         r->refiled_next = (r->refiled_next + 1) % REFILED_MAX;
-        r->nrefiled += r->nrefiled < REFILED_MAX;
     }
     pthread_mutex_unlock(&r->mu);
 }
 
-/* Whether a duplicate ack is for an event that this relay's undone publish
- * stored (forgotten then). */
+/* Whether an acked event is one this relay's undone publish stored: then
+ * forgotten, as are the ones past their window. */
 static int stored_before(struct relay *r, const char *event_id)
 {
     int found = 0;
     pthread_mutex_lock(&r->mu);
-    for (int k = 0; k < r->nrefiled && !found; k++) {
-        found = strcmp(r->refiled[k], event_id) == 0;
-        if (found)
-            r->refiled[k][0] = '\0';
+    int64_t now = r->refiled_live ? mono_ms() : 0;
+    for (int k = 0; k < REFILED_MAX && r->refiled_live; k++) {
+        struct refiled *f = &r->refiled[k];
+        int match = f->event_id[0] && strcmp(f->event_id, event_id) == 0;
+        if (f->event_id[0] && (match || f->until_ms < now)) {
+            f->event_id[0] = '\0';
+            r->refiled_live--;
+        }
+        found |= match;
     }
     pthread_mutex_unlock(&r->mu);
     return found;
@@ -236,13 +250,17 @@ static int stored_before(struct relay *r, const char *event_id)
 static void count_acked(struct relay *r, const struct batch *b, double acked_at)
 {
     metric_add(m_published, "", b->acked);
+    pthread_mutex_lock(&r->mu);
+    int remembered = r->refiled_live > 0; /* else no lock per row (the steady state) */
+    pthread_mutex_unlock(&r->mu);
     int duplicates = 0;
     for (int i = 0; i < b->claimed; i++) {
         const struct broker_out *m = &b->msgs[i];
         if (!m->acked)
             continue;
         metric_observe(m_latency, "", acked_at - strtod(PQgetvalue(b->res, i, 6), NULL));
-        duplicates += m->duplicate && !stored_before(r, m->event_id);
+        int before = remembered && stored_before(r, m->event_id);
+        duplicates += m->duplicate && !before;
     }
     metric_add(m_duplicates, "", duplicates);
 }

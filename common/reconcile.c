@@ -466,7 +466,6 @@ static enum err check_consumed(struct reconcile *rc, int repairs, json_t *rep)
     return e;
 }
 
-/* The window: RECONCILE_WINDOW, but no longer than published rows are kept. */
 #define AGE_MARGIN_MAX_MS 60000 /* the two servers' clocks, at most */
 
 /* How far back a run looks: RECONCILE_WINDOW, at most OUTBOX_RETENTION

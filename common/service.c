@@ -382,6 +382,7 @@ static struct {
     struct waker waker;
     pthread_t thread;
     _Atomic(const char *) step;
+    atomic_int code; /* the exit code run() has decided on */
 } stop_watch;
 
 static void stop_at(const char *step)
@@ -390,7 +391,8 @@ static void stop_at(const char *step)
 }
 
 /* A stop that takes too long says at which step, once, and one that takes
- * longer still ends the process there (exit 0, as a stop should). */
+ * longer still ends the process there, with the code the stop would have
+ * ended with (0 after a signal; 1 after a start that failed). */
 static void *stop_watch_main(void *arg)
 {
     (void)arg;
@@ -403,11 +405,12 @@ static void *stop_watch_main(void *arg)
     log_error("stopping: still in %s after %d s: exiting now, inside the 10 s a stop may take; "
               "what it had not finished is done again after a restart, as after a kill",
               atomic_load(&stop_watch.step), STOP_FORCE_MS / 1000);
-    _exit(0);
+    _exit(atomic_load(&stop_watch.code));
 }
 
-static void stop_watch_start(void)
+static void stop_watch_start(int code)
 {
+    atomic_store(&stop_watch.code, code);
     stop_at("the start of the stop");
     waker_thread_start(&stop_watch.waker, &stop_watch.thread, "stop-watch", stop_watch_main,
                        NULL);
@@ -449,7 +452,7 @@ static int run(struct service *svc)
     wait_signal(-1);
     log_info("stopping: finishing in-flight requests and batches");
 out:
-    stop_watch_start();
+    stop_watch_start(code);
     connect_leave();
     broker_stopping(svc->broker, STOP_ACK_GRACE_MS);
     inbox_request_stop(svc->inbox); /* both loops finish their batch meanwhile */

@@ -415,14 +415,6 @@ static void *post_then_eof(void *arg)
     return NULL;
 }
 
-static int count_of(const char *s, const char *needle)
-{
-    int n = 0;
-    for (const char *p = s; (p = strstr(p, needle)); p++)
-        n++;
-    return n;
-}
-
 START_TEST(a_client_that_shuts_its_sending_side_is_answered)
 {
     pthread_t t[4];

@@ -142,6 +142,14 @@ void proc_print_tail(const struct proc *p, const char *what, int lines)
     free(ring);
 }
 
+int count_of(const char *text, const char *needle)
+{
+    int n = 0;
+    for (const char *p = text; (p = strstr(p, needle)); p++)
+        n++;
+    return n;
+}
+
 int proc_log_has(const struct proc *p, const char *what)
 {
     FILE *f = fopen(p->log, "r");

@@ -25,6 +25,8 @@ int proc_stop(struct proc *p, int sig, int timeout_ms);
 int proc_wait(struct proc *p, int timeout_ms);
 /* Whether a line of its log so far contains what. */
 int proc_log_has(const struct proc *p, const char *what);
+/* How many times needle occurs in text (overlapping ones too). */
+int count_of(const char *text, const char *needle);
 /* Whether such a line comes within timeout_ms (polled every 100 ms). */
 int proc_log_wait(const struct proc *p, const char *what, int timeout_ms);
 /* The last `lines` lines of the process's log on stderr (each cut at 600
