@@ -635,16 +635,6 @@ static int one_published(void *arg)
     return pg_long("orders", "SELECT count(*) FROM outbox_published") == 1;
 }
 
-static int orders_stream_holds_one(void *arg)
-{
-    return natsd_stream_msgs(arg, "ORDERS") == 1;
-}
-
-static int orders_stream_holds_none(void *arg)
-{
-    return natsd_stream_msgs(arg, "ORDERS") == 0;
-}
-
 static int orders_stream_holds_the_newest(void *arg)
 {
     return natsd_stream_msgs(arg, "ORDERS") == 1 &&
@@ -664,8 +654,8 @@ START_TEST(reconcile_does_not_call_what_aged_out_of_the_stream_missing)
     svc_start(&s, "order-service", nats.url, env);
     ck_assert_int_eq(http_post_json(s.port, "/orders", ORDER, NULL), 201);
     ck_assert(wait_until(one_published, NULL, 10000));
-    ck_assert(wait_until(orders_stream_holds_one, &nats, 5000)); /* its monitoring lags */
-    ck_assert_msg(wait_until(orders_stream_holds_none, &nats, 20000), "ORDERS holds %ld",
+    ck_assert(natsd_stream_wait(&nats, "ORDERS", 1, 5000));
+    ck_assert_msg(natsd_stream_wait(&nats, "ORDERS", 0, 20000), "ORDERS holds %ld",
                   natsd_stream_msgs(&nats, "ORDERS"));
     /* one more, still in the stream: the first one's sequence is below it */
     ck_assert_int_eq(http_post_json(s.port, "/orders", ORDER, NULL), 201);

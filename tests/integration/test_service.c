@@ -543,11 +543,6 @@ START_TEST(a_stop_held_up_still_ends_within_ten_seconds)
 }
 END_TEST
 
-static int orders_stream_holds_one(void *arg)
-{
-    return natsd_stream_msgs(arg, "ORDERS") == 1;
-}
-
 /* A stream someone made with memory storage: JetStream changes no stream's
  * storage in place (10052). The writer used to refuse it, stop publishing
  * and log each second that it had set the stream to its settings. Now the
@@ -566,7 +561,7 @@ START_TEST(a_stream_that_cannot_be_set_in_place_is_used_as_it_is_and_said_once)
                                     "{\"customer_id\":\"c-1\",\"items\":[{\"sku\":\"SKU-1\",\"qty\":1}]}",
                                     NULL),
                      201);
-    ck_assert_msg(wait_until(orders_stream_holds_one, &nats, 10000), "ORDERS holds %ld",
+    ck_assert_msg(natsd_stream_wait(&nats, "ORDERS", 1, 10000), "ORDERS holds %ld",
                   natsd_stream_msgs(&nats, "ORDERS"));
     sleep_ms(2000); /* long enough for a line each second, as before */
     char *log = read_log(&o.proc);

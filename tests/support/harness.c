@@ -506,6 +506,24 @@ long natsd_stream_msgs(struct natsd *n, const char *stream)
     return count;
 }
 
+struct stream_count {
+    struct natsd *n;
+    const char *stream;
+    long count;
+};
+
+static int stream_holds(void *arg)
+{
+    const struct stream_count *w = arg;
+    return natsd_stream_msgs(w->n, w->stream) == w->count;
+}
+
+int natsd_stream_wait(struct natsd *n, const char *stream, long count, int timeout_ms)
+{
+    struct stream_count w = {n, stream, count};
+    return wait_until(stream_holds, &w, timeout_ms);
+}
+
 long natsd_stream_max_age_s(struct natsd *n, const char *stream)
 {
     double ns = stream_number(n, stream, "config", "max_age");

@@ -63,6 +63,9 @@ void natsd_cluster_start(struct natsd n[CLUSTER_NODES], char *urls, size_t urls_
 
 /* Messages stored in a stream (from the monitoring endpoint), -1 if none. */
 long natsd_stream_msgs(struct natsd *n, const char *stream);
+/* Waits up to timeout_ms until the stream holds count messages; 1 if it
+ * did (the monitoring endpoint lags a publish a little). */
+int natsd_stream_wait(struct natsd *n, const char *stream, long count, int timeout_ms);
 /* A stream's max age in seconds, -1 if there is no such stream. */
 long natsd_stream_max_age_s(struct natsd *n, const char *stream);
 
