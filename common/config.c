@@ -49,20 +49,22 @@ static int parse_port_or_none(const struct setting *s, const char *v, struct con
     return parse_int(s, v, c);
 }
 
+/* A duration's units, largest first ("": digits alone are seconds). */
+static const struct { const char *suffix; int64_t ms; } duration_units[] = {
+    {"d", 86400000}, {"h", 3600000}, {"m", 60000}, {"s", 1000}, {"ms", 1}, {"", 1000},
+};
+
 int config_parse_duration_ms(const char *s, int64_t *out)
 {
-    static const struct { const char *suffix; int64_t ms; } units[] = {
-        {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}, {"", 1000},
-    };
     const char *end = NULL;
     long long n;
     if (decimal_prefix(s, 0, &n, &end) < 0)
         return -1;
-    for (size_t i = 0; i < ARRAY_LEN(units); i++) {
-        if (strcmp(end, units[i].suffix) == 0) {
-            if (n > INT64_MAX / units[i].ms)
+    for (size_t i = 0; i < ARRAY_LEN(duration_units); i++) {
+        if (strcmp(end, duration_units[i].suffix) == 0) {
+            if (n > INT64_MAX / duration_units[i].ms)
                 return -1;
-            *out = n * units[i].ms;
+            *out = n * duration_units[i].ms;
             return 0;
         }
     }
@@ -381,12 +383,10 @@ static int check_together(const struct config *c, char *msg, size_t msglen)
  * beside it when none above ms does (INT32_MAX ms: 24.9 days). */
 static void format_ms(int64_t ms, char *out, size_t n)
 {
-    static const struct { const char *unit; int64_t ms; } units[] = {
-        {"d", 86400000}, {"h", 3600000}, {"m", 60000}, {"s", 1000},
-    };
-    for (size_t i = 0; i < ARRAY_LEN(units); i++)
-        if (ms > 0 && ms % units[i].ms == 0) {
-            snprintf(out, n, "%lld%s", (long long)(ms / units[i].ms), units[i].unit);
+    for (size_t i = 0; duration_units[i].ms > 1; i++)
+        if (ms > 0 && ms % duration_units[i].ms == 0) {
+            snprintf(out, n, "%lld%s", (long long)(ms / duration_units[i].ms),
+                     duration_units[i].suffix);
             return;
         }
     if (ms >= 86400000)

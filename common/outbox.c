@@ -224,13 +224,11 @@ static void note_stored(struct relay *r, const struct batch *b)
     pthread_mutex_unlock(&r->mu);
 }
 
-/* Whether an acked event is one this relay's undone publish stored: then
- * forgotten, as are the ones past their window. */
-static int stored_before(struct relay *r, const char *event_id)
+/* Forgets event_id if an undone publish of this relay stored it (1), and
+ * the remembered events past their window. Caller holds mu. */
+static int forget_refiled(struct relay *r, const char *event_id, int64_t now)
 {
     int found = 0;
-    pthread_mutex_lock(&r->mu);
-    int64_t now = r->refiled_live ? mono_ms() : 0;
     for (int k = 0; k < REFILED_MAX && r->refiled_live; k++) {
         struct refiled *f = &r->refiled[k];
         int match = f->event_id[0] && strcmp(f->event_id, event_id) == 0;
@@ -240,8 +238,22 @@ static int stored_before(struct relay *r, const char *event_id)
         }
         found |= match;
     }
-    pthread_mutex_unlock(&r->mu);
     return found;
+}
+
+/* How many of the batch's duplicate acks are the publish of an event an
+ * undone publish of this relay stored: not duplicates. One lock a batch;
+ * nothing read while none is remembered (the steady state). */
+static int refiled_acks(struct relay *r, const struct batch *b)
+{
+    int n = 0;
+    pthread_mutex_lock(&r->mu);
+    int64_t now = r->refiled_live ? mono_ms() : 0;
+    for (int i = 0; i < b->claimed && r->refiled_live; i++)
+        if (b->msgs[i].acked)
+            n += forget_refiled(r, b->msgs[i].event_id, now) && b->msgs[i].duplicate;
+    pthread_mutex_unlock(&r->mu);
+    return n;
 }
 
 /* The metrics of a batch's acked rows, once their mark committed (a mark
@@ -250,19 +262,14 @@ static int stored_before(struct relay *r, const char *event_id)
 static void count_acked(struct relay *r, const struct batch *b, double acked_at)
 {
     metric_add(m_published, "", b->acked);
-    pthread_mutex_lock(&r->mu);
-    int remembered = r->refiled_live > 0; /* else no lock per row (the steady state) */
-    pthread_mutex_unlock(&r->mu);
     int duplicates = 0;
     for (int i = 0; i < b->claimed; i++) {
-        const struct broker_out *m = &b->msgs[i];
-        if (!m->acked)
+        if (!b->msgs[i].acked)
             continue;
         metric_observe(m_latency, "", acked_at - strtod(PQgetvalue(b->res, i, 6), NULL));
-        int before = remembered && stored_before(r, m->event_id);
-        duplicates += m->duplicate && !before;
+        duplicates += b->msgs[i].duplicate;
     }
-    metric_add(m_duplicates, "", duplicates);
+    metric_add(m_duplicates, "", duplicates - refiled_acks(r, b));
 }
 
 /* The batch's acknowledged rows: out of the outbox, into outbox_published
